@@ -1,0 +1,113 @@
+"""The audit trail: every ORM change to clinical data is logged in the same transaction.
+
+A flush hook writes one ``audit_log`` row per inserted, updated or deleted record,
+with the actor and reason carried by the session (``session.info``). A change
+without an actor is refused, so no code path can write unattributed data, and the
+log itself is append-only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+from sqlmodel import Session as SQLModelSession
+from sqlmodel import SQLModel
+
+from registry.codes import AuditAction
+from registry.models import AuditLog, Patient
+
+
+class AuditError(RuntimeError):
+    """A change could not be attributed, or the audit log itself was to be altered."""
+
+
+def audited_session(engine: sa.Engine, actor: str, reason: str | None = None) -> SQLModelSession:
+    """A session whose changes are logged as made by ``actor`` for ``reason``."""
+    if not actor.strip():
+        raise AuditError("An actor (user or process name) is required to change registry data")
+    return SQLModelSession(engine, info={"actor": actor, "reason": reason})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def _columns(obj: SQLModel) -> dict[str, Any]:
+    mapper = sa.inspect(obj).mapper
+    return {attr.key: _jsonable(getattr(obj, attr.key)) for attr in mapper.column_attrs}
+
+
+def _changes(obj: SQLModel) -> tuple[dict[str, Any], dict[str, Any]]:
+    old, new = {}, {}
+    state = sa.inspect(obj)
+    for attr in state.mapper.column_attrs:
+        history = state.attrs[attr.key].history
+        if history.has_changes():
+            old[attr.key] = _jsonable(history.deleted[0]) if history.deleted else None
+            new[attr.key] = _jsonable(history.added[0]) if history.added else None
+    return old, new
+
+
+def _key(obj: SQLModel) -> str:
+    identity = sa.inspect(obj).identity or sa.inspect(obj).mapper.primary_key_from_instance(obj)
+    return "/".join(str(part) for part in identity)
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> None:
+    if any(isinstance(obj, AuditLog) for obj in (*session.dirty, *session.deleted)):
+        raise AuditError("The audit log is append-only: its rows cannot be changed or deleted")
+
+
+@event.listens_for(Session, "after_flush")
+def _write_audit_rows(session: Session, _context: Any) -> None:
+    entries: list[tuple[AuditAction, SQLModel, dict | None, dict | None]] = []
+    for obj in session.new:
+        if not isinstance(obj, AuditLog):
+            entries.append((AuditAction.INSERT, obj, None, _columns(obj)))
+    for obj in session.dirty:
+        old, new = _changes(obj)
+        if new:
+            entries.append((AuditAction.UPDATE, obj, old, new))
+    for obj in session.deleted:
+        entries.append((AuditAction.DELETE, obj, _columns(obj), None))
+    if not entries:
+        return
+    actor = session.info.get("actor")
+    if not actor:
+        raise AuditError("Refusing to change registry data without an actor: use registry.audit.audited_session")
+
+    connection = session.connection()
+    patient_ids = {getattr(obj, "patient_id", None) for _, obj, _, _ in entries} - {None}
+    study_ids = dict(
+        connection.execute(sa.select(Patient.id, Patient.study_id).where(Patient.id.in_(patient_ids))).all()
+    )
+    now = datetime.now(UTC)
+    connection.execute(
+        sa.insert(AuditLog),
+        [
+            {
+                "changed_at": now,
+                "actor": actor,
+                "reason": session.info.get("reason"),
+                "action": action,
+                "table_name": obj.__tablename__,
+                "record_key": _key(obj),
+                "study_id": obj.study_id
+                if isinstance(obj, Patient)
+                else study_ids.get(getattr(obj, "patient_id", None)),
+                "old_values": old,
+                "new_values": new,
+            }
+            for action, obj, old, new in entries
+        ],
+    )

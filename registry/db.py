@@ -1,0 +1,93 @@
+"""Engines and migrations, selected by one database URL.
+
+The URL comes from ``--database``, else ``REGISTRY_DATABASE_URL``, else a SQLite
+file in the working directory. SQLite connections enforce foreign keys (off by
+default in SQLite) and use the write-ahead log so readers never block the writer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+import registry
+from alembic import command
+from registry import audit  # noqa: F401  (registers the audit trail on every session)
+
+URL_VARIABLE = "REGISTRY_DATABASE_URL"
+DEFAULT_URL = "sqlite:///registry.db"
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The URL to use, normalised so ``postgresql://`` means the psycopg 3 driver."""
+    url = explicit or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 (DB-API objects)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.close()
+
+
+def make_engine(url: str | None = None) -> sa.Engine:
+    """An engine for ``url`` (see :func:`database_url`), with SQLite made strict."""
+    engine = sa.create_engine(database_url(url))
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrations_dir() -> Path:
+    """Alembic scripts: shipped inside the wheel, or ``alembic/`` in a source checkout."""
+    package = Path(registry.__file__).parent
+    for candidate in (package / "_alembic", package.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError(f"Alembic scripts not found beside {package}")
+
+
+@contextmanager
+def _alembic(engine: sa.Engine) -> Iterator[Config]:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        yield config
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    with _alembic(engine) as config:
+        command.upgrade(config, revision)
+
+
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    with _alembic(engine) as config:
+        command.downgrade(config, revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def redacted(url: str) -> str:
+    """The URL with any password masked, fit for printing and logs."""
+    return sa.make_url(database_url(url)).render_as_string(hide_password=True)

@@ -1,0 +1,137 @@
+"""The data dictionary, generated from the models so it can never drift from the schema."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import astuple, dataclass, fields
+from enum import Enum
+
+import sqlalchemy as sa
+
+from registry.codes import ANALYTE_RANGES, DRUGS, Range
+from registry.models import TABLES
+
+
+@dataclass(frozen=True)
+class Entry:
+    table: str
+    column: str
+    type: str
+    unit: str
+    allowed_values: str
+    required: str
+    plausible_range: str
+    description: str
+
+
+def _type_name(column: sa.Column) -> str:
+    kind = column.type
+    if isinstance(kind, sa.Enum):
+        return "code"
+    if isinstance(kind, sa.String):
+        return f"text (max {kind.length})"
+    if isinstance(kind, sa.DateTime):
+        return "date-time"
+    if isinstance(kind, sa.Date):
+        return "date (YYYY-MM-DD)"
+    if isinstance(kind, sa.Boolean):
+        return "yes/no"
+    if isinstance(kind, sa.Integer):
+        return "integer"
+    if isinstance(kind, sa.Float):
+        return "number"
+    if isinstance(kind, sa.JSON):
+        return "JSON"
+    return str(kind).lower()
+
+
+def _range_text(plausible: Range | None) -> str:
+    if plausible is None:
+        return ""
+    text = f"{plausible.low:g}-{plausible.high:g}"
+    if plausible.soft_high is not None:
+        text += f" (review > {plausible.soft_high:g})"
+    return text
+
+
+def _required(column: sa.Column) -> bool:
+    generated_key = column.primary_key and not column.foreign_keys
+    return not column.nullable and not generated_key
+
+
+def data_dictionary() -> list[Entry]:
+    """One entry per column of every table, in data-entry order."""
+    entries = []
+    for model in TABLES:
+        table = model.__table__
+        for column in table.columns:
+            enum_class = getattr(column.type, "enum_class", None)
+            allowed = (
+                ", ".join(m.value for m in enum_class)
+                if enum_class is not None and issubclass(enum_class, Enum)
+                else ""
+            )
+            entries.append(
+                Entry(
+                    table=table.name,
+                    column=column.name,
+                    type=_type_name(column),
+                    unit=column.info.get("unit", ""),
+                    allowed_values=allowed,
+                    required="yes" if _required(column) else "no",
+                    plausible_range=_range_text(column.info.get("plausible")),
+                    description=column.comment or ("Row identifier" if column.primary_key else ""),
+                )
+            )
+    return entries
+
+
+HEADER = [f.name for f in fields(Entry)]
+
+
+def to_csv(entries: list[Entry]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HEADER)
+    writer.writerows(astuple(entry) for entry in entries)
+    return buffer.getvalue()
+
+
+def _markdown_table(header: list[str], rows: list[tuple]) -> list[str]:
+    def line(cells: tuple | list) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
+
+
+def to_markdown(entries: list[Entry]) -> str:
+    """Per-table column tables, then the analyte and drug code lists with units and ranges."""
+    lines = ["# Data dictionary", ""]
+    for table in dict.fromkeys(entry.table for entry in entries):
+        lines += [f"## {table}", ""]
+        lines += _markdown_table(HEADER[1:], [astuple(e)[1:] for e in entries if e.table == table])
+        lines.append("")
+    lines += ["## Analytes (lab_result.analyte)", ""]
+    lines += _markdown_table(
+        ["analyte", "label", "canonical unit", "plausible range", "source"],
+        [(a.value, a.label, r.unit, _range_text(r), r.source) for a, r in ANALYTE_RANGES.items()],
+    )
+    lines += ["", "## Drugs (treatment.drug)", ""]
+    lines += _markdown_table(
+        ["drug", "label", "class", "steroid-sparing", "usual dose", "source"],
+        [
+            (
+                d.value,
+                d.label,
+                i.drug_class.value,
+                "yes" if i.steroid_sparing else "no",
+                f"{i.dose_low:g}-{i.dose_high:g} {i.dose_unit.value} {i.dose_per.value}"
+                if i.dose_low is not None
+                else "",
+                i.source,
+            )
+            for d, i in DRUGS.items()
+        ],
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,366 @@
+"""Registry tables: one typed SQLModel class per table.
+
+The database guards what can never be valid (keys, required fields, code lists,
+impossible ranges and orders); what is merely implausible is left to the
+data-quality rules, which can report it without refusing the data. Deleting a
+patient who still has records is refused (``ON DELETE RESTRICT``), never cascaded.
+
+Column descriptions double as database comments and feed the data dictionary.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from registry.codes import (
+    CTCAE_VERSION,
+    PFT_RANGES,
+    AdverseEventOutcome,
+    AdverseEventTerm,
+    Analyte,
+    Antibody,
+    AntibodyGrade,
+    AntibodyUnit,
+    Assay,
+    AuditAction,
+    DeathCause,
+    DoseUnit,
+    Drug,
+    Frequency,
+    HrctFeature,
+    HrctPattern,
+    LungZone,
+    PftNotDoneReason,
+    Range,
+    RpildDefinition,
+    Sex,
+    Smoking,
+    StopReason,
+    VitalStatus,
+)
+
+# Deterministic constraint names, so migrations can drop and alter them on
+# PostgreSQL and SQLite alike.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def column(description: str, *, unit: str | None = None, plausible: Range | None = None, **kwargs: Any) -> Any:
+    """A documented column: the description becomes the database comment.
+
+    ``unit`` and ``plausible`` travel in the column's ``info`` to the data dictionary.
+    """
+    info: dict[str, Any] = {}
+    if plausible is not None:
+        info["plausible"] = plausible
+        unit = unit or plausible.unit
+    if unit:
+        info["unit"] = unit
+    return Field(description=description, sa_column_kwargs={"comment": description, "info": info}, **kwargs)
+
+
+def code(codes: type[Enum], name: str, description: str, **kwargs: Any) -> Any:
+    """A column restricted to a code list by a CHECK constraint (portable, no native enum)."""
+    enum_type = sa.Enum(
+        codes,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=max(len(m.value) for m in codes),
+        values_callable=lambda e: [m.value for m in e],
+    )
+    return column(description, sa_type=enum_type, **kwargs)
+
+
+def text(length: int, description: str, **kwargs: Any) -> Any:
+    return column(description, sa_type=sa.String(length), **kwargs)
+
+
+def patient_key(description: str = "Patient the record belongs to", *, primary_key: bool = False) -> Any:
+    return column(
+        description, foreign_key="patient.id", ondelete="RESTRICT", index=not primary_key, primary_key=primary_key
+    )
+
+
+def identifier() -> Any:
+    return Field(default=None, primary_key=True)
+
+
+class Site(SQLModel, table=True):
+    __tablename__ = "site"
+
+    id: int | None = identifier()
+    code: str = text(16, "Short site code used in study_ids and reports", unique=True)
+    name: str = text(200, "Hospital or centre name")
+    country: str | None = text(2, "ISO 3166-1 alpha-2 country code")
+
+
+class Patient(SQLModel, table=True):
+    """One person with anti-MDA5 dermatomyositis and ILD, known only by study_id."""
+
+    __tablename__ = "patient"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "rpild IS NULL OR rpild_definition IS NOT NULL",
+            name="rpild_needs_definition",
+        ),
+    )
+
+    id: int | None = identifier()
+    study_id: str = text(32, "Pseudonymous study identifier; the only key that leaves the database", unique=True)
+    site_id: int = column("Recruiting site", foreign_key="site.id", ondelete="RESTRICT", index=True)
+    sex: Sex = code(Sex, "sex", "Sex recorded at birth")
+    birth_date: date = column("Date of birth (used for age; never exported exactly)")
+    smoking: Smoking | None = code(Smoking, "smoking", "Smoking history")
+    dm_diagnosis_date: date | None = column("Date dermatomyositis (or clinically amyopathic DM) was diagnosed")
+    ild_diagnosis_date: date | None = column("Date interstitial lung disease was diagnosed")
+    resp_symptom_onset_date: date | None = column("Onset of respiratory symptoms (cough, dyspnoea)")
+    ild_worsening_date: date | None = column("Date of documented radiological or respiratory worsening, if any")
+    rpild: bool | None = column("Rapidly progressive ILD, judged by rpild_definition")
+    rpild_definition: RpildDefinition | None = code(
+        RpildDefinition, "rpild_definition", "Definition used to judge the RPILD flag"
+    )
+    gottron: bool | None = column("Gottron papules or sign")
+    heliotrope_rash: bool | None = column("Heliotrope rash")
+    mechanics_hands: bool | None = column("Mechanic's hands")
+    skin_ulcers: bool | None = column("Cutaneous ulcers")
+    fever: bool | None = column("Fever (>= 38 C) at presentation")
+    arthritis: bool | None = column("Arthritis or arthralgia")
+    muscle_weakness: bool | None = column("Proximal muscle weakness")
+
+
+class PatientIdentifier(SQLModel, table=True):
+    """Direct identifiers, kept apart so no analysis, export or report can select them."""
+
+    __tablename__ = "patient_identifier"
+
+    patient_id: int = patient_key(primary_key=True)
+    hospital_number: str | None = text(64, "Hospital record number (direct identifier)")
+    full_name: str | None = text(200, "Full name (direct identifier)")
+
+
+class AntibodyTest(SQLModel, table=True):
+    __tablename__ = "antibody_test"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "antibody", "assay", "sample_date"),
+        sa.CheckConstraint("grade IS NOT NULL OR value IS NOT NULL", name="has_result"),
+        sa.CheckConstraint("assay <> 'line_blot' OR grade IS NOT NULL", name="line_blot_graded"),
+        sa.CheckConstraint("value IS NULL OR unit IS NOT NULL", name="value_has_unit"),
+        sa.CheckConstraint("value IS NULL OR value >= 0", name="value_not_negative"),
+        sa.CheckConstraint("cutoff IS NULL OR cutoff >= 0", name="cutoff_not_negative"),
+    )
+
+    id: int | None = identifier()
+    patient_id: int = patient_key()
+    antibody: Antibody = code(Antibody, "antibody", "Antibody tested")
+    assay: Assay = code(Assay, "assay", "Assay method")
+    sample_date: date = column("Date the sample was taken")
+    grade: AntibodyGrade | None = code(AntibodyGrade, "grade", "Semi-quantitative result (line blot: - / + / ++ / +++)")
+    value: float | None = column("Quantitative result (ELISA index, U/mL or titre)")
+    unit: AntibodyUnit | None = code(AntibodyUnit, "unit", "Unit of value")
+    cutoff: float | None = column("The kit's positivity cut-off, in the unit of value (anti-MDA5 ELISA: 32)")
+
+
+class LabResult(SQLModel, table=True):
+    """Laboratory results in long form: one analyte, one day, one value."""
+
+    __tablename__ = "lab_result"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "analyte", "sample_date"),
+        sa.CheckConstraint("value >= 0", name="value_not_negative"),
+    )
+
+    id: int | None = identifier()
+    patient_id: int = patient_key()
+    analyte: Analyte = code(Analyte, "analyte", "Analyte measured (canonical units in the analyte code list)")
+    sample_date: date = column("Date the sample was taken")
+    value: float = column("Result as a plain number, in unit", unit="canonical unit of the analyte")
+    unit: str = text(16, "Unit of value; must be the analyte's canonical unit to be analysed")
+
+
+def _pft_range_checks() -> tuple[sa.CheckConstraint, ...]:
+    return tuple(sa.CheckConstraint(f"{name} IS NULL OR {name} > 0", name=f"{name}_positive") for name in PFT_RANGES)
+
+
+class Pft(SQLModel, table=True):
+    """Pulmonary function test, or the documented reason it could not be done."""
+
+    __tablename__ = "pft"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "test_date"),
+        *_pft_range_checks(),
+        sa.CheckConstraint(
+            "not_done_reason IS NULL OR (fvc_l IS NULL AND fvc_pct_pred IS NULL"
+            " AND dlco_pct_pred IS NULL AND tlc_pct_pred IS NULL)",
+            name="not_done_has_no_results",
+        ),
+        sa.CheckConstraint(
+            "not_done_reason IS NOT NULL OR fvc_l IS NOT NULL OR fvc_pct_pred IS NOT NULL"
+            " OR dlco_pct_pred IS NOT NULL OR tlc_pct_pred IS NOT NULL",
+            name="has_result_or_reason",
+        ),
+    )
+
+    id: int | None = identifier()
+    patient_id: int = patient_key()
+    test_date: date = column("Date of the test (or of the decision it could not be done)")
+    fvc_l: float | None = column("Forced vital capacity", plausible=PFT_RANGES["fvc_l"])
+    fvc_pct_pred: float | None = column("FVC, percent of predicted", plausible=PFT_RANGES["fvc_pct_pred"])
+    dlco_pct_pred: float | None = column("DLCO, percent of predicted", plausible=PFT_RANGES["dlco_pct_pred"])
+    tlc_pct_pred: float | None = column(
+        "Total lung capacity, percent of predicted", plausible=PFT_RANGES["tlc_pct_pred"]
+    )
+    not_done_reason: PftNotDoneReason | None = code(
+        PftNotDoneReason, "not_done_reason", "Why the test could not be done (leave results empty)"
+    )
+
+
+#: HRCT extent columns, one per feature and lung zone, e.g. ``ggo_right_upper_pct``.
+HRCT_EXTENT_COLUMNS = {
+    f"{feature.value}_{zone.value}_pct": f"{feature.label} extent, {zone.label.lower()}"
+    for feature in HrctFeature
+    for zone in LungZone
+}
+
+
+def extent(feature: HrctFeature, zone: LungZone) -> Any:
+    return column(HRCT_EXTENT_COLUMNS[f"{feature.value}_{zone.value}_pct"], plausible=Range("% of zone", 0, 100))
+
+
+class Hrct(SQLModel, table=True):
+    """Chest high-resolution CT: pattern, per-zone extent of each feature, total score."""
+
+    __tablename__ = "hrct"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "scan_date"),
+        *(
+            sa.CheckConstraint(f"{name} IS NULL OR {name} BETWEEN 0 AND 100", name=f"{name}_0_to_100")
+            for name in HRCT_EXTENT_COLUMNS
+        ),
+        sa.CheckConstraint("total_score IS NULL OR total_score >= 0", name="total_score_not_negative"),
+    )
+
+    id: int | None = identifier()
+    patient_id: int = patient_key()
+    scan_date: date = column("Date of the scan")
+    pattern: HrctPattern | None = code(HrctPattern, "pattern", "Radiological pattern")
+    ggo_right_upper_pct: float | None = extent(HrctFeature.GGO, LungZone.RIGHT_UPPER)
+    ggo_right_middle_pct: float | None = extent(HrctFeature.GGO, LungZone.RIGHT_MIDDLE)
+    ggo_right_lower_pct: float | None = extent(HrctFeature.GGO, LungZone.RIGHT_LOWER)
+    ggo_left_upper_pct: float | None = extent(HrctFeature.GGO, LungZone.LEFT_UPPER)
+    ggo_left_middle_pct: float | None = extent(HrctFeature.GGO, LungZone.LEFT_MIDDLE)
+    ggo_left_lower_pct: float | None = extent(HrctFeature.GGO, LungZone.LEFT_LOWER)
+    consolidation_right_upper_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.RIGHT_UPPER)
+    consolidation_right_middle_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.RIGHT_MIDDLE)
+    consolidation_right_lower_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.RIGHT_LOWER)
+    consolidation_left_upper_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_UPPER)
+    consolidation_left_middle_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_MIDDLE)
+    consolidation_left_lower_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_LOWER)
+    total_score: float | None = column("Total HRCT score by the site's scoring protocol (FLAIR uses >= 133)")
+
+
+class Treatment(SQLModel, table=True):
+    """One continuous episode of a drug or procedure."""
+
+    __tablename__ = "treatment"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "drug", "start_date"),
+        sa.CheckConstraint("end_date IS NULL OR end_date >= start_date", name="ends_after_start"),
+        sa.CheckConstraint("dose IS NULL OR dose > 0", name="dose_positive"),
+        sa.CheckConstraint("dose IS NULL OR dose_unit IS NOT NULL", name="dose_has_unit"),
+    )
+
+    id: int | None = identifier()
+    patient_id: int = patient_key()
+    drug: Drug = code(Drug, "drug", "Drug or procedure (classes and dose ranges in the drug code list)")
+    start_date: date = column("First day of the episode")
+    end_date: date | None = column("Last day of the episode; empty while ongoing")
+    dose: float | None = column("Dose per administration, in dose_unit")
+    dose_unit: DoseUnit | None = code(DoseUnit, "dose_unit", "Unit of dose")
+    frequency: Frequency | None = code(Frequency, "frequency", "How often the dose is given")
+    stop_reason: StopReason | None = code(StopReason, "stop_reason", "Why the episode ended")
+
+
+class AdverseEvent(SQLModel, table=True):
+    __tablename__ = "adverse_event"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "term", "onset_date"),
+        sa.CheckConstraint("ctcae_grade BETWEEN 1 AND 5", name="ctcae_grade_1_to_5"),
+        sa.CheckConstraint("resolution_date IS NULL OR resolution_date >= onset_date", name="resolves_after_onset"),
+    )
+
+    id: int | None = identifier()
+    patient_id: int = patient_key()
+    onset_date: date = column("Date the event began")
+    term: AdverseEventTerm = code(AdverseEventTerm, "term", "Adverse event term")
+    term_detail: str | None = text(200, "Organism, site or description (required for term 'other')")
+    ctcae_grade: int = column(f"Severity grade, CTCAE v{CTCAE_VERSION}", plausible=Range("grade", 1, 5))
+    serious: bool = column("Serious adverse event (ICH E2A: death, life-threatening, hospitalisation, ...)")
+    attributed_drug: Drug | None = code(Drug, "attributed_drug", "Drug the event is attributed to, if any")
+    led_to_discontinuation: bool = column("The attributed drug was stopped because of the event")
+    outcome: AdverseEventOutcome | None = code(AdverseEventOutcome, "outcome", "Outcome of the event")
+    resolution_date: date | None = column("Date the event resolved")
+
+
+class FollowUp(SQLModel, table=True):
+    """Vital status as last known: one row per patient, updated as follow-up accrues."""
+
+    __tablename__ = "follow_up"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(vital_status = 'dead') = (death_date IS NOT NULL)",
+            name="death_date_iff_dead",
+        ),
+        sa.CheckConstraint("death_cause IS NULL OR vital_status = 'dead'", name="cause_only_if_dead"),
+    )
+
+    patient_id: int = patient_key(primary_key=True)
+    last_contact_date: date = column("Last date the patient was known alive (or date of death)")
+    vital_status: VitalStatus = code(VitalStatus, "vital_status", "Vital status at last contact")
+    death_date: date | None = column("Date of death")
+    death_cause: DeathCause | None = code(DeathCause, "death_cause", "Principal cause of death")
+    lung_transplant_date: date | None = column("Date of lung transplantation, if any")
+    lost_to_follow_up: bool = column("No contact possible after last_contact_date", default=False)
+
+
+class AuditLog(SQLModel, table=True):
+    """Who changed which stored value, when, from what to what, and why."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = identifier()
+    changed_at: datetime = column("When the change was committed (UTC)", sa_type=sa.DateTime(timezone=True))
+    actor: str = text(100, "User or process that made the change")
+    reason: str | None = text(500, "Reason for the change, as given")
+    action: AuditAction = code(AuditAction, "action", "insert, update or delete")
+    table_name: str = text(64, "Table changed")
+    record_key: str = text(64, "Primary key of the changed row")
+    study_id: str | None = text(32, "Patient the row belongs to, for per-patient history", index=True)
+    old_values: dict[str, Any] | None = column("Changed columns before the change", sa_type=sa.JSON(none_as_null=True))
+    new_values: dict[str, Any] | None = column("Changed columns after the change", sa_type=sa.JSON(none_as_null=True))
+
+
+#: Every table, in the order a patient's records are entered; the audit log last.
+TABLES: tuple[type[SQLModel], ...] = (
+    Site,
+    Patient,
+    PatientIdentifier,
+    AntibodyTest,
+    LabResult,
+    Pft,
+    Hrct,
+    Treatment,
+    AdverseEvent,
+    FollowUp,
+    AuditLog,
+)
