@@ -69,6 +69,16 @@ def column(description: str, *, unit: str | None = None, plausible: Range | None
     return Field(description=description, sa_column_kwargs={"comment": description, "info": info}, **kwargs)
 
 
+def rule(condition: str, name: str, message: str) -> sa.CheckConstraint:
+    """A CHECK constraint with the plain-language message shown when a row breaks it."""
+    return sa.CheckConstraint(condition, name=name, info={"message": message})
+
+
+#: Width of every code column: room for any code, so that a wrong code meets the
+#: code-list CHECK (a readable refusal) rather than a length error.
+CODE_LENGTH = 32
+
+
 def code(codes: type[Enum], name: str, description: str, **kwargs: Any) -> Any:
     """A column restricted to a code list by a CHECK constraint (portable, no native enum)."""
     enum_type = sa.Enum(
@@ -76,7 +86,7 @@ def code(codes: type[Enum], name: str, description: str, **kwargs: Any) -> Any:
         name=name,
         native_enum=False,
         create_constraint=True,
-        length=max(len(m.value) for m in codes),
+        length=CODE_LENGTH,
         values_callable=lambda e: [m.value for m in e],
     )
     return column(description, sa_type=enum_type, **kwargs)
@@ -110,9 +120,10 @@ class Patient(SQLModel, table=True):
 
     __tablename__ = "patient"
     __table_args__ = (
-        sa.CheckConstraint(
+        rule(
             "rpild IS NULL OR rpild_definition IS NOT NULL",
-            name="rpild_needs_definition",
+            "rpild_needs_definition",
+            "an RPILD flag needs the definition it was judged by (rpild_definition)",
         ),
     )
 
@@ -153,11 +164,19 @@ class AntibodyTest(SQLModel, table=True):
     __tablename__ = "antibody_test"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "antibody", "assay", "sample_date"),
-        sa.CheckConstraint("grade IS NOT NULL OR value IS NOT NULL", name="has_result"),
-        sa.CheckConstraint("assay <> 'line_blot' OR grade IS NOT NULL", name="line_blot_graded"),
-        sa.CheckConstraint("value IS NULL OR unit IS NOT NULL", name="value_has_unit"),
-        sa.CheckConstraint("value IS NULL OR value >= 0", name="value_not_negative"),
-        sa.CheckConstraint("cutoff IS NULL OR cutoff >= 0", name="cutoff_not_negative"),
+        rule(
+            "grade IS NOT NULL OR value IS NOT NULL",
+            "has_result",
+            "an antibody test needs a result: a grade or a value",
+        ),
+        rule(
+            "assay <> 'line_blot' OR grade IS NOT NULL",
+            "line_blot_graded",
+            "a line-blot result needs a grade (negative, weak, moderate or strong)",
+        ),
+        rule("value IS NULL OR unit IS NOT NULL", "value_has_unit", "a value needs its unit"),
+        rule("value IS NULL OR value >= 0", "value_not_negative", "value cannot be negative"),
+        rule("cutoff IS NULL OR cutoff >= 0", "cutoff_not_negative", "cutoff cannot be negative"),
     )
 
     id: int | None = identifier()
@@ -177,7 +196,7 @@ class LabResult(SQLModel, table=True):
     __tablename__ = "lab_result"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "analyte", "sample_date"),
-        sa.CheckConstraint("value >= 0", name="value_not_negative"),
+        rule("value >= 0", "value_not_negative", "value cannot be negative"),
     )
 
     id: int | None = identifier()
@@ -189,7 +208,10 @@ class LabResult(SQLModel, table=True):
 
 
 def _pft_range_checks() -> tuple[sa.CheckConstraint, ...]:
-    return tuple(sa.CheckConstraint(f"{name} IS NULL OR {name} > 0", name=f"{name}_positive") for name in PFT_RANGES)
+    return tuple(
+        rule(f"{name} IS NULL OR {name} > 0", f"{name}_positive", f"{name} must be greater than 0")
+        for name in PFT_RANGES
+    )
 
 
 class Pft(SQLModel, table=True):
@@ -199,15 +221,17 @@ class Pft(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "test_date"),
         *_pft_range_checks(),
-        sa.CheckConstraint(
+        rule(
             "not_done_reason IS NULL OR (fvc_l IS NULL AND fvc_pct_pred IS NULL"
             " AND dlco_pct_pred IS NULL AND tlc_pct_pred IS NULL)",
-            name="not_done_has_no_results",
+            "not_done_has_no_results",
+            "a test marked not done (not_done_reason) cannot have results",
         ),
-        sa.CheckConstraint(
+        rule(
             "not_done_reason IS NOT NULL OR fvc_l IS NOT NULL OR fvc_pct_pred IS NOT NULL"
             " OR dlco_pct_pred IS NOT NULL OR tlc_pct_pred IS NOT NULL",
-            name="has_result_or_reason",
+            "has_result_or_reason",
+            "a pulmonary function test needs at least one result or the reason it was not done",
         ),
     )
 
@@ -244,10 +268,10 @@ class Hrct(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "scan_date"),
         *(
-            sa.CheckConstraint(f"{name} IS NULL OR {name} BETWEEN 0 AND 100", name=f"{name}_0_to_100")
+            rule(f"{name} IS NULL OR {name} BETWEEN 0 AND 100", f"{name}_0_to_100", f"{name} must be between 0 and 100")
             for name in HRCT_EXTENT_COLUMNS
         ),
-        sa.CheckConstraint("total_score IS NULL OR total_score >= 0", name="total_score_not_negative"),
+        rule("total_score IS NULL OR total_score >= 0", "total_score_not_negative", "total_score cannot be negative"),
     )
 
     id: int | None = identifier()
@@ -275,9 +299,9 @@ class Treatment(SQLModel, table=True):
     __tablename__ = "treatment"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "drug", "start_date"),
-        sa.CheckConstraint("end_date IS NULL OR end_date >= start_date", name="ends_after_start"),
-        sa.CheckConstraint("dose IS NULL OR dose > 0", name="dose_positive"),
-        sa.CheckConstraint("dose IS NULL OR dose_unit IS NOT NULL", name="dose_has_unit"),
+        rule("end_date IS NULL OR end_date >= start_date", "ends_after_start", "end_date cannot be before start_date"),
+        rule("dose IS NULL OR dose > 0", "dose_positive", "dose must be greater than 0"),
+        rule("dose IS NULL OR dose_unit IS NOT NULL", "dose_has_unit", "a dose needs its dose_unit"),
     )
 
     id: int | None = identifier()
@@ -295,8 +319,12 @@ class AdverseEvent(SQLModel, table=True):
     __tablename__ = "adverse_event"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "term", "onset_date"),
-        sa.CheckConstraint("ctcae_grade BETWEEN 1 AND 5", name="ctcae_grade_1_to_5"),
-        sa.CheckConstraint("resolution_date IS NULL OR resolution_date >= onset_date", name="resolves_after_onset"),
+        rule("ctcae_grade BETWEEN 1 AND 5", "ctcae_grade_1_to_5", "ctcae_grade must be 1, 2, 3, 4 or 5"),
+        rule(
+            "resolution_date IS NULL OR resolution_date >= onset_date",
+            "resolves_after_onset",
+            "resolution_date cannot be before onset_date",
+        ),
     )
 
     id: int | None = identifier()
@@ -317,11 +345,16 @@ class FollowUp(SQLModel, table=True):
 
     __tablename__ = "follow_up"
     __table_args__ = (
-        sa.CheckConstraint(
+        rule(
             "(vital_status = 'dead') = (death_date IS NOT NULL)",
-            name="death_date_iff_dead",
+            "death_date_iff_dead",
+            "death_date is required when vital_status is dead, and only then",
         ),
-        sa.CheckConstraint("death_cause IS NULL OR vital_status = 'dead'", name="cause_only_if_dead"),
+        rule(
+            "death_cause IS NULL OR vital_status = 'dead'",
+            "cause_only_if_dead",
+            "death_cause can only be given when vital_status is dead",
+        ),
     )
 
     patient_id: int = patient_key(primary_key=True)

@@ -1,14 +1,13 @@
-"""initial schema
+"""Initial schema: every registry table, its keys and constraints
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 23:00:08.216379
+Create Date: 2026-11-24 23:02:34.574994
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001"
@@ -28,7 +27,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=500), nullable=True, comment="Reason for the change, as given"),
         sa.Column(
             "action",
-            sa.Enum("insert", "update", "delete", name="action", native_enum=False, create_constraint=True),
+            sa.Enum("insert", "update", "delete", name="action", native_enum=False, create_constraint=True, length=32),
             nullable=False,
             comment="insert, update or delete",
         ),
@@ -40,8 +39,8 @@ def upgrade() -> None:
             nullable=True,
             comment="Patient the row belongs to, for per-patient history",
         ),
-        sa.Column("old_values", sa.JSON(), nullable=True, comment="Changed columns before the change"),
-        sa.Column("new_values", sa.JSON(), nullable=True, comment="Changed columns after the change"),
+        sa.Column("old_values", sa.JSON(none_as_null=True), nullable=True, comment="Changed columns before the change"),
+        sa.Column("new_values", sa.JSON(none_as_null=True), nullable=True, comment="Changed columns after the change"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
@@ -70,7 +69,7 @@ def upgrade() -> None:
         sa.Column("site_id", sa.Integer(), nullable=False, comment="Recruiting site"),
         sa.Column(
             "sex",
-            sa.Enum("female", "male", name="sex", native_enum=False, create_constraint=True),
+            sa.Enum("female", "male", name="sex", native_enum=False, create_constraint=True, length=32),
             nullable=False,
             comment="Sex recorded at birth",
         ),
@@ -79,7 +78,7 @@ def upgrade() -> None:
         ),
         sa.Column(
             "smoking",
-            sa.Enum("never", "former", "current", name="smoking", native_enum=False, create_constraint=True),
+            sa.Enum("never", "former", "current", name="smoking", native_enum=False, create_constraint=True, length=32),
             nullable=True,
             comment="Smoking history",
         ),
@@ -113,6 +112,7 @@ def upgrade() -> None:
                 name="rpild_definition",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Definition used to judge the RPILD flag",
@@ -161,6 +161,7 @@ def upgrade() -> None:
                 name="term",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=False,
             comment="Adverse event term",
@@ -206,6 +207,7 @@ def upgrade() -> None:
                 name="attributed_drug",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Drug the event is attributed to, if any",
@@ -228,6 +230,7 @@ def upgrade() -> None:
                 name="outcome",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Outcome of the event",
@@ -276,6 +279,7 @@ def upgrade() -> None:
                 name="antibody",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=False,
             comment="Antibody tested",
@@ -291,6 +295,7 @@ def upgrade() -> None:
                 name="assay",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=False,
             comment="Assay method",
@@ -298,14 +303,23 @@ def upgrade() -> None:
         sa.Column("sample_date", sa.Date(), nullable=False, comment="Date the sample was taken"),
         sa.Column(
             "grade",
-            sa.Enum("negative", "weak", "moderate", "strong", name="grade", native_enum=False, create_constraint=True),
+            sa.Enum(
+                "negative",
+                "weak",
+                "moderate",
+                "strong",
+                name="grade",
+                native_enum=False,
+                create_constraint=True,
+                length=32,
+            ),
             nullable=True,
             comment="Semi-quantitative result (line blot: - / + / ++ / +++)",
         ),
         sa.Column("value", sa.Float(), nullable=True, comment="Quantitative result (ELISA index, U/mL or titre)"),
         sa.Column(
             "unit",
-            sa.Enum("index", "U/mL", "titre", name="unit", native_enum=False, create_constraint=True),
+            sa.Enum("index", "U/mL", "titre", name="unit", native_enum=False, create_constraint=True, length=32),
             nullable=True,
             comment="Unit of value",
         ),
@@ -346,7 +360,7 @@ def upgrade() -> None:
         ),
         sa.Column(
             "vital_status",
-            sa.Enum("alive", "dead", name="vital_status", native_enum=False, create_constraint=True),
+            sa.Enum("alive", "dead", name="vital_status", native_enum=False, create_constraint=True, length=32),
             nullable=False,
             comment="Vital status at last contact",
         ),
@@ -364,6 +378,7 @@ def upgrade() -> None:
                 name="death_cause",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Principal cause of death",
@@ -400,6 +415,7 @@ def upgrade() -> None:
                 name="pattern",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Radiological pattern",
@@ -531,6 +547,7 @@ def upgrade() -> None:
                 name="analyte",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=False,
             comment="Analyte measured (canonical units in the analyte code list)",
@@ -590,6 +607,7 @@ def upgrade() -> None:
                 name="not_done_reason",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Why the test could not be done (leave results empty)",
@@ -647,6 +665,7 @@ def upgrade() -> None:
                 name="drug",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=False,
             comment="Drug or procedure (classes and dose ranges in the drug code list)",
@@ -666,6 +685,7 @@ def upgrade() -> None:
                 name="dose_unit",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Unit of dose",
@@ -686,6 +706,7 @@ def upgrade() -> None:
                 name="frequency",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="How often the dose is given",
@@ -706,6 +727,7 @@ def upgrade() -> None:
                 name="stop_reason",
                 native_enum=False,
                 create_constraint=True,
+                length=32,
             ),
             nullable=True,
             comment="Why the episode ended",

@@ -1,0 +1,79 @@
+"""Database fixtures: every test that asks for ``engine`` runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from ``REGISTRY_TEST_POSTGRES_URL`` (a server .ci/run started), or
+else from a throwaway server this session starts itself with tests/postgres.sh.
+Where neither is possible the PostgreSQL cases are skipped, except under CI, where
+they fail: a green CI run must have exercised both databases.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from registry import db
+
+POSTGRES_SCRIPT = Path(__file__).with_name("postgres.sh")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database."""
+    if url := os.environ.get("REGISTRY_TEST_POSTGRES_URL"):
+        yield url
+        return
+    directory = tempfile.mkdtemp(prefix="registry-pg-")  # not under pytest's root-only tmp dirs
+    started = subprocess.run(["bash", str(POSTGRES_SCRIPT), "start", directory], capture_output=True, text=True)
+    if started.returncode != 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        reason = f"no PostgreSQL server: {started.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (PostgreSQL tests must run under CI)")
+        pytest.skip(reason)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(POSTGRES_SCRIPT), "stop", directory], check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+        return
+    server = sa.make_url(db.database_url(request.getfixturevalue("postgres_server")))
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """An engine on an empty database (no schema yet)."""
+    engine = db.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def migrated(engine: sa.Engine) -> sa.Engine:
+    """An engine on a database migrated to the newest schema."""
+    db.upgrade(engine)
+    return engine
