@@ -6,6 +6,7 @@ as the registry (``REGISTRY_DATABASE_URL``, else the default SQLite file).
 """
 
 from alembic import context
+
 from registry import models
 from registry.db import make_engine
 

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import registry
-from alembic import command
 from registry import audit  # noqa: F401  (registers the audit trail on every session)
 
 URL_VARIABLE = "REGISTRY_DATABASE_URL"

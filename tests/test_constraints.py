@@ -122,11 +122,13 @@ def test_duplicate_natural_key_is_refused(with_patient):
 
 def test_deleting_a_patient_with_records_is_refused_not_cascaded(with_patient):
     _insert(with_patient, Treatment, VALID[Treatment])
-    with pytest.raises(sa.exc.IntegrityError) as refused:
-        with with_patient.begin() as connection:
-            connection.execute(sa.delete(Patient).where(Patient.id == 1))
+    with pytest.raises(sa.exc.IntegrityError) as refused, with_patient.begin() as connection:
+        connection.execute(sa.delete(Patient).where(Patient.id == 1))
     children = "treatment" if with_patient.dialect.name == "postgresql" else "other tables"  # SQLite names none
-    assert explain(refused.value).message == f"patient: cannot delete this patient: records in {children} still refer to it"
+    assert (
+        explain(refused.value).message
+        == f"patient: cannot delete this patient: records in {children} still refer to it"
+    )
     assert _count(with_patient, Patient) == 1
     assert _count(with_patient, Treatment) == 1
 
