@@ -1,0 +1,102 @@
+"""Every change made through the ORM is logged with who, when, old, new and why."""
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from registry.audit import AuditError, audited_session
+from registry.models import AuditLog, Patient, Site, Treatment
+
+
+def _log(engine) -> list[AuditLog]:
+    with Session(engine) as session:
+        return list(session.exec(select(AuditLog).order_by(AuditLog.id)))
+
+
+@pytest.fixture
+def patient(migrated):
+    with audited_session(migrated, actor="coordinator1", reason="new case") as session:
+        site = Site(code="S1", name="Site one")
+        session.add(site)
+        session.flush()
+        session.add(Patient(study_id="P001", site_id=site.id, sex="female", birth_date=date(1970, 5, 1)))
+        session.commit()
+    return migrated
+
+
+def test_insert_is_logged_with_actor_reason_and_values(patient):
+    site_entry, patient_entry = _log(patient)
+    assert (site_entry.table_name, site_entry.action, site_entry.actor) == ("site", "insert", "coordinator1")
+    assert patient_entry.table_name == "patient"
+    assert patient_entry.reason == "new case"
+    assert patient_entry.study_id == "P001"
+    assert patient_entry.old_values is None
+    assert patient_entry.new_values["study_id"] == "P001"
+    assert patient_entry.new_values["birth_date"] == "1970-05-01"
+    assert patient_entry.new_values["sex"] == "female"
+    assert patient_entry.changed_at is not None
+
+
+def test_update_logs_only_changed_columns_old_and_new(patient):
+    with audited_session(patient, actor="datamanager", reason="source document checked") as session:
+        record = session.exec(select(Patient)).one()
+        record.smoking = "former"
+        record.sex = "male"
+        session.commit()
+    entry = _log(patient)[-1]
+    assert (entry.action, entry.actor, entry.reason) == ("update", "datamanager", "source document checked")
+    assert entry.old_values == {"smoking": None, "sex": "female"}
+    assert entry.new_values == {"smoking": "former", "sex": "male"}
+    assert entry.record_key == "1"
+
+
+def test_child_record_changes_carry_the_study_id(patient):
+    with audited_session(patient, actor="coordinator1") as session:
+        session.add(Treatment(patient_id=1, drug="tofacitinib", start_date=date(2019, 1, 5)))
+        session.commit()
+    with audited_session(patient, actor="coordinator1", reason="entered twice") as session:
+        session.delete(session.exec(select(Treatment)).one())
+        session.commit()
+    inserted, deleted = _log(patient)[-2:]
+    assert (inserted.action, inserted.table_name, inserted.study_id) == ("insert", "treatment", "P001")
+    assert (deleted.action, deleted.study_id, deleted.reason) == ("delete", "P001", "entered twice")
+    assert deleted.old_values["drug"] == "tofacitinib"
+    assert deleted.new_values is None
+
+
+def test_change_without_actor_is_refused_and_nothing_is_written(patient):
+    with Session(patient) as session:
+        session.add(Site(code="S2", name="Site two"))
+        with pytest.raises(AuditError, match="without an actor"):
+            session.commit()
+    with Session(patient) as session:
+        assert session.exec(select(Site.code)).all() == ["S1"]
+    assert len(_log(patient)) == 2
+
+
+def test_blank_actor_is_refused(migrated):
+    with pytest.raises(AuditError, match="actor"):
+        audited_session(migrated, actor="  ")
+
+
+def test_audit_rows_roll_back_with_the_change(patient):
+    with audited_session(patient, actor="coordinator1") as session:
+        session.add(Patient(study_id="P001", site_id=1, sex="male", birth_date=date(1980, 1, 1)))
+        with pytest.raises(sa.exc.IntegrityError):
+            session.commit()
+    assert len(_log(patient)) == 2
+
+
+def test_audit_log_is_append_only(patient):
+    with audited_session(patient, actor="admin") as session:
+        entry = session.exec(select(AuditLog)).first()
+        entry.actor = "someone else"
+        with pytest.raises(AuditError, match="append-only"):
+            session.commit()
+    with audited_session(patient, actor="admin") as session:
+        session.delete(session.exec(select(AuditLog)).first())
+        with pytest.raises(AuditError, match="append-only"):
+            session.commit()
+    assert [e.actor for e in _log(patient)] == ["coordinator1", "coordinator1"]

@@ -1,0 +1,125 @@
+"""The `registry` command, run as a user runs it."""
+
+import csv
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+import registry
+from registry import db
+from registry.cli import app
+from registry.models import TABLES
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).with_name("registry")  # the installed console script
+runner = CliRunner()
+
+
+def run(*args: str, database: str | None = None):
+    prefix = ["--database", database] if database else []
+    return runner.invoke(app, [*prefix, *args], catch_exceptions=False)
+
+
+def test_console_script_prints_version():
+    done = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout == f"mda5-registry {registry.__version__}\n"
+    assert registry.__version__ != "0+unknown"
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("db", "dictionary", "summary", "demo"):
+        assert command in result.output
+
+
+def test_db_upgrade_current_downgrade(database_url):
+    result = run("db", "current", database=database_url)
+    assert (result.exit_code, result.output) == (
+        1,
+        f"base (no schema) (behind: newest is {db.head_revision()}; run `registry db upgrade`)\n",
+    )
+    result = run("db", "upgrade", database=database_url)
+    assert result.exit_code == 0
+    assert result.output == f"{db.redacted(database_url)}: schema at revision {db.head_revision()}\n"
+    assert run("db", "current", database=database_url).output == f"{db.head_revision()} (up to date)\n"
+
+    result = run("db", "downgrade", "base", "--yes", database=database_url)
+    assert result.output == f"{db.redacted(database_url)}: schema at revision base (empty)\n"
+    assert sa.inspect(db.make_engine(database_url)).get_table_names() == ["alembic_version"]
+
+
+def test_downgrade_asks_before_dropping_data(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    run("db", "upgrade", database=url)
+    result = runner.invoke(app, ["--database", url, "db", "downgrade", "base"], input="n\n")
+    assert result.exit_code == 1
+    assert "Aborted" in result.output
+    assert db.current_revision(db.make_engine(url)) == db.head_revision()
+
+
+def test_database_url_from_environment(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv(db.URL_VARIABLE, url)
+    assert run("db", "upgrade").exit_code == 0
+    assert (tmp_path / "env.db").exists()
+
+
+def test_summary_counts_rows_per_table(migrated, database_url):
+    result = run("summary", database=database_url)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == f"Database  {db.redacted(database_url)}"
+    assert lines[1] == f"Schema    revision {db.head_revision()} (newest)"
+    assert [line.split() for line in lines[4:]] == [[model.__table__.name, "0"] for model in TABLES]
+
+
+def test_summary_of_an_empty_database_says_what_to_do(tmp_path):
+    result = run("summary", database=f"sqlite:///{tmp_path / 'new.db'}")
+    assert result.exit_code == 1
+    assert "Schema    not created: run `registry db upgrade`" in result.output
+
+
+def test_dictionary_csv_lists_every_column(tmp_path):
+    result = run("dictionary", "--format", "csv")
+    rows = {(r["table"], r["column"]) for r in csv.DictReader(io.StringIO(result.output))}
+    assert rows == {(m.__table__.name, c.name) for m in TABLES for c in m.__table__.columns}
+
+    result = run("dictionary", "--output", str(tmp_path / "dictionary.md"))
+    assert result.output == f"{len(rows)} columns written to {tmp_path / 'dictionary.md'}\n"
+    assert (tmp_path / "dictionary.md").read_text().startswith("# Data dictionary\n")
+
+
+def test_dictionary_rejects_unknown_format():
+    result = runner.invoke(app, ["dictionary", "--format", "pdf"])
+    assert result.exit_code == 2
+    words = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # unwrap typer's error box
+    assert "Invalid value for '--format' / '-f': Value error, 'pdf' is not one of 'markdown', 'csv'." in words
+
+
+def test_demo_builds_a_fresh_registry(tmp_path):
+    done = subprocess.run([str(SCRIPT), "demo", "--dir", "demo"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Database  sqlite:///demo/registry.db" in done.stdout
+    assert [line.split() for line in done.stdout.splitlines() if line.startswith(("site ", "audit_log "))] == [
+        ["site", "1"],
+        ["audit_log", "1"],
+    ]
+    again = subprocess.run([str(SCRIPT), "demo", "--dir", "demo"], cwd=tmp_path, capture_output=True, text=True)
+    assert again.stdout == done.stdout  # rebuilt from scratch, not appended to
+
+
+@pytest.mark.parametrize("command", [["alembic", "upgrade", "head"], ["alembic", "downgrade", "base"]])
+def test_plain_alembic_works_from_the_repository_root(tmp_path, command):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    env = {"PATH": str(Path(sys.executable).parent), db.URL_VARIABLE: url}
+    subprocess.run(["alembic", "upgrade", "head"], cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+    expected = db.head_revision() if command[1] == "upgrade" else None
+    assert db.current_revision(db.make_engine(url)) == expected
