@@ -25,25 +25,22 @@ class Entry:
     description: str
 
 
+#: Plain names of column types, most specific first (an Enum is also a String).
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (sa.Enum, "code"),
+    (sa.DateTime, "date-time"),
+    (sa.Date, "date (YYYY-MM-DD)"),
+    (sa.Boolean, "yes/no"),
+    (sa.Integer, "integer"),
+    (sa.Float, "number"),
+    (sa.JSON, "JSON"),
+)
+
+
 def _type_name(column: sa.Column) -> str:
-    kind = column.type
-    if isinstance(kind, sa.Enum):
-        return "code"
-    if isinstance(kind, sa.String):
-        return f"text (max {kind.length})"
-    if isinstance(kind, sa.DateTime):
-        return "date-time"
-    if isinstance(kind, sa.Date):
-        return "date (YYYY-MM-DD)"
-    if isinstance(kind, sa.Boolean):
-        return "yes/no"
-    if isinstance(kind, sa.Integer):
-        return "integer"
-    if isinstance(kind, sa.Float):
-        return "number"
-    if isinstance(kind, sa.JSON):
-        return "JSON"
-    return str(kind).lower()
+    if isinstance(column.type, sa.String) and not isinstance(column.type, sa.Enum):
+        return f"text (max {column.type.length})"
+    return next((name for kind, name in _TYPE_NAMES if isinstance(column.type, kind)), str(column.type).lower())
 
 
 def _range_text(plausible: Range | None) -> str:

@@ -77,3 +77,9 @@ def migrated(engine: sa.Engine) -> sa.Engine:
     """An engine on a database migrated to the newest schema."""
     db.upgrade(engine)
     return engine
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    given = os.environ.get("REGISTRY_TEST_POSTGRES_URL")
+    source = f"server at {db.redacted(given)}" if given else "throwaway server from tests/postgres.sh"
+    return f"databases: SQLite (temporary files), PostgreSQL ({source})"
