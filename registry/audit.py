@@ -3,7 +3,7 @@
 A flush hook writes one ``audit_log`` row per inserted, updated or deleted record,
 with the actor and reason carried by the session (``session.info``). A change
 without an actor is refused, so no code path can write unattributed data, and the
-log itself is append-only.
+log itself is append-only. Direct identifiers are logged as changed, never copied.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def audited_session(engine: sa.Engine, actor: str, reason: str | None = None) ->
     return SQLModelSession(engine, info={"actor": actor, "reason": reason})
 
 
+#: Stands in the log for the value of a direct identifier: the change is logged, the value is not.
+REDACTED = "[identifier redacted]"
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
@@ -41,9 +45,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _logged(attr: sa.orm.ColumnProperty, value: Any) -> Any:
+    if value is not None and any(column.info.get("identifier") for column in attr.columns):
+        return REDACTED
+    return _jsonable(value)
+
+
 def _columns(obj: SQLModel) -> dict[str, Any]:
     mapper = sa.inspect(obj).mapper
-    return {attr.key: _jsonable(getattr(obj, attr.key)) for attr in mapper.column_attrs}
+    return {attr.key: _logged(attr, getattr(obj, attr.key)) for attr in mapper.column_attrs}
 
 
 def _changes(obj: SQLModel) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -52,8 +62,8 @@ def _changes(obj: SQLModel) -> tuple[dict[str, Any], dict[str, Any]]:
     for attr in state.mapper.column_attrs:
         history = state.attrs[attr.key].history
         if history.has_changes():
-            old[attr.key] = _jsonable(history.deleted[0]) if history.deleted else None
-            new[attr.key] = _jsonable(history.added[0]) if history.added else None
+            old[attr.key] = _logged(attr, history.deleted[0] if history.deleted else None)
+            new[attr.key] = _logged(attr, history.added[0] if history.added else None)
     return old, new
 
 

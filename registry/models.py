@@ -55,12 +55,20 @@ SQLModel.metadata.naming_convention = {
 }
 
 
-def column(description: str, *, unit: str | None = None, plausible: Range | None = None, **kwargs: Any) -> Any:
+def column(
+    description: str,
+    *,
+    unit: str | None = None,
+    plausible: Range | None = None,
+    identifier: bool = False,
+    **kwargs: Any,
+) -> Any:
     """A documented column: the description becomes the database comment.
 
-    ``unit`` and ``plausible`` travel in the column's ``info`` to the data dictionary.
+    ``unit`` and ``plausible`` travel in the column's ``info`` to the data dictionary;
+    ``identifier`` marks a direct identifier, whose value the audit log never copies.
     """
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"identifier": True} if identifier else {}
     if plausible is not None:
         info["plausible"] = plausible
         unit = unit or plausible.unit
@@ -156,8 +164,8 @@ class PatientIdentifier(SQLModel, table=True):
     __tablename__ = "patient_identifier"
 
     patient_id: int = patient_key(primary_key=True)
-    hospital_number: str | None = text(64, "Hospital record number (direct identifier)")
-    full_name: str | None = text(200, "Full name (direct identifier)")
+    hospital_number: str | None = text(64, "Hospital record number (direct identifier)", identifier=True)
+    full_name: str | None = text(200, "Full name (direct identifier)", identifier=True)
 
 
 class AntibodyTest(SQLModel, table=True):

@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from registry.audit import AuditError, audited_session
-from registry.models import AuditLog, Patient, Site, Treatment
+from registry.audit import REDACTED, AuditError, audited_session
+from registry.models import AuditLog, Patient, PatientIdentifier, Site, Treatment
 
 
 def _log(engine) -> list[AuditLog]:
@@ -100,3 +100,18 @@ def test_audit_log_is_append_only(patient):
         with pytest.raises(AuditError, match="append-only"):
             session.commit()
     assert [e.actor for e in _log(patient)] == ["coordinator1", "coordinator1"]
+
+
+def test_direct_identifiers_are_logged_as_changed_but_never_copied(patient):
+    with audited_session(patient, actor="coordinator1") as session:
+        session.add(PatientIdentifier(patient_id=1, hospital_number="H123456", full_name="Jane Example"))
+        session.commit()
+    with audited_session(patient, actor="coordinator1", reason="typo") as session:
+        session.exec(select(PatientIdentifier)).one().full_name = "Jane Exampel"
+        session.commit()
+    inserted, updated = _log(patient)[-2:]
+    assert inserted.new_values == {"patient_id": 1, "hospital_number": REDACTED, "full_name": REDACTED}
+    assert (updated.old_values, updated.new_values) == ({"full_name": REDACTED}, {"full_name": REDACTED})
+    with patient.connect() as connection:
+        dump = " ".join(str(row) for row in connection.execute(sa.select(AuditLog.__table__)))
+    assert "H123456" not in dump and "Jane" not in dump
