@@ -69,12 +69,12 @@ def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help=
 @db_app.command("downgrade")
 def db_downgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision: an id, -1 for one step, or base to drop all.")],
+    revision: Annotated[str, typer.Argument(help="Target revision: an id, base to drop all, or -1 (after --) for one step.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Migrate the schema back to REVISION; 'base' drops every registry table and its data.
 
-    Example: registry db downgrade base --yes
+    Examples: registry db downgrade base --yes; registry db downgrade --yes -- -1
     """
     if not yes:
         typer.confirm(f"Downgrade {db.redacted(ctx.obj)} to {revision}? Data in dropped tables is lost", abort=True)
