@@ -69,7 +69,7 @@ def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help=
 @db_app.command("downgrade")
 def db_downgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision: an id, base to drop all, or -1 (after --) for one step.")],
+    revision: Annotated[str, typer.Argument(help="Target: a revision id, base (drop all), or -1 after -- (one step).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Migrate the schema back to REVISION; 'base' drops every registry table and its data.

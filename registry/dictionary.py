@@ -52,36 +52,31 @@ def _range_text(plausible: Range | None) -> str:
     return text
 
 
-def _required(column: sa.Column) -> bool:
+def required(column: sa.Column) -> bool:
+    """Whether a value must be supplied: not nullable, no default, not generated."""
     generated_key = column.primary_key and not column.foreign_keys
-    return not column.nullable and not generated_key
+    return not column.nullable and column.default is None and not generated_key
+
+
+def describe(column: sa.Column, table: str, name: str | None = None, *, is_required: bool | None = None) -> Entry:
+    """The dictionary entry of one column, optionally under another name (as in a workbook sheet)."""
+    enum_class = getattr(column.type, "enum_class", None)
+    allowed = ", ".join(m.value for m in enum_class) if enum_class is not None and issubclass(enum_class, Enum) else ""
+    return Entry(
+        table=table,
+        column=name or column.name,
+        type=_type_name(column),
+        unit=column.info.get("unit", ""),
+        allowed_values=allowed,
+        required="yes" if (required(column) if is_required is None else is_required) else "no",
+        plausible_range=_range_text(column.info.get("plausible")),
+        description=column.comment or ("Row identifier" if column.primary_key else ""),
+    )
 
 
 def data_dictionary() -> list[Entry]:
     """One entry per column of every table, in data-entry order."""
-    entries = []
-    for model in TABLES:
-        table = model.__table__
-        for column in table.columns:
-            enum_class = getattr(column.type, "enum_class", None)
-            allowed = (
-                ", ".join(m.value for m in enum_class)
-                if enum_class is not None and issubclass(enum_class, Enum)
-                else ""
-            )
-            entries.append(
-                Entry(
-                    table=table.name,
-                    column=column.name,
-                    type=_type_name(column),
-                    unit=column.info.get("unit", ""),
-                    allowed_values=allowed,
-                    required="yes" if _required(column) else "no",
-                    plausible_range=_range_text(column.info.get("plausible")),
-                    description=column.comment or ("Row identifier" if column.primary_key else ""),
-                )
-            )
-    return entries
+    return [describe(column, model.__table__.name) for model in TABLES for column in model.__table__.columns]
 
 
 HEADER = [f.name for f in fields(Entry)]
