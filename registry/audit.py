@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from sqlmodel import Session as SQLModelSession
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 
 from registry.codes import AuditAction
 from registry.models import AuditLog, Patient
@@ -35,6 +35,12 @@ def audited_session(engine: sa.Engine, actor: str, reason: str | None = None) ->
 
 #: Stands in the log for the value of a direct identifier: the change is logged, the value is not.
 REDACTED = "[identifier redacted]"
+
+
+def audit_history(engine: sa.Engine, study_id: str) -> list[AuditLog]:
+    """Every logged change to the patient ``study_id`` and their records, oldest first."""
+    with SQLModelSession(engine) as session:
+        return list(session.exec(select(AuditLog).where(AuditLog.study_id == study_id).order_by(AuditLog.id)))
 
 
 def _jsonable(value: Any) -> Any:

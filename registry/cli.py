@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 from enum import StrEnum
 from pathlib import Path
@@ -12,9 +13,14 @@ import typer
 
 import registry
 from registry import db
-from registry.audit import audited_session
+from registry import export as export_module
+from registry.audit import audit_history, audited_session
 from registry.dictionary import data_dictionary, to_csv, to_markdown
+from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Site
+from registry.resources import resource_dir
+from registry.violations import explain
+from registry.workbook import WorkbookError
 
 app = typer.Typer(
     help="Clinical registry for anti-MDA5 dermatomyositis with interstitial lung disease.",
@@ -23,6 +29,16 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create and migrate the database schema (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+site_app = typer.Typer(help="Register and list recruiting sites.", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+
+
+Actor = Annotated[
+    str,
+    typer.Option(
+        "--actor", envvar="REGISTRY_ACTOR", help="Who makes the change, for the audit trail [default: your login]"
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -146,6 +162,133 @@ def summary(ctx: typer.Context) -> None:
     _print_summary(_engine(ctx), ctx.obj)
 
 
+@site_app.command("add")
+def site_add(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="Short site code, as the patients sheet names it.")],
+    name: Annotated[str, typer.Argument(help="Hospital or centre name.")],
+    country: Annotated[str | None, typer.Option(help="ISO 3166-1 alpha-2 country code.")] = None,
+    actor: Actor = "",
+) -> None:
+    """Register a recruiting site.
+
+    Example: registry site add NJ1 "University hospital" --country CN
+    """
+    with audited_session(_engine(ctx), actor=actor or getpass.getuser(), reason="site registered") as session:
+        session.add(Site(code=code, name=name, country=country))
+        try:
+            session.commit()
+        except sa.exc.IntegrityError as error:
+            typer.echo(f"Not added: {explain(error).message}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"Site {code} added")
+
+
+@site_app.command("list")
+def site_list(ctx: typer.Context) -> None:
+    """List the registered sites.
+
+    Example: registry site list
+    """
+    with _engine(ctx).connect() as connection:
+        for code, name, country in connection.execute(
+            sa.select(Site.code, Site.name, Site.country).order_by(Site.code)
+        ):
+            typer.echo(f"{code}\t{name}\t{country or ''}")
+
+
+@app.command()
+def template(
+    out: Annotated[Path, typer.Argument(help="The .xlsx workbook to write (or a folder for CSV files).")],
+) -> None:
+    """Write an empty workbook to fill in: one sheet per table, drop-downs, a dictionary sheet.
+
+    Example: registry template cases.xlsx
+    """
+    export_module.template(out)
+    typer.echo(f"Template written to {out}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="An .xlsx workbook or a folder of CSV files named after the sheets.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; write nothing.")] = False,
+    errors: Annotated[Path | None, typer.Option("--errors", help="Also write the problems to this CSV file.")] = None,
+    actor: Actor = "",
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit trail [default: import of FILE]")] = None,
+) -> None:
+    """Import cases: every row is validated; nothing is written unless all are valid.
+
+    Example: registry import cases.xlsx --dry-run --errors errors.csv
+    """
+    try:
+        result = import_path(_engine(ctx), path, actor=actor or getpass.getuser(), reason=reason, dry_run=dry_run)
+    except WorkbookError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    for problem in result.problems:
+        typer.echo(f"{problem.severity}: {problem}", err=True)
+    if errors is not None:
+        write_problems(errors, result.problems)
+        typer.echo(f"{len(result.problems)} problems written to {errors}")
+    if result.errors:
+        typer.echo(
+            f"{_count(result.errors, 'error')}, {_count(result.warnings, 'warning')}: nothing was written.", err=True
+        )
+        raise typer.Exit(1)
+    width = max(map(len, result.counts), default=5)
+    typer.echo(f"{'sheet'.ljust(width)}  inserted  updated  unchanged")
+    for sheet, counts in result.counts.items():
+        typer.echo(f"{sheet.ljust(width)}  {counts.inserted:>8}  {counts.updated:>7}  {counts.unchanged:>9}")
+    if dry_run:
+        typer.echo("Dry run: the workbook is valid; nothing was written.")
+    elif not result.changed:
+        typer.echo("Nothing changed: the registry already holds every row of this workbook.")
+    else:
+        typer.echo(f"Imported {path.name}.")
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="An .xlsx file, or a folder for one CSV file per sheet.")],
+) -> None:
+    """Export the registry in the import format (direct identifiers are never exported).
+
+    Example: registry export registry.xlsx
+    """
+    counts = export_module.export(_engine(ctx), out)
+    typer.echo(f"Exported {sum(counts.values())} rows to {out}")
+
+
+@app.command()
+def audit(ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The patient's study_id.")]) -> None:
+    """Print the full change history of one patient's records.
+
+    Example: registry audit P001
+    """
+    entries = audit_history(_engine(ctx), study_id)
+    if not entries:
+        typer.echo(f"No audit entries for {study_id}", err=True)
+        raise typer.Exit(1)
+    for entry in entries:
+        when = entry.changed_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        why = f" ({entry.reason})" if entry.reason else ""
+        typer.echo(f"{when}  {entry.actor}  {entry.action.value} {entry.table_name} {entry.record_key}{why}")
+        for name in entry.fields():
+            old, new = (entry.old_values or {}).get(name), (entry.new_values or {}).get(name)
+            typer.echo(f"    {name}: {_shown(old)} -> {_shown(new)}")
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _shown(value: object) -> str:
+    return "(empty)" if value is None else str(value)
+
+
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo (replaced if it exists).")] = Path(
@@ -165,4 +308,8 @@ def demo(
     with audited_session(engine, actor="registry demo", reason="demo registry") as session:
         session.add(Site(code="DEMO", name="Demo centre (synthetic data)"))
         session.commit()
+    example = resource_dir("fixtures/example", "_fixtures/example", "patients.csv")
+    result = import_path(engine, example, actor="registry demo", reason="demo registry")
+    if result.errors:  # the bundled example is kept valid by the tests
+        raise RuntimeError("\n".join(map(str, result.errors)))
     _print_summary(engine, url)

@@ -18,8 +18,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import registry
 from registry import audit  # noqa: F401  (registers the audit trail on every session)
+from registry.resources import resource_dir
 
 URL_VARIABLE = "REGISTRY_DATABASE_URL"
 DEFAULT_URL = "sqlite:///registry.db"
@@ -51,11 +51,7 @@ def make_engine(url: str | None = None) -> sa.Engine:
 
 def migrations_dir() -> Path:
     """Alembic scripts: shipped inside the wheel, or ``alembic/`` in a source checkout."""
-    package = Path(registry.__file__).parent
-    for candidate in (package / "_alembic", package.parent / "alembic"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise FileNotFoundError(f"Alembic scripts not found beside {package}")
+    return resource_dir("alembic", "_alembic", "env.py")
 
 
 @contextmanager

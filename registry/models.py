@@ -390,6 +390,10 @@ class AuditLog(SQLModel, table=True):
     old_values: dict[str, Any] | None = column("Changed columns before the change", sa_type=sa.JSON(none_as_null=True))
     new_values: dict[str, Any] | None = column("Changed columns after the change", sa_type=sa.JSON(none_as_null=True))
 
+    def fields(self) -> list[str]:
+        """The columns this entry records, in the order they were logged."""
+        return list(dict.fromkeys([*(self.old_values or {}), *(self.new_values or {})]))
+
 
 #: Every table, in the order a patient's records are entered; the audit log last.
 TABLES: tuple[type[SQLModel], ...] = (

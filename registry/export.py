@@ -1,0 +1,74 @@
+"""Export and template: the registry written in the import format.
+
+An export imported into an empty registry and exported again gives the same files,
+byte for byte: rows are sorted by their natural key and values are written one
+way only. Direct identifiers have no sheet, so they can never be exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, fields
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from registry.dictionary import Entry
+from registry.sheets import SHEETS, Sheet, sheet_dictionary, stored_rows
+from registry.workbook import SheetData, write_csv_folder, write_xlsx
+
+YES_NO = ["yes", "no"]
+
+
+def _choices(sheet: Sheet) -> dict[str, list[str]]:
+    choices = {}
+    for column in sheet.columns:
+        kind = column.source.type
+        if isinstance(kind, sa.Enum):
+            choices[column.name] = list(kind.enums)
+        elif isinstance(kind, sa.Boolean):
+            choices[column.name] = YES_NO
+    return choices
+
+
+def _notes(entries: list[Entry]) -> dict[str, str]:
+    notes = {}
+    for e in entries:
+        extra = "; ".join(part for part in (e.unit and f"unit: {e.unit}", e.required == "yes" and "required") if part)
+        notes[e.column] = e.description + (f" ({extra})" if extra else "")
+    return notes
+
+
+def workbook_sheets(connection: sa.Connection | None) -> list[SheetData]:
+    """Every data sheet (empty without a connection: the template) and the dictionary sheet."""
+    dictionary = sheet_dictionary()
+    sheets = []
+    for sheet in SHEETS:
+        header = [c.name for c in sheet.columns]
+        rows = []
+        if connection is not None:
+            stored = stored_rows(connection, sheet)
+            rows = [[stored[key][name] for name in header] for key in sorted(stored)]
+        entries = [e for e in dictionary if e.table == sheet.name]
+        sheets.append(SheetData(sheet.name, header, rows, _choices(sheet), _notes(entries)))
+    sheets.append(SheetData("dictionary", [f.name for f in fields(Entry)], [list(astuple(e)) for e in dictionary]))
+    return sheets
+
+
+def write(path: Path, sheets: list[SheetData]) -> None:
+    """``*.xlsx`` paths get a workbook; any other path a folder of CSV files."""
+    if path.suffix.lower() == ".xlsx":
+        write_xlsx(path, sheets)
+    else:
+        write_csv_folder(path, sheets)
+
+
+def export(engine: sa.Engine, path: Path) -> dict[str, int]:
+    """Write the registry to ``path``; returns the number of rows per sheet."""
+    with engine.connect() as connection:
+        sheets = workbook_sheets(connection)
+    write(path, sheets)
+    return {s.name: len(s.rows) for s in sheets if s.name != "dictionary"}
+
+
+def template(path: Path) -> None:
+    write(path, workbook_sheets(None))

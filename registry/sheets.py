@@ -1,0 +1,114 @@
+"""The interchange format: one sheet (or CSV file) per clinical table, same columns.
+
+Derived from the models, so a column added to a table appears in the template,
+the import, the export and the dictionary at once. In a sheet, patients are named
+by ``study_id`` and sites by their code; database row ids never leave the database,
+and neither do direct identifiers (``patient_identifier`` has no sheet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import SQLModel
+
+from registry.dictionary import Entry, describe, required
+from registry.models import AdverseEvent, AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Site, Treatment
+
+#: Database foreign keys and the column a person uses instead, in a sheet.
+_NATURAL_REFERENCES: dict[str, tuple[str, sa.Column]] = {
+    "patient_id": ("study_id", Patient.__table__.c.study_id),
+    "site_id": ("site", Site.__table__.c.code),
+}
+
+
+@dataclass(frozen=True)
+class SheetColumn:
+    name: str  # the header in the sheet
+    target: str  # the database column it fills
+    source: sa.Column  # the column whose type, codes and description the cell follows
+    required: bool
+
+    @property
+    def is_reference(self) -> bool:
+        return self.name != self.target
+
+
+@dataclass(frozen=True)
+class Sheet:
+    name: str
+    model: type[SQLModel]
+    columns: tuple[SheetColumn, ...]
+    key: tuple[str, ...]  # sheet columns that identify a row across imports
+
+    @property
+    def table(self) -> sa.Table:
+        return self.model.__table__
+
+    def column(self, name: str) -> SheetColumn:
+        return next(c for c in self.columns if c.name == name)
+
+
+def _sheet(name: str, model: type[SQLModel]) -> Sheet:
+    table = model.__table__
+    columns = []
+    for column in table.columns:
+        if column.primary_key and not column.foreign_keys:
+            continue  # generated row id
+        sheet_name, source = _NATURAL_REFERENCES.get(column.name, (column.name, column))
+        columns.append(SheetColumn(sheet_name, column.name, source, required(column)))
+    unique = next((c for c in table.constraints if isinstance(c, sa.UniqueConstraint)), table.primary_key)
+    rename = {c.target: c.name for c in columns}
+    return Sheet(name, model, tuple(columns), tuple(rename[c.name] for c in unique.columns))
+
+
+#: Sheets in the order they are read and written: patients before their records.
+SHEETS: tuple[Sheet, ...] = (
+    _sheet("patients", Patient),
+    _sheet("antibody_tests", AntibodyTest),
+    _sheet("labs", LabResult),
+    _sheet("pfts", Pft),
+    _sheet("hrct", Hrct),
+    _sheet("treatments", Treatment),
+    _sheet("adverse_events", AdverseEvent),
+    _sheet("follow_up", FollowUp),
+)
+SHEETS_BY_NAME = {sheet.name: sheet for sheet in SHEETS}
+
+#: Sheets a workbook may carry besides the data (the template writes them).
+HELPER_SHEETS = ("dictionary", "lists")
+
+
+def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str, Any]]:
+    """What the database holds for ``sheet``: natural key -> values under the sheet's
+    column names (codes as plain strings), plus the record's database key as ``id``."""
+    names = {
+        "study_id": dict(connection.execute(sa.select(Patient.id, Patient.study_id)).all()),
+        "site": dict(connection.execute(sa.select(Site.id, Site.code)).all()),
+    }
+    stored = {}
+    for record in connection.execute(sa.select(sheet.table)).mappings():
+        values = {"id": record[sheet.table.primary_key.columns[0].name]}
+        for column in sheet.columns:
+            value = record[column.target]
+            if column.is_reference:
+                value = names[column.name][value]
+            values[column.name] = value.value if isinstance(value, Enum) else value
+        stored[tuple(values[k] for k in sheet.key)] = values
+    return stored
+
+
+def sheet_dictionary() -> list[Entry]:
+    """The dictionary of the workbook: one entry per sheet column."""
+    entries = []
+    for sheet in SHEETS:
+        for column in sheet.columns:
+            entry = describe(column.source, sheet.name, column.name, is_required=column.required)
+            if column.is_reference:
+                kind = "patient (study_id)" if column.name == "study_id" else "registered site (code)"
+                entry = Entry(**{**entry.__dict__, "description": f"The {kind} this row belongs to"})
+            entries.append(entry)
+    return entries

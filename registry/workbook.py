@@ -1,0 +1,195 @@
+"""Reading and writing workbooks: XLSX files or folders of CSV files, one per sheet.
+
+Only file formats live here; what the cells mean is the importer's business. Every
+sheet comes back as raw cells with the row numbers a person sees in a spreadsheet
+(the header is row 1), so error messages can point at the right cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook, load_workbook
+from openpyxl.comments import Comment
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.worksheet.worksheet import Worksheet
+
+#: Fixed timestamp inside an XLSX, so the same content gives the same bytes.
+_FIXED_TIME = datetime(2000, 1, 1)
+_MODIFIED = re.compile(r"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)")
+#: Rows of a sheet that get the drop-down lists.
+_VALIDATED_ROWS = 10_000
+
+
+class WorkbookError(Exception):
+    """The file could not be read as a workbook at all."""
+
+
+@dataclass
+class RawSheet:
+    name: str  # the sheet name, or the CSV file's stem
+    source: str  # how messages name it: the sheet name, or the CSV file name
+    header: list[Any]
+    rows: list[tuple[int, list[Any]]] = field(default_factory=list)  # (row number, cells)
+
+
+def _raw_sheet(name: str, source: str, rows: Iterable[Sequence[Any]]) -> RawSheet:
+    rows = iter(rows)
+    header = list(next(rows, []))
+    sheet = RawSheet(name, source, header)
+    sheet.rows = [(number, list(cells)) for number, cells in enumerate(rows, start=2)]
+    return sheet
+
+
+def read(path: Path) -> list[RawSheet]:
+    """Every sheet of an XLSX workbook, or every ``*.csv`` file of a folder."""
+    if path.is_dir():
+        return [_read_csv(file) for file in sorted(path.glob("*.csv"))]
+    if not path.exists():
+        raise WorkbookError(f"{path}: no such file or folder")
+    if path.suffix.lower() != ".xlsx":
+        raise WorkbookError(f"{path}: expected an .xlsx workbook or a folder of .csv files")
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as error:
+        raise WorkbookError(f"{path}: not a readable .xlsx workbook ({error})") from error
+    try:
+        return [_raw_sheet(ws.title, ws.title, ws.iter_rows(values_only=True)) for ws in book.worksheets]
+    finally:
+        book.close()
+
+
+def _read_csv(file: Path) -> RawSheet:
+    try:
+        text = file.read_text(encoding="utf-8-sig")  # a byte-order mark, if any, is not data
+    except UnicodeDecodeError as error:
+        raise WorkbookError(
+            f"{file.name}: not UTF-8 text (byte {error.start}); save it as 'CSV UTF-8' and import again"
+        ) from error
+    return _raw_sheet(file.stem, file.name, csv.reader(io.StringIO(text, newline="")))
+
+
+@dataclass
+class SheetData:
+    """A sheet to write: header, rows of Python values, and optional cell lists (drop-downs)."""
+
+    name: str
+    header: list[str]
+    rows: list[list[Any]]
+    choices: dict[str, list[str]] = field(default_factory=dict)  # column -> allowed values
+    notes: dict[str, str] = field(default_factory=dict)  # column -> header comment
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def write_csv_folder(folder: Path, sheets: list[SheetData]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for sheet in sheets:
+        with (folder / f"{sheet.name}.csv").open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(sheet.header)
+            writer.writerows([_csv_cell(v) for v in row] for row in sheet.rows)
+
+
+def _xlsx_cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
+
+
+class _Lists:
+    """The hidden ``lists`` sheet holding drop-down values (Excel caps inline lists at 255 characters)."""
+
+    def __init__(self, book: Workbook) -> None:
+        self.book, self.sheet, self.ranges = book, None, {}
+
+    def range_of(self, choices: tuple[str, ...]) -> str:
+        if self.sheet is None:
+            self.sheet = self.book.create_sheet("lists")
+            self.sheet.sheet_state = "hidden"
+        if choices not in self.ranges:
+            column = get_column_letter(len(self.ranges) + 1)
+            for row_number, choice in enumerate(choices, start=1):
+                self.sheet[f"{column}{row_number}"] = choice
+            self.ranges[choices] = f"lists!${column}$1:${column}${len(choices)}"
+        return self.ranges[choices]
+
+
+def _add_dropdown(ws: Worksheet, letter: str, name: str, source: str) -> None:
+    validation = DataValidation(type="list", formula1=source, allow_blank=True)
+    validation.error = f"Choose one of the allowed values for {name}"
+    validation.showErrorMessage = True
+    ws.add_data_validation(validation)
+    validation.add(f"{letter}2:{letter}{_VALIDATED_ROWS}")
+
+
+def _write_sheet(ws: Worksheet, sheet: SheetData, lists: _Lists) -> None:
+    ws.append(sheet.header)
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+        if note := sheet.notes.get(cell.value):
+            cell.comment = Comment(note, "mda5-registry")
+    ws.freeze_panes = "A2"
+    for row in sheet.rows:
+        ws.append([_xlsx_cell(v) for v in row])
+    for index, name in enumerate(sheet.header, start=1):
+        letter = get_column_letter(index)
+        ws.column_dimensions[letter].width = max(12, len(name) + 2)
+        for (cell,) in ws.iter_rows(min_row=2, min_col=index, max_col=index):
+            if isinstance(cell.value, date):
+                cell.number_format = "yyyy-mm-dd"
+        if choices := tuple(sheet.choices.get(name, ())):
+            _add_dropdown(ws, letter, name, lists.range_of(choices))
+
+
+def write_xlsx(path: Path, sheets: list[SheetData]) -> None:
+    """An XLSX workbook: bold frozen header, ISO-formatted date cells, drop-down lists.
+
+    Timestamps are fixed so that identical content gives identical bytes.
+    """
+    book = Workbook()
+    book.remove(book.active)
+    lists = _Lists(book)
+    for sheet in sheets:
+        _write_sheet(book.create_sheet(sheet.name), sheet, lists)
+    if lists.sheet is not None:
+        book.move_sheet("lists", offset=len(book.sheetnames) - 1 - book.sheetnames.index("lists"))
+    book.properties.creator = "mda5-registry"
+    book.properties.created = book.properties.modified = _FIXED_TIME
+    buffer = io.BytesIO()
+    book.save(buffer)
+    path.write_bytes(_with_fixed_timestamps(buffer.getvalue()))
+
+
+def _with_fixed_timestamps(data: bytes) -> bytes:
+    """The XLSX with every zip entry and the document's 'modified' time set to one fixed instant."""
+    stamp = _FIXED_TIME.timetuple()[:6]
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            content = source.read(info.filename)
+            if info.filename == "docProps/core.xml":  # openpyxl stamps the save time here
+                content = _MODIFIED.sub(rf"\g<1>{_FIXED_TIME:%Y-%m-%dT%H:%M:%SZ}\g<2>", content.decode()).encode()
+            target.writestr(zipfile.ZipInfo(info.filename, stamp), content, zipfile.ZIP_DEFLATED)
+    return out.getvalue()

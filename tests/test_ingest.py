@@ -1,0 +1,290 @@
+"""Workbook import: every bad cell reported at once, nothing written unless all is well."""
+
+import csv
+import hashlib
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from openpyxl import Workbook
+
+from registry.audit import audited_session
+from registry.ingest import import_path, import_sheets, write_problems
+from registry.models import TABLES, AuditLog, LabResult, Site
+from registry.workbook import RawSheet, WorkbookError, read
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
+LABS = ["study_id", "analyte", "sample_date", "value", "unit"]
+PATIENTS = ["study_id", "site", "sex", "birth_date"]
+
+
+def raw(name, header, *rows):
+    return RawSheet(name, name, list(header), [(i, list(r)) for i, r in enumerate(rows, start=2)])
+
+
+def snapshot(engine) -> dict[str, list]:
+    """Every row of every table, to prove a refused import wrote nothing."""
+    with engine.connect() as connection:
+        return {
+            m.__tablename__: sorted(map(tuple, connection.execute(sa.select(m.__table__))), key=repr) for m in TABLES
+        }
+
+
+@pytest.fixture
+def registry(migrated):
+    """A registry with the demo site and the example workbook imported."""
+    with audited_session(migrated, actor="admin") as session:
+        session.add(Site(code="DEMO", name="Demo centre"))
+        session.commit()
+    result = import_path(migrated, EXAMPLE, actor="coordinator")
+    assert result.problems == [] and result.written
+    return migrated
+
+
+def test_example_imports_with_counts_per_sheet(registry):
+    with registry.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(LabResult)).scalar_one() == 20
+
+
+def test_second_import_changes_nothing_and_logs_nothing(registry):
+    before = snapshot(registry)
+    result = import_path(registry, EXAMPLE, actor="coordinator")
+    assert not result.written and not result.changed
+    assert {name: (c.inserted, c.updated, c.unchanged) for name, c in result.counts.items()} == {
+        "patients": (0, 0, 4), "antibody_tests": (0, 0, 8), "labs": (0, 0, 20), "pfts": (0, 0, 4),
+        "hrct": (0, 0, 4), "treatments": (0, 0, 11), "adverse_events": (0, 0, 4), "follow_up": (0, 0, 4),
+    }  # fmt: skip
+    assert snapshot(registry) == before  # the audit log included
+
+
+def test_changed_row_is_an_audited_update(registry):
+    sheet = raw(
+        "labs",
+        LABS,
+        ["EX-001", "ferritin", "2018-05-03", "2250", "ng/mL"],
+        ["EX-001", "ldh", "2018-05-03", "412", "U/L"],
+    )
+    result = import_sheets(registry, [sheet], actor="datamanager", reason="lab report re-read")
+    assert (result.counts["labs"].updated, result.counts["labs"].unchanged, result.written) == (1, 1, True)
+    with registry.connect() as connection:
+        entry = connection.execute(sa.select(AuditLog).order_by(AuditLog.id.desc())).first()
+    assert (entry.action, entry.table_name, entry.study_id, entry.actor, entry.reason) == (
+        "update",
+        "lab_result",
+        "EX-001",
+        "datamanager",
+        "lab report re-read",
+    )
+    assert (entry.old_values, entry.new_values) == ({"value": 2150.0}, {"value": 2250.0})
+
+
+def test_missing_optional_columns_leave_stored_values_alone(registry):
+    sheet = raw("patients", PATIENTS, ["EX-002", "DEMO", "male", "1975-11-30"])
+    result = import_sheets(registry, [sheet], actor="c", reason="r")
+    assert result.counts["patients"].unchanged == 1 and not result.written
+
+
+CELL_CASES = [
+    ("labs", LABS, ["EX-001", "crp", "2018-05-04", "<5", "mg/L"], 'labs row 2, column value: "<5" is not a number (qualifiers such as < or > cannot be stored: enter the number alone)'),
+    ("labs", LABS, ["EX-001", "crp", "2018-05-04", "12 mg/L", "mg/L"], 'labs row 2, column value: "12 mg/L" is not a number (enter the number alone, without its unit)'),
+    ("labs", LABS, ["EX-001", "crp", "2018-05-04", "1,200", "mg/L"], 'labs row 2, column value: "1,200" is not a number (use a point for decimals and no thousands separators)'),
+    ("labs", LABS, ["EX-001", "crp", "2018-05-04", "high", "mg/L"], 'labs row 2, column value: "high" is not a number'),
+    ("labs", LABS, ["EX-001", "crp", "2018-05-04", "nan", "mg/L"], 'labs row 2, column value: "nan" is not a number'),
+    ("labs", LABS, ["EX-001", "crp", "03/04/2019", "5", "mg/L"], 'labs row 2, column sample_date: "03/04/2019" is not an ISO 8601 date (YYYY-MM-DD); day and month order is ambiguous and never guessed'),
+    ("labs", LABS, ["EX-001", "crp", "2019-02-30", "5", "mg/L"], 'labs row 2, column sample_date: "2019-02-30" is not a valid date'),
+    ("labs", LABS, ["EX-001", "crp", "4 March 2019", "5", "mg/L"], 'labs row 2, column sample_date: "4 March 2019" is not an ISO 8601 date (YYYY-MM-DD)'),
+    ("labs", LABS, ["EX-001", "crp", 43528, "5", "mg/L"], 'labs row 2, column sample_date: "43528" is a number, not a date (use a date cell or YYYY-MM-DD)'),
+    ("labs", LABS, ["EX-001", "crp", datetime(2019, 3, 4, 14, 30), "5", "mg/L"], 'labs row 2, column sample_date: "2019-03-04T14:30:00" has a time of day: enter the date only'),
+    ("labs", LABS, ["EX-001", "troponin", "2018-05-04", "5", "ng/L"], 'labs row 2, column analyte: "troponin" is not an allowed value; allowed: ferritin, ldh, crp, esr, kl6, lymphocytes, ck, alt, ast, albumin, creatinine, pao2, fio2, tacrolimus_trough'),
+    ("labs", LABS, ["EX-001", "CRP", "2018-05-04", "5", "mg/L"], 'labs row 2, column analyte: "CRP" is not an allowed value; allowed: ferritin, ldh, crp, esr, kl6, lymphocytes, ck, alt, ast, albumin, creatinine, pao2, fio2, tacrolimus_trough'),
+    ("labs", LABS, ["EX-001", "crp", "2018-05-04", "", "mg/L"], "labs row 2, column value: is required"),
+    ("labs", LABS, ["EX-999", "crp", "2018-05-04", "5", "mg/L"], 'labs row 2, column study_id: "EX-999" is not a patient in the patients sheet or the registry'),
+    ("patients", PATIENTS, ["EX-010", "NOPE", "female", "1970-01-01"], 'patients row 2, column site: "NOPE" is not a registered site (known: DEMO)'),
+    ("patients", PATIENTS, ["X" * 33, "DEMO", "female", "1970-01-01"], f'patients row 2, column study_id: "{"X" * 33}" is longer than 32 characters'),
+    ("patients", [*PATIENTS, "rpild"], ["EX-010", "DEMO", "female", "1970-01-01", "maybe"], 'patients row 2, column rpild: "maybe" is not yes or no'),
+    ("patients", [*PATIENTS, "rpild"], ["EX-010", "DEMO", "female", "1970-01-01", "yes"], 'patients row 2, column rpild: "yes" an RPILD flag needs the definition it was judged by (rpild_definition)'),
+    ("adverse_events", ["study_id", "onset_date", "term", "ctcae_grade", "serious", "led_to_discontinuation"], ["EX-001", "2018-06-01", "pjp", "2.5", "no", "no"], 'adverse_events row 2, column ctcae_grade: "2.5" is not a whole number'),
+    ("adverse_events", ["study_id", "onset_date", "term", "ctcae_grade", "serious", "led_to_discontinuation"], ["EX-001", "2018-06-01", "pjp", "7", "no", "no"], 'adverse_events row 2, column ctcae_grade: "7" ctcae_grade must be 1, 2, 3, 4 or 5'),
+    ("treatments", ["study_id", "drug", "start_date", "end_date"], ["EX-002", "tacrolimus", "2019-03-01", "2019-02-01"], 'treatments row 2, column end_date: "2019-02-01" end_date cannot be before start_date'),
+    ("follow_up", ["study_id", "last_contact_date", "vital_status", "death_date"], ["EX-002", "2021-03-01", "dead", ""], 'follow_up row 2, column vital_status: "dead" death_date is required when vital_status is dead, and only then'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, header, cells, message", CELL_CASES, ids=[m.split(":")[0] + m[-20:] for *_, m in CELL_CASES]
+)
+def test_bad_cell_is_reported_exactly_and_nothing_is_written(registry, name, header, cells, message):
+    before = snapshot(registry)
+    result = import_sheets(registry, [raw(name, header, cells)], actor="c", reason="r")
+    assert [str(p) for p in result.errors] == [message]
+    assert not result.written
+    assert snapshot(registry) == before
+
+
+def test_every_error_is_reported_at_once_in_reading_order(registry):
+    before = snapshot(registry)
+    labs = raw(
+        "labs",
+        LABS,
+        ["EX-001", "crp", "2018-05-04", "<5", "mg/L"],
+        ["EX-001", "crp", "2018-05-05", "5", "mg/L"],
+        ["EX-001", "crp", "2018-05-05", "6", "mg/L"],
+        ["EX-001", "crp", "03/04/2019", "x", "mg/L"],
+    )
+    patients = raw("patients", PATIENTS, ["EX-010", "DEMO", "f", "1970-01-01"])
+    result = import_sheets(registry, [labs, patients], actor="c", reason="r")
+    assert [str(p) for p in result.errors] == [
+        'patients row 2, column sex: "f" is not an allowed value; allowed: female, male',
+        'labs row 2, column value: "<5" is not a number (qualifiers such as < or > cannot be stored: enter the number alone)',
+        'labs row 4, column study_id + analyte + sample_date: "EX-001 / crp / 2018-05-05" repeats row 3: each row needs its own study_id + analyte + sample_date',
+        'labs row 5, column sample_date: "03/04/2019" is not an ISO 8601 date (YYYY-MM-DD); day and month order is ambiguous and never guessed',
+        'labs row 5, column value: "x" is not a number',
+    ]  # fmt: skip
+    assert snapshot(registry) == before
+
+
+def test_missing_required_column_is_rejected_before_any_row_is_read(registry):
+    sheet = raw("labs", ["study_id", "analyte", "value"], ["EX-001", "crp", "<5"])
+    result = import_sheets(registry, [sheet], actor="c", reason="r")
+    assert [str(p) for p in result.errors] == [
+        "labs row 1, column sample_date: required column is missing",
+        "labs row 1, column unit: required column is missing",
+    ]
+
+
+def test_repeated_header_is_rejected(registry):
+    result = import_sheets(
+        registry,
+        [raw("labs", [*LABS, "value"], ["EX-001", "crp", "2018-05-04", "5", "mg/L", "6"])],
+        actor="c",
+        reason="r",
+    )
+    assert [str(p) for p in result.errors] == ["labs row 1, column value: column appears more than once"]
+
+
+def test_unknown_columns_and_sheets_are_warnings_and_the_rest_is_imported(registry):
+    labs = raw("labs", [*LABS, "comment"], ["EX-001", "crp", "2018-05-04", "5", "mg/L", "fasting"])
+    notes = raw("notes", ["anything"], ["at all"])
+    result = import_sheets(registry, [labs, notes], actor="c", reason="r")
+    assert result.errors == []
+    assert [str(p) for p in result.warnings] == [
+        "labs row 1, column comment: unknown column, ignored",
+        "notes: unknown sheet, ignored (expected: patients, antibody_tests, labs, pfts, hrct, treatments, adverse_events, follow_up)",
+    ]
+    assert result.written and result.counts["labs"].inserted == 1
+
+
+def test_a_workbook_without_any_known_sheet_is_an_error(registry):
+    result = import_sheets(registry, [raw("Sheet1", ["a"], ["b"])], actor="c", reason="r")
+    assert str(result.errors[0]) == (
+        "workbook: has none of the sheets patients, antibody_tests, labs, pfts, hrct, treatments, adverse_events, follow_up"
+    )
+
+
+def test_blank_rows_are_ignored(registry):
+    sheet = raw(
+        "labs", LABS, ["EX-001", "crp", "2018-05-04", "5", "mg/L"], [None, "", "  ", None, None], ["", "", "", "", ""]
+    )
+    result = import_sheets(registry, [sheet], actor="c", reason="r")
+    assert result.problems == [] and result.counts["labs"].inserted == 1
+
+
+def test_new_patient_and_records_in_one_workbook(registry):
+    patients = raw("patients", PATIENTS, ["EX-010", "DEMO", "female", "1970-01-01"])
+    labs = raw("labs", LABS, ["EX-010", "crp", "2020-01-02", "5", "mg/L"])
+    result = import_sheets(registry, [labs, patients], actor="c", reason="r")
+    assert result.written and (result.counts["patients"].inserted, result.counts["labs"].inserted) == (1, 1)
+
+
+def test_dry_run_reports_counts_and_writes_nothing(registry):
+    before = snapshot(registry)
+    result = import_sheets(
+        registry, [raw("labs", LABS, ["EX-001", "crp", "2018-05-04", "5", "mg/L"])], actor="c", reason="r", dry_run=True
+    )
+    assert (result.counts["labs"].inserted, result.written) == (1, False)
+    assert snapshot(registry) == before
+
+
+def _write_csv(folder: Path, name: str, rows: list[list[str]], encoding: str = "utf-8") -> None:
+    folder.mkdir(exist_ok=True)
+    with (folder / f"{name}.csv").open("w", encoding=encoding, newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])
+def test_csv_with_or_without_byte_order_mark(registry, tmp_path, encoding):
+    _write_csv(tmp_path / "in", "labs", [LABS, ["EX-001", "crp", "2018-05-04", "5", "mg/L"]], encoding)
+    result = import_path(registry, tmp_path / "in", actor="c")
+    assert result.problems == [] and result.counts["labs"].inserted == 1
+
+
+def test_csv_errors_name_the_file(registry, tmp_path):
+    _write_csv(tmp_path / "in", "labs", [LABS, ["EX-001", "crp", "2018-05-04", "<5", "mg/L"]])
+    result = import_path(registry, tmp_path / "in", actor="c")
+    assert str(result.errors[0]).startswith('labs.csv row 2, column value: "<5" is not a number')
+
+
+def test_csv_that_is_not_utf8_is_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "labs.csv").write_bytes("study_id\nEX-\xe9\n".encode("latin-1"))
+    with pytest.raises(WorkbookError, match=r"labs.csv: not UTF-8 text \(byte 12\); save it as 'CSV UTF-8'"):
+        read(tmp_path / "in")
+
+
+def test_unreadable_workbook_paths(tmp_path):
+    with pytest.raises(WorkbookError, match="no such file or folder"):
+        read(tmp_path / "missing.xlsx")
+    (tmp_path / "cases.xls").write_bytes(b"old")
+    with pytest.raises(WorkbookError, match=r"expected an .xlsx workbook or a folder of .csv files"):
+        read(tmp_path / "cases.xls")
+    (tmp_path / "broken.xlsx").write_bytes(b"not a zip")
+    with pytest.raises(WorkbookError, match=r"not a readable \.xlsx workbook"):
+        read(tmp_path / "broken.xlsx")
+
+
+def test_xlsx_with_real_date_cells_and_numbers(registry, tmp_path):
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "labs"
+    sheet.append(LABS)
+    sheet.append(["EX-001", "crp", datetime(2018, 5, 4), 5, "mg/L"])
+    sheet.append(["EX-001", "ldh", date(2018, 5, 4), 250.5, "U/L"])
+    sheet.append([None] * 5)  # a trailing empty row
+    book.save(tmp_path / "cases.xlsx")
+    result = import_path(registry, tmp_path / "cases.xlsx", actor="c")
+    assert result.problems == [] and result.counts["labs"].inserted == 2
+
+
+def test_rejected_import_leaves_the_sqlite_file_byte_for_byte_unchanged(tmp_path):
+    from registry import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    db.upgrade(engine)
+    with audited_session(engine, actor="admin") as session:
+        session.add(Site(code="DEMO", name="Demo centre"))
+        session.commit()
+    engine.dispose()
+    digest = hashlib.sha256((tmp_path / "r.db").read_bytes()).hexdigest()
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    result = import_sheets(
+        engine,
+        [raw("patients", PATIENTS, ["EX-1", "DEMO", "female", "1970-01-01"], ["EX-2", "DEMO", "x", "1970-01-01"])],
+        actor="c",
+        reason="r",
+    )
+    assert result.errors
+    engine.dispose()
+    assert hashlib.sha256((tmp_path / "r.db").read_bytes()).hexdigest() == digest
+
+
+def test_errors_file_is_a_table_to_work_through(registry, tmp_path):
+    result = import_sheets(
+        registry, [raw("labs", [*LABS, "x"], ["EX-001", "crp", "2018-05-04", "<5", "mg/L", ""])], actor="c", reason="r"
+    )
+    write_problems(tmp_path / "errors.csv", result.problems)
+    assert (tmp_path / "errors.csv").read_text().splitlines() == [
+        "severity,sheet,row,column,value,message",
+        'warning,labs,1,x,,"unknown column, ignored"',
+        "error,labs,2,value,<5,is not a number (qualifiers such as < or > cannot be stored: enter the number alone)",
+    ]
