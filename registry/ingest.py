@@ -34,6 +34,7 @@ _WHOLE = re.compile(r"[+-]?\d+")
 _QUALIFIED = re.compile(r"[<>≤≥]=?\s*[\d.]+")
 _WITH_UNIT = re.compile(r"[+-]?[\d.]+\s*[^\d\s.].*")
 _DAY_MONTH = re.compile(r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}")
+_LARGEST_INTEGER = 2**31 - 1  # the INTEGER column of both databases
 _YES = {"yes", "y", "true", "1"}
 _NO = {"no", "n", "false", "0"}
 
@@ -121,12 +122,14 @@ def _number(value: Any) -> float:
 
 def _whole(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _WHOLE.fullmatch(value):
-        return int(value)
-    raise CellError("is not a whole number")
+        number = value
+    elif (isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and _WHOLE.fullmatch(value)):
+        number = int(value)
+    else:
+        raise CellError("is not a whole number")
+    if abs(number) > _LARGEST_INTEGER:
+        raise CellError("is too large a number to store")
+    return number
 
 
 def _date(value: Any) -> date:

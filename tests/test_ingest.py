@@ -288,3 +288,16 @@ def test_errors_file_is_a_table_to_work_through(registry, tmp_path):
         'warning,labs,1,x,,"unknown column, ignored"',
         "error,labs,2,value,<5,is not a number (qualifiers such as < or > cannot be stored: enter the number alone)",
     ]
+
+
+def test_integer_beyond_the_column_range_is_refused(registry):
+    header = ["study_id", "onset_date", "term", "ctcae_grade", "serious", "led_to_discontinuation"]
+    result = import_sheets(
+        registry,
+        [raw("adverse_events", header, ["EX-001", "2018-06-01", "pjp", 9.2e18, "no", "no"])],
+        actor="c",
+        reason="r",
+    )
+    assert [str(p) for p in result.errors] == [
+        'adverse_events row 2, column ctcae_grade: "9200000000000000000" is too large a number to store'
+    ]

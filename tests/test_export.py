@@ -1,0 +1,121 @@
+"""Export and template: the import format, lossless and free of direct identifiers."""
+
+import filecmp
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+from registry import db
+from registry.audit import audited_session
+from registry.export import export, template
+from registry.ingest import import_path
+from registry.models import PatientIdentifier, Site
+from registry.sheets import SHEETS, sheet_dictionary
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
+
+
+def _registry_with_example(engine):
+    with audited_session(engine, actor="admin") as session:
+        session.add(Site(code="DEMO", name="Demo centre"))
+        session.commit()
+    assert import_path(engine, EXAMPLE, actor="coordinator").written
+    return engine
+
+
+@pytest.mark.parametrize("target", ["registry.xlsx", "csv"])
+def test_export_import_export_gives_identical_files(migrated, tmp_path, target):
+    _registry_with_example(migrated)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    counts = export(migrated, first / target)
+    assert counts == {"patients": 4, "antibody_tests": 8, "labs": 20, "pfts": 4, "hrct": 4, "treatments": 11,
+                      "adverse_events": 4, "follow_up": 4}  # fmt: skip
+
+    empty = db.make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    db.upgrade(empty)
+    with audited_session(empty, actor="admin") as session:
+        session.add(Site(code="DEMO", name="Demo centre"))
+        session.commit()
+    result = import_path(empty, first / target, actor="coordinator")
+    assert result.problems == [] and result.written
+    export(empty, second / target)
+
+    if target.endswith(".xlsx"):
+        assert (first / target).read_bytes() == (second / target).read_bytes()
+    else:
+        names = sorted(p.name for p in (first / target).iterdir())
+        assert names == sorted([f"{s.name}.csv" for s in SHEETS] + ["dictionary.csv"])
+        _, mismatch, errors = filecmp.cmpfiles(first / target, second / target, names, shallow=False)
+        assert (mismatch, errors) == ([], [])
+
+
+def test_csv_export_matches_the_hand_written_example(tmp_path):
+    """The example is written the way the export writes, so the two agree cell for cell."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    db.upgrade(engine)
+    _registry_with_example(engine)
+    export(engine, tmp_path / "out")
+    for sheet in SHEETS:
+        exported = (tmp_path / "out" / f"{sheet.name}.csv").read_text().splitlines()
+        example = (EXAMPLE / f"{sheet.name}.csv").read_text().splitlines()
+        assert sorted(exported[1:]) == sorted(
+            line + "," * (len(exported[0].split(",")) - len(line.split(","))) for line in example[1:]
+        )
+
+
+def test_direct_identifiers_are_never_exported(migrated, tmp_path):
+    _registry_with_example(migrated)
+    with audited_session(migrated, actor="admin") as session:
+        session.add(PatientIdentifier(patient_id=1, hospital_number="H-7781234", full_name="Imaginary Person"))
+        session.commit()
+    export(migrated, tmp_path / "out.xlsx")
+    export(migrated, tmp_path / "out")
+    book = load_workbook(tmp_path / "out.xlsx")
+    cells = [str(c) for ws in book.worksheets for row in ws.iter_rows(values_only=True) for c in row]
+    texts = [p.read_text() for p in (tmp_path / "out").iterdir()]
+    for secret in ("H-7781234", "Imaginary", "hospital_number", "full_name"):
+        assert not any(secret in c for c in cells)
+        assert not any(secret in t for t in texts)
+
+
+def test_template_has_every_sheet_header_dropdown_and_the_dictionary(tmp_path):
+    template(tmp_path / "t.xlsx")
+    book = load_workbook(tmp_path / "t.xlsx")
+    assert book.sheetnames == [s.name for s in SHEETS] + ["dictionary", "lists"]
+    assert book["lists"].sheet_state == "hidden"
+    for sheet in SHEETS:
+        ws = book[sheet.name]
+        assert [c.value for c in ws[1]] == [c.name for c in sheet.columns]
+        assert ws.max_row == 1  # empty
+    labs = book["labs"]
+    ranges = {str(v.sqref): v.formula1 for v in labs.data_validations.dataValidation}
+    assert set(ranges) == {"B2:B10000"}  # analyte is the only code column of labs
+    lists = book["lists"]
+    column = ranges["B2:B10000"].split("!")[1].split("$")[1]
+    assert [c.value for c in lists[column] if c.value] == [
+        "ferritin", "ldh", "crp", "esr", "kl6", "lymphocytes", "ck", "alt", "ast", "albumin", "creatinine",
+        "pao2", "fio2", "tacrolimus_trough",
+    ]  # fmt: skip
+    dictionary = list(book["dictionary"].iter_rows(values_only=True))
+    assert dictionary[0] == (
+        "table",
+        "column",
+        "type",
+        "unit",
+        "allowed_values",
+        "required",
+        "plausible_range",
+        "description",
+    )
+    assert len(dictionary) - 1 == len(sheet_dictionary())
+    labs_value = next(r for r in dictionary if r[:2] == ("labs", "value"))
+    assert labs_value[:6] == ("labs", "value", "number", "canonical unit of the analyte", None, "yes")
+
+
+def test_template_imports_as_nothing(migrated, tmp_path):
+    template(tmp_path / "t.xlsx")
+    result = import_path(migrated, tmp_path / "t.xlsx", actor="c")
+    assert result.errors == [] and not result.written
+    assert all((c.inserted, c.updated, c.unchanged) == (0, 0, 0) for c in result.counts.values())
