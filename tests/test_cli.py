@@ -125,3 +125,68 @@ def test_plain_alembic_works_from_the_repository_root(tmp_path, command):
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
     expected = db.head_revision() if command[1] == "upgrade" else None
     assert db.current_revision(db.make_engine(url)) == expected
+
+
+EXAMPLE = REPO / "fixtures" / "example"
+
+
+@pytest.fixture
+def site_registry(migrated, database_url):
+    assert (
+        run("site", "add", "DEMO", "Demo centre", "--actor", "admin", database=database_url).output
+        == "Site DEMO added\n"
+    )
+    return database_url
+
+
+def test_site_add_refuses_a_duplicate_code(site_registry):
+    result = runner.invoke(app, ["--database", site_registry, "site", "add", "DEMO", "Again", "--actor", "admin"])
+    assert (result.exit_code, result.output) == (1, "Not added: site: another record already has the same code\n")
+    assert run("site", "list", database=site_registry).output == "DEMO\tDemo centre\t\n"
+
+
+def test_import_twice_then_audit_history(site_registry, tmp_path):
+    first = run("import", str(EXAMPLE), "--actor", "coordinator1", database=site_registry)
+    assert first.exit_code == 0
+    assert first.output.splitlines()[1].split() == ["patients", "4", "0", "0"]
+    assert first.output.splitlines()[-1] == "Imported example."
+    again = run("import", str(EXAMPLE), "--actor", "coordinator1", database=site_registry)
+    assert again.output.splitlines()[-1] == "Nothing changed: the registry already holds every row of this workbook."
+
+    history = run("audit", "EX-002", database=site_registry).output.splitlines()
+    assert history[0].endswith("coordinator1  insert patient 2 (import of example)")
+    assert "    sex: (empty) -> male" in history
+    assert (
+        sum(line.startswith("20") for line in history) == 1 + 2 + 5 + 1 + 1 + 2 + 1 + 1
+    )  # one per record, sheet by sheet
+    assert run("audit", "EX-404", database=site_registry).exit_code == 1
+
+
+def test_import_reports_every_error_and_writes_the_table(site_registry, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "labs.csv").write_text("study_id,analyte,sample_date,value,unit\nEX-1,crp,03/04/2019,<5,mg/L\n")
+    result = runner.invoke(app, ["--database", site_registry, "import", str(bad), "--errors", str(tmp_path / "e.csv")])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        'error: labs.csv row 2, column sample_date: "03/04/2019" is not an ISO 8601 date (YYYY-MM-DD); day and month order is ambiguous and never guessed',
+        'error: labs.csv row 2, column value: "<5" is not a number (qualifiers such as < or > cannot be stored: enter the number alone)',
+        "2 problems written to " + str(tmp_path / "e.csv"),
+        "2 errors, 0 warnings: nothing was written.",
+    ]
+    assert len((tmp_path / "e.csv").read_text().splitlines()) == 3
+
+
+def test_import_dry_run_and_unreadable_path(site_registry, tmp_path):
+    result = run("import", str(EXAMPLE), "--dry-run", database=site_registry)
+    assert result.output.splitlines()[-1] == "Dry run: the workbook is valid; nothing was written."
+    assert run("summary", database=site_registry).output.count(" 0\n") >= 9
+    missing = runner.invoke(app, ["--database", site_registry, "import", str(tmp_path / "nope.xlsx")])
+    assert (missing.exit_code, missing.output) == (2, f"{tmp_path / 'nope.xlsx'}: no such file or folder\n")
+
+
+def test_template_and_export_commands(site_registry, tmp_path):
+    assert run("template", str(tmp_path / "t.xlsx")).output == f"Template written to {tmp_path / 't.xlsx'}\n"
+    run("import", str(EXAMPLE), database=site_registry)
+    result = run("export", str(tmp_path / "out.xlsx"), database=site_registry)
+    assert result.output == f"Exported 59 rows to {tmp_path / 'out.xlsx'}\n"
