@@ -412,22 +412,20 @@ def _check_rules(plan: list[_Change], problems: list[Problem]) -> None:
             targets = [c.target for c in sheet.columns]
             connection.exec_driver_sql(f"CREATE TABLE {sheet.table.name} (_index, {', '.join(targets)})")
             placeholders = ", ".join("?" * (len(targets) + 1))
+            merged = [change.merged() for change in changes]
             connection.exec_driver_sql(
                 f"INSERT INTO {sheet.table.name} VALUES ({placeholders})",
-                [
-                    (i, *(_sqlite_value(change.merged()[c.name]) for c in sheet.columns))
-                    for i, change in enumerate(changes)
-                ],
+                [(i, *(_sqlite_value(record[c.name]) for c in sheet.columns)) for i, record in enumerate(merged)],
             )
             for rule in rules:
                 condition = str(rule.sqltext)
                 broken = connection.exec_driver_sql(f"SELECT _index FROM {sheet.table.name} WHERE NOT ({condition})")
                 columns = _rule_columns(sheet, condition)
                 for (index,) in broken:
-                    change = changes[index]
+                    row = changes[index].row
                     column = columns[0] if columns else None
-                    value = change.merged().get(column) if column else None
-                    problems.append(Problem(change.row.source, change.row.number, column, value, rule.info["message"]))
+                    value = merged[index].get(column) if column else None
+                    problems.append(Problem(row.source, row.number, column, value, rule.info["message"]))
     scratch.dispose()
 
 

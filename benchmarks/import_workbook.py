@@ -1,0 +1,101 @@
+"""Import speed: a synthetic N-patient workbook (every sheet) into a fresh SQLite registry.
+
+Each patient is a copy of one of the example patients (fixtures/example) under a new
+study_id, so every sheet carries realistic rows. Run:
+
+    .venv/bin/python benchmarks/import_workbook.py --patients 10000
+
+It prints rows per second for validation alone (--dry-run) and for the full import,
+and writes the figures to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from registry import db
+from registry.audit import audited_session
+from registry.ingest import import_path
+from registry.models import Site
+from registry.workbook import read
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "fixtures" / "example"
+
+
+def synthetic_workbook(folder: Path, patients: int) -> int:
+    """Write ``patients`` patients as CSV files; returns the number of data rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for sheet in read(EXAMPLE):
+        by_patient: dict[str, list[list]] = {}
+        for _, row in sheet.rows:
+            by_patient.setdefault(row[0], []).append(row)
+        templates = sorted(by_patient)
+        with (folder / sheet.source).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(sheet.header)
+            for n in range(patients):
+                for row in by_patient[templates[n % len(templates)]]:
+                    writer.writerow([f"SY-{n:06d}", *row[1:]])
+                    total += 1
+    return total
+
+
+def _fresh_registry(path: Path):  # noqa: ANN202
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    with audited_session(engine, actor="benchmark") as session:
+        session.add(Site(code="DEMO", name="Benchmark site"))
+        session.commit()
+    return engine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=10_000)
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        rows = synthetic_workbook(tmp_path / "workbook", args.patients)
+        engine = _fresh_registry(tmp_path / "registry.db")
+        started = time.perf_counter()
+        dry = import_path(engine, tmp_path / "workbook", actor="benchmark", dry_run=True)
+        validate_s = time.perf_counter() - started
+        started = time.perf_counter()
+        result = import_path(engine, tmp_path / "workbook", actor="benchmark")
+        import_s = time.perf_counter() - started
+        assert not dry.errors and result.written, result.errors[:5]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; SQLite file database.",
+        "",
+        "## Workbook import (`benchmarks/import_workbook.py`)",
+        "",
+        f"Synthetic CSV workbook: {args.patients:,} patients, {rows:,} rows over 8 sheets.",
+        "",
+        "| step | seconds | rows/s |",
+        "|---|---|---|",
+        f"| validate only (`--dry-run`) | {validate_s:.1f} | {rows / validate_s:,.0f} |",
+        f"| full import (validate + write + audit, one transaction) | {import_s:.1f} | {rows / import_s:,.0f} |",
+        "",
+        f"Peak memory of the process: {peak_mb:,.0f} MB.",
+        "",
+    ]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
