@@ -273,9 +273,12 @@ def _parse_rows(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -
 def _find_sheets(raw_sheets: Sequence[workbook.RawSheet], problems: list[Problem]) -> dict[str, workbook.RawSheet]:
     found = {}
     for raw in raw_sheets:
-        if raw.name in SHEETS_BY_NAME:
-            found[raw.name] = raw
-        elif raw.name not in HELPER_SHEETS:
+        name = raw.name.strip().lower()  # "Labs " is the labs sheet; no other reading is possible
+        if name in found:
+            problems.append(Problem(raw.source, None, None, None, f"is a second {name} sheet; merge the two"))
+        elif name in SHEETS_BY_NAME:
+            found[name] = raw
+        elif name not in HELPER_SHEETS:
             expected = ", ".join(SHEETS_BY_NAME)
             problems.append(
                 Problem(raw.source, None, None, None, f"unknown sheet, ignored (expected: {expected})", "warning")

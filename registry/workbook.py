@@ -21,6 +21,7 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.comments import Comment
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
+from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
@@ -61,7 +62,7 @@ def read(path: Path) -> list[RawSheet]:
         raise WorkbookError(f"{path}: expected an .xlsx workbook or a folder of .csv files")
     try:
         book = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as error:
+    except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, ValueError) as error:
         raise WorkbookError(f"{path}: not a readable .xlsx workbook ({error})") from error
     try:
         return [_raw_sheet(ws.title, ws.title, ws.iter_rows(values_only=True)) for ws in book.worksheets]

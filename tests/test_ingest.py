@@ -301,3 +301,18 @@ def test_integer_beyond_the_column_range_is_refused(registry):
     assert [str(p) for p in result.errors] == [
         'adverse_events row 2, column ctcae_grade: "9200000000000000000" is too large a number to store'
     ]
+
+
+def test_sheet_names_are_matched_without_regard_to_case_or_spaces(registry):
+    result = import_sheets(
+        registry, [raw(" Labs ", LABS, ["EX-001", "crp", "2018-05-04", "5", "mg/L"])], actor="c", reason="r"
+    )
+    assert result.problems == [] and result.counts["labs"].inserted == 1
+
+
+def test_two_sheets_with_the_same_meaning_are_refused(registry):
+    first = raw("labs", LABS, ["EX-001", "crp", "2018-05-04", "5", "mg/L"])
+    second = raw("LABS", LABS, ["EX-001", "crp", "2018-05-05", "6", "mg/L"])
+    result = import_sheets(registry, [first, second], actor="c", reason="r")
+    assert [str(p) for p in result.errors] == ["LABS: is a second labs sheet; merge the two"]
+    assert not result.written
