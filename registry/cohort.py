@@ -1,0 +1,178 @@
+"""The analysis table: one row per eligible patient, built from plain DataFrames.
+
+Group is the first study drug started (tofacitinib or tacrolimus) and the index date
+its start; follow-up runs from the index date to death, or is censored at last
+contact or at the data cut-off, whichever is first. Patients who cannot be analysed
+are counted with the reason, in the order the reasons are tested (the numbers of a
+flow diagram). The ORM is never touched: tables arrive as DataFrames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+
+from registry.codes import ANTI_MDA5_ELISA_POSITIVE_INDEX, STUDY_DRUGS, Analyte, AntibodyGrade
+from registry.config import Config
+from registry.models import AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Treatment
+
+#: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
+GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
+_TABLES = {
+    "patient": Patient,
+    "antibody_test": AntibodyTest,
+    "lab_result": LabResult,
+    "pft": Pft,
+    "hrct": Hrct,
+    "treatment": Treatment,
+    "follow_up": FollowUp,
+}
+_DATES = {
+    "patient": ["birth_date", "dm_diagnosis_date", "ild_diagnosis_date", "resp_symptom_onset_date"],
+    "antibody_test": ["sample_date"],
+    "lab_result": ["sample_date"],
+    "pft": ["test_date"],
+    "hrct": ["scan_date"],
+    "treatment": ["start_date", "end_date"],
+    "follow_up": ["last_contact_date", "death_date", "lung_transplant_date"],
+}
+
+
+def load_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+    """Every table the cohort needs, one query each; dates as timestamps, measurements as floats."""
+    tables = {}
+    with engine.connect() as connection:
+        for name, model in _TABLES.items():
+            frame = pd.read_sql(sa.select(model.__table__), connection)
+            for column in _DATES[name]:
+                frame[column] = pd.to_datetime(frame[column])
+            for column in model.__table__.columns:
+                if isinstance(column.type, sa.Float):  # all-NULL columns would arrive as objects
+                    frame[column.name] = pd.to_numeric(frame[column.name]).astype(float)
+            tables[name] = frame
+    return tables
+
+
+@dataclass
+class Cohort:
+    table: pd.DataFrame  # one row per analysed patient, indexed by study_id
+    excluded: pd.DataFrame  # study_id, reason
+    registered: int  # patients in the registry
+
+    def exclusion_counts(self) -> dict[str, int]:
+        return self.excluded["reason"].value_counts(sort=False).to_dict()
+
+
+def _index_treatment(treatment: pd.DataFrame) -> pd.DataFrame:
+    study = treatment[treatment["drug"].isin([d.value for d in STUDY_DRUGS])].sort_values(["patient_id", "start_date"])
+    first = study.groupby("patient_id").first()[["drug", "start_date"]]
+    first.columns = ["group", "index_date"]
+    drugs = study.groupby("patient_id")["drug"].nunique()
+    first["both_study_drugs"] = drugs.reindex(first.index) > 1
+    first_day = study.groupby("patient_id")["start_date"].transform("min") == study["start_date"]
+    first["same_day_start"] = study[first_day].groupby("patient_id")["drug"].nunique().reindex(first.index) > 1
+    return first
+
+
+def _anti_mda5(antibody: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """Positivity and the line-blot grade of the anti-MDA5 test nearest the index date."""
+    tests = antibody[antibody["antibody"] == "anti_mda5"].merge(
+        index[["index_date"]], left_on="patient_id", right_index=True
+    )
+    cutoff = tests["cutoff"].fillna(ANTI_MDA5_ELISA_POSITIVE_INDEX)
+    graded_positive = tests["grade"].isin([g.value for g in GRADE_ORDER if GRADE_ORDER[g] > 0])
+    tests["positive"] = graded_positive | (tests["value"] >= cutoff)
+    tests["distance"] = (tests["sample_date"] - tests["index_date"]).abs()
+    graded = tests[tests["grade"].notna()].sort_values(["patient_id", "distance", "sample_date"])
+    grade = graded.groupby("patient_id")["grade"].first()
+    result = pd.DataFrame({"anti_mda5_positive": tests.groupby("patient_id")["positive"].any()})
+    result["anti_mda5_grade"] = grade.map({g.value: n for g, n in GRADE_ORDER.items()})
+    return result
+
+
+def _nearest(frame: pd.DataFrame, date_column: str, index: pd.DataFrame, window: int) -> pd.DataFrame:
+    """For each patient the record nearest the index date, at most ``window`` days away."""
+    rows = frame.merge(index[["index_date"]], left_on="patient_id", right_index=True)
+    rows["distance"] = (rows[date_column] - rows["index_date"]).dt.days.abs()
+    rows = rows[rows["distance"] <= window].sort_values(["patient_id", "distance", date_column])
+    return rows.groupby("patient_id").first()
+
+
+def _baseline_labs(labs: pd.DataFrame, index: pd.DataFrame, window: int) -> pd.DataFrame:
+    columns = {}
+    for analyte in Analyte:
+        nearest = _nearest(labs[labs["analyte"] == analyte.value], "sample_date", index, window)
+        columns[analyte.value] = nearest["value"]
+    return pd.DataFrame(columns, index=index.index)
+
+
+def _steroid_sparing(treatment: pd.DataFrame, index: pd.DataFrame, config: Config) -> pd.Series:
+    courses = treatment[treatment["drug"].isin(config.steroid_sparing_drugs)].merge(
+        index[["index_date"]], left_on="patient_id", right_index=True
+    )
+    window = pd.Timedelta(days=config.steroid_sparing_window_days)
+    end = courses["end_date"].fillna(pd.Timestamp.max)
+    overlaps = (courses["start_date"] <= courses["index_date"] + window) & (end >= courses["index_date"] - window)
+    return courses[overlaps].groupby("patient_id").size().reindex(index.index, fill_value=0) > 0
+
+
+def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
+    """The analysis table of ``tables`` (as :func:`load_tables` returns them) under ``config``."""
+    patients = tables["patient"].set_index("id")
+    index = _index_treatment(tables["treatment"])
+    mda5 = _anti_mda5(tables["antibody_test"], index)
+    follow_up = tables["follow_up"].set_index("patient_id")
+    start, end = pd.Timestamp(config.enrolment_start), pd.Timestamp(config.enrolment_end)
+    cutoff = pd.Timestamp(config.data_cutoff) if config.data_cutoff else None
+
+    reasons = [
+        ("no tofacitinib or tacrolimus course", ~patients.index.isin(index.index)),
+        ("tofacitinib and tacrolimus started the same day", patients.index.isin(index.index[index["same_day_start"]])),
+        ("anti-MDA5 not positive or not tested", ~patients.index.isin(mda5.index[mda5["anti_mda5_positive"]])),
+        ("no ILD diagnosis date", patients["ild_diagnosis_date"].isna().to_numpy()),
+        (
+            "ILD diagnosed outside the enrolment window",
+            ~patients["ild_diagnosis_date"].between(start, end).to_numpy()
+            & patients["ild_diagnosis_date"].notna().to_numpy(),
+        ),
+        ("no follow-up (vital status) record", ~patients.index.isin(follow_up.index)),
+    ]
+    if cutoff is not None:
+        late = index.index[index["index_date"] > cutoff]
+        reasons.append(("study drug started after the data cut-off", patients.index.isin(late)))
+    excluded = pd.Series(pd.NA, index=patients.index, dtype="object")
+    for reason, mask in reasons:
+        excluded[mask & excluded.isna().to_numpy()] = reason
+    kept = patients[excluded.isna()]
+
+    table = pd.DataFrame(index=kept.index)
+    table["study_id"] = kept["study_id"]
+    table = table.join(index[["group", "index_date", "both_study_drugs"]])
+    fu = follow_up.reindex(kept.index)
+    died = fu["vital_status"].eq("dead") & (cutoff is None or fu["death_date"] <= cutoff)
+    censor_at = fu["last_contact_date"] if cutoff is None else fu["last_contact_date"].clip(upper=cutoff)
+    table["event"] = died.astype(int)
+    table["end_date"] = fu["death_date"].where(died, censor_at)
+    table["time_days"] = (table["end_date"] - table["index_date"]).dt.days
+    for days in config.landmarks.values():
+        dead_by = died & (table["time_days"] <= days)
+        table[f"dead_by_{days}"] = dead_by
+        table[f"status_known_{days}"] = dead_by | (table["time_days"] >= days)
+    table["age"] = (table["index_date"] - kept["birth_date"]).dt.days / 365.25
+    table["sex"] = kept["sex"]
+    table["male"] = kept["sex"].eq("male").astype(int)
+    table["smoking"] = kept["smoking"]
+    table["ever_smoker"] = kept["smoking"].isin(["former", "current"]).astype(float).where(kept["smoking"].notna())
+    table["rpild"] = kept["rpild"]
+    table = table.join(mda5[["anti_mda5_grade"]])
+    table["steroid_sparing"] = _steroid_sparing(tables["treatment"], index.loc[kept.index], config).astype(int)
+    table = table.join(_baseline_labs(tables["lab_result"], index.loc[kept.index], config.baseline_window_days))
+    pft = _nearest(tables["pft"], "test_date", index.loc[kept.index], config.baseline_window_days)
+    table = table.join(pft[["fvc_pct_pred", "dlco_pct_pred", "tlc_pct_pred", "not_done_reason"]].add_prefix("pft_"))
+    hrct = _nearest(tables["hrct"], "scan_date", index.loc[kept.index], config.baseline_window_days)
+    table = table.join(hrct[["pattern", "total_score"]].add_prefix("hrct_"))
+    dropped = excluded.dropna()
+    excluded_frame = pd.DataFrame({"study_id": patients.loc[dropped.index, "study_id"], "reason": dropped})
+    return Cohort(table.set_index("study_id"), excluded_frame.reset_index(drop=True), len(patients))

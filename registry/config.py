@@ -1,0 +1,72 @@
+"""Analysis configuration: one TOML file, every key optional, defaults reproduce the study.
+
+The defaults are the definitions of Fan et al. (J Rheumatol 2022): enrolment October
+2017 - December 2020, landmarks of 183 and 365 days, covariates of the adjusted model.
+An unknown key is an error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from registry.codes import DRUGS, Drug
+
+DEFAULT_STEROID_SPARING = tuple(drug.value for drug, info in DRUGS.items() if info.steroid_sparing)
+
+
+@dataclass(frozen=True)
+class Config:
+    data_cutoff: date | None = None  # None: follow-up runs to each patient's last contact
+    enrolment_start: date = date(2017, 10, 1)
+    enrolment_end: date = date(2020, 12, 31)
+    landmarks: dict[str, int] = field(default_factory=lambda: {"6 months": 183, "1 year": 365})
+    baseline_window_days: int = 30  # a baseline value lies within this many days of the index date
+    steroid_sparing_drugs: tuple[str, ...] = DEFAULT_STEROID_SPARING
+    steroid_sparing_window_days: int = 30  # a course overlapping index +/- this many days is concurrent
+    covariates: tuple[str, ...] = ("age", "sex", "ever_smoker", "anti_mda5_grade", "steroid_sparing")
+    analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
+
+
+class ConfigError(ValueError):
+    """The configuration file names an unknown key or holds a value of the wrong kind."""
+
+
+def _check(name: str, value: Any, default: Any) -> Any:
+    if name in ("data_cutoff", "enrolment_start", "enrolment_end"):
+        if not isinstance(value, date):
+            raise ConfigError(f"{name}: {value!r} is not a date (write it unquoted, e.g. 2021-06-30)")
+        return value
+    if name == "landmarks":
+        if not isinstance(value, dict) or not all(isinstance(v, int) and v > 0 for v in value.values()):
+            raise ConfigError(f'landmarks: {value!r} must map names to days, e.g. {{"6 months" = 183}}')
+        return dict(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: {value!r} is not a list of names")
+        if name == "steroid_sparing_drugs":
+            unknown = sorted(set(value) - {d.value for d in Drug})
+            if unknown:
+                raise ConfigError(f"steroid_sparing_drugs: unknown drug(s) {', '.join(unknown)}")
+        return tuple(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{name}: {value!r} is not a whole number of days")
+    return value
+
+
+def load_config(path: Path | None) -> Config:
+    """The configuration in ``path`` (TOML), or the defaults when there is no file."""
+    if path is None or not path.exists():
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from error
+    defaults = {f.name: getattr(Config(), f.name) for f in fields(Config)}
+    unknown = sorted(set(data) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+    return Config(**{name: _check(name, value, defaults[name]) for name, value in data.items()})
