@@ -1,0 +1,1 @@
+"""Analyses: functions from the cohort's analysis table to plain results (dataclasses)."""

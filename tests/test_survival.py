@@ -1,0 +1,90 @@
+"""Survival analyses against independent references: hand-worked and textbook values."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.datasets import load_rossi
+
+from registry.analysis.mortality import mortality
+from registry.analysis.survival import at_risk, fit_km, km_curve, log_rank, survival_at, truncate
+
+TIME = pd.Series([1, 2, 2, 3, 4, 5])
+EVENT = pd.Series([1, 1, 0, 1, 0, 1])
+
+
+def test_kaplan_meier_by_hand():
+    # at risk 6, 5, 3, 1 at the death times 1, 2, 3, 5
+    curve = km_curve(TIME, EVENT, "x")
+    expected = {1: 5 / 6, 2: 5 / 6 * 4 / 5, 3: 5 / 6 * 4 / 5 * 2 / 3, 5: 0.0}
+    steps = dict(zip(curve.time, curve.survival, strict=True))
+    for t, s in expected.items():
+        assert steps[t] == pytest.approx(s, abs=1e-12)
+    # log-log (R's conf.type = "log-log") Greenwood interval at t = 3
+    s = expected[3]
+    greenwood = 1 / (6 * 5) + 1 / (5 * 4) + 1 / (3 * 2)
+    half = 1.959963984540054 * math.sqrt(greenwood) / abs(math.log(s))
+    lower, upper = s ** math.exp(half), s ** math.exp(-half)
+    estimate = survival_at(fit_km(TIME, EVENT), 3.5)
+    assert (estimate.value, estimate.lower, estimate.upper) == pytest.approx((s, lower, upper), abs=1e-9)
+    assert curve.median.value == 3 and curve.censored_times == [2.0, 4.0]
+
+
+def test_numbers_at_risk_count_time_at_least_t():
+    assert at_risk(TIME, [0, 2, 2.5, 5, 6]) == [6, 5, 3, 1, 0]
+
+
+def _log_rank_by_hand(time, event, group) -> float:
+    """(O - E)^2 / V for two groups, hypergeometric variance, summed over death times."""
+    time, event, group = map(np.asarray, (time, event, group))
+    first = group == np.unique(group)[0]
+    o_minus_e = variance = 0.0
+    for t in np.unique(time[event == 1]):
+        at = time >= t
+        n, n1 = at.sum(), (at & first).sum()
+        d = ((time == t) & (event == 1)).sum()
+        d1 = ((time == t) & (event == 1) & first).sum()
+        o_minus_e += d1 - d * n1 / n
+        if n > 1:
+            variance += d * (n1 / n) * (1 - n1 / n) * (n - d) / (n - 1)
+    return o_minus_e**2 / variance
+
+
+def test_log_rank_equals_the_hand_formula_on_rossi():
+    rossi = load_rossi()
+    result = log_rank(rossi["week"], rossi["arrest"], rossi["fin"])
+    assert result.statistic == pytest.approx(_log_rank_by_hand(rossi["week"], rossi["arrest"], rossi["fin"]), abs=1e-9)
+    assert round(result.statistic, 1) == 3.8  # R's survdiff(Surv(week, arrest) ~ fin) prints "Chisq= 3.8 on 1 df"
+    assert result.df == 1
+
+
+def test_truncated_log_rank_censors_later_deaths():
+    time, event = truncate(pd.Series([10, 200, 400]), pd.Series([1, 1, 1]), 183)
+    assert list(time) == [10, 183, 183] and list(event) == [1, 0, 0]
+    rossi = load_rossi()
+    t, e = truncate(rossi["week"], rossi["arrest"], 20)
+    assert log_rank(rossi["week"], rossi["arrest"], rossi["fin"], 20).statistic == pytest.approx(
+        _log_rank_by_hand(t, e, rossi["fin"]), abs=1e-9
+    )
+
+
+def test_crude_mortality_uses_patients_with_known_status():
+    table = pd.DataFrame(
+        {
+            "group": ["a", "a", "a", "b", "b"],
+            "time_days": [100, 200, 400, 50, 500],
+            "event": [1, 0, 0, 1, 0],
+        }
+    )
+    for days in (183, 365):
+        table[f"dead_by_{days}"] = (table["event"] == 1) & (table["time_days"] <= days)
+        table[f"status_known_{days}"] = table[f"dead_by_{days}"] | (table["time_days"] >= days)
+    six, year = mortality(table, {"6 months": 183, "1 year": 365})
+    a6, b6 = six.groups
+    assert (a6.deaths, a6.known, b6.deaths, b6.known) == (1, 3, 1, 2)
+    a12 = year.groups[0]
+    assert (a12.deaths, a12.known, a12.percent) == (1, 2, 50.0)  # censored on day 200: status at 1 year unknown
+    assert a12.km_mortality.value == pytest.approx(
+        1 / 3
+    )  # KM: 1 - 2/3, the censored patient still counted before day 200
