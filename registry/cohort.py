@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-from registry.codes import ANTI_MDA5_ELISA_POSITIVE_INDEX, STUDY_DRUGS, Analyte, AntibodyGrade
+from registry.codes import ANTI_MDA5_ELISA_POSITIVE_INDEX, STUDY_DRUGS, AdverseEventTerm, Analyte, AntibodyGrade
 from registry.config import Config
-from registry.models import AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Treatment
+from registry.models import AdverseEvent, AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Treatment
 
 #: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
 GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
@@ -28,6 +28,7 @@ _TABLES = {
     "hrct": Hrct,
     "treatment": Treatment,
     "follow_up": FollowUp,
+    "adverse_event": AdverseEvent,
 }
 _DATES = {
     "patient": ["birth_date", "dm_diagnosis_date", "ild_diagnosis_date", "resp_symptom_onset_date"],
@@ -37,6 +38,7 @@ _DATES = {
     "hrct": ["scan_date"],
     "treatment": ["start_date", "end_date"],
     "follow_up": ["last_contact_date", "death_date", "lung_transplant_date"],
+    "adverse_event": ["onset_date", "resolution_date"],
 }
 
 
@@ -118,6 +120,30 @@ def _steroid_sparing(treatment: pd.DataFrame, index: pd.DataFrame, config: Confi
     return courses[overlaps].groupby("patient_id").size().reindex(index.index, fill_value=0) > 0
 
 
+def _safety(events: pd.DataFrame, treatment: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """Adverse events from the index date on: any, serious or grade >= 3, each term; discontinuation.
+
+    Discontinuation: the index study-drug course stopped for an adverse event, or an
+    event attributed to the index drug led to its discontinuation.
+    """
+    rows = events.merge(index[["index_date", "group"]], left_on="patient_id", right_index=True)
+    rows = rows[rows["onset_date"] >= rows["index_date"]]
+    flags = pd.DataFrame(index=index.index)
+    flags["ae_any"] = index.index.isin(rows["patient_id"])
+    severe = rows[rows["serious"].astype(bool) | (rows["ctcae_grade"] >= 3)]
+    flags["ae_serious_or_grade3"] = index.index.isin(severe["patient_id"])
+    for term in AdverseEventTerm:
+        flags[f"ae_{term.value}"] = index.index.isin(rows.loc[rows["term"] == term.value, "patient_id"])
+    courses = treatment.merge(index[["index_date", "group"]], left_on="patient_id", right_index=True)
+    index_course = courses[(courses["drug"] == courses["group"]) & (courses["start_date"] == courses["index_date"])]
+    stopped = index_course.loc[index_course["stop_reason"] == "adverse_event", "patient_id"]
+    attributed = rows.loc[
+        rows["led_to_discontinuation"].astype(bool) & (rows["attributed_drug"] == rows["group"]), "patient_id"
+    ]
+    flags["discontinuation"] = index.index.isin(stopped) | index.index.isin(attributed)
+    return flags
+
+
 def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
     """The analysis table of ``tables`` (as :func:`load_tables` returns them) under ``config``."""
     patients = tables["patient"].set_index("id")
@@ -171,6 +197,7 @@ def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
     table = table.join(_baseline_labs(tables["lab_result"], index.loc[kept.index], config.baseline_window_days))
     pft = _nearest(tables["pft"], "test_date", index.loc[kept.index], config.baseline_window_days)
     table = table.join(pft[["fvc_pct_pred", "dlco_pct_pred", "tlc_pct_pred", "not_done_reason"]].add_prefix("pft_"))
+    table = table.join(_safety(tables["adverse_event"], tables["treatment"], index.loc[kept.index]))
     hrct = _nearest(tables["hrct"], "scan_date", index.loc[kept.index], config.baseline_window_days)
     table = table.join(hrct[["pattern", "total_score"]].add_prefix("hrct_"))
     dropped = excluded.dropna()

@@ -139,3 +139,26 @@ def test_baseline_value_is_the_nearest_within_the_window_and_steroid_sparing_ove
         "A": 1,
         "B": 0,
     }  # A's ended 27 days before the index date, inside the 30-day window
+
+
+def test_safety_flags_count_events_from_the_index_date(cohort_of, migrated):
+    cohort_of(
+        [patient("A"), patient("B"), patient("C")],
+        [mda5("A"), mda5("B"), mda5("C")],
+        [["A", "tofacitinib", "2019-02-01", "2019-03-01"], ["B", "tacrolimus", "2019-02-01", ""],
+         ["C", "tacrolimus", "2019-02-01", ""]],
+        [[s, "2019-06-01", "alive", ""] for s in "ABC"],
+    )  # fmt: skip
+    sheet = raw(
+        "adverse_events",
+        ["study_id", "onset_date", "term", "ctcae_grade", "serious", "attributed_drug", "led_to_discontinuation"],
+        [["A", "2019-02-20", "herpes_zoster", "2", "no", "tofacitinib", "yes"],
+         ["B", "2019-01-20", "pjp", "4", "yes", "", "no"],  # before the index date: not counted
+         ["C", "2019-03-01", "cytopenia", "3", "no", "mycophenolate", "yes"]],  # another drug stopped
+    )  # fmt: skip
+    assert import_sheets(migrated, [sheet], actor="t", reason="test").written
+    t = build_cohort(load_tables(migrated), Config()).table
+    assert t["ae_any"].to_dict() == {"A": True, "B": False, "C": True}
+    assert t["ae_serious_or_grade3"].to_dict() == {"A": False, "B": False, "C": True}
+    assert t["ae_herpes_zoster"].to_dict() == {"A": True, "B": False, "C": False}
+    assert t["discontinuation"].to_dict() == {"A": True, "B": False, "C": False}
