@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import shutil
 from enum import StrEnum
 from pathlib import Path
@@ -14,7 +15,10 @@ import typer
 import registry
 from registry import db
 from registry import export as export_module
+from registry.analysis.run import analyze as analyze_cohort
 from registry.audit import audit_history, audited_session
+from registry.cohort import build_cohort, load_tables
+from registry.config import ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Site
@@ -287,6 +291,37 @@ def _count(items: list, noun: str) -> str:
 
 def _shown(value: object) -> str:
     return "(empty)" if value is None else str(value)
+
+
+@app.command()
+def analyze(
+    ctx: typer.Context,
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write every result as JSON.")] = Path(
+        "results.json"
+    ),
+    config_file: Annotated[
+        Path, typer.Option("--config", help="Analysis configuration (TOML); defaults if the file is absent.")
+    ] = Path("registry.toml"),
+) -> None:
+    """Build the cohort and run every configured analysis; write the results as JSON.
+
+    Example: registry analyze --json results.json --config registry.toml
+    """
+    try:
+        config = load_config(config_file)
+    except ConfigError as error:
+        typer.echo(f"Configuration not used: {error}", err=True)
+        raise typer.Exit(2) from None
+    cohort = build_cohort(load_tables(_engine(ctx)), config)
+    if cohort.table.empty:
+        typer.echo("No patient can be analysed: " + json.dumps(cohort.exclusion_counts()), err=True)
+        raise typer.Exit(1)
+    results = analyze_cohort(cohort, config)
+    json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    flow = results["flow"]
+    typer.echo(f"{flow['registered']} patients registered, {sum(flow['excluded'].values())} excluded")
+    typer.echo("analysed: " + ", ".join(f"{g} {n}" for g, n in flow["analysed"].items()))
+    typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
 
 
 @app.command()

@@ -27,7 +27,7 @@ class Config:
     baseline_window_days: int = 30  # a baseline value lies within this many days of the index date
     steroid_sparing_drugs: tuple[str, ...] = DEFAULT_STEROID_SPARING
     steroid_sparing_window_days: int = 30  # a course overlapping index +/- this many days is concurrent
-    covariates: tuple[str, ...] = ("age", "sex", "ever_smoker", "anti_mda5_grade", "steroid_sparing")
+    covariates: tuple[str, ...] = ("age", "male", "ever_smoker", "anti_mda5_grade", "steroid_sparing")
     analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
 
 

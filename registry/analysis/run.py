@@ -1,0 +1,118 @@
+"""All analyses of a cohort, as one JSON-ready document (see docs/results.md).
+
+Every number the report will show is computed here, once: overall and in the RPILD
+subgroup. The document carries the configuration it was made with and a fingerprint
+of the analysis table, so each result can be traced to the data that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+
+import registry
+from registry.analysis.baseline import baseline_table
+from registry.analysis.cox import CoxError, fit_cox
+from registry.analysis.mortality import mortality
+from registry.analysis.safety import safety
+from registry.analysis.survival import CI_TYPE, at_risk, km_curve, log_rank
+from registry.cohort import Cohort
+from registry.config import Config
+
+#: The group whose hazard ratio is reported; the other study drug is the reference.
+EXPOSURE = "tofacitinib"
+#: Days at which numbers at risk are given under the curves.
+AT_RISK_EVERY = 30
+
+
+def fingerprint(table: pd.DataFrame) -> str:
+    """SHA-256 of the analysis table's CSV form: the same data gives the same hash."""
+    return hashlib.sha256(table.sort_index().to_csv().encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, dates and numpy numbers as JSON values; NaN and infinity as null."""
+    if dataclasses.is_dataclass(value):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _survival(table: pd.DataFrame, config: Config) -> dict[str, Any]:
+    horizon = int(table["time_days"].max()) if len(table) else 0
+    times = list(range(0, horizon + 1, AT_RISK_EVERY))
+    groups = {
+        name: {
+            "curve": km_curve(rows["time_days"], rows["event"], name),
+            "at_risk": dict(zip(times, at_risk(rows["time_days"], times), strict=True)),
+        }
+        for name, rows in table.groupby("group", sort=True)
+    }
+    tests = {"full follow-up": log_rank(table["time_days"], table["event"], table["group"])}
+    for name, days in config.landmarks.items():
+        tests[name] = log_rank(table["time_days"], table["event"], table["group"], days)
+    return {"ci_type": CI_TYPE, "groups": groups, "log_rank": tests}
+
+
+def _cox(table: pd.DataFrame, config: Config) -> dict[str, Any]:
+    data = table.assign(**{EXPOSURE: (table["group"] == EXPOSURE).astype(int)})
+    horizon = max(config.landmarks.values())
+    data["cox_time"] = data["time_days"].clip(upper=horizon)
+    data["cox_event"] = (data["event"].astype(bool) & (data["time_days"] <= horizon)).astype(int)
+    models = {}
+    for name, covariates in (("unadjusted", [EXPOSURE]), ("adjusted", [EXPOSURE, *config.covariates])):
+        try:
+            models[name] = fit_cox(data, "cox_time", "cox_event", covariates)
+        except CoxError as error:
+            models[name] = {"error": str(error)}
+    return {"outcome": f"death within {horizon} days", "reference": "tacrolimus", "models": models}
+
+
+def _analyses(table: pd.DataFrame, config: Config) -> dict[str, Any]:
+    run = config.analyses
+    result: dict[str, Any] = {"patients": table["group"].value_counts().sort_index().to_dict()}
+    if "mortality" in run:
+        result["mortality"] = mortality(table, config.landmarks)
+    if "survival" in run:
+        result["survival"] = _survival(table, config)
+    if "cox" in run:
+        result["cox"] = _cox(table, config)
+    return result
+
+
+def analyze(cohort: Cohort, config: Config) -> dict[str, Any]:
+    """Every configured analysis of ``cohort``, overall and in the RPILD subgroup."""
+    table = cohort.table
+    document: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "software": {"mda5-registry": registry.__version__},
+        "configuration": dataclasses.asdict(config),
+        "data_fingerprint": fingerprint(table),
+        "flow": {
+            "registered": cohort.registered,
+            "excluded": cohort.exclusion_counts(),
+            "analysed": table["group"].value_counts().sort_index().to_dict(),
+            "rpild": table[table["rpild"] == True]["group"].value_counts().sort_index().to_dict(),  # noqa: E712
+        },
+        "overall": _analyses(table, config),
+        "rpild": _analyses(table[table["rpild"] == True], config),  # noqa: E712
+    }
+    if "baseline" in config.analyses:
+        document["baseline"] = baseline_table(table)
+    if "safety" in config.analyses:
+        document["safety"] = safety(table)
+    return _plain(document)

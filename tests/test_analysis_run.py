@@ -1,0 +1,77 @@
+"""`registry analyze`: every result in one JSON document, traceable to its data."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from registry.cli import app
+
+runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
+
+
+@pytest.fixture
+def example(migrated, database_url):
+    for args in (["site", "add", "DEMO", "Demo", "--actor", "t"], ["import", str(EXAMPLE), "--actor", "t"]):
+        assert runner.invoke(app, ["--database", database_url, *args]).exit_code == 0
+    return database_url
+
+
+def _analyze(url, tmp_path, *extra):
+    return runner.invoke(app, ["--database", url, "analyze", "--json", str(tmp_path / "r.json"), *extra])
+
+
+def test_results_document(example, tmp_path):
+    result = _analyze(example, tmp_path, "--config", str(tmp_path / "absent.toml"))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        "4 patients registered, 0 excluded",
+        "analysed: tacrolimus 2, tofacitinib 2",
+    ]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert list(doc) == [
+        "generated_at",
+        "software",
+        "configuration",
+        "data_fingerprint",
+        "flow",
+        "overall",
+        "rpild",
+        "baseline",
+        "safety",
+    ]
+    assert doc["configuration"]["landmarks"] == {"6 months": 183, "1 year": 365}
+    assert doc["flow"] == {"registered": 4, "excluded": {}, "analysed": {"tacrolimus": 2, "tofacitinib": 2},
+                           "rpild": {"tacrolimus": 1, "tofacitinib": 1}}  # fmt: skip
+    six = doc["overall"]["mortality"][0]
+    assert [(g["group"], g["deaths"], g["known"]) for g in six["groups"]] == [
+        ("tacrolimus", 1, 2),
+        ("tofacitinib", 1, 2),
+    ]
+    assert doc["overall"]["survival"]["ci_type"] == "log-log"
+    assert set(doc["overall"]["survival"]["log_rank"]) == {"full follow-up", "6 months", "1 year"}
+    assert doc["overall"]["cox"]["models"]["unadjusted"]["terms"][0]["name"] == "tofacitinib"
+    assert "complete separation" in doc["overall"]["cox"]["models"]["adjusted"]["error"]
+    assert next(r for r in doc["safety"] if r["outcome"] == "ae_any")["groups"][0]["patients"] == 2
+
+
+def test_fingerprint_follows_the_data(example, tmp_path):
+    _analyze(example, tmp_path)
+    first = json.loads((tmp_path / "r.json").read_text())["data_fingerprint"]
+    _analyze(example, tmp_path)
+    assert json.loads((tmp_path / "r.json").read_text())["data_fingerprint"] == first
+    (tmp_path / "fu").mkdir()
+    (tmp_path / "fu" / "follow_up.csv").write_text("study_id,last_contact_date,vital_status\nEX-002,2021-04-01,alive\n")
+    runner.invoke(app, ["--database", example, "import", str(tmp_path / "fu"), "--actor", "t"])
+    _analyze(example, tmp_path)
+    assert json.loads((tmp_path / "r.json").read_text())["data_fingerprint"] != first
+
+
+def test_bad_configuration_stops_before_any_analysis(example, tmp_path):
+    (tmp_path / "registry.toml").write_text("landmark = 1\n")
+    result = _analyze(example, tmp_path, "--config", str(tmp_path / "registry.toml"))
+    assert result.exit_code == 2
+    assert "Configuration not used:" in result.output and "unknown key(s) landmark" in result.output
+    assert not (tmp_path / "r.json").exists()
