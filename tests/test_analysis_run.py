@@ -75,3 +75,11 @@ def test_bad_configuration_stops_before_any_analysis(example, tmp_path):
     assert result.exit_code == 2
     assert "Configuration not used:" in result.output and "unknown key(s) landmark" in result.output
     assert not (tmp_path / "r.json").exists()
+
+
+def test_univariable_models_for_each_covariate(example, tmp_path):
+    _analyze(example, tmp_path)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    univariable = doc["overall"]["cox"]["univariable"]
+    assert list(univariable) == ["age", "male", "ever_smoker", "anti_mda5_grade", "steroid_sparing"]
+    assert univariable["age"]["terms"][0]["name"] == "age"

@@ -88,3 +88,13 @@ def test_crude_mortality_uses_patients_with_known_status():
     assert a12.km_mortality.value == pytest.approx(
         1 / 3
     )  # KM: 1 - 2/3, the censored patient still counted before day 200
+
+
+def test_edge_cases_all_censored_and_a_group_without_deaths():
+    time, group = pd.Series([5, 6, 7, 8]), pd.Series(list("aabb"))
+    nothing = log_rank(time, pd.Series([0, 0, 0, 0]), group)
+    assert math.isnan(nothing.statistic) and math.isnan(nothing.p)
+    one_sided = log_rank(time, pd.Series([1, 1, 0, 0]), group)
+    assert one_sided.statistic == pytest.approx(_log_rank_by_hand(time, pd.Series([1, 1, 0, 0]), group))
+    curve = km_curve(time, pd.Series([0, 0, 0, 0]), "b")
+    assert curve.survival == [1.0] * len(curve.survival) and curve.median is None and curve.events == 0

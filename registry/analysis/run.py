@@ -73,13 +73,21 @@ def _cox(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     horizon = max(config.landmarks.values())
     data["cox_time"] = data["time_days"].clip(upper=horizon)
     data["cox_event"] = (data["event"].astype(bool) & (data["time_days"] <= horizon)).astype(int)
-    models = {}
-    for name, covariates in (("unadjusted", [EXPOSURE]), ("adjusted", [EXPOSURE, *config.covariates])):
+
+    def fit(covariates: list[str]) -> Any:
         try:
-            models[name] = fit_cox(data, "cox_time", "cox_event", covariates)
+            return fit_cox(data, "cox_time", "cox_event", covariates)
         except CoxError as error:
-            models[name] = {"error": str(error)}
-    return {"outcome": f"death within {horizon} days", "reference": "tacrolimus", "models": models}
+            return {"error": str(error)}
+
+    models = {"unadjusted": fit([EXPOSURE]), "adjusted": fit([EXPOSURE, *config.covariates])}
+    univariable = {name: fit([name]) for name in config.covariates}
+    return {
+        "outcome": f"death within {horizon} days",
+        "reference": "tacrolimus",
+        "models": models,
+        "univariable": univariable,
+    }
 
 
 def _analyses(table: pd.DataFrame, config: Config) -> dict[str, Any]:

@@ -103,8 +103,13 @@ def truncate(time: pd.Series, event: pd.Series, days: int | None) -> tuple[pd.Se
 
 
 def log_rank(time: pd.Series, event: pd.Series, group: pd.Series, days: int | None = None) -> LogRank:
-    """Log-rank test of equal survival across groups, on follow-up truncated at ``days``."""
+    """Log-rank test of equal survival across groups, on follow-up truncated at ``days``.
+
+    Without a single death there is nothing to compare: statistic and p are NaN (null in JSON).
+    """
     time, event = truncate(time, event, days)
+    if not event.any():
+        return LogRank(float("nan"), group.nunique() - 1, float("nan"), days)
     labels = sorted(group.unique())
     if len(labels) == 2:
         a, b = (group == labels[0]), (group == labels[1])
