@@ -18,7 +18,7 @@ from registry import export as export_module
 from registry.analysis.run import analyze as analyze_cohort
 from registry.audit import audit_history, audited_session
 from registry.cohort import build_cohort, load_tables
-from registry.config import ConfigError, load_config
+from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Site
@@ -312,7 +312,12 @@ def analyze(
     except ConfigError as error:
         typer.echo(f"Configuration not used: {error}", err=True)
         raise typer.Exit(2) from None
-    cohort = build_cohort(load_tables(_engine(ctx)), config)
+    _analyze_to(_engine(ctx), config, json_out)
+
+
+def _analyze_to(engine: sa.Engine, config: Config, json_out: Path) -> None:
+    """Cohort, analyses, JSON file, and a few lines a person can check at a glance."""
+    cohort = build_cohort(load_tables(engine), config)
     if cohort.table.empty:
         typer.echo("No patient can be analysed: " + json.dumps(cohort.exclusion_counts()), err=True)
         raise typer.Exit(1)
@@ -321,6 +326,17 @@ def analyze(
     flow = results["flow"]
     typer.echo(f"{flow['registered']} patients registered, {sum(flow['excluded'].values())} excluded")
     typer.echo("analysed: " + ", ".join(f"{g} {n}" for g, n in flow["analysed"].items()))
+    for subset in ("overall", "rpild"):
+        for entry in results[subset].get("mortality", []):
+            groups = ", ".join(f"{g['group']} {g['deaths']}/{g['known']}" for g in entry["groups"])
+            p = "n/a" if entry["p"] is None else f"{entry['p']:.3f}"
+            typer.echo(f"{subset} mortality at {entry['landmark']}: {groups}; log-rank p = {p}")
+        adjusted = results[subset].get("cox", {}).get("models", {}).get("adjusted", {})
+        if "terms" in adjusted:
+            t = adjusted["terms"][0]
+            typer.echo(
+                f"{subset} adjusted HR {t['name']}: {t['hr']:.3f} ({t['lower']:.3f}-{t['upper']:.3f}), p = {t['p']:.3f}"
+            )
     typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
 
 
@@ -330,7 +346,9 @@ def demo(
         "demo"
     ),
 ) -> None:
-    """Build the demo registry from scratch on SQLite and summarise it.
+    """Build the demo registry from scratch on SQLite, analyse it, and summarise it.
+
+    The synthetic 61-patient demo cohort (fixtures/demo) reproduces the published study.
 
     Example: registry demo --dir demo
     """
@@ -343,8 +361,10 @@ def demo(
     with audited_session(engine, actor="registry demo", reason="demo registry") as session:
         session.add(Site(code="DEMO", name="Demo centre (synthetic data)"))
         session.commit()
-    example = resource_dir("fixtures/example", "_fixtures/example", "patients.csv")
-    result = import_path(engine, example, actor="registry demo", reason="demo registry")
-    if result.errors:  # the bundled example is kept valid by the tests
+    cohort = resource_dir("fixtures/demo", "_fixtures/demo", "patients.csv")
+    result = import_path(engine, cohort, actor="registry demo", reason="demo registry")
+    if result.errors:  # the bundled cohort is kept valid by the tests
         raise RuntimeError("\n".join(map(str, result.errors)))
     _print_summary(engine, url)
+    typer.echo("")
+    _analyze_to(engine, Config(), directory / "results.json")

@@ -107,14 +107,18 @@ def test_demo_builds_a_fresh_registry(tmp_path):
     done = subprocess.run([str(SCRIPT), "demo", "--dir", "demo"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "Database  sqlite:///demo/registry.db" in done.stdout
-    counts = dict(line.split() for line in done.stdout.splitlines()[3:])
+    lines = done.stdout.splitlines()
+    counts = dict(line.split() for line in lines[3:15])
     assert counts == {
-        "table": "rows", "site": "1", "patient": "4", "patient_identifier": "0", "antibody_test": "8",
-        "lab_result": "20", "pft": "4", "hrct": "4", "treatment": "11", "adverse_event": "4", "follow_up": "4",
-        "audit_log": "60",
+        "table": "rows", "site": "1", "patient": "61", "patient_identifier": "0", "antibody_test": "122",
+        "lab_result": "732", "pft": "61", "hrct": "61", "treatment": "243", "adverse_event": "45", "follow_up": "61",
+        "audit_log": "1387",
     }  # fmt: skip
+    assert "overall mortality at 6 months: tacrolimus 22/35, tofacitinib 10/26; log-rank p = 0.028" in lines
+    assert "overall adjusted HR tofacitinib: 0.438 (0.200-0.960), p = 0.039" in lines
+    assert (tmp_path / "demo" / "results.json").exists()
     again = subprocess.run([str(SCRIPT), "demo", "--dir", "demo"], cwd=tmp_path, capture_output=True, text=True)
-    assert again.stdout == done.stdout  # rebuilt from scratch, not appended to
+    assert again.stdout == done.stdout  # rebuilt from scratch, not appended to; same data, same fingerprint
 
 
 @pytest.mark.parametrize("command", [["alembic", "upgrade", "head"], ["alembic", "downgrade", "base"]])
