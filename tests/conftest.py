@@ -83,3 +83,13 @@ def pytest_report_header(config: pytest.Config) -> str:
     given = os.environ.get("REGISTRY_TEST_POSTGRES_URL")
     source = f"server at {db.redacted(given)}" if given else "throwaway server from tests/postgres.sh"
     return f"databases: SQLite (temporary files), PostgreSQL ({source})"
+
+
+def add_demo_site(engine: sa.Engine) -> None:
+    """Register the site DEMO, which the fixtures' patients belong to."""
+    from registry.audit import audited_session
+    from registry.models import Site
+
+    with audited_session(engine, actor="admin") as session:
+        session.add(Site(code="DEMO", name="Demo centre (synthetic data)"))
+        session.commit()

@@ -3,14 +3,13 @@
 from pathlib import Path
 
 import pytest
+from conftest import add_demo_site
 
 from registry import db
 from registry.analysis.run import analyze
-from registry.audit import audited_session
 from registry.cohort import build_cohort, load_tables
 from registry.config import Config
 from registry.ingest import import_path
-from registry.models import Site
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 
@@ -19,9 +18,7 @@ DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 def results(tmp_path_factory):
     engine = db.make_engine(f"sqlite:///{tmp_path_factory.mktemp('demo') / 'r.db'}")
     db.upgrade(engine)
-    with audited_session(engine, actor="test") as session:
-        session.add(Site(code="DEMO", name="Demo centre (synthetic data)"))
-        session.commit()
+    add_demo_site(engine)
     imported = import_path(engine, DEMO, actor="test")
     assert imported.problems == [] and imported.written
     cohort = build_cohort(load_tables(engine), Config())

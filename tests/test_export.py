@@ -4,22 +4,21 @@ import filecmp
 from pathlib import Path
 
 import pytest
+from conftest import add_demo_site
 from openpyxl import load_workbook
 
 from registry import db
 from registry.audit import audited_session
 from registry.export import export, template
 from registry.ingest import import_path
-from registry.models import PatientIdentifier, Site
+from registry.models import PatientIdentifier
 from registry.sheets import SHEETS, sheet_dictionary
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
 
 
 def _registry_with_example(engine):
-    with audited_session(engine, actor="admin") as session:
-        session.add(Site(code="DEMO", name="Demo centre"))
-        session.commit()
+    add_demo_site(engine)
     assert import_path(engine, EXAMPLE, actor="coordinator").written
     return engine
 
@@ -35,9 +34,7 @@ def test_export_import_export_gives_identical_files(migrated, tmp_path, target):
 
     empty = db.make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     db.upgrade(empty)
-    with audited_session(empty, actor="admin") as session:
-        session.add(Site(code="DEMO", name="Demo centre"))
-        session.commit()
+    add_demo_site(empty)
     result = import_path(empty, first / target, actor="coordinator")
     assert result.problems == [] and result.written
     export(empty, second / target)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import add_demo_site
 from openpyxl import Workbook
 
-from registry.audit import audited_session
 from registry.ingest import import_path, import_sheets, write_problems
-from registry.models import TABLES, AuditLog, LabResult, Site
+from registry.models import TABLES, AuditLog, LabResult
 from registry.workbook import RawSheet, WorkbookError, read
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
@@ -34,9 +34,7 @@ def snapshot(engine) -> dict[str, list]:
 @pytest.fixture
 def registry(migrated):
     """A registry with the demo site and the example workbook imported."""
-    with audited_session(migrated, actor="admin") as session:
-        session.add(Site(code="DEMO", name="Demo centre"))
-        session.commit()
+    add_demo_site(migrated)
     result = import_path(migrated, EXAMPLE, actor="coordinator")
     assert result.problems == [] and result.written
     return migrated
@@ -261,9 +259,7 @@ def test_rejected_import_leaves_the_sqlite_file_byte_for_byte_unchanged(tmp_path
 
     engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     db.upgrade(engine)
-    with audited_session(engine, actor="admin") as session:
-        session.add(Site(code="DEMO", name="Demo centre"))
-        session.commit()
+    add_demo_site(engine)
     engine.dispose()
     digest = hashlib.sha256((tmp_path / "r.db").read_bytes()).hexdigest()
     engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")

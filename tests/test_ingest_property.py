@@ -4,13 +4,13 @@ from datetime import date, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from conftest import add_demo_site
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from registry import db
-from registry.audit import audited_session
 from registry.ingest import import_path, import_sheets
-from registry.models import TABLES, Site
+from registry.models import TABLES
 from registry.sheets import SHEETS
 from registry.workbook import RawSheet, read
 
@@ -81,9 +81,7 @@ def _registry(tmp_path_factory) -> sa.Engine:
         path = tmp_path_factory.mktemp("property") / "r.db"
         engine = db.make_engine(f"sqlite:///{path}")
         db.upgrade(engine)
-        with audited_session(engine, actor="admin") as session:
-            session.add(Site(code="DEMO", name="Demo centre"))
-            session.commit()
+        add_demo_site(engine)
         assert import_path(engine, EXAMPLE, actor="c").written
         _engines["r"] = engine
     return _engines["r"]
