@@ -19,7 +19,7 @@ from sqlmodel import Session as SQLModelSession
 from sqlmodel import SQLModel, select
 
 from registry.codes import AuditAction
-from registry.models import AuditLog, Patient
+from registry.models import TABLES, AuditLog, Patient
 
 
 class AuditError(RuntimeError):
@@ -78,6 +78,21 @@ def _key(obj: SQLModel) -> str:
     return "/".join(str(part) for part in identity)
 
 
+#: The registry's own tables; other mapped classes in the same process are not ours to audit.
+_AUDITED = tuple(model for model in TABLES if model is not AuditLog)
+
+
+def _keep_old_value(*_args: Any) -> None:
+    """Registered with active_history: the value before a change is loaded even when expired."""
+
+
+# Without active history, a value changed after a commit (which expires attributes) would
+# be logged with an unknown old value; with it, SQLAlchemy loads the stored value first.
+for _model in _AUDITED:
+    for _attribute in sa.inspect(_model).column_attrs:
+        event.listen(getattr(_model, _attribute.key), "set", _keep_old_value, active_history=True)
+
+
 @event.listens_for(Session, "before_flush")
 def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> None:
     if any(isinstance(obj, AuditLog) for obj in (*session.dirty, *session.deleted)):
@@ -88,14 +103,14 @@ def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> N
 def _write_audit_rows(session: Session, _context: Any) -> None:
     entries: list[tuple[AuditAction, SQLModel, dict | None, dict | None]] = []
     for obj in session.new:
-        if not isinstance(obj, AuditLog):
+        if isinstance(obj, _AUDITED):
             entries.append((AuditAction.INSERT, obj, None, _columns(obj)))
     for obj in session.dirty:
-        old, new = _changes(obj)
-        if new:
-            entries.append((AuditAction.UPDATE, obj, old, new))
+        if isinstance(obj, _AUDITED) and (change := _changes(obj))[1]:
+            entries.append((AuditAction.UPDATE, obj, *change))
     for obj in session.deleted:
-        entries.append((AuditAction.DELETE, obj, _columns(obj), None))
+        if isinstance(obj, _AUDITED):
+            entries.append((AuditAction.DELETE, obj, _columns(obj), None))
     if not entries:
         return
     actor = session.info.get("actor")

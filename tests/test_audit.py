@@ -115,3 +115,33 @@ def test_direct_identifiers_are_logged_as_changed_but_never_copied(patient):
     with patient.connect() as connection:
         dump = " ".join(str(row) for row in connection.execute(sa.select(AuditLog.__table__)))
     assert "H123456" not in dump and "Jane" not in dump
+
+
+def test_change_after_a_commit_logs_the_stored_old_value(patient):
+    """A commit expires the loaded values; the log must still show what was stored."""
+    with audited_session(patient, actor="coordinator1") as session:
+        record = session.exec(select(Patient)).one()
+        record.smoking = "former"
+        session.commit()
+        record.smoking = "current"  # edited again after the commit, as a web form does
+        session.commit()
+    entry = _log(patient)[-1]
+    assert (entry.old_values, entry.new_values) == ({"smoking": "former"}, {"smoking": "current"})
+
+
+def test_objects_of_other_tables_are_not_audited(patient, tmp_path):
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Note(Base):
+        __tablename__ = "note"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    other = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    Base.metadata.create_all(other)
+    with Session(other) as session:  # no actor: not a registry change, so not refused
+        session.add(Note(id=1))
+        session.commit()
+    assert len(_log(patient)) == 2
