@@ -28,6 +28,7 @@ class Config:
     steroid_sparing_drugs: tuple[str, ...] = DEFAULT_STEROID_SPARING
     steroid_sparing_window_days: int = 30  # a course overlapping index +/- this many days is concurrent
     covariates: tuple[str, ...] = ("age", "male", "ever_smoker", "anti_mda5_grade", "steroid_sparing")
+    firth_on_separation: bool = True  # no usual Cox estimate: show Firth's penalised one (False: only say why)
     analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
 
 
@@ -52,6 +53,10 @@ def _check(name: str, value: Any, default: Any) -> Any:
             if unknown:
                 raise ConfigError(f"steroid_sparing_drugs: unknown drug(s) {', '.join(unknown)}")
         return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: {value!r} is not true or false")
+        return value
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{name}: {value!r} is not a whole number of days")
     return value

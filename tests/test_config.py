@@ -36,6 +36,7 @@ def test_keys_override_defaults(tmp_path):
         ("baseline_window_days = -3", "baseline_window_days: -3 is not a whole number of days"),
         ('landmarks = { "6 months" = 0 }', "landmarks: {'6 months': 0} must map names to days"),
         ("covariates = 3", "covariates: 3 is not a list of names"),
+        ('firth_on_separation = "yes"', "firth_on_separation: 'yes' is not true or false"),
         ("data_cutoff = ", "Invalid value"),
     ],
 )

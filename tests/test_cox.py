@@ -1,5 +1,7 @@
 """Cox models against R: survival::coxph and cox.zph on the Rossi recidivism data."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,10 +49,30 @@ def test_few_events_per_variable_are_flagged():
     assert any("events per variable (< 10)" in note for note in result.notes)
 
 
+SEPARATED = pd.DataFrame({"t": [5, 6, 7, 8, 9, 10], "e": [1, 0, 1, 0, 0, 1], "x": [0, 1, 0, 1, 1, 0]})
+SEPARATION = r"all deaths occurred at one value of x \(complete separation\)"
+
+
 def test_no_events_and_separation_give_clear_messages():
-    table = pd.DataFrame({"t": [5, 6, 7, 8], "e": [0, 0, 0, 0], "x": [0, 1, 0, 1]})
     with pytest.raises(CoxError, match="no deaths among the patients analysed"):
-        fit_cox(table, "t", "e", ["x"])
-    table["e"] = [1, 0, 1, 0]  # every death at x = 0: one group without events
-    with pytest.raises(CoxError, match=r"all deaths occurred at one value of x \(complete separation\)"):
-        fit_cox(table, "t", "e", ["x"])
+        fit_cox(SEPARATED.assign(e=0), "t", "e", ["x"])
+    with pytest.raises(CoxError, match=SEPARATION):
+        fit_cox(SEPARATED, "t", "e", ["x"], firth=False)
+    with pytest.raises(CoxError, match="x takes a single value"):
+        fit_cox(SEPARATED.assign(x=1), "t", "e", ["x"])
+
+
+def test_separation_falls_back_to_firth_with_a_note():
+    result = fit_cox(SEPARATED, "t", "e", ["x"])
+    assert result.method == "Firth-penalised partial likelihood" and result.ties == "Breslow"
+    assert re.search(SEPARATION, result.notes[-1]) and "Firth's penalised estimate" in result.notes[-1]
+    x = result.terms[0]
+    assert x.hr < 1 and x.lower < x.hr < x.upper and 0 < x.p < 1  # finite, where the usual estimate is -infinity
+    assert result.zph == []
+
+
+def test_firth_estimate_equals_heinze_and_schemper():
+    # Heinze & Schemper (Biometrics 2001), section 2: two patients, x = 1 dies at t = 1, x = 0 censored
+    # at t = 2; the usual estimate is infinite, Firth's modified score has its root at exp(beta) = 3.
+    table = pd.DataFrame({"t": [1.0, 2.0], "e": [1, 0], "x": [1, 0]})
+    assert fit_cox(table, "t", "e", ["x"]).terms[0].hr == pytest.approx(3.0, abs=1e-6)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines.datasets import load_rossi
+from lifelines.datasets import load_lung, load_rossi
 
 from registry.analysis.mortality import mortality
 from registry.analysis.survival import at_risk, fit_km, km_curve, log_rank, survival_at, truncate
@@ -57,6 +57,48 @@ def test_log_rank_equals_the_hand_formula_on_rossi():
     assert result.statistic == pytest.approx(_log_rank_by_hand(rossi["week"], rossi["arrest"], rossi["fin"]), abs=1e-9)
     assert round(result.statistic, 1) == 3.8  # R's survdiff(Surv(week, arrest) ~ fin) prints "Chisq= 3.8 on 1 df"
     assert result.df == 1
+
+
+def test_log_rank_equals_r_survdiff_on_the_lung_data():
+    # R: survdiff(Surv(time, status) ~ sex, data = lung): Chisq = 10.32674 on 1 df;
+    # survminer::surv_pvalue(survfit(Surv(time, status) ~ sex, data = lung)) = 0.001311165
+    lung = load_lung()
+    result = log_rank(lung["time"], lung["status"], lung["sex"])
+    assert result.statistic == pytest.approx(10.32674, abs=1e-4)
+    assert result.p == pytest.approx(0.001311165, abs=1e-9)
+
+
+def _greenwood_band(time, event, transform: str):
+    """Kaplan-Meier with a 95% Greenwood band, written out from the textbook formulas."""
+    time, event = np.asarray(time), np.asarray(event)
+    s, var, rows = 1.0, 0.0, []
+    for t in np.unique(time[event == 1]):
+        n, d = (time >= t).sum(), ((time == t) & (event == 1)).sum()
+        s *= 1 - d / n
+        var += d / (n * (n - d)) if n > d else 0.0
+        z = 1.959963984540054 * math.sqrt(var)
+        if transform == "log":  # R's default conf.type
+            rows.append((t, s * math.exp(-z), min(1.0, s * math.exp(z))))
+        else:  # "log-log"
+            half = z / abs(math.log(s))
+            rows.append((t, s ** math.exp(half), s ** math.exp(-half)))
+    return rows
+
+
+def _median_limits(rows):
+    return (min(t for t, lo, _ in rows if lo <= 0.5), min(t for t, _, hi in rows if hi <= 0.5))
+
+
+@pytest.mark.parametrize("sex, r_median, r_log_limits", [(1, 270, (212, 310)), (2, 426, (348, 550))])
+def test_median_survival_and_limits_as_r_reads_them(sex, r_median, r_log_limits):
+    # R: survfit(Surv(time, status) ~ sex, data = lung) prints median 270 (212, 310) and 426 (348, 550)
+    lung = load_lung()
+    rows = lung[lung["sex"] == sex]
+    assert _median_limits(_greenwood_band(rows["time"], rows["status"], "log")) == r_log_limits
+    median = km_curve(rows["time"], rows["status"], str(sex)).median
+    assert median.value == r_median
+    assert (median.lower, median.upper) == _median_limits(_greenwood_band(rows["time"], rows["status"], "log-log"))
+    assert median.lower < median.value < median.upper
 
 
 def test_truncated_log_rank_censors_later_deaths():

@@ -5,6 +5,11 @@
 beta_j * g(t) * x_j with g(t) = 1 - KM(t-) centred over the deaths, the fitted
 coefficients held fixed and their estimation accounted for; plus the global test.
 lifelines' ``check_assumptions`` computes a different statistic and no global test.
+
+When the usual estimate does not exist (all deaths at one value of a binary covariate,
+or a likelihood that keeps rising: monotone likelihood) ``fit_cox`` says so and, unless
+told not to, gives Firth's penalised estimate instead (Heinze & Schemper 2001, as in R's
+``coxphf``): profile-likelihood confidence limits and penalised likelihood-ratio p-values.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from firthmodels import FirthCoxPH
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from scipy import stats
@@ -52,10 +58,51 @@ class CoxResult:
     zph: list[ZphTest]
     notes: list[str] = field(default_factory=list)  # warnings a reader must see
     ties: str = "Efron"
+    method: str = "partial likelihood"  # or FIRTH when the usual estimate does not exist
+
+
+FIRTH = "Firth-penalised partial likelihood"
 
 
 class CoxError(ValueError):
     """The model cannot be estimated; the message says why in plain words."""
+
+
+def _separation(complete: pd.DataFrame, event: str, covariates: Sequence[str]) -> str | None:
+    """Why the usual estimate cannot exist, for a binary covariate with deaths at one value only."""
+    for name in covariates:
+        values = complete[name]
+        if values.nunique() == 2 and complete.loc[complete[event] == 1, name].nunique() < 2:
+            return (
+                f"all deaths occurred at one value of {name} (complete separation): the hazard ratio is "
+                "infinite or zero and the usual Cox estimate does not exist"
+            )
+    return None
+
+
+def _fit_firth(complete: pd.DataFrame, duration: str, event: str, covariates: Sequence[str]) -> list[Term]:
+    """Firth's penalised Cox model (Breslow ties): PL confidence limits, penalised LR p-values."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = FirthCoxPH(backend="numpy").fit(
+                complete[list(covariates)].to_numpy(float),
+                (complete[event].to_numpy(bool), complete[duration].to_numpy(float)),
+            )
+        except (ValueError, np.linalg.LinAlgError) as error:  # scipy's LinAlgError is numpy's
+            raise CoxError(f"Firth's penalised estimate failed too ({error})") from None
+        if model.converged_:
+            model.lrt()
+            limits = model.conf_int(method="pl")
+    if caught or not model.converged_:
+        reason = str(caught[0].message).splitlines()[0] if caught else "no convergence"
+        raise CoxError(f"Firth's penalised estimate failed too ({reason})")
+    return [
+        Term(name, float(coef), float(se), float(np.exp(coef)), float(np.exp(lo)), float(np.exp(hi)), float(p))
+        for name, coef, se, (lo, hi), p in zip(
+            covariates, model.coef_, model.bse_, limits, model.lrt_pvalues_, strict=True
+        )
+    ]
 
 
 def _schoenfeld_pieces(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray):  # noqa: ANN202
@@ -104,40 +151,17 @@ def cox_zph(
     return tests
 
 
-def fit_cox(table: pd.DataFrame, duration: str, event: str, covariates: Sequence[str]) -> CoxResult:
-    """A Cox model of ``covariates`` (numeric columns), complete cases, Efron ties."""
-    data = table[[duration, event, *covariates]]
-    complete = data.dropna()
-    dropped = len(data) - len(complete)
-    events = int(complete[event].sum())
-    if events == 0:
-        raise CoxError("no deaths among the patients analysed: hazard ratios cannot be estimated")
-    notes = []
-    if dropped:
-        notes.append(f"{dropped} patient(s) with a missing covariate were left out (complete-case analysis)")
-    for name in covariates:
-        values = complete[name]
-        if values.nunique() < 2:
-            raise CoxError(f"{name} takes a single value among the patients analysed: its effect cannot be estimated")
-        if values.nunique() == 2:
-            with_events = complete.loc[complete[event] == 1, name].nunique()
-            if with_events < 2:
-                raise CoxError(
-                    f"all deaths occurred at one value of {name} (complete separation): the hazard ratio is "
-                    "infinite or zero and the usual Cox estimate does not exist"
-                )
-    epv = events / len(covariates)
-    if epv < MIN_EVENTS_PER_VARIABLE:
-        notes.append(f"{epv:.1f} events per variable (< {MIN_EVENTS_PER_VARIABLE}): estimates may be overfitted")
+def _fit_lifelines(complete: pd.DataFrame, duration: str, event: str, covariates: Sequence[str]) -> CoxPHFitter:
     fitter = CoxPHFitter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", ConvergenceWarning)
-            fitter.fit(complete, duration_col=duration, event_col=event)
-    except (ConvergenceError, ConvergenceWarning) as error:
-        raise CoxError(f"the model did not converge ({str(error).splitlines()[0]})") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fitter.fit(complete, duration_col=duration, event_col=event)
+    return fitter
+
+
+def _terms(fitter: CoxPHFitter, covariates: Sequence[str]) -> list[Term]:
     summary = fitter.summary
-    terms = [
+    return [
         Term(
             name,
             float(summary.loc[name, "coef"]),
@@ -149,6 +173,49 @@ def fit_cox(table: pd.DataFrame, duration: str, event: str, covariates: Sequence
         )
         for name in covariates
     ]
+
+
+def fit_cox(
+    table: pd.DataFrame, duration: str, event: str, covariates: Sequence[str], *, firth: bool = True
+) -> CoxResult:
+    """A Cox model of ``covariates`` (numeric columns), complete cases, Efron ties.
+
+    Where the usual estimate does not exist, ``firth`` decides between Firth's
+    penalised estimate (with a note saying why) and a ``CoxError``.
+    """
+    data = table[[duration, event, *covariates]]
+    complete = data.dropna()
+    dropped = len(data) - len(complete)
+    events = int(complete[event].sum())
+    if events == 0:
+        raise CoxError("no deaths among the patients analysed: hazard ratios cannot be estimated")
+    notes = []
+    if dropped:
+        notes.append(f"{dropped} patient(s) with a missing covariate were left out (complete-case analysis)")
+    for name in covariates:
+        if complete[name].nunique() < 2:
+            raise CoxError(f"{name} takes a single value among the patients analysed: its effect cannot be estimated")
+    epv = events / len(covariates)
+    if epv < MIN_EVENTS_PER_VARIABLE:
+        notes.append(f"{epv:.1f} events per variable (< {MIN_EVENTS_PER_VARIABLE}): estimates may be overfitted")
+    problem = _separation(complete, event, covariates)
+    if problem is None:
+        try:
+            fitter = _fit_lifelines(complete, duration, event, covariates)
+        except (ConvergenceError, ConvergenceWarning) as error:
+            problem = f"the model did not converge ({str(error).splitlines()[0]})"
+    if problem is not None:
+        if not firth:
+            raise CoxError(problem)
+        notes.append(
+            f"{problem}; shown instead: Firth's penalised estimate (Heinze & Schemper 2001; Breslow ties), "
+            "profile-likelihood 95% CI and penalised likelihood-ratio p; no proportional-hazards test"
+        )
+        try:
+            terms = _fit_firth(complete, duration, event, covariates)
+        except CoxError as error:
+            raise CoxError(f"{problem}; {error}") from None
+        return CoxResult(terms, len(complete), events, dropped, epv, [], notes, ties="Breslow", method=FIRTH)
     zph = cox_zph(
         complete[list(covariates)].to_numpy(float),
         complete[duration].to_numpy(float),
@@ -156,4 +223,4 @@ def fit_cox(table: pd.DataFrame, duration: str, event: str, covariates: Sequence
         fitter.params_[list(covariates)].to_numpy(),
         covariates,
     )
-    return CoxResult(terms, len(complete), events, dropped, epv, zph, notes)
+    return CoxResult(_terms(fitter, covariates), len(complete), events, dropped, epv, zph, notes)

@@ -76,7 +76,7 @@ def _cox(table: pd.DataFrame, config: Config) -> dict[str, Any]:
 
     def fit(covariates: list[str]) -> Any:
         try:
-            return fit_cox(data, "cox_time", "cox_event", covariates)
+            return fit_cox(data, "cox_time", "cox_event", covariates, firth=config.firth_on_separation)
         except CoxError as error:
             return {"error": str(error)}
 

@@ -36,7 +36,7 @@ class Curve:
     lower: list[float]
     upper: list[float]
     censored_times: list[float]
-    median: Estimate | None  # None where the curve never reaches 0.5 (value) / CI bounds are None if open
+    median: Estimate | None  # None where the curve never reaches 0.5; an open upper limit is infinite
     n: int
     events: int
 
@@ -66,11 +66,11 @@ def _median(kmf: KaplanMeierFitter) -> Estimate | None:
         return None
     band = kmf.confidence_interval_
     lower_curve, upper_curve = band.iloc[:, 0], band.iloc[:, 1]
-    lower = upper_curve[upper_curve <= 0.5].index.min()  # the band's upper edge crosses 0.5 first
-    upper = lower_curve[lower_curve <= 0.5].index.min()
-    return Estimate(
-        value, float(lower) if pd.notna(lower) else float("nan"), float(upper) if pd.notna(upper) else float("inf")
-    )
+    # As R's quantile.survfit: the limits are where each edge of the band first reaches 0.5;
+    # the lower edge gets there first. An upper edge that never does leaves the limit open.
+    lower = lower_curve[lower_curve <= 0.5].index.min()
+    upper = upper_curve[upper_curve <= 0.5].index.min()
+    return Estimate(value, float(lower), float(upper) if pd.notna(upper) else float("inf"))
 
 
 def km_curve(time: pd.Series, event: pd.Series, label: str) -> Curve:
