@@ -17,12 +17,13 @@ from registry import db
 from registry import export as export_module
 from registry.analysis.run import analyze as analyze_cohort
 from registry.audit import audit_history, audited_session
-from registry.cohort import build_cohort, load_tables
+from registry.cohort import build_cohort
 from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Site
 from registry.resources import resource_dir
+from registry.tables import load_tables
 from registry.violations import explain
 from registry.workbook import WorkbookError
 

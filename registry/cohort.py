@@ -12,49 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-import sqlalchemy as sa
 
 from registry.codes import ANTI_MDA5_ELISA_POSITIVE_INDEX, STUDY_DRUGS, AdverseEventTerm, Analyte, AntibodyGrade
 from registry.config import Config
-from registry.models import AdverseEvent, AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Treatment
 
 #: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
 GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
-_TABLES = {
-    "patient": Patient,
-    "antibody_test": AntibodyTest,
-    "lab_result": LabResult,
-    "pft": Pft,
-    "hrct": Hrct,
-    "treatment": Treatment,
-    "follow_up": FollowUp,
-    "adverse_event": AdverseEvent,
-}
-_DATES = {
-    "patient": ["birth_date", "dm_diagnosis_date", "ild_diagnosis_date", "resp_symptom_onset_date"],
-    "antibody_test": ["sample_date"],
-    "lab_result": ["sample_date"],
-    "pft": ["test_date"],
-    "hrct": ["scan_date"],
-    "treatment": ["start_date", "end_date"],
-    "follow_up": ["last_contact_date", "death_date", "lung_transplant_date"],
-    "adverse_event": ["onset_date", "resolution_date"],
-}
-
-
-def load_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """Every table the cohort needs, one query each; dates as timestamps, measurements as floats."""
-    tables = {}
-    with engine.connect() as connection:
-        for name, model in _TABLES.items():
-            frame = pd.read_sql(sa.select(model.__table__), connection)
-            for column in _DATES[name]:
-                frame[column] = pd.to_datetime(frame[column])
-            for column in model.__table__.columns:
-                if isinstance(column.type, sa.Float):  # all-NULL columns would arrive as objects
-                    frame[column.name] = pd.to_numeric(frame[column.name]).astype(float)
-            tables[name] = frame
-    return tables
 
 
 @dataclass
@@ -145,7 +108,7 @@ def _safety(events: pd.DataFrame, treatment: pd.DataFrame, index: pd.DataFrame) 
 
 
 def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
-    """The analysis table of ``tables`` (as :func:`load_tables` returns them) under ``config``."""
+    """The analysis table of ``tables`` (as :func:`registry.tables.load_tables` returns them) under ``config``."""
     patients = tables["patient"].set_index("id")
     index = _index_treatment(tables["treatment"])
     mda5 = _anti_mda5(tables["antibody_test"], index)

@@ -5,10 +5,11 @@ from datetime import date
 import pytest
 
 from registry.audit import audited_session
-from registry.cohort import build_cohort, load_tables
+from registry.cohort import build_cohort
 from registry.config import Config
 from registry.ingest import import_sheets
 from registry.models import Site
+from registry.tables import load_tables
 from registry.workbook import RawSheet
 
 PATIENT = ["study_id", "site", "sex", "birth_date", "smoking", "ild_diagnosis_date", "rpild", "rpild_definition"]

@@ -7,9 +7,10 @@ from conftest import add_demo_site
 
 from registry import db
 from registry.analysis.run import analyze
-from registry.cohort import build_cohort, load_tables
+from registry.cohort import build_cohort
 from registry.config import Config
 from registry.ingest import import_path
+from registry.tables import load_tables
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 

@@ -105,6 +105,7 @@ def _analyses(table: pd.DataFrame, config: Config) -> dict[str, Any]:
 def analyze(cohort: Cohort, config: Config) -> dict[str, Any]:
     """Every configured analysis of ``cohort``, overall and in the RPILD subgroup."""
     table = cohort.table
+    rpild = table[table["rpild"].fillna(False).astype(bool)]
     document: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": {"mda5-registry": registry.__version__},
@@ -114,10 +115,10 @@ def analyze(cohort: Cohort, config: Config) -> dict[str, Any]:
             "registered": cohort.registered,
             "excluded": cohort.exclusion_counts(),
             "analysed": table["group"].value_counts().sort_index().to_dict(),
-            "rpild": table[table["rpild"] == True]["group"].value_counts().sort_index().to_dict(),  # noqa: E712
+            "rpild": rpild["group"].value_counts().sort_index().to_dict(),
         },
         "overall": _analyses(table, config),
-        "rpild": _analyses(table[table["rpild"] == True], config),  # noqa: E712
+        "rpild": _analyses(rpild, config),
     }
     if "baseline" in config.analyses:
         document["baseline"] = baseline_table(table)

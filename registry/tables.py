@@ -1,0 +1,58 @@
+"""The registry as plain DataFrames: one query per table, one dtype per column type.
+
+Everything downstream of the database (data-quality checks, the cohort builder)
+reads these frames, never the ORM. Column dtypes follow the model's column types, so
+a check sees the same types whatever the database: dates as ``datetime64[ns]``,
+measurements as ``float64``, whole numbers as ``Int64``, flags as nullable
+``boolean`` and codes and text as strings (``object``). Direct identifiers
+(``patient_identifier``) are never loaded.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+
+from registry.models import AdverseEvent, AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Site, Treatment
+
+#: The tables analyses and checks read, in entry order.
+DATA_TABLES: dict[str, sa.Table] = {
+    model.__table__.name: model.__table__
+    for model in (Site, Patient, AntibodyTest, LabResult, Pft, Hrct, Treatment, AdverseEvent, FollowUp)
+}
+
+
+def dtype_of(column: sa.Column) -> str:
+    """The pandas dtype a column's values are held in."""
+    kind = column.type
+    if isinstance(kind, sa.Date):
+        return "datetime64[ns]"
+    if isinstance(kind, sa.Float):
+        return "float64"
+    if isinstance(kind, sa.Boolean):
+        return "boolean"
+    if isinstance(kind, sa.Integer):
+        return "Int64"
+    return "object"
+
+
+def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+    """``frame`` with every column of ``table`` in its dtype (an empty table keeps its columns)."""
+    columns = {}
+    for column in table.columns:
+        values = frame[column.name] if column.name in frame else pd.Series(index=frame.index, dtype=object)
+        dtype = dtype_of(column)
+        if dtype == "datetime64[ns]":
+            values = pd.to_datetime(values).astype(dtype)
+        elif dtype == "object":
+            values = values.astype(object).where(values.notna(), None)
+        else:
+            values = values.astype(dtype)
+        columns[column.name] = values
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def load_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+    """Every data table, one query each, typed by :func:`typed`."""
+    with engine.connect() as connection:
+        return {name: typed(pd.read_sql(sa.select(table), connection), table) for name, table in DATA_TABLES.items()}
