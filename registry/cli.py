@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import shutil
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,8 @@ from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Site
+from registry.quality import RULES, CheckRun, run_checks
+from registry.quality.output import catalogue_markdown, findings_document, render_html, summary_text
 from registry.resources import resource_dir
 from registry.tables import load_tables
 from registry.violations import explain
@@ -300,20 +303,83 @@ def analyze(
     json_out: Annotated[Path, typer.Option("--json", help="Where to write every result as JSON.")] = Path(
         "results.json"
     ),
-    config_file: Annotated[
-        Path, typer.Option("--config", help="Analysis configuration (TOML); defaults if the file is absent.")
-    ] = Path("registry.toml"),
+    config_file: ConfigOption = Path("registry.toml"),
 ) -> None:
     """Build the cohort and run every configured analysis; write the results as JSON.
 
     Example: registry analyze --json results.json --config registry.toml
     """
+    _analyze_to(_engine(ctx), _config(config_file), json_out)
+
+
+def _config(config_file: Path) -> Config:
     try:
-        config = load_config(config_file)
+        return load_config(config_file)
     except ConfigError as error:
         typer.echo(f"Configuration not used: {error}", err=True)
         raise typer.Exit(2) from None
-    _analyze_to(_engine(ctx), config, json_out)
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", help="Analysis configuration (TOML); defaults if the file is absent.")
+]
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every finding as JSON.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write a browsable HTML page of findings.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when there are warnings (and no errors).")] = False,
+    all_rules: Annotated[
+        bool, typer.Option("--all", help="List every rule in the summary, not only failing ones.")
+    ] = False,
+    config_file: ConfigOption = Path("registry.toml"),
+) -> None:
+    """Run every data-quality rule on the whole database and summarise the findings.
+
+    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors.
+
+    Example: registry check --json findings.json --html findings.html
+    """
+    config = _config(config_file)
+    run = _run_checks(_engine(ctx), config)
+    now = datetime.now(UTC)
+    typer.echo(summary_text(run, all_rules=all_rules))
+    if json_out:
+        json_out.write_text(json.dumps(findings_document(run, config, now), indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"Findings written to {json_out}")
+    if html_out:
+        html_out.write_text(render_html(run, now), encoding="utf-8")
+        typer.echo(f"Findings page written to {html_out}")
+    if run.errors:
+        raise typer.Exit(2)
+    if strict and run.warnings:
+        raise typer.Exit(1)
+
+
+def _run_checks(engine: sa.Engine, config: Config) -> CheckRun:
+    return run_checks(load_tables(engine), config, date.today())
+
+
+class RulesFormat(StrEnum):
+    TEXT = "text"
+    MARKDOWN = "markdown"
+
+
+@app.command()
+def rules(
+    output_format: Annotated[RulesFormat, typer.Option("--format", help="text or markdown.")] = RulesFormat.TEXT,
+) -> None:
+    """List the data-quality rule catalogue: id, table, category, severity, message.
+
+    Example: registry rules --format markdown > docs/rules.md
+    """
+    if output_format is RulesFormat.MARKDOWN:
+        typer.echo(catalogue_markdown(), nl=False)
+        return
+    for rule in RULES:
+        typer.echo(f"{rule.id}  {rule.severity:<7}  {rule.category:<26}  {rule.table:<13}  {rule.message}")
 
 
 def _analyze_to(engine: sa.Engine, config: Config, json_out: Path) -> None:
@@ -367,5 +433,7 @@ def demo(
     if result.errors:  # the bundled cohort is kept valid by the tests
         raise RuntimeError("\n".join(map(str, result.errors)))
     _print_summary(engine, url)
+    typer.echo("")
+    typer.echo(summary_text(_run_checks(engine, Config())))
     typer.echo("")
     _analyze_to(engine, Config(), directory / "results.json")

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from registry.codes import ANTI_MDA5_ELISA_POSITIVE_INDEX, STUDY_DRUGS, AdverseEventTerm, Analyte, AntibodyGrade
+from registry.codes import AdverseEventTerm, Analyte, AntibodyGrade
 from registry.config import Config
+from registry.definitions import index_treatment, positive
 
 #: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
 GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
@@ -30,25 +31,12 @@ class Cohort:
         return self.excluded["reason"].value_counts(sort=False).to_dict()
 
 
-def _index_treatment(treatment: pd.DataFrame) -> pd.DataFrame:
-    study = treatment[treatment["drug"].isin([d.value for d in STUDY_DRUGS])].sort_values(["patient_id", "start_date"])
-    first = study.groupby("patient_id").first()[["drug", "start_date"]]
-    first.columns = ["group", "index_date"]
-    drugs = study.groupby("patient_id")["drug"].nunique()
-    first["both_study_drugs"] = drugs.reindex(first.index) > 1
-    first_day = study.groupby("patient_id")["start_date"].transform("min") == study["start_date"]
-    first["same_day_start"] = study[first_day].groupby("patient_id")["drug"].nunique().reindex(first.index) > 1
-    return first
-
-
 def _anti_mda5(antibody: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     """Positivity and the line-blot grade of the anti-MDA5 test nearest the index date."""
     tests = antibody[antibody["antibody"] == "anti_mda5"].merge(
         index[["index_date"]], left_on="patient_id", right_index=True
     )
-    cutoff = tests["cutoff"].fillna(ANTI_MDA5_ELISA_POSITIVE_INDEX)
-    graded_positive = tests["grade"].isin([g.value for g in GRADE_ORDER if GRADE_ORDER[g] > 0])
-    tests["positive"] = graded_positive | (tests["value"] >= cutoff)
+    tests["positive"] = positive(tests)
     tests["distance"] = (tests["sample_date"] - tests["index_date"]).abs()
     graded = tests[tests["grade"].notna()].sort_values(["patient_id", "distance", "sample_date"])
     grade = graded.groupby("patient_id")["grade"].first()
@@ -110,7 +98,7 @@ def _safety(events: pd.DataFrame, treatment: pd.DataFrame, index: pd.DataFrame) 
 def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
     """The analysis table of ``tables`` (as :func:`registry.tables.load_tables` returns them) under ``config``."""
     patients = tables["patient"].set_index("id")
-    index = _index_treatment(tables["treatment"])
+    index = index_treatment(tables["treatment"])
     mda5 = _anti_mda5(tables["antibody_test"], index)
     follow_up = tables["follow_up"].set_index("patient_id")
     start, end = pd.Timestamp(config.enrolment_start), pd.Timestamp(config.enrolment_end)

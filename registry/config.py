@@ -28,6 +28,7 @@ class Config:
     steroid_sparing_drugs: tuple[str, ...] = DEFAULT_STEROID_SPARING
     steroid_sparing_window_days: int = 30  # a course overlapping index +/- this many days is concurrent
     covariates: tuple[str, ...] = ("age", "male", "ever_smoker", "anti_mda5_grade", "steroid_sparing")
+    adverse_event_window_days: int = 30  # an event attributed to a drug starts within its course + this
     firth_on_separation: bool = True  # no usual Cox estimate: show Firth's penalised one (False: only say why)
     analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
 

@@ -1,0 +1,353 @@
+"""Rules across rows and tables, as vectorised pandas: one function per rule.
+
+Each function takes the :class:`Registry` (the typed tables and what is derived from
+them once: index treatment, death and last contact per patient, every dated record
+in long form) and returns the failing records as rows of
+``table, record, patient_id, field, value``. No function loops over records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+
+import pandas as pd
+
+from registry.codes import OTHER_MYOSITIS_SPECIFIC, AdverseEventOutcome, Antibody, VitalStatus
+from registry.config import Config
+from registry.definitions import index_treatment, positive
+from registry.quality.catalogue import CATALOGUE, DUPLICATE_KEY, PREFIX, REFERENCE
+
+FINDING_COLUMNS = ["table", "record", "patient_id", "field", "value"]
+#: Primary key of each table (follow_up has one row per patient).
+RECORD_KEY = {name: "patient_id" if name == "follow_up" else "id" for name in PREFIX}
+#: The column naming the patient a record belongs to, where it is not ``patient_id``.
+OWNER: dict[str, str | None] = {"site": None, "patient": "id"}
+#: The dated fields of each table, checked against death, last contact, cut-off and today.
+DATED = {
+    "patient": ["dm_diagnosis_date", "ild_diagnosis_date", "resp_symptom_onset_date", "ild_worsening_date"],
+    "antibody_test": ["sample_date"],
+    "lab_result": ["sample_date"],
+    "pft": ["test_date"],
+    "hrct": ["scan_date"],
+    "treatment": ["start_date", "end_date"],
+    "adverse_event": ["onset_date", "resolution_date"],
+    "follow_up": ["last_contact_date", "death_date", "lung_transplant_date"],
+}
+
+
+@dataclass
+class Registry:
+    tables: dict[str, pd.DataFrame]
+    config: Config
+    today: date
+
+    @cached_property
+    def patient_ids(self) -> pd.Index:
+        return pd.Index(self.tables["patient"]["id"])
+
+    @cached_property
+    def index(self) -> pd.DataFrame:
+        return index_treatment(self.tables["treatment"])
+
+    @cached_property
+    def follow_up(self) -> pd.DataFrame:
+        return self.tables["follow_up"].drop_duplicates("patient_id").set_index("patient_id")
+
+    @cached_property
+    def dates(self) -> pd.DataFrame:
+        """Every recorded date, one row each: table, record, patient_id, field, value."""
+        parts = []
+        for table, fields in DATED.items():
+            frame = self.tables[table]
+            patient = frame["id"] if table == "patient" else frame["patient_id"]
+            for name in fields:
+                part = pd.DataFrame(
+                    {
+                        "table": table,
+                        "record": frame[RECORD_KEY[table]],
+                        "patient_id": patient,
+                        "field": name,
+                        "value": frame[name],
+                    }
+                )
+                parts.append(part[part["value"].notna()])
+        return pd.concat(parts, ignore_index=True)
+
+
+def found(frame: pd.DataFrame, table: str, field: str) -> pd.DataFrame:
+    """The rows of ``frame`` (records of ``table``) as findings about ``field``."""
+    owner = OWNER.get(table, "patient_id")
+    return pd.DataFrame(
+        {
+            "table": table,
+            "record": frame[RECORD_KEY[table]],
+            "patient_id": frame[owner] if owner else None,
+            "field": field,
+            "value": frame.get(field, None),
+        }
+    )
+
+
+def patients_without(registry: Registry, having: pd.Index | pd.Series, field: str) -> pd.DataFrame:
+    """Patients whose id is not in ``having``: a per-patient completeness finding."""
+    patients = registry.tables["patient"]
+    missing = patients[~patients["id"].isin(having)].assign(**{field: None})
+    return found(missing, "patient", field)
+
+
+CrossRule = Callable[[Registry], pd.DataFrame]
+CROSS_RULES: dict[str, CrossRule] = {}
+
+
+def cross(rule_id: str) -> Callable[[CrossRule], CrossRule]:
+    def register(function: CrossRule) -> CrossRule:
+        CROSS_RULES[rule_id] = function
+        return function
+
+    return register
+
+
+# --- generic rules: references and natural-key duplicates, every table ------------------------
+
+
+def _reference_rule(table: str, field: str, parent: str) -> CrossRule:
+    def check(registry: Registry) -> pd.DataFrame:
+        frame = registry.tables[table]
+        orphans = frame[frame[field].notna() & ~frame[field].isin(registry.tables[parent]["id"])]
+        return found(orphans, table, field)
+
+    return check
+
+
+def _duplicate_rule(table: str, key: tuple[str, ...]) -> CrossRule:
+    def check(registry: Registry) -> pd.DataFrame:
+        frame = registry.tables[table]
+        keyed = frame[frame[list(key)].notna().all(axis=1)]
+        twins = keyed[keyed.duplicated(list(key), keep=False)]
+        return found(twins, table, key[-1])
+
+    return check
+
+
+for _table, _prefix in PREFIX.items():
+    if (reference := CATALOGUE.get(f"{_prefix}-{REFERENCE}")) is not None:
+        _parent = "site" if _table == "patient" else "patient"
+        CROSS_RULES[reference.id] = _reference_rule(_table, reference.fields[0], _parent)
+    duplicate = CATALOGUE[f"{_prefix}-{DUPLICATE_KEY}"]
+    CROSS_RULES[duplicate.id] = _duplicate_rule(_table, duplicate.fields)
+
+
+# --- completeness, per patient ----------------------------------------------------------------
+
+
+@cross("ABT-010")
+def _no_anti_mda5(registry: Registry) -> pd.DataFrame:
+    tests = registry.tables["antibody_test"]
+    return patients_without(registry, tests.loc[tests["antibody"] == Antibody.ANTI_MDA5, "patient_id"], "antibody")
+
+
+@cross("TRT-010")
+def _no_index_treatment(registry: Registry) -> pd.DataFrame:
+    return patients_without(registry, registry.index.index, "drug")
+
+
+@cross("FUP-010")
+def _no_follow_up(registry: Registry) -> pd.DataFrame:
+    return patients_without(registry, registry.tables["follow_up"]["patient_id"], "vital_status")
+
+
+def _without_baseline(registry: Registry, table: str, date_field: str) -> pd.DataFrame:
+    """Treated patients without a ``table`` record within the baseline window of the index date."""
+    rows = registry.tables[table].merge(registry.index[["index_date"]], left_on="patient_id", right_index=True)
+    near = (rows[date_field] - rows["index_date"]).dt.days.abs() <= registry.config.baseline_window_days
+    untreated = registry.patient_ids.difference(registry.index.index)  # TRT-010 reports them
+    return patients_without(registry, untreated.append(pd.Index(rows.loc[near, "patient_id"])), date_field)
+
+
+@cross("PFT-010")
+def _no_baseline_pft(registry: Registry) -> pd.DataFrame:
+    return _without_baseline(registry, "pft", "test_date")
+
+
+@cross("HRC-010")
+def _no_baseline_hrct(registry: Registry) -> pd.DataFrame:
+    return _without_baseline(registry, "hrct", "scan_date")
+
+
+# --- study rules ------------------------------------------------------------------------------
+
+
+def _patients(
+    registry: Registry, ids: pd.Index | pd.Series, field: str, values: pd.Series | None = None
+) -> pd.DataFrame:
+    patients = registry.tables["patient"].set_index("id", drop=False)
+    rows = patients.loc[patients.index.intersection(pd.Index(ids))]
+    if values is not None:
+        rows[field] = values.reindex(rows.index)
+    return found(rows, "patient", field)
+
+
+@cross("STU-001")
+def _anti_mda5_negative(registry: Registry) -> pd.DataFrame:
+    tests = registry.tables["antibody_test"]
+    mda5 = tests[tests["antibody"] == Antibody.ANTI_MDA5]
+    ever_positive = positive(mda5).groupby(mda5["patient_id"]).any()
+    return _patients(registry, ever_positive.index[~ever_positive], "antibody")
+
+
+@cross("STU-003")
+def _outside_enrolment(registry: Registry) -> pd.DataFrame:
+    patients = registry.tables["patient"]
+    start, end = pd.Timestamp(registry.config.enrolment_start), pd.Timestamp(registry.config.enrolment_end)
+    dx = patients["ild_diagnosis_date"]
+    outside = patients[dx.notna() & ~dx.between(start, end)]
+    return found(outside, "patient", "ild_diagnosis_date")
+
+
+@cross("STU-004")
+def _both_study_drugs(registry: Registry) -> pd.DataFrame:
+    both = registry.index[registry.index["both_study_drugs"] & ~registry.index["same_day_start"]]
+    return _patients(registry, both.index, "drug", both["group"])
+
+
+@cross("STU-005")
+def _same_day_start(registry: Registry) -> pd.DataFrame:
+    same = registry.index[registry.index["same_day_start"]]
+    return _patients(registry, same.index, "start_date", same["index_date"])
+
+
+@cross("STU-007")
+def _second_myositis_antibody(registry: Registry) -> pd.DataFrame:
+    tests = registry.tables["antibody_test"]
+    other = tests[tests["antibody"].isin(OTHER_MYOSITIS_SPECIFIC) & positive(tests)]
+    return found(other, "antibody_test", "antibody")
+
+
+# --- treatments and adverse events ------------------------------------------------------------
+
+
+@cross("TRT-014")
+def _overlapping_courses(registry: Registry) -> pd.DataFrame:
+    courses = registry.tables["treatment"].sort_values(["patient_id", "drug", "start_date"])
+    keys = [courses["patient_id"], courses["drug"]]
+    latest_end = courses["end_date"].fillna(pd.Timestamp.max).groupby(keys).cummax()  # ongoing: never ends
+    previous_end = latest_end.groupby(keys).shift()
+    return found(courses[courses["start_date"] <= previous_end], "treatment", "start_date")
+
+
+def _events_with_courses(registry: Registry) -> pd.DataFrame:
+    events = registry.tables["adverse_event"]
+    courses = registry.tables["treatment"][["patient_id", "drug", "start_date", "end_date"]]
+    return events[events["attributed_drug"].notna()].merge(
+        courses, left_on=["patient_id", "attributed_drug"], right_on=["patient_id", "drug"], how="left"
+    )
+
+
+@cross("AEV-010")
+def _onset_outside_course(registry: Registry) -> pd.DataFrame:
+    pairs = _events_with_courses(registry)
+    pairs = pairs[pairs["start_date"].notna()]
+    window = pd.Timedelta(days=registry.config.adverse_event_window_days)
+    within = (pairs["onset_date"] >= pairs["start_date"]) & (
+        pairs["onset_date"] <= pairs["end_date"].fillna(pd.Timestamp.max - window) + window
+    )
+    inside = within.groupby(pairs["id"]).any()
+    events = registry.tables["adverse_event"]
+    return found(events[events["id"].isin(inside.index[~inside])], "adverse_event", "onset_date")
+
+
+@cross("AEV-011")
+def _drug_never_given(registry: Registry) -> pd.DataFrame:
+    pairs = _events_with_courses(registry)
+    never = pairs.loc[pairs["start_date"].isna(), "id"]
+    events = registry.tables["adverse_event"]
+    return found(events[events["id"].isin(never)], "adverse_event", "attributed_drug")
+
+
+def _death_date(registry: Registry, patient_ids: pd.Series) -> pd.Series:
+    return patient_ids.map(registry.follow_up["death_date"])
+
+
+@cross("AEV-012")
+def _onset_after_death(registry: Registry) -> pd.DataFrame:
+    events = registry.tables["adverse_event"]
+    late = events[events["onset_date"] > _death_date(registry, events["patient_id"])]
+    return found(late, "adverse_event", "onset_date")
+
+
+@cross("AEV-015")
+def _fatal_but_alive(registry: Registry) -> pd.DataFrame:
+    events = registry.tables["adverse_event"]
+    status = events["patient_id"].map(registry.follow_up["vital_status"])
+    fatal = events[(events["outcome"] == AdverseEventOutcome.FATAL) & (status != VitalStatus.DEAD)]
+    return found(fatal, "adverse_event", "outcome")
+
+
+@cross("FUP-012")
+def _death_before_index(registry: Registry) -> pd.DataFrame:
+    fu = registry.tables["follow_up"]
+    return found(fu[fu["death_date"] < fu["patient_id"].map(registry.index["index_date"])], "follow_up", "death_date")
+
+
+# --- dates across tables ----------------------------------------------------------------------
+
+
+@cross("TIM-001")
+def _after_death(registry: Registry) -> pd.DataFrame:
+    dates = registry.dates
+    own = (dates["table"] == "adverse_event") & (dates["field"] == "onset_date")  # AEV-012 reports these
+    own |= (dates["table"] == "follow_up") & (dates["field"] == "death_date")
+    return dates[~own & (dates["value"] > _death_date(registry, dates["patient_id"]))]
+
+
+@cross("TIM-002")
+def _after_last_contact(registry: Registry) -> pd.DataFrame:
+    dates = registry.dates
+    last = dates["patient_id"].map(registry.follow_up["last_contact_date"])
+    return dates[(dates["table"] != "follow_up") & (dates["value"] > last)]
+
+
+@cross("TIM-003")
+def _after_cutoff(registry: Registry) -> pd.DataFrame:
+    if registry.config.data_cutoff is None:
+        return pd.DataFrame(columns=FINDING_COLUMNS)
+    dates = registry.dates
+    followed = (dates["table"] == "follow_up") & (dates["field"] == "last_contact_date")  # runs on past a cut-off
+    return dates[~followed & (dates["value"] > pd.Timestamp(registry.config.data_cutoff))]
+
+
+@cross("TIM-004")
+def _in_the_future(registry: Registry) -> pd.DataFrame:
+    dates = registry.dates
+    return dates[dates["value"] > pd.Timestamp(registry.today)]
+
+
+@cross("TIM-005")
+def _drug_before_ild(registry: Registry) -> pd.DataFrame:
+    patients = registry.tables["patient"]
+    index_date = patients["id"].map(registry.index["index_date"])
+    early = patients[index_date < patients["ild_diagnosis_date"]]
+    return found(early, "patient", "ild_diagnosis_date")
+
+
+# --- uniqueness -------------------------------------------------------------------------------
+
+
+@cross("PAT-018")
+def _duplicate_patients(registry: Registry) -> pd.DataFrame:
+    patients = registry.tables["patient"]
+    key = ["site_id", "sex", "birth_date", "dm_diagnosis_date"]
+    keyed = patients[patients[key].notna().all(axis=1)]
+    twins = keyed[keyed.duplicated(key, keep=False)]
+    return found(twins, "patient", "study_id")
+
+
+@cross("LAB-015")
+def _double_entry(registry: Registry) -> pd.DataFrame:
+    labs = registry.tables["lab_result"].sort_values(["patient_id", "analyte", "sample_date"])
+    group = labs.groupby(["patient_id", "analyte"])
+    day_after = (labs["sample_date"] - group["sample_date"].shift()).dt.days == 1
+    return found(labs[day_after & (labs["value"] == group["value"].shift())], "lab_result", "value")
