@@ -1,5 +1,6 @@
 """The synthetic demo cohort reproduces every published figure of STUDY.md."""
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from registry.analysis.run import analyze
 from registry.cohort import build_cohort
 from registry.config import Config
 from registry.ingest import import_path
+from registry.quality import run_checks
 from registry.tables import load_tables
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
@@ -22,8 +24,9 @@ def results(tmp_path_factory):
     add_demo_site(engine)
     imported = import_path(engine, DEMO, actor="test")
     assert imported.problems == [] and imported.written
-    cohort = build_cohort(load_tables(engine), Config())
-    return cohort, analyze(cohort, Config())
+    tables = load_tables(engine)
+    cohort = build_cohort(tables, Config())
+    return cohort, analyze(cohort, Config()), run_checks(tables, Config(), date(2026, 11, 25))
 
 
 def _by_group(rows):
@@ -31,7 +34,7 @@ def _by_group(rows):
 
 
 def test_patients_and_grades(results):
-    cohort, doc = results
+    cohort, doc, _ = results
     assert doc["flow"]["analysed"] == {"tacrolimus": 35, "tofacitinib": 26}
     assert doc["flow"]["rpild"] == {"tacrolimus": 22, "tofacitinib": 13}
     grades = cohort.table.groupby("group")["anti_mda5_grade"].value_counts().unstack().loc[:, [1, 2, 3]]
@@ -79,3 +82,8 @@ def test_safety(results, outcome, tofa, tacro, p):
     assert (groups["tofacitinib"]["patients"], round(groups["tofacitinib"]["percent"], 1)) == tofa
     assert (groups["tacrolimus"]["patients"], round(groups["tacrolimus"]["percent"], 1)) == tacro
     assert round(row["p"], 3) == p
+
+
+def test_the_demo_cohort_is_clean(results):
+    *_, checks = results
+    assert (checks.errors, checks.warnings) == (0, 0), checks.findings.to_string()
