@@ -13,6 +13,7 @@ import jinja2
 import pandas as pd
 
 import registry
+from registry.codes import ANALYTE_RANGES, DRUGS, PFT_RANGES
 from registry.config import Config
 from registry.quality.catalogue import RULES
 from registry.quality.engine import CheckRun
@@ -84,4 +85,15 @@ def catalogue_markdown() -> str:
     for rule in RULES:
         fields = ", ".join(f"`{f}`" for f in rule.fields)
         lines.append(f"| {rule.id} | {rule.table} | {rule.category} | {rule.severity} | {rule.message} | {fields} |")
+    lines += ["", "## Plausible ranges (LAB-013/014, PFT-011, TRT-011)", "",
+              "From `registry/codes.py`; soft limits (warnings) in brackets.", "",
+              "| measurement | unit | low | high | source |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in [*((a.value, r) for a, r in ANALYTE_RANGES.items()), *PFT_RANGES.items()]:
+        soft = "".join(f" [{label} {v:g}]" for label, v in (("soft low", r.soft_low), ("soft high", r.soft_high)) if v)
+        lines.append(f"| {name} | {r.unit} | {r.low:g} | {r.high:g}{soft} | {r.source} |")
+    lines += ["", "| drug | dose unit | per | low | high | source |", "|---|---|---|---|---|---|"]
+    for drug, info in DRUGS.items():
+        if info.dose_low is not None:
+            dose = f"{info.dose_unit} | {info.dose_per} | {info.dose_low:g} | {info.dose_high:g}"
+            lines.append(f"| {drug.value} | {dose} | {info.source} |")
     return "\n".join(lines) + "\n"
