@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import logging
 import shutil
 from datetime import UTC, date, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import sqlalchemy as sa
 import typer
@@ -25,6 +27,8 @@ from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Site
 from registry.quality import RULES, CheckRun, run_checks
 from registry.quality.output import catalogue_markdown, findings_document, render_html, summary_text
+from registry.report.archive import ArchiveBusy, archive_logger, archive_name, locked, store, write_atomically
+from registry.report.build import NothingToAnalyse, Report, ReportRefused, build_report
 from registry.resources import resource_dir
 from registry.tables import load_tables
 from registry.violations import explain
@@ -389,7 +393,16 @@ def _analyze_to(engine: sa.Engine, config: Config, json_out: Path) -> None:
         typer.echo("No patient can be analysed: " + json.dumps(cohort.exclusion_counts()), err=True)
         raise typer.Exit(1)
     results = analyze_cohort(cohort, config)
-    json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    json_out.write_text(_json(results), encoding="utf-8")
+    _print_results(results)
+    typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
+
+
+def _json(document: dict) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _print_results(results: dict) -> None:
     flow = results["flow"]
     typer.echo(f"{flow['registered']} patients registered, {sum(flow['excluded'].values())} excluded")
     typer.echo("analysed: " + ", ".join(f"{g} {n}" for g, n in flow["analysed"].items()))
@@ -404,7 +417,91 @@ def _analyze_to(engine: sa.Engine, config: Config, json_out: Path) -> None:
             typer.echo(
                 f"{subset} adjusted HR {t['name']}: {t['hr']:.3f} ({t['lower']:.3f}-{t['upper']:.3f}), p = {t['p']:.3f}"
             )
-    typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
+
+
+class ReportExit(IntEnum):
+    """Exit codes of `registry report`, for schedulers."""
+
+    OK = 0
+    FAILED = 1  # nothing to analyse, or an unexpected error (see the log)
+    CONFIGURATION = 2
+    DATA_QUALITY = 3  # error-level findings and no --allow-dq-errors
+    BUSY = 4  # another run holds the archive's lock
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the PDF here.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the report as HTML here too.")] = None,
+    archive_dir: Annotated[
+        Path | None,
+        typer.Option("--archive", help="Unattended: write report-<cut-off|date>-<fingerprint>.pdf, .json, latest.*"),
+    ] = None,
+    allow_dq_errors: Annotated[
+        bool, typer.Option("--allow-dq-errors", help="Render despite data-quality errors (every page says so).")
+    ] = False,
+    config_file: ConfigOption = Path("registry.toml"),
+) -> None:
+    """Check, analyse and render the PDF report (A4; every analysis, methods, data-quality status).
+
+    Exit codes: 0 written, 1 failed, 2 bad configuration, 3 refused (data-quality errors),
+    4 another run is writing to the archive.
+
+    Example: registry report --out report.pdf --html report.html
+    """
+    if out is None and html_out is None and archive_dir is None:
+        out = Path("report.pdf")
+    config = _config(config_file)
+    logger = archive_logger(archive_dir) if archive_dir else None
+    try:
+        with locked(archive_dir) if archive_dir else contextlib.nullcontext():
+            if logger:
+                logger.info("report run started (%s)", db.redacted(ctx.obj))
+            made = _build(_engine(ctx), config, allow_dq_errors)
+            written = _write_report(made, config, out, html_out, archive_dir)
+    except ArchiveBusy as error:
+        _fail(logger, str(error), ReportExit.BUSY)
+    except ReportRefused as refused:
+        typer.echo(summary_text(refused.checks), err=True)
+        _fail(logger, f"{refused}; fix them (registry check) or pass --allow-dq-errors", ReportExit.DATA_QUALITY)
+    except NothingToAnalyse as error:
+        _fail(logger, str(error), ReportExit.FAILED)
+    except Exception as error:
+        if logger:
+            logger.exception("report run failed")
+        raise error
+    for path in written:
+        typer.echo(f"Report written to {path}")
+        if logger:
+            logger.info("wrote %s (data fingerprint %s)", path, made.fingerprint[:12])
+
+
+def _fail(logger: logging.Logger | None, message: str, code: ReportExit) -> NoReturn:
+    typer.echo(message, err=True)
+    if logger:
+        logger.error("%s (exit %d)", message, code)
+    raise typer.Exit(code)
+
+
+def _build(engine: sa.Engine, config: Config, allow_dq_errors: bool) -> Report:
+    return build_report(load_tables(engine), config, today=date.today(), allow_dq_errors=allow_dq_errors)
+
+
+def _write_report(
+    made: Report, config: Config, out: Path | None, html_out: Path | None, archive: Path | None
+) -> list[Path]:
+    written = []
+    if out:
+        write_atomically(out, made.pdf)
+        written.append(out)
+    if html_out:
+        write_atomically(html_out, made.html.encode("utf-8"))
+        written.append(html_out)
+    if archive:
+        stem = archive_name((config.data_cutoff or date.today()).isoformat(), made.fingerprint)
+        written.append(store(archive, stem, made.pdf, _json(made.results).encode("utf-8")))
+    return written
 
 
 @app.command()
@@ -413,7 +510,7 @@ def demo(
         "demo"
     ),
 ) -> None:
-    """Build the demo registry from scratch on SQLite, analyse it, and summarise it.
+    """Build the demo registry from scratch on SQLite, check and analyse it, and render its PDF report.
 
     The synthetic 61-patient demo cohort (fixtures/demo) reproduces the published study.
 
@@ -433,7 +530,12 @@ def demo(
     if result.errors:  # the bundled cohort is kept valid by the tests
         raise RuntimeError("\n".join(map(str, result.errors)))
     _print_summary(engine, url)
+    made = _build(engine, Config(), allow_dq_errors=False)
     typer.echo("")
-    typer.echo(summary_text(_run_checks(engine, Config())))
+    typer.echo(summary_text(made.checks))
     typer.echo("")
-    _analyze_to(engine, Config(), directory / "results.json")
+    _print_results(made.results)
+    (directory / "results.json").write_text(_json(made.results), encoding="utf-8")
+    write_atomically(directory / "report.pdf", made.pdf)
+    typer.echo(f"Results written to {directory / 'results.json'} (data fingerprint {made.fingerprint[:12]})")
+    typer.echo(f"Report written to {(directory / 'report.pdf').resolve()}")

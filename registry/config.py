@@ -31,6 +31,7 @@ class Config:
     adverse_event_window_days: int = 30  # an event attributed to a drug starts within its course + this
     firth_on_separation: bool = True  # no usual Cox estimate: show Firth's penalised one (False: only say why)
     analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
+    registry_name: str = "MDA5-ILD registry"  # the report's title and running header
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,10 @@ def _check(name: str, value: Any, default: Any) -> Any:
             if unknown:
                 raise ConfigError(f"steroid_sparing_drugs: unknown drug(s) {', '.join(unknown)}")
         return tuple(value)
+    if isinstance(default, str):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{name}: {value!r} is not a name")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{name}: {value!r} is not true or false")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,10 @@ class Row:
     p: float | None
     test: str | None
     smd: float | None
+    missing: int = field(init=False)  # patients without a value, all groups together
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "missing", sum(cell.missing for cell in self.cells.values()))
 
 
 def fisher_exact_2xk(table: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""The report: figures, HTML from templates/, PDF by weasyprint, unattended archive runs."""

@@ -1,0 +1,110 @@
+"""The report document: results and check findings laid out by templates/report.html.
+
+``report_context`` gathers what the template shows (the results document, the
+data-quality summary, the figures, the methods text); it computes no statistic.
+``render_html`` fills the template; ``render_pdf`` turns the HTML into an A4 PDF with
+weasyprint (fonts embedded, figures kept as vector SVG).
+"""
+
+from __future__ import annotations
+
+import base64
+import platform
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import jinja2
+import weasyprint
+
+import registry
+from registry.config import Config
+from registry.quality import CheckRun
+from registry.report.figures import forest_figure, km_figure
+from registry.report.numbers import format_p, format_percent, format_proportion, format_ratio
+from registry.resources import resource_dir
+
+#: The libraries whose versions the methods section names.
+SOFTWARE = ("pandas", "scipy", "lifelines", "firthmodels", "pandera", "sqlalchemy", "matplotlib", "weasyprint")
+SUBSETS = {"overall": "All analysed patients", "rpild": "Rapidly progressive ILD (RPILD)"}
+#: How many failing rules the data-quality summary lists.
+TOP_RULES = 10
+
+
+def figures(results: dict[str, Any]) -> dict[str, str]:
+    """Every figure of the report as SVG text, by file name (the same results give the same bytes)."""
+    made = {}
+    for subset, title in SUBSETS.items():
+        analyses = results.get(subset, {})
+        if "survival" in analyses and analyses["survival"]["groups"]:
+            p = analyses["survival"]["log_rank"]["full follow-up"]["p"]
+            made[f"km_{subset}.svg"] = km_figure(analyses["survival"], title, p)
+        adjusted = analyses.get("cox", {}).get("models", {}).get("adjusted", {})
+        if "terms" in adjusted:
+            made[f"forest_{subset}.svg"] = forest_figure(adjusted["terms"], title)
+    return made
+
+
+def _software() -> dict[str, str]:
+    versions = {"mda5-registry": registry.__version__, "Python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def report_context(
+    results: dict[str, Any],
+    checks: CheckRun,
+    config: Config,
+    *,
+    generated_at: datetime,
+    registry_name: str,
+    dq_errors_allowed: bool = False,
+) -> dict[str, Any]:
+    """Everything the template lays out, as plain data."""
+    failing = checks.summary[checks.summary["failing"] > 0].sort_values(
+        ["severity", "failing"], ascending=[True, False], kind="stable"
+    )
+    svg = figures(results)
+    return {
+        "registry_name": registry_name,
+        "cutoff": config.data_cutoff.isoformat() if config.data_cutoff else None,
+        "generated_at": generated_at.isoformat(timespec="seconds"),
+        "version": registry.__version__,
+        "results": results,
+        "config": config,
+        "subsets": SUBSETS,
+        "quality": {
+            "rules": len(checks.summary),
+            "errors": checks.errors,
+            "warnings": checks.warnings,
+            "top": failing.head(TOP_RULES).to_dict("records"),
+        },
+        "dq_errors_allowed": dq_errors_allowed and checks.errors > 0,
+        "figures": {
+            name: "data:image/svg+xml;base64," + base64.b64encode(s.encode()).decode() for name, s in svg.items()
+        },
+        "software": _software(),
+    }
+
+
+def _environment() -> jinja2.Environment:
+    templates = resource_dir("templates", "_templates", "report.html")
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    environment.filters.update(p=format_p, ratio=format_ratio, percent=format_percent, proportion=format_proportion)
+    return environment
+
+
+def render_html(context: dict[str, Any]) -> str:
+    return _environment().get_template("report.html").render(**context)
+
+
+def render_pdf(html: str) -> bytes:
+    """A4 PDF of the report HTML; stylesheets and fonts resolve from templates/."""
+    base = resource_dir("templates", "_templates", "report.html")
+    return weasyprint.HTML(string=html, base_url=str(base)).write_pdf()

@@ -1,0 +1,30 @@
+"""How the report prints numbers: one place, so the PDF and its tests agree.
+
+Rounding is presentation, not analysis: the results document keeps full precision.
+"""
+
+from __future__ import annotations
+
+#: What a value that does not exist prints as (an en dash).
+NONE = "\u2013"
+
+
+def format_p(p: float | None) -> str:
+    """Three decimals, or "< 0.001"; a test that was not possible prints an en dash."""
+    if p is None:
+        return NONE
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def format_ratio(value: float | None) -> str:
+    """Hazard ratios and their limits: three decimals (as the reference study prints them)."""
+    return NONE if value is None else f"{value:.3f}"
+
+
+def format_percent(value: float | None, decimals: int = 1) -> str:
+    return NONE if value is None else f"{value:.{decimals}f}%"
+
+
+def format_proportion(value: float | None) -> str:
+    """A probability (0-1) as a percentage with one decimal."""
+    return NONE if value is None else f"{100 * value:.1f}%"
