@@ -243,3 +243,17 @@ def test_archive_runs_write_whole_files_once_at_a_time(demo_url, tmp_path):
     assert "another report run is writing to" in busy.output
     log = (archive / "report.log").read_text()
     assert "report run started" in log and f"wrote {pdf}" in log and "(exit 4)" in log
+
+
+def test_the_html_report_stands_alone(demo_url, tmp_path):
+    result = runner.invoke(app, ["--database", demo_url, "report", "--out", str(tmp_path / "r.pdf"),
+                                 "--html", str(tmp_path / "r.html")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"Report written to {tmp_path / 'r.pdf'}",
+        f"Report written to {tmp_path / 'r.html'}",
+    ]
+    html = (tmp_path / "r.html").read_text()
+    assert "<link" not in html and "@page" in html
+    assert html.count('src="data:image/svg+xml;base64,') == 4  # KM and forest, overall and RPILD
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF-")

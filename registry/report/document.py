@@ -12,6 +12,7 @@ import base64
 import platform
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -91,20 +92,24 @@ def report_context(
     }
 
 
+def _templates() -> Path:
+    return resource_dir("templates", "_templates", "report.html")
+
+
 def _environment() -> jinja2.Environment:
-    templates = resource_dir("templates", "_templates", "report.html")
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates), autoescape=True, undefined=jinja2.StrictUndefined
+        loader=jinja2.FileSystemLoader(_templates()), autoescape=True, undefined=jinja2.StrictUndefined
     )
     environment.filters.update(p=format_p, ratio=format_ratio, percent=format_percent, proportion=format_proportion)
     return environment
 
 
 def render_html(context: dict[str, Any]) -> str:
-    return _environment().get_template("report.html").render(**context)
+    """The report as one self-contained HTML page (stylesheet and figures inline)."""
+    stylesheet = (_templates() / "report.css").read_text(encoding="utf-8")
+    return _environment().get_template("report.html").render(stylesheet=stylesheet, **context)
 
 
 def render_pdf(html: str) -> bytes:
-    """A4 PDF of the report HTML; stylesheets and fonts resolve from templates/."""
-    base = resource_dir("templates", "_templates", "report.html")
-    return weasyprint.HTML(string=html, base_url=str(base)).write_pdf()
+    """A4 PDF of the report HTML (weasyprint embeds the fonts it uses)."""
+    return weasyprint.HTML(string=html, base_url=str(_templates())).write_pdf()
