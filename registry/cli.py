@@ -7,6 +7,8 @@ import getpass
 import json
 import logging
 import shutil
+import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -14,17 +16,20 @@ from typing import Annotated, NoReturn
 
 import sqlalchemy as sa
 import typer
+from sqlmodel import Session
 
 import registry
 from registry import db
 from registry import export as export_module
+from registry.accounts import AccountError, create_account, disable, set_password, site_codes
 from registry.analysis.run import analyze as analyze_cohort
 from registry.audit import audit_history, audited_session
+from registry.codes import Role
 from registry.cohort import build_cohort
 from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.ingest import import_path, write_problems
-from registry.models import TABLES, Site
+from registry.models import TABLES, Account, Site
 from registry.quality import RULES, CheckRun, run_checks
 from registry.quality.output import catalogue_markdown, findings_document, render_html, summary_text
 from registry.report.archive import ArchiveBusy, archive_logger, archive_name, locked, store, write_atomically
@@ -43,6 +48,10 @@ db_app = typer.Typer(help="Create and migrate the database schema (Alembic).", n
 app.add_typer(db_app, name="db")
 site_app = typer.Typer(help="Register and list recruiting sites.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+user_app = typer.Typer(
+    help="Accounts of the web application: add, list, disable, change passwords.", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
 
 
 Actor = Annotated[
@@ -207,6 +216,90 @@ def site_list(ctx: typer.Context) -> None:
             sa.select(Site.code, Site.name, Site.country).order_by(Site.code)
         ):
             typer.echo(f"{code}\t{name}\t{country or ''}")
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input (scripts) instead of a prompt.")
+]
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@contextlib.contextmanager
+def _account_change(ctx: typer.Context, actor: str, reason: str, done: str) -> Iterator[Session]:
+    """An audited session for an account change; a refused change is reported and nothing is written."""
+    with audited_session(_engine(ctx), actor=actor or getpass.getuser(), reason=reason) as session:
+        try:
+            yield session
+            session.commit()
+        except AccountError as error:
+            typer.echo(f"Not done: {error}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(done)
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    role: Annotated[Role, typer.Option(help="coordinator, data_manager, analyst or admin.")],
+    site: Annotated[list[str] | None, typer.Option(help="A site the coordinator works for (repeat for more).")] = None,
+    password_stdin: PasswordStdin = False,
+    actor: Actor = "",
+) -> None:
+    """Create an account (password asked twice, or read from stdin with --password-stdin).
+
+    Example: registry user add alice --role coordinator --site NJ1
+    """
+    password = _password(password_stdin)
+    with _account_change(ctx, actor, f"account {username} created", f"Account {username} ({role.value}) added") as s:
+        create_account(s, username, password, role, site or [])
+
+
+@user_app.command("passwd")
+def user_passwd(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    password_stdin: PasswordStdin = False,
+    actor: Actor = "",
+) -> None:
+    """Set a new password for an account.
+
+    Example: registry user passwd alice
+    """
+    password = _password(password_stdin)
+    with _account_change(ctx, actor, f"password of {username} changed", f"Password of {username} changed") as s:
+        set_password(s, username, password)
+
+
+@user_app.command("disable")
+def user_disable(
+    ctx: typer.Context, username: Annotated[str, typer.Argument(help="Sign-in name.")], actor: Actor = ""
+) -> None:
+    """Disable an account: it can no longer sign in (accounts are never deleted).
+
+    Example: registry user disable alice
+    """
+    with _account_change(ctx, actor, f"account {username} disabled", f"Account {username} disabled") as s:
+        disable(s, username)
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context) -> None:
+    """List the accounts: sign-in name, role, active or disabled, sites.
+
+    Example: registry user list
+    """
+    with _engine(ctx).connect() as connection:
+        rows = connection.execute(sa.select(Account.id, Account.username, Account.role, Account.active)
+                                  .order_by(Account.username))  # fmt: skip
+        for account_id, username, role, active in rows:
+            sites = ",".join(site_codes(connection, account_id))
+            typer.echo(f"{username}\t{role}\t{'active' if active else 'disabled'}\t{sites}")
 
 
 @app.command()

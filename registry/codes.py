@@ -423,6 +423,15 @@ class DeathCause(CodeList):
     UNKNOWN = "unknown", "Unknown"
 
 
+class Role(CodeList):
+    """What a registry account may do (checked on every request of the web application)."""
+
+    COORDINATOR = "coordinator", "Research coordinator: enters and edits the patients of their own sites"
+    DATA_MANAGER = "data_manager", "Data manager: all sites, resolves data-quality findings, locks records"
+    ANALYST = "analyst", "Analyst: reads everything, downloads reports and results"
+    ADMIN = "admin", "Administrator: accounts and sites"
+
+
 class AuditAction(CodeList):
     INSERT = "insert", "Record created"
     UPDATE = "update", "Record changed"

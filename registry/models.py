@@ -37,6 +37,7 @@ from registry.codes import (
     LungZone,
     PftNotDoneReason,
     Range,
+    Role,
     RpildDefinition,
     Sex,
     Smoking,
@@ -374,6 +375,29 @@ class FollowUp(SQLModel, table=True):
     lost_to_follow_up: bool = column("No contact possible after last_contact_date", default=False)
 
 
+class Account(SQLModel, table=True):
+    """A person who signs in to the web application; never deleted, only disabled."""
+
+    __tablename__ = "account"
+
+    id: int | None = identifier()
+    username: str = text(64, "Sign-in name", unique=True)
+    password_hash: str = text(200, "Argon2id hash of the password (the password itself is never stored)",
+                              identifier=True)  # fmt: skip
+    role: Role = code(Role, "role", "What the account may do")
+    active: bool = column("Disabled accounts cannot sign in", default=True)
+    created_at: datetime = column("When the account was created (UTC)", sa_type=sa.DateTime(timezone=True))
+
+
+class AccountSite(SQLModel, table=True):
+    """The sites a coordinator works for (other roles see every site)."""
+
+    __tablename__ = "account_site"
+
+    account_id: int = column("Account", foreign_key="account.id", ondelete="RESTRICT", primary_key=True)
+    site_id: int = column("Site", foreign_key="site.id", ondelete="RESTRICT", primary_key=True)
+
+
 class AuditLog(SQLModel, table=True):
     """Who changed which stored value, when, from what to what, and why."""
 
@@ -407,5 +431,7 @@ TABLES: tuple[type[SQLModel], ...] = (
     Treatment,
     AdverseEvent,
     FollowUp,
+    Account,
+    AccountSite,
     AuditLog,
 )

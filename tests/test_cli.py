@@ -108,15 +108,18 @@ def test_demo_builds_a_fresh_registry(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Database  sqlite:///demo/registry.db" in done.stdout
     lines = done.stdout.splitlines()
-    counts = dict(line.split() for line in lines[3:15])
+    counts = dict(line.split() for line in lines[3:17])
     assert counts == {
         "table": "rows", "site": "1", "patient": "61", "patient_identifier": "0", "antibody_test": "122",
         "lab_result": "732", "pft": "61", "hrct": "61", "treatment": "243", "adverse_event": "45", "follow_up": "61",
-        "audit_log": "1387",
+        "account": "0", "account_site": "0", "audit_log": "1387",
     }  # fmt: skip
+    assert "90 rules run: 0 error finding(s), 0 warning finding(s)" in lines
     assert "overall mortality at 6 months: tacrolimus 22/35, tofacitinib 10/26; log-rank p = 0.028" in lines
     assert "overall adjusted HR tofacitinib: 0.438 (0.200-0.960), p = 0.039" in lines
     assert (tmp_path / "demo" / "results.json").exists()
+    assert lines[-1] == f"Report written to {tmp_path / 'demo' / 'report.pdf'}"
+    assert (tmp_path / "demo" / "report.pdf").read_bytes().startswith(b"%PDF-")
     again = subprocess.run([str(SCRIPT), "demo", "--dir", "demo"], cwd=tmp_path, capture_output=True, text=True)
     assert again.stdout == done.stdout  # rebuilt from scratch, not appended to; same data, same fingerprint
 
