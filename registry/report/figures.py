@@ -75,7 +75,7 @@ def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> st
             lower = [v if v is not None else math.nan for v in curve["lower"]]
             upper = [v if v is not None else math.nan for v in curve["upper"]]
             top.fill_between(curve["time"], lower, upper, step="post", color=colour, alpha=0.13, linewidth=0)
-            censored = curve["censored_times"]
+            censored = sorted(set(curve["censored_times"]))  # one mark per time: a large cohort stacks many
             top.plot(censored, [_survival_at(curve, t) for t in censored], linestyle="none", marker=mark,
                      color=colour, markersize=6)  # fmt: skip
             for x in ticks:
