@@ -3,7 +3,7 @@
 Each patient is a copy of one of the example patients (fixtures/example) under a new
 study_id, so every sheet carries realistic rows. Run:
 
-    .venv/bin/python benchmarks/import_workbook.py --patients 10000
+    .venv/bin/python -m benchmarks.import_workbook --patients 10000
 
 It prints rows per second for validation alone (--dry-run) and for the full import,
 and writes the figures to docs/benchmarks.md.
@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
 
-from registry import db
-from registry.audit import audited_session
+from benchmarks.common import fresh_registry, machine, peak_mb, write_section
 from registry.ingest import import_path
-from registry.models import Site
 from registry.workbook import read
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,15 +44,6 @@ def synthetic_workbook(folder: Path, patients: int) -> int:
     return total
 
 
-def _fresh_registry(path: Path):  # noqa: ANN202
-    engine = db.make_engine(f"sqlite:///{path}")
-    db.upgrade(engine)
-    with audited_session(engine, actor="benchmark") as session:
-        session.add(Site(code="DEMO", name="Benchmark site"))
-        session.commit()
-    return engine
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=10_000)
@@ -65,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         rows = synthetic_workbook(tmp_path / "workbook", args.patients)
-        engine = _fresh_registry(tmp_path / "registry.db")
+        engine = fresh_registry(f"sqlite:///{tmp_path / 'registry.db'}")
         started = time.perf_counter()
         dry = import_path(engine, tmp_path / "workbook", actor="benchmark", dry_run=True)
         validate_s = time.perf_counter() - started
@@ -73,14 +60,10 @@ def main() -> None:
         result = import_path(engine, tmp_path / "workbook", actor="benchmark")
         import_s = time.perf_counter() - started
         assert not dry.errors and result.written, result.errors[:5]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = [
-        "# Benchmarks",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; SQLite file database.",
-        "",
         "## Workbook import (`benchmarks/import_workbook.py`)",
+        "",
+        f"Machine: {machine()}; SQLite file database.",
         "",
         f"Synthetic CSV workbook: {args.patients:,} patients, {rows:,} rows over 8 sheets.",
         "",
@@ -89,7 +72,7 @@ def main() -> None:
         f"| validate only (`--dry-run`) | {validate_s:.1f} | {rows / validate_s:,.0f} |",
         f"| full import (validate + write + audit, one transaction) | {import_s:.1f} | {rows / import_s:,.0f} |",
         "",
-        f"Peak memory of the process: {peak_mb:,.0f} MB.",
+        f"Peak memory of the process: {peak_mb():,.0f} MB.",
         "",
         "Where the time goes: validation is vectorised per sheet (cell parsing in Python, the",
         "database's CHECK rules run once per sheet in a scratch SQLite table); writing goes",
@@ -98,8 +81,7 @@ def main() -> None:
         "step (the scale issue).",
         "",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines))
+    write_section("import_workbook", lines, args.output)
     print("\n".join(lines))
 
 

@@ -4,14 +4,51 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.common import write_section
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(module: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], check=True, capture_output=True, cwd=REPO)
 
 
 def test_import_benchmark_runs_on_a_small_workbook(tmp_path):
     out = tmp_path / "benchmarks.md"
-    subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "import_workbook.py"), "--patients", "20", "--output", str(out)],
-        check=True,
-        capture_output=True,
-    )
+    _run("import_workbook", "--patients", "20", "--output", str(out))
     assert "Synthetic CSV workbook: 20 patients, 295 rows over 8 sheets." in out.read_text()
+
+
+def test_pipeline_benchmark_runs_on_the_demo_cohort(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    _run("pipeline", "--sizes", "61,122", "--output", str(out))
+    text = out.read_text()
+    assert "| step | 61 patients (1,387 rows) | 122 patients (2,774 rows) |" in text
+    for step in ("read floor", "load tables", "checks", "cohort + analyses", "report figures", "report PDF"):
+        assert f"| {step} | " in text
+    assert "| findings (error / warning) | 0 / 0 | 0 / 0 |" in text
+
+
+def test_each_benchmark_rewrites_only_its_own_section(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\nIntro.\n")
+    write_section("a", ["first"], out)
+    write_section("b", ["second"], out)
+    write_section("a", ["third"], out)
+    assert out.read_text() == (
+        "# Benchmarks\n\nIntro.\n\n<!-- begin a -->\nthird\n<!-- end a -->\n\n<!-- begin b -->\nsecond\n<!-- end b -->\n"
+    )
+
+
+def test_check_benchmark_runs_on_a_small_registry(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\n<!-- begin import_workbook -->\nkept\n<!-- end import_workbook -->\n")
+    _run("check_registry", "--patients", "40", "--output", str(out))
+    text = out.read_text()
+    assert "<!-- begin import_workbook -->\nkept\n<!-- end import_workbook -->" in text
+    section = text.split("<!-- begin check_registry -->\n", 1)[1].split("<!-- end check_registry -->", 1)[0]
+    assert "| step | 40 patients (591 rows) |" in section
+    assert "- 40 patients: site 1, patient 40, antibody_test 80, lab_result 200," in section
+    for step in ("read floor", "`load_tables`", "`run_checks` (whole catalogue)", "load + checks", "peak memory"):
+        assert f"| {step}" in section
+    assert "| findings (error / warning) | 0 / 0 |" in section

@@ -18,6 +18,7 @@ from registry.config import Config
 from registry.ingest import import_path
 from registry.models import Site
 from registry.quality import CATALOGUE, RULES, Severity, run_checks
+from registry.quality.catalogue import PREFIX
 from registry.quality.cross import CROSS_RULES
 from registry.quality.schemas import SCHEMAS
 from registry.tables import DATA_TABLES, load_tables
@@ -306,6 +307,17 @@ def test_rule_fires_on_the_broken_record(tables, rule, breaks, expected):
     assert findings(tables, rule, config) == []  # the conforming case
     breaks(tables)
     assert findings(tables, rule, config) == sorted(expected, key=str)
+
+
+TYPE_CASES = [c for c in CASES if c[0] in {f"{prefix}-001" for prefix in PREFIX.values()}]
+
+
+@pytest.mark.parametrize("rule, breaks, expected", TYPE_CASES, ids=[c[0] for c in TYPE_CASES])
+def test_a_mistyped_cell_is_reported_once(tables, rule, breaks, expected):
+    breaks(tables)
+    run = run_checks(tables, Config(), TODAY)
+    cells = run.findings[["rule", "table", "field"]].itertuples(index=False, name=None)
+    assert [c for c in cells if c[1:] == expected[0][1:3]] == [(rule, *expected[0][1:3])]
 
 
 def test_severity_decides_errors_and_warnings(tables):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -103,40 +104,72 @@ def _conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     )
 
 
-def _schema_findings(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+@cache
+def _validator(table: str) -> tuple[pa.DataFrameSchema, tuple[pa.Check, ...]]:
+    """The table's schema split in two: its column checks, run by pandera, and its row checks, run by the engine.
+
+    Both are the schema's own checks, run on a frame :func:`_conform` has typed, and
+    find the same records; the split is for speed on a large registry:
+
+    - pandera checks a text column's type one cell at a time (an ``isinstance`` per
+      cell in Python). :func:`_conform` has already settled it (every text cell is a
+      string or empty, the others reported by rule -001 and emptied), so text columns
+      run without that type check; the others keep theirs, a comparison of dtypes.
+    - pandera turns the failing rows of a dataframe-level check into one failure case
+      per cell by transposing them (Python work per failing row: minutes for a few
+      hundred thousand). The engine needs only which rows failed, so it calls those
+      checks itself (:func:`_row_findings`).
+    """
+    schema = SCHEMAS[table].to_schema()
+    text = [name for name, column in schema.columns.items() if str(column.dtype) == "str"]
+    columns = schema.update_columns({name: {"dtype": None} for name in text})  # a copy
+    columns.checks = []
+    return columns, tuple(schema.checks)
+
+
+def _row_findings(table: str, keyed: pd.DataFrame, check: pa.Check) -> pd.DataFrame:
+    """The records failing a dataframe-level check: the check's rule, about the rule's field."""
+    output = check(keyed).check_output  # pandera's own result: a row passes if the check says so or it is all empty
+    rows = keyed[~output.astype(bool).to_numpy()]
+    field, owner = CATALOGUE[check.name].fields[0], OWNER.get(table, "patient_id")
+    return pd.DataFrame(
+        {
+            "rule": check.name,
+            "table": table,
+            "record": rows.index,
+            "patient_id": rows[owner].to_numpy() if owner else None,
+            "field": field,
+            "value": rows[field].to_numpy(dtype=object),
+        }
+    )
+
+
+def _schema_findings(table: str, frame: pd.DataFrame) -> list[pd.DataFrame]:
     keyed = frame.set_index(frame[RECORD_KEY[table]].to_numpy(), drop=False)
+    columns, row_checks = _validator(table)
+    parts = [_row_findings(table, keyed, check) for check in row_checks]
     try:
-        SCHEMAS[table].validate(keyed, lazy=True)
+        columns.validate(keyed, lazy=True)
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
     else:
-        return pd.DataFrame(columns=FINDING_COLUMNS)
-    if cases["index"].isna().any():  # a check that could not run: a bug, never a finding
-        raise RuntimeError(
-            f"data-quality schema of {table} failed to run: {cases[cases['index'].isna()].to_dict('records')}"
-        )
-    cases = cases.assign(rule=[_rule_of(table, str(check)) for check in cases["check"]])
-    dataframe_level = cases["schema_context"] == "DataFrameSchema"
-    fields = [
-        CATALOGUE[rule].fields[0] if is_frame else column
-        for rule, column, is_frame in zip(cases["rule"], cases["column"], dataframe_level, strict=True)
-    ]
-    records = cases["index"]
+        return parts
+    unexpected = cases["index"].isna() | (cases["schema_context"] != "Column")
+    if unexpected.any():  # a check that could not run, or a frame not shaped as the table: a bug, never a finding
+        raise RuntimeError(f"data-quality schema of {table} failed to run: {cases[unexpected].to_dict('records')}")
+    records, checks = cases["index"], cases["check"].astype(str)
     owner = OWNER.get(table, "patient_id")
-    values = [
-        keyed.at[record, field] if is_frame else case
-        for case, is_frame, record, field in zip(cases["failure_case"], dataframe_level, records, fields, strict=True)
-    ]
-    return pd.DataFrame(
+    column_cases = pd.DataFrame(
         {
-            "rule": cases["rule"].to_numpy(),
+            "rule": checks.map({check: _rule_of(table, check) for check in checks.unique()}).to_numpy(),
             "table": table,
             "record": records.to_numpy(),
             "patient_id": records.map(keyed[owner]).to_numpy() if owner else None,
-            "field": fields,
-            "value": values,
+            "field": cases["column"].to_numpy(),
+            "value": cases["failure_case"].to_numpy(),
         }
     )
+    return [*parts, column_cases]
 
 
 def _text(value: object) -> str | None:
@@ -149,30 +182,46 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
+def _once_per_mistyped_cell(findings: pd.DataFrame) -> pd.DataFrame:
+    """A cell of the wrong type keeps its type finding (-001) only: the other rules read it as
+    empty, and what they would say of that same cell (required, out of range) is its type."""
+    is_type = findings["rule"].isin([f"{prefix}-{TYPE}" for prefix in PREFIX.values()])
+    if not is_type.any():
+        return findings
+    key = ["table", "record", "field"]
+    cells = pd.MultiIndex.from_frame(findings.loc[is_type, key].astype(str))
+    same_cell = pd.MultiIndex.from_frame(findings[key].astype(str)).isin(cells)
+    return findings[is_type | ~same_cell]
+
+
 def run_checks(tables: dict[str, pd.DataFrame], config: Config, today: date) -> CheckRun:
     """Every rule of the catalogue on ``tables`` (as :func:`registry.tables.load_tables` gives them)."""
     parts, readable = [], {}
     for table in SCHEMAS:
         readable[table], type_findings = _conform(table, tables[table])
-        parts += [type_findings, _schema_findings(table, readable[table])]
+        parts += [type_findings, *_schema_findings(table, readable[table])]
     tables = readable
     registry = Registry(tables, config, today)
     parts += [function(registry).assign(rule=rule_id) for rule_id, function in CROSS_RULES.items()]
     found = [p[[*FINDING_COLUMNS, "rule"]].astype(object) for p in parts if len(p)]
     findings = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=[*FINDING_COLUMNS, "rule"])
+    findings = _once_per_mistyped_cell(findings)
     study_ids = tables["patient"].set_index("id")["study_id"]
-    rules = findings["rule"].map(CATALOGUE)
+    unknown = set(findings["rule"]) - set(CATALOGUE)
+    if unknown:  # a check whose name is no rule of the catalogue: a bug, never a finding
+        raise RuntimeError(f"data-quality checks reported rules that are not in the catalogue: {sorted(unknown)}")
+    rules = findings["rule"]
     findings = pd.DataFrame(
         {
             "rule": findings["rule"],
-            "severity": rules.map(lambda r: r.severity.value),
-            "category": rules.map(lambda r: r.category.value),
+            "severity": rules.map({rule.id: rule.severity.value for rule in RULES}),
+            "category": rules.map({rule.id: rule.category.value for rule in RULES}),
             "table": findings["table"],
             "record": findings["record"].map(_text),
             "study_id": findings["patient_id"].map(study_ids).map(_text),
             "field": findings["field"],
             "value": findings["value"].map(_text),
-            "message": rules.map(lambda r: r.message),
+            "message": rules.map({rule.id: rule.message for rule in RULES}),
         },
         columns=COLUMNS,
     )
