@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -300,6 +301,25 @@ def user_list(ctx: typer.Context) -> None:
         for account_id, username, role, active in rows:
             sites = ",".join(site_codes(connection, account_id))
             typer.echo(f"{username}\t{role}\t{'active' if active else 'disabled'}\t{sites}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    https: Annotated[bool, typer.Option("--https", help="Served behind HTTPS: session cookies marked Secure.")] = False,
+) -> None:
+    """Start the web application for data entry. Set REGISTRY_SECRET_KEY so sessions survive restarts.
+
+    Example: REGISTRY_SECRET_KEY=... registry serve --port 8000
+    """
+    import uvicorn
+
+    from registry.web.app import create_app
+
+    web = create_app(_engine(ctx), secret_key=os.environ.get("REGISTRY_SECRET_KEY"), https=https)
+    uvicorn.run(web, host=host, port=port, log_level="info")
 
 
 @app.command()

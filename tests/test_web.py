@@ -1,0 +1,155 @@
+"""The web application's first part: sign-in, sessions, CSRF, throttling, site-scoped patient pages.
+
+Driven over HTTP with FastAPI's TestClient against a real database (both engines).
+"""
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from registry.accounts import create_account, disable
+from registry.audit import audited_session
+from registry.codes import Role
+from registry.ingest import import_path
+from registry.models import Site
+from registry.web.app import create_app
+from registry.web.security import MAX_FAILURES
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def registry(migrated, tmp_path):
+    """Sites DEMO (the example's four patients) and OTHER (one patient, EX-901), and four accounts."""
+    with audited_session(migrated, actor="test") as session:
+        session.add_all([Site(code="DEMO", name="Demo"), Site(code="OTHER", name="Other")])
+        session.commit()
+    shutil.copytree(EXAMPLE, tmp_path / "sheets")
+    patients = tmp_path / "sheets" / "patients.csv"
+    lines = patients.read_text().splitlines()
+    lines.append(lines[1].replace("EX-001,DEMO", "EX-901,OTHER"))
+    patients.write_text("\n".join(lines) + "\n")
+    events = tmp_path / "sheets" / "adverse_events.csv"
+    events.write_text(events.read_text().replace("thoracic dermatome", "<script>alert(1)</script>"))
+    assert import_path(migrated, tmp_path / "sheets", actor="test").written
+    with audited_session(migrated, actor="test") as session:
+        create_account(session, "cora", PASSWORD, Role.COORDINATOR, ["DEMO"])
+        create_account(session, "dana", PASSWORD, Role.DATA_MANAGER)
+        create_account(session, "gone", PASSWORD, Role.ANALYST)
+        session.flush()
+        disable(session, "gone")
+        session.commit()
+    return migrated
+
+
+@pytest.fixture
+def client(registry):
+    return TestClient(create_app(registry, secret_key="test-secret"))
+
+
+def _csrf(client: TestClient, path: str = "/login") -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text).group(1)
+
+
+def sign_in(client: TestClient, username: str, password: str = PASSWORD, **extra):
+    data = {"username": username, "password": password, "csrf_token": _csrf(client), **extra}
+    return client.post("/login", data=data, follow_redirects=False)
+
+
+def test_unauthenticated_requests_go_to_the_sign_in_page(client):
+    for path in ("/", "/patients", "/patients/EX-001", "/patients/nobody"):
+        response = client.get(path, follow_redirects=False)
+        assert (response.status_code, response.headers["location"]) == (303, f"/login?next={path}")
+
+
+def test_sign_in_sets_a_safe_session_cookie_and_sign_out_ends_it(client):
+    response = sign_in(client, "cora", next="/patients/EX-001")
+    assert (response.status_code, response.headers["location"]) == (303, "/patients/EX-001")
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert client.get("/patients").status_code == 200
+    out = client.post("/logout", data={"csrf_token": _csrf(client, "/patients")}, follow_redirects=False)
+    assert out.headers["location"] == "/login"
+    assert client.get("/patients", follow_redirects=False).status_code == 303
+
+
+def test_an_open_redirect_is_refused(client):
+    assert sign_in(client, "cora", next="//evil.example/x").headers["location"] == "/patients"
+
+
+def test_wrong_passwords_are_throttled_and_disabled_accounts_refused(client):
+    for _ in range(MAX_FAILURES):
+        response = sign_in(client, "dana", "not the password")
+        assert response.status_code == 401 and "Wrong user name or password." in response.text
+    blocked = sign_in(client, "dana")  # the right password, too late
+    assert blocked.status_code == 429 and "Too many failed sign-ins for this name" in blocked.text
+    assert sign_in(client, "gone").status_code == 401
+    assert sign_in(client, "nobody").status_code == 401
+
+
+def test_a_form_without_a_valid_csrf_token_is_refused(client):
+    data = {"username": "cora", "password": PASSWORD}
+    assert client.post("/login", data=data).status_code == 403
+    assert client.post("/login", data={**data, "csrf_token": "forged"}).status_code == 403
+    sign_in(client, "cora")
+    assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 403
+
+
+def test_a_coordinator_sees_only_the_patients_of_their_sites(client):
+    sign_in(client, "cora")
+    listing = client.get("/patients").text
+    assert re.findall(r">(EX-\d+)</a>", listing) == ["EX-001", "EX-002", "EX-003", "EX-004"]
+    assert client.get("/patients/EX-001").status_code == 200
+    other = client.get("/patients/EX-901")
+    missing = client.get("/patients/EX-999")
+    assert other.status_code == missing.status_code == 404
+    assert other.text == missing.text  # another site's patient is indistinguishable from none
+    assert "EX-901" not in client.get("/patients", params={"site": "OTHER"}).text
+
+
+def test_a_data_manager_sees_every_site(client):
+    sign_in(client, "dana")
+    listing = client.get("/patients").text
+    assert "EX-901" in listing and "4 patient" not in listing and "5 patient(s)" in listing
+    assert client.get("/patients/EX-901").status_code == 200
+    assert re.findall(r">(EX-\d+)</a>", client.get("/patients", params={"q": "90"}).text) == ["EX-901"]
+    assert re.findall(r">(EX-\d+)</a>", client.get("/patients", params={"q": "%"}).text) == []
+
+
+def test_the_patient_page_shows_records_and_history_escaped(client):
+    sign_in(client, "cora")
+    page = client.get("/patients/EX-002").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "herpes_zoster" in page and "tofacitinib" in page
+    assert "insert" in page and "patient" in page  # the audit history of the import
+
+
+def test_registry_serve_answers_on_loopback(registry, database_url):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(sys.executable).with_name("registry")
+    server = subprocess.Popen([str(script), "--database", database_url, "serve", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=1) as answer:
+                    assert answer.status == 200 and b"Sign in" in answer.read()
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("registry serve did not answer")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
