@@ -93,3 +93,37 @@ def add_demo_site(engine: sa.Engine) -> None:
     with audited_session(engine, actor="admin") as session:
         session.add(Site(code="DEMO", name="Demo centre (synthetic data)"))
         session.commit()
+
+
+#: The password of every account of ``web_registry``.
+WEB_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def web_registry(migrated, tmp_path):
+    """Sites DEMO (the example's four patients) and OTHER (one patient, EX-901), and three accounts."""
+    from registry.accounts import create_account, disable
+    from registry.audit import audited_session
+    from registry.codes import Role
+    from registry.ingest import import_path
+    from registry.models import Site
+
+    with audited_session(migrated, actor="test") as session:
+        session.add_all([Site(code="DEMO", name="Demo"), Site(code="OTHER", name="Other")])
+        session.commit()
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "example", tmp_path / "sheets")
+    patients = tmp_path / "sheets" / "patients.csv"
+    lines = patients.read_text().splitlines()
+    lines.append(lines[1].replace("EX-001,DEMO", "EX-901,OTHER"))
+    patients.write_text("\n".join(lines) + "\n")
+    events = tmp_path / "sheets" / "adverse_events.csv"
+    events.write_text(events.read_text().replace("thoracic dermatome", "<script>alert(1)</script>"))
+    assert import_path(migrated, tmp_path / "sheets", actor="test").written
+    with audited_session(migrated, actor="test") as session:
+        create_account(session, "cora", WEB_PASSWORD, Role.COORDINATOR, ["DEMO"])
+        create_account(session, "dana", WEB_PASSWORD, Role.DATA_MANAGER)
+        create_account(session, "gone", WEB_PASSWORD, Role.ANALYST)
+        session.flush()
+        disable(session, "gone")
+        session.commit()
+    return migrated

@@ -4,7 +4,6 @@ Driven over HTTP with FastAPI's TestClient against a real database (both engines
 """
 
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,47 +12,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import WEB_PASSWORD as PASSWORD
 from fastapi.testclient import TestClient
 
-from registry.accounts import create_account, disable
-from registry.audit import audited_session
-from registry.codes import Role
-from registry.ingest import import_path
-from registry.models import Site
 from registry.web.app import create_app
 from registry.web.security import MAX_FAILURES
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
-PASSWORD = "correct horse battery"
-
 
 @pytest.fixture
-def registry(migrated, tmp_path):
-    """Sites DEMO (the example's four patients) and OTHER (one patient, EX-901), and four accounts."""
-    with audited_session(migrated, actor="test") as session:
-        session.add_all([Site(code="DEMO", name="Demo"), Site(code="OTHER", name="Other")])
-        session.commit()
-    shutil.copytree(EXAMPLE, tmp_path / "sheets")
-    patients = tmp_path / "sheets" / "patients.csv"
-    lines = patients.read_text().splitlines()
-    lines.append(lines[1].replace("EX-001,DEMO", "EX-901,OTHER"))
-    patients.write_text("\n".join(lines) + "\n")
-    events = tmp_path / "sheets" / "adverse_events.csv"
-    events.write_text(events.read_text().replace("thoracic dermatome", "<script>alert(1)</script>"))
-    assert import_path(migrated, tmp_path / "sheets", actor="test").written
-    with audited_session(migrated, actor="test") as session:
-        create_account(session, "cora", PASSWORD, Role.COORDINATOR, ["DEMO"])
-        create_account(session, "dana", PASSWORD, Role.DATA_MANAGER)
-        create_account(session, "gone", PASSWORD, Role.ANALYST)
-        session.flush()
-        disable(session, "gone")
-        session.commit()
-    return migrated
-
-
-@pytest.fixture
-def client(registry):
-    return TestClient(create_app(registry, secret_key="test-secret"))
+def client(web_registry):
+    return TestClient(create_app(web_registry, secret_key="test-secret"))
 
 
 def _csrf(client: TestClient, path: str = "/login") -> str:
@@ -133,7 +101,7 @@ def test_the_patient_page_shows_records_and_history_escaped(client):
     assert "insert" in page and "patient" in page  # the audit history of the import
 
 
-def test_registry_serve_answers_on_loopback(registry, database_url):
+def test_registry_serve_answers_on_loopback(web_registry, database_url):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
