@@ -1,0 +1,1 @@
+"""The web application for data entry (FastAPI, server-rendered Jinja2 pages)."""
