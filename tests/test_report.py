@@ -7,6 +7,7 @@ and rasterise the figure pages with poppler's pdftoppm.
 
 import io
 import json
+import shutil
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -257,3 +258,33 @@ def test_the_html_report_stands_alone(demo_url, tmp_path):
     assert "<link" not in html and "@page" in html
     assert html.count('src="data:image/svg+xml;base64,') == 4  # KM and forest, overall and RPILD
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF-")
+
+
+def test_a_registry_without_deaths_or_rpild_still_reports_and_says_so(tmp_path):
+    sheets = tmp_path / "sheets"
+    shutil.copytree(FIXTURES / "example", sheets)
+    edits = {
+        "follow_up.csv": [
+            (",dead,2018-06-20,respiratory_failure_ild,", ",alive,,,"),
+            (",dead,2019-11-02,infection,", ",alive,,,"),
+        ],
+        "patients.csv": [
+            (",yes,worsening_1_month,", ",no,worsening_1_month,"),
+            ("2018-05-08,no,", ",no,"),
+            ("2019-09-20,no,", ",no,"),
+        ],
+        "treatments.csv": [(",death", ","), ("2018-06-20,", ","), ("2019-11-02,", ",")],
+        "adverse_events.csv": [(",fatal,", ",recovered,")],
+    }
+    for name, replacements in edits.items():
+        text = (sheets / name).read_text()
+        for old, new in replacements:
+            text = text.replace(old, new)
+        (sheets / name).write_text(text)
+    url = _registry(sheets, tmp_path / "r.db")
+    made = build_report(load_tables(db.make_engine(url)), Config(), today=TODAY)
+    assert made.results["flow"]["rpild"] == {} and made.checks.errors == 0
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(made.pdf)).pages).replace("\n", " ")
+    assert "No patients in this subgroup." in text
+    assert "Rapidly progressive ILD (RPILD): no patients in this subgroup." in text
+    assert "Unadjusted model: not estimated: no deaths among the patients analysed" in text
