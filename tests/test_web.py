@@ -91,6 +91,9 @@ def test_a_data_manager_sees_every_site(client):
     assert client.get("/patients/EX-901").status_code == 200
     assert re.findall(r">(EX-\d+)</a>", client.get("/patients", params={"q": "90"}).text) == ["EX-901"]
     assert re.findall(r">(EX-\d+)</a>", client.get("/patients", params={"q": "%"}).text) == []
+    for injection in ("' OR '1'='1", "EX-001'; DROP TABLE patient; --", "_"):
+        assert re.findall(r">(EX-\d+)</a>", client.get("/patients", params={"q": injection}).text) == []
+    assert "5 patient(s)" in client.get("/patients").text  # nothing was dropped
 
 
 def test_the_patient_page_shows_records_and_history_escaped(client):
