@@ -19,7 +19,6 @@ from starlette.middleware.sessions import SessionMiddleware
 import registry
 from registry.accounts import password_matches
 from registry.audit import audit_history
-from registry.codes import Role
 from registry.models import (
     Account,
     AdverseEvent,
@@ -170,5 +169,4 @@ def create_app(engine: sa.Engine, *, secret_key: str | None = None, https: bool 
     async def _not_found(request: Request, _: Exception) -> HTMLResponse:
         return templates.TemplateResponse(request, "not_found.html", {}, status_code=404)
 
-    app.state.roles = Role
     return app
