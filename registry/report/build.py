@@ -56,6 +56,7 @@ def build_report(
     if cohort.table.empty:
         raise NothingToAnalyse(f"no patient can be analysed: {cohort.exclusion_counts()}")
     results = analyze(cohort, config)
+    svg = figures(results)
     context = report_context(
         results,
         checks,
@@ -63,6 +64,7 @@ def build_report(
         generated_at=datetime.now(UTC),
         registry_name=config.registry_name,
         dq_errors_allowed=allow_dq_errors,
+        svg=svg,
     )
     html = render_html(context)
-    return Report(checks, results, html, render_pdf(html), figures(results))
+    return Report(checks, results, html, render_pdf(html), svg)

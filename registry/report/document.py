@@ -64,12 +64,13 @@ def report_context(
     generated_at: datetime,
     registry_name: str,
     dq_errors_allowed: bool = False,
+    svg: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything the template lays out, as plain data."""
     failing = checks.summary[checks.summary["failing"] > 0].sort_values(
         ["severity", "failing"], ascending=[True, False], kind="stable"
     )
-    svg = figures(results)
+    svg = figures(results) if svg is None else svg  # the caller may have drawn them already
     return {
         "registry_name": registry_name,
         "cutoff": config.data_cutoff.isoformat() if config.data_cutoff else None,
