@@ -57,15 +57,20 @@ def _logged(attr: sa.orm.ColumnProperty, value: Any) -> Any:
     return _jsonable(value)
 
 
+def _logged_attrs(mapper: sa.orm.Mapper) -> list[sa.orm.ColumnProperty]:
+    """The columns worth logging: all but the edit counter, which every update bumps."""
+    return [attr for attr in mapper.column_attrs if attr.columns[0] is not mapper.version_id_col]
+
+
 def _columns(obj: SQLModel) -> dict[str, Any]:
     mapper = sa.inspect(obj).mapper
-    return {attr.key: _logged(attr, getattr(obj, attr.key)) for attr in mapper.column_attrs}
+    return {attr.key: _logged(attr, getattr(obj, attr.key)) for attr in _logged_attrs(mapper)}
 
 
 def _changes(obj: SQLModel) -> tuple[dict[str, Any], dict[str, Any]]:
     old, new = {}, {}
     state = sa.inspect(obj)
-    for attr in state.mapper.column_attrs:
+    for attr in _logged_attrs(state.mapper):
         history = state.attrs[attr.key].history
         if history.has_changes():
             old[attr.key] = _logged(attr, history.deleted[0] if history.deleted else None)

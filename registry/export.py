@@ -2,7 +2,8 @@
 
 An export imported into an empty registry and exported again gives the same files,
 byte for byte: rows are sorted by their natural key and values are written one
-way only. Direct identifiers have no sheet, so they can never be exported.
+way only. Direct identifiers have no sheet, so they can never be exported; deleted
+records (and every record of a deleted patient) are left out.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def workbook_sheets(connection: sa.Connection | None) -> list[SheetData]:
         rows = []
         if connection is not None:
             stored = stored_rows(connection, sheet)
-            rows = [[stored[key][name] for name in header] for key in sorted(stored)]
+            rows = [[stored[key][name] for name in header] for key in sorted(stored) if not stored[key]["deleted"]]
         entries = [e for e in dictionary if e.table == sheet.name]
         sheets.append(SheetData(sheet.name, header, rows, _choices(sheet), _notes(entries)))
     sheets.append(SheetData("dictionary", [f.name for f in fields(Entry)], [list(astuple(e)) for e in dictionary]))

@@ -294,6 +294,7 @@ class _Stored:
 
     sites: dict[str, int]
     patients: dict[str, int]
+    deleted_patients: set[str]
     rows: dict[str, dict[tuple, dict[str, Any]]]  # sheet -> natural key -> sheet-named values (+ "id")
 
 
@@ -301,6 +302,9 @@ def _load(connection: sa.Connection, sheet_names: Sequence[str]) -> _Stored:
     return _Stored(
         sites=dict(connection.execute(sa.select(Site.code, Site.id)).all()),
         patients=dict(connection.execute(sa.select(Patient.study_id, Patient.id)).all()),
+        deleted_patients=set(
+            connection.execute(sa.select(Patient.study_id).where(Patient.deleted_at.is_not(None))).scalars()
+        ),
         rows={name: stored_rows(connection, SHEETS_BY_NAME[name]) for name in sheet_names},
     )
 
@@ -329,6 +333,10 @@ def _check_references(rows: list[Row], stored: _Stored, problems: list[Problem])
                     "is not a patient in the patients sheet or the registry",
                 )
             )
+            continue
+        elif study_id in stored.deleted_patients:
+            message = "is a deleted patient: restore them in the web application first"
+            problems.append(Problem(row.source, row.number, "study_id", study_id, message))
             continue
         good.append(row)
     return good
@@ -374,11 +382,16 @@ def _default(column: SheetColumn) -> Any:
     return default.arg if default is not None and not callable(default.arg) else None
 
 
-def _plan(rows: list[Row], stored: _Stored) -> list[_Change]:
+def _plan(rows: list[Row], stored: _Stored, problems: list[Problem]) -> list[_Change]:
     plan = []
     for row in rows:
         existing = stored.rows[row.sheet.name].get(row.key)
-        if existing is None:
+        if existing is not None and existing["deleted"]:
+            columns = " + ".join(row.sheet.key)
+            shown = " / ".join(show(v) for v in row.key)
+            message = "is a deleted record (or belongs to a deleted patient): restore it in the web application first"
+            problems.append(Problem(row.source, row.number, columns, shown, message))
+        elif existing is None:
             plan.append(_Change(row, None, dict(row.values)))
         else:
             changes = {k: v for k, v in row.values.items() if existing.get(k) != v}
@@ -399,37 +412,43 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def _check_rules(plan: list[_Change], problems: list[Problem]) -> None:
-    """The tables' CHECK rules, run over every planned record at once in a scratch SQLite table.
+def rule_violations(sheet: Sheet, records: Sequence[dict[str, Any]]) -> list[tuple[int, str | None, str]]:
+    """``(index, column, message)`` for each of ``records`` (sheet-named values) that breaks a CHECK rule.
 
-    The rules are the database's own (``models.rule``), so the import reports what the
-    database would refuse, for every row instead of the first.
+    The rules are the database's own (``models.rule``), run over every record at once in
+    a scratch SQLite table, so what the database would refuse is reported for every
+    record instead of the first, and with the column to show it at.
     """
+    rules = [c for c in sheet.table.constraints if isinstance(c, sa.CheckConstraint) and "message" in c.info]
+    if not records or not rules:
+        return []
+    found = []
     scratch = sa.create_engine("sqlite://")
     with scratch.begin() as connection:
-        for sheet in SHEETS:
-            changes = [c for c in plan if c.row.sheet is sheet and c.changes]
-            rules = [c for c in sheet.table.constraints if isinstance(c, sa.CheckConstraint) and "message" in c.info]
-            if not changes or not rules:
-                continue
-            targets = [c.target for c in sheet.columns]
-            connection.exec_driver_sql(f"CREATE TABLE {sheet.table.name} (_index, {', '.join(targets)})")
-            placeholders = ", ".join("?" * (len(targets) + 1))
-            merged = [change.merged() for change in changes]
-            connection.exec_driver_sql(
-                f"INSERT INTO {sheet.table.name} VALUES ({placeholders})",
-                [(i, *(_sqlite_value(record[c.name]) for c in sheet.columns)) for i, record in enumerate(merged)],
-            )
-            for rule in rules:
-                condition = str(rule.sqltext)
-                broken = connection.exec_driver_sql(f"SELECT _index FROM {sheet.table.name} WHERE NOT ({condition})")
-                columns = _rule_columns(sheet, condition)
-                for (index,) in broken:
-                    row = changes[index].row
-                    column = columns[0] if columns else None
-                    value = merged[index].get(column) if column else None
-                    problems.append(Problem(row.source, row.number, column, value, rule.info["message"]))
+        targets = [c.target for c in sheet.columns]
+        connection.exec_driver_sql(f"CREATE TABLE {sheet.table.name} (_index, {', '.join(targets)})")
+        placeholders = ", ".join("?" * (len(targets) + 1))
+        connection.exec_driver_sql(
+            f"INSERT INTO {sheet.table.name} VALUES ({placeholders})",
+            [(i, *(_sqlite_value(record[c.name]) for c in sheet.columns)) for i, record in enumerate(records)],
+        )
+        for rule in rules:
+            condition = str(rule.sqltext)
+            broken = connection.exec_driver_sql(f"SELECT _index FROM {sheet.table.name} WHERE NOT ({condition})")
+            columns = _rule_columns(sheet, condition)
+            found += [(index, columns[0] if columns else None, rule.info["message"]) for (index,) in broken]
     scratch.dispose()
+    return found
+
+
+def _check_rules(plan: list[_Change], problems: list[Problem]) -> None:
+    for sheet in SHEETS:
+        changes = [c for c in plan if c.row.sheet is sheet and c.changes]
+        merged = [change.merged() for change in changes]
+        for index, column, message in rule_violations(sheet, merged):
+            row = changes[index].row
+            value = merged[index].get(column) if column else None
+            problems.append(Problem(row.source, row.number, column, value, message))
 
 
 def _write(engine: sa.Engine, plan: list[_Change], actor: str, reason: str) -> None:
@@ -471,7 +490,7 @@ def import_sheets(
     with engine.connect() as connection:
         stored = _load(connection, list(found))
     rows = _check_duplicates(_check_references(rows, stored, problems), problems)
-    plan = _plan(rows, stored)
+    plan = _plan(rows, stored, problems)
     _check_rules(plan, problems)
     counts = {sheet.name: Counts() for sheet in SHEETS if sheet.name in found}
     for change in plan:

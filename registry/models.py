@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
 from registry.codes import (
@@ -115,6 +116,36 @@ def identifier() -> Any:
     return Field(default=None, primary_key=True)
 
 
+#: Columns that keep records, not clinical facts: no sheet, schema, analysis or form shows them.
+BOOKKEEPING = {"bookkeeping": True}
+
+
+def is_bookkeeping(column: sa.Column) -> bool:
+    return bool(column.info.get("bookkeeping"))
+
+
+def bookkeeping(description: str, server_default: str | None = None, **kwargs: Any) -> Any:
+    column_kwargs = {"comment": description, "info": BOOKKEEPING, "server_default": server_default}
+    return Field(description=description, sa_column_kwargs=column_kwargs, **kwargs)
+
+
+def moment(description: str) -> Any:
+    """An optional UTC timestamp kept for bookkeeping."""
+    return bookkeeping(description, default=None, sa_type=sa.DateTime(timezone=True))
+
+
+VERSION = "Edit counter: an edit made from an older version is refused (optimistic locking)"
+DELETED = "When the record was deleted (UTC); deleted records are kept, hidden from analyses and restorable"
+
+
+class Entered:
+    """A clinical record entered by people: versioned (stale edits refused) and deleted softly."""
+
+    @declared_attr
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}
+
+
 class Site(SQLModel, table=True):
     __tablename__ = "site"
 
@@ -124,7 +155,7 @@ class Site(SQLModel, table=True):
     country: str | None = text(2, "ISO 3166-1 alpha-2 country code")
 
 
-class Patient(SQLModel, table=True):
+class Patient(Entered, SQLModel, table=True):
     """One person with anti-MDA5 dermatomyositis and ILD, known only by study_id."""
 
     __tablename__ = "patient"
@@ -157,6 +188,11 @@ class Patient(SQLModel, table=True):
     fever: bool | None = column("Fever (>= 38 C) at presentation")
     arthritis: bool | None = column("Arthritis or arthralgia")
     muscle_weakness: bool | None = column("Proximal muscle weakness")
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
+    locked_at: datetime | None = moment(
+        "When a data manager locked the patient's records against edits (UTC); empty while open"
+    )
 
 
 class PatientIdentifier(SQLModel, table=True):
@@ -169,7 +205,7 @@ class PatientIdentifier(SQLModel, table=True):
     full_name: str | None = text(200, "Full name (direct identifier)", identifier=True)
 
 
-class AntibodyTest(SQLModel, table=True):
+class AntibodyTest(Entered, SQLModel, table=True):
     __tablename__ = "antibody_test"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "antibody", "assay", "sample_date"),
@@ -197,9 +233,11 @@ class AntibodyTest(SQLModel, table=True):
     value: float | None = column("Quantitative result (ELISA index, U/mL or titre)")
     unit: AntibodyUnit | None = code(AntibodyUnit, "unit", "Unit of value")
     cutoff: float | None = column("The kit's positivity cut-off, in the unit of value (anti-MDA5 ELISA: 32)")
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
 
 
-class LabResult(SQLModel, table=True):
+class LabResult(Entered, SQLModel, table=True):
     """Laboratory results in long form: one analyte, one day, one value."""
 
     __tablename__ = "lab_result"
@@ -214,6 +252,8 @@ class LabResult(SQLModel, table=True):
     sample_date: date = column("Date the sample was taken")
     value: float = column("Result as a plain number, in unit", unit="canonical unit of the analyte")
     unit: str = text(16, "Unit of value; must be the analyte's canonical unit to be analysed")
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
 
 
 def _pft_range_checks() -> tuple[sa.CheckConstraint, ...]:
@@ -223,7 +263,7 @@ def _pft_range_checks() -> tuple[sa.CheckConstraint, ...]:
     )
 
 
-class Pft(SQLModel, table=True):
+class Pft(Entered, SQLModel, table=True):
     """Pulmonary function test, or the documented reason it could not be done."""
 
     __tablename__ = "pft"
@@ -256,6 +296,8 @@ class Pft(SQLModel, table=True):
     not_done_reason: PftNotDoneReason | None = code(
         PftNotDoneReason, "not_done_reason", "Why the test could not be done (leave results empty)"
     )
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
 
 
 #: HRCT extent columns, one per feature and lung zone, e.g. ``ggo_right_upper_pct``.
@@ -270,7 +312,7 @@ def extent(feature: HrctFeature, zone: LungZone) -> Any:
     return column(HRCT_EXTENT_COLUMNS[f"{feature.value}_{zone.value}_pct"], plausible=Range("% of zone", 0, 100))
 
 
-class Hrct(SQLModel, table=True):
+class Hrct(Entered, SQLModel, table=True):
     """Chest high-resolution CT: pattern, per-zone extent of each feature, total score."""
 
     __tablename__ = "hrct"
@@ -300,9 +342,11 @@ class Hrct(SQLModel, table=True):
     consolidation_left_middle_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_MIDDLE)
     consolidation_left_lower_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_LOWER)
     total_score: float | None = column("Total HRCT score by the site's scoring protocol (FLAIR uses >= 133)")
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
 
 
-class Treatment(SQLModel, table=True):
+class Treatment(Entered, SQLModel, table=True):
     """One continuous episode of a drug or procedure."""
 
     __tablename__ = "treatment"
@@ -322,9 +366,11 @@ class Treatment(SQLModel, table=True):
     dose_unit: DoseUnit | None = code(DoseUnit, "dose_unit", "Unit of dose")
     frequency: Frequency | None = code(Frequency, "frequency", "How often the dose is given")
     stop_reason: StopReason | None = code(StopReason, "stop_reason", "Why the episode ended")
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
 
 
-class AdverseEvent(SQLModel, table=True):
+class AdverseEvent(Entered, SQLModel, table=True):
     __tablename__ = "adverse_event"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "term", "onset_date"),
@@ -347,9 +393,11 @@ class AdverseEvent(SQLModel, table=True):
     led_to_discontinuation: bool = column("The attributed drug was stopped because of the event")
     outcome: AdverseEventOutcome | None = code(AdverseEventOutcome, "outcome", "Outcome of the event")
     resolution_date: date | None = column("Date the event resolved")
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
 
 
-class FollowUp(SQLModel, table=True):
+class FollowUp(Entered, SQLModel, table=True):
     """Vital status as last known: one row per patient, updated as follow-up accrues."""
 
     __tablename__ = "follow_up"
@@ -373,6 +421,8 @@ class FollowUp(SQLModel, table=True):
     death_cause: DeathCause | None = code(DeathCause, "death_cause", "Principal cause of death")
     lung_transplant_date: date | None = column("Date of lung transplantation, if any")
     lost_to_follow_up: bool = column("No contact possible after last_contact_date", default=False)
+    version: int = bookkeeping(VERSION, default=1, server_default="1")
+    deleted_at: datetime | None = moment(DELETED)
 
 
 class Account(SQLModel, table=True):

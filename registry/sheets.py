@@ -16,7 +16,18 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 from registry.dictionary import Entry, describe, required
-from registry.models import AdverseEvent, AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Site, Treatment
+from registry.models import (
+    AdverseEvent,
+    AntibodyTest,
+    FollowUp,
+    Hrct,
+    LabResult,
+    Patient,
+    Pft,
+    Site,
+    Treatment,
+    is_bookkeeping,
+)
 
 #: Database foreign keys and the column a person uses instead, in a sheet.
 _NATURAL_REFERENCES: dict[str, tuple[str, sa.Column]] = {
@@ -56,8 +67,8 @@ def _sheet(name: str, model: type[SQLModel]) -> Sheet:
     table = model.__table__
     columns = []
     for column in table.columns:
-        if column.primary_key and not column.foreign_keys:
-            continue  # generated row id
+        if (column.primary_key and not column.foreign_keys) or is_bookkeeping(column):
+            continue  # generated row id, edit counter, deletion and lock times
         sheet_name, source = _NATURAL_REFERENCES.get(column.name, (column.name, column))
         columns.append(SheetColumn(sheet_name, column.name, source, required(column)))
     unique = next((c for c in table.constraints if isinstance(c, sa.UniqueConstraint)), table.primary_key)
@@ -84,11 +95,13 @@ HELPER_SHEETS = ("dictionary", "lists")
 
 def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str, Any]]:
     """What the database holds for ``sheet``: natural key -> values under the sheet's
-    column names (codes as plain strings), plus the record's database key as ``id``."""
+    column names (codes as plain strings), plus the record's database key as ``id`` and
+    ``deleted``: whether the record, or the patient it belongs to, is deleted."""
     names = {
         "study_id": dict(connection.execute(sa.select(Patient.id, Patient.study_id)).all()),
         "site": dict(connection.execute(sa.select(Site.id, Site.code)).all()),
     }
+    deleted_patients = set(connection.execute(sa.select(Patient.id).where(Patient.deleted_at.is_not(None))).scalars())
     stored = {}
     for record in connection.execute(sa.select(sheet.table)).mappings():
         values = {"id": record[sheet.table.primary_key.columns[0].name]}
@@ -97,6 +110,8 @@ def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str
             if column.is_reference:
                 value = names[column.name][value]
             values[column.name] = value.value if isinstance(value, Enum) else value
+        patient = record["id"] if sheet.model is Patient else record["patient_id"]
+        values["deleted"] = record["deleted_at"] is not None or patient in deleted_patients
         stored[tuple(values[k] for k in sheet.key)] = values
     return stored
 

@@ -5,7 +5,8 @@ reads these frames, never the ORM. Column dtypes follow the model's column types
 a check sees the same types whatever the database: dates as ``datetime64[ns]``,
 measurements as ``float64``, whole numbers as ``Int64``, flags as nullable
 ``boolean`` and codes and text as strings (``object``). Direct identifiers
-(``patient_identifier``) are never loaded.
+(``patient_identifier``), bookkeeping columns (edit counters, deletion and lock times)
+and deleted records, with every record of a deleted patient, are never loaded.
 """
 
 from __future__ import annotations
@@ -13,13 +14,40 @@ from __future__ import annotations
 import pandas as pd
 import sqlalchemy as sa
 
-from registry.models import AdverseEvent, AntibodyTest, FollowUp, Hrct, LabResult, Patient, Pft, Site, Treatment
+from registry.models import (
+    AdverseEvent,
+    AntibodyTest,
+    FollowUp,
+    Hrct,
+    LabResult,
+    Patient,
+    Pft,
+    Site,
+    Treatment,
+    is_bookkeeping,
+)
 
 #: The tables analyses and checks read, in entry order.
 DATA_TABLES: dict[str, sa.Table] = {
     model.__table__.name: model.__table__
     for model in (Site, Patient, AntibodyTest, LabResult, Pft, Hrct, Treatment, AdverseEvent, FollowUp)
 }
+
+
+def data_columns(table: sa.Table) -> list[sa.Column]:
+    """The columns of ``table`` that hold data (bookkeeping columns left out)."""
+    return [column for column in table.columns if not is_bookkeeping(column)]
+
+
+def live(table: sa.Table) -> sa.Select:
+    """The data columns of the records of ``table`` that are not deleted, nor belong to a deleted patient."""
+    query = sa.select(*data_columns(table))
+    if "deleted_at" in table.c:
+        query = query.where(table.c.deleted_at.is_(None))
+    if "patient_id" in table.c:
+        deleted = sa.select(Patient.id).where(Patient.deleted_at.is_not(None))
+        query = query.where(table.c.patient_id.not_in(deleted))
+    return query
 
 
 def dtype_of(column: sa.Column) -> str:
@@ -37,9 +65,9 @@ def dtype_of(column: sa.Column) -> str:
 
 
 def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
-    """``frame`` with every column of ``table`` in its dtype (an empty table keeps its columns)."""
+    """``frame`` with every data column of ``table`` in its dtype (an empty table keeps its columns)."""
     columns = {}
-    for column in table.columns:
+    for column in data_columns(table):
         values = frame[column.name] if column.name in frame else pd.Series(index=frame.index, dtype=object)
         dtype = dtype_of(column)
         if dtype == "datetime64[ns]":
@@ -53,6 +81,6 @@ def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
 
 
 def load_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """Every data table, one query each, typed by :func:`typed`."""
+    """Every data table's live records (:func:`live`), one query each, typed by :func:`typed`."""
     with engine.connect() as connection:
-        return {name: typed(pd.read_sql(sa.select(table), connection), table) for name, table in DATA_TABLES.items()}
+        return {name: typed(pd.read_sql(live(table), connection), table) for name, table in DATA_TABLES.items()}

@@ -21,7 +21,7 @@ from registry.config import Config
 from registry.quality.catalogue import CATALOGUE, CODE_LIST, PREFIX, REQUIRED, RULES, TYPE, Severity
 from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, OWNER, RECORD_KEY, Registry
 from registry.quality.schemas import SCHEMAS
-from registry.tables import DATA_TABLES, dtype_of, typed
+from registry.tables import DATA_TABLES, data_columns, dtype_of, typed
 
 COLUMNS = ["rule", "severity", "category", "table", "record", "study_id", "field", "value", "message"]
 
@@ -75,7 +75,7 @@ def _conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     rule, so one bad cell never crashes or misleads the rest of the catalogue.
     """
     columns, bad = {}, []
-    for column in DATA_TABLES[table].columns:
+    for column in data_columns(DATA_TABLES[table]):
         values, dtype = frame[column.name], dtype_of(column)
         if infer_dtype(values, skipna=True) in ("string", "empty") if dtype == "object" else str(values.dtype) == dtype:
             columns[column.name] = values

@@ -1,57 +1,37 @@
 """The web application for research coordinators and data managers (FastAPI, server-rendered).
 
-This first part: sign-in and sign-out, the patient list (search, site filter) and the
-patient page (every table's records and the audit history), each scoped to what the
-account may read. Sessions are signed cookies (HttpOnly, SameSite=Strict, Secure when
-served over HTTPS); every form carries a CSRF token.
+Sign-in and sessions live here; the patient list and page in :mod:`registry.web.patients`,
+the entry forms in :mod:`registry.web.records`, the data-quality and report pages in
+:mod:`registry.web.results`. Sessions are signed cookies (HttpOnly, SameSite=Strict,
+Secure when served over HTTPS); every form carries a CSRF token.
 """
 
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 
 import registry
 from registry.accounts import password_matches
-from registry.audit import audit_history
-from registry.models import (
-    Account,
-    AdverseEvent,
-    AntibodyTest,
-    FollowUp,
-    Hrct,
-    LabResult,
-    Patient,
-    Pft,
-    Site,
-    Treatment,
-)
+from registry.config import Config
+from registry.ingest import show
+from registry.models import Account
 from registry.resources import resource_dir
-from registry.web.security import Throttle, check_csrf, csrf_token, visible_patients
+from registry.web import patients, records, results
+from registry.web.pages import NotSignedIn, Signed, page
+from registry.web.security import Throttle, check_csrf
 
-#: The records shown on a patient's page, in entry order, each sorted by its date.
-PATIENT_RECORDS = {
-    "Antibody tests": (AntibodyTest, "sample_date"),
-    "Laboratory results": (LabResult, "sample_date"),
-    "Pulmonary function tests": (Pft, "test_date"),
-    "HRCT": (Hrct, "scan_date"),
-    "Treatments": (Treatment, "start_date"),
-    "Adverse events": (AdverseEvent, "onset_date"),
-    "Follow-up": (FollowUp, "last_contact_date"),
-}
 SESSION_SECONDS = 8 * 60 * 60
 
 
-class NotSignedIn(Exception):
-    """Answered with a redirect to the sign-in page."""
-
-
-def create_app(engine: sa.Engine, *, secret_key: str | None = None, https: bool = False) -> FastAPI:
+def create_app(
+    engine: sa.Engine, *, secret_key: str | None = None, https: bool = False, config: Config | None = None
+) -> FastAPI:
     """The application over ``engine``. Without ``secret_key`` sessions last as long as the process."""
     app = FastAPI(title="MDA5-ILD registry", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(
@@ -64,28 +44,16 @@ def create_app(engine: sa.Engine, *, secret_key: str | None = None, https: bool 
     )
     templates = Jinja2Templates(directory=Path(resource_dir("templates", "_templates", "report.html")) / "web")
     templates.env.globals["version"] = registry.__version__
+    templates.env.filters["shown"] = lambda value: "" if value is None else show(value)
+    app.state.engine = engine
+    app.state.templates = templates
+    app.state.config = config or Config()
+    app.state.latest_checks = None
     throttle = Throttle()
 
     @app.exception_handler(NotSignedIn)
     async def _sign_in_first(request: Request, _: NotSignedIn) -> Response:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-
-    def account(request: Request) -> Account:
-        account_id = request.session.get("account_id")
-        if account_id is None:
-            raise NotSignedIn
-        with engine.connect() as connection:
-            row = connection.execute(sa.select(Account).where(Account.id == account_id)).mappings().first()
-        if row is None or not row["active"]:
-            request.session.clear()
-            raise NotSignedIn
-        return Account(**row)
-
-    Signed = Annotated[Account, Depends(account)]
-
-    def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-        context |= {"csrf_token": csrf_token(request)}
-        return templates.TemplateResponse(request, name, context, status_code=status_code)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/patients") -> HTMLResponse:
@@ -125,45 +93,9 @@ def create_app(engine: sa.Engine, *, secret_key: str | None = None, https: bool 
     def home(_: Signed) -> Response:
         return RedirectResponse("/patients", status_code=303)
 
-    @app.get("/patients", response_class=HTMLResponse)
-    def patients(request: Request, me: Signed, q: str = "", site: str = "") -> HTMLResponse:
-        query = (
-            sa.select(Patient.study_id, Site.code, Patient.sex, Patient.ild_diagnosis_date, Patient.rpild)
-            .join(Site, Site.id == Patient.site_id)
-            .where(Patient.id.in_(visible_patients(me)))
-            .order_by(Patient.study_id)
-        )
-        if q:
-            query = query.where(Patient.study_id.contains(q, autoescape=True))
-        if site:
-            query = query.where(Site.code == site)
-        with engine.connect() as connection:
-            rows = connection.execute(query).all()
-            sites = connection.execute(
-                sa.select(Site.code).join(Patient, Patient.site_id == Site.id)
-                .where(Patient.id.in_(visible_patients(me))).distinct().order_by(Site.code)
-            ).scalars().all()  # fmt: skip
-        return page(request, "patients.html", me=me, rows=rows, q=q, site=site, sites=sites)
-
-    @app.get("/patients/{study_id}", response_class=HTMLResponse)
-    def patient(request: Request, me: Signed, study_id: str) -> HTMLResponse:
-        with engine.connect() as connection:
-            found = connection.execute(
-                sa.select(Patient, Site.code.label("site_code")).join(Site, Site.id == Patient.site_id)
-                .where(Patient.study_id == study_id, Patient.id.in_(visible_patients(me)))
-            ).mappings().first()  # fmt: skip
-            if found is None:
-                raise HTTPException(status_code=404, detail="No such patient")
-            records = {}
-            for title, (model, date_column) in PATIENT_RECORDS.items():
-                table = model.__table__
-                rows = connection.execute(
-                    sa.select(table).where(table.c.patient_id == found["id"]).order_by(table.c[date_column])
-                ).mappings().all()  # fmt: skip
-                columns = [c.name for c in table.columns if c.name not in ("id", "patient_id")]
-                records[title] = (columns, [[row[c] for c in columns] for row in rows])
-        history = audit_history(engine, study_id)
-        return page(request, "patient.html", me=me, patient=found, records=records, history=history)
+    app.include_router(records.router)  # first: /patients/new is a page, not a patient
+    app.include_router(patients.router)
+    app.include_router(results.router)
 
     @app.exception_handler(404)
     async def _not_found(request: Request, _: Exception) -> HTMLResponse:

@@ -1,0 +1,315 @@
+"""One record at a time: what the web forms validate and write, by the import's rules.
+
+A form is read as an import row is: each field by :func:`registry.ingest.parse_cell`
+(the same messages), then the table's CHECK rules (:func:`registry.ingest.rule_violations`),
+then the natural key's uniqueness, so a record the import would refuse is refused here
+too, with every message tied to its field. Writes are audited (actor, reason), and
+versioned: a form saved from an older version than the one stored is refused with the
+changes made since, so no edit silently overwrites another. Deletion is soft (the
+record is kept, hidden from analyses and exports, and restorable), and a data manager
+can lock a patient's records against any change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import Session, SQLModel
+
+from registry.audit import audited_session
+from registry.ingest import CellError, parse_cell, rule_violations, show
+from registry.models import AuditLog, Patient, Site
+from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
+from registry.violations import explain
+
+#: The form of the whole record, for errors that no single field owns.
+WHOLE_RECORD = ""
+
+
+class EntryError(Exception):
+    """The change was refused; ``str()`` says why in plain words."""
+
+
+@dataclass
+class Invalid(EntryError):
+    """Field name -> what is wrong with it (``WHOLE_RECORD`` for the record as a whole)."""
+
+    errors: dict[str, str]
+
+    def __str__(self) -> str:
+        return "; ".join(f"{name or 'record'}: {message}" for name, message in self.errors.items())
+
+
+@dataclass
+class Stale(EntryError):
+    """The record changed since the form was opened: the changes made since, newest last."""
+
+    changes: list[AuditLog] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "this record was changed by someone else since you opened it: review their change and edit again"
+
+
+class Locked(EntryError):
+    def __str__(self) -> str:
+        return "this patient's records are locked by a data manager: ask them to unlock before changing anything"
+
+
+class NoReason(EntryError):
+    def __str__(self) -> str:
+        return "a reason for the change is required"
+
+
+def form_columns(sheet: Sheet, *, creating: bool) -> list[SheetColumn]:
+    """The columns a form shows: a record's patient comes from the page, a patient's study_id is fixed once saved."""
+    if sheet.name == "patients":
+        return [c for c in sheet.columns if creating or c.name != "study_id"]
+    return [c for c in sheet.columns if c.name != "study_id"]
+
+
+def stored_values(record: SQLModel | None, sheet: Sheet, site_code: str | None = None) -> dict[str, Any]:
+    """A stored record's values under the sheet's column names (its patient left out)."""
+    if record is None:
+        return {}
+    values = {c.name: getattr(record, c.target) for c in sheet.columns if not c.is_reference}
+    return values | ({"site": site_code} if sheet.name == "patients" else {})
+
+
+def _shown(value: Any) -> str:
+    return "" if value is None else show(value)
+
+
+def form_values(record: SQLModel | None, sheet: Sheet, site_code: str | None = None) -> dict[str, str]:
+    """A stored record as a form shows it (empty for a new record)."""
+    return {name: _shown(value) for name, value in stored_values(record, sheet, site_code).items()}
+
+
+def _site_code(session: Session, patient: Patient | None) -> str | None:
+    if patient is None:
+        return None
+    return session.execute(sa.select(Site.code).where(Site.id == patient.site_id)).scalar()
+
+
+def parse_form(
+    sheet: Sheet, form: Mapping[str, str], *, creating: bool, sites: Collection[str] | None
+) -> dict[str, Any]:
+    """The form's values, parsed and checked as an import row's; :class:`Invalid` with every problem otherwise.
+
+    ``sites`` are the site codes the person may enter patients for (None: any site).
+    """
+    values, errors = {}, {}
+    for column in form_columns(sheet, creating=creating):
+        try:
+            values[column.name] = parse_cell(column, form.get(column.name))
+        except CellError as error:
+            errors[column.name] = str(error)
+    site = values.get("site")
+    if site is not None and sites is not None and site not in sites:
+        errors["site"] = "is not a site you enter patients for"
+    if errors:
+        raise Invalid(errors)
+    return values
+
+
+def _site_id(session: Session, code: str) -> int:
+    site_id = session.execute(sa.select(Site.id).where(Site.code == code)).scalar()
+    if site_id is None:
+        raise Invalid({"site": "is not a registered site"})
+    return site_id
+
+
+def _check_rules(sheet: Sheet, record: dict[str, Any]) -> None:
+    errors: dict[str, str] = {}
+    for _, column, message in rule_violations(sheet, [record]):
+        errors.setdefault(column or WHOLE_RECORD, message)
+    if errors:
+        raise Invalid(errors)
+
+
+def _check_unique(session: Session, sheet: Sheet, patient_id: int | None, values: dict[str, Any], own: Any) -> None:
+    """The natural key is free (a deleted record holding it is named: restore that one instead)."""
+    table, key = sheet.table, [name for name in sheet.key if name != "study_id"]
+    if sheet.name == "patients":
+        query = sa.select(table.c.deleted_at).where(table.c.study_id == values["study_id"])
+    else:
+        query = sa.select(table.c.deleted_at).where(table.c.patient_id == patient_id)
+        query = query.where(*(table.c[sheet.column(name).target] == values[name] for name in key))
+    pk = table.primary_key.columns[0]
+    if own is not None:
+        query = query.where(pk != own)
+    clash = session.execute(query).first()
+    if clash is None:
+        return
+    deleted = clash.deleted_at is not None
+    if sheet.name == "patients":
+        place, message = "study_id", (
+            "a deleted patient has this study_id: restore them instead of entering them again"
+            if deleted
+            else "another patient has this study_id"
+        )
+    elif key:
+        what = " + ".join(key)
+        place, message = key[-1], (
+            f"a deleted record has the same {what}: restore it instead of entering it again"
+            if deleted
+            else f"another record of this patient has the same {what}"
+        )
+    else:
+        place, message = WHOLE_RECORD, (
+            "this patient has a deleted record of this kind: restore it instead"
+            if deleted
+            else "this patient has this record already: edit it instead"
+        )
+    raise Invalid({place: message})
+
+
+def changes_since(session: Session, sheet: Sheet, record_key: str, version: int, stored_version: int) -> list[AuditLog]:
+    """The audit entries of the updates that took the record from ``version`` to ``stored_version``."""
+    entries = session.execute(
+        sa.select(AuditLog)
+        .where(AuditLog.table_name == sheet.table.name, AuditLog.record_key == record_key)
+        .order_by(AuditLog.id.desc())
+        .limit(max(stored_version - version, 0))
+    ).scalars()
+    return list(reversed(list(entries)))
+
+
+@dataclass
+class Saved:
+    record_key: str  # the primary key, as the URL carries it
+    changed: list[str]  # the fields that changed (every given field of a new record)
+
+
+def _refuse_if_closed(session: Session, patient_id: int | None, *, deleted_too: bool = True) -> None:
+    """Refuse changes to a locked patient's records, and (unless restoring them) a deleted patient's."""
+    if patient_id is None:
+        return
+    state = session.execute(sa.select(Patient.locked_at, Patient.deleted_at).where(Patient.id == patient_id)).first()
+    if state is None:
+        raise LookupError(f"no patient {patient_id}")
+    if state.locked_at is not None:
+        raise Locked
+    if deleted_too and state.deleted_at is not None:
+        raise EntryError("this patient is deleted: restore them before changing their records")
+
+
+def _load_for_update(session: Session, sheet: Sheet, key: Any, patient_id: int | None) -> SQLModel:
+    """The stored record, locked until the transaction ends (PostgreSQL: SELECT ... FOR UPDATE)."""
+    record = session.get(sheet.model, key, with_for_update=True)
+    if record is None or (patient_id is not None and getattr(record, "patient_id", patient_id) != patient_id):
+        raise LookupError(f"no {sheet.name} record {key}")
+    return record
+
+
+def save_record(
+    engine: sa.Engine,
+    sheet_name: str,
+    form: Mapping[str, str],
+    *,
+    actor: str,
+    reason: str | None,
+    patient_id: int | None = None,
+    key: Any = None,
+    version: int | None = None,
+    sites: Collection[str] | None = None,
+) -> Saved:
+    """Create (``key`` None) or update the record ``key`` of ``sheet_name`` from a form.
+
+    ``patient_id`` is the patient whose page the form belongs to (None for a new
+    patient). An update needs ``version``, the version the form was opened at, and a
+    reason. Raises :class:`Invalid`, :class:`Stale`, :class:`Locked`, :class:`NoReason`,
+    or ``LookupError`` when the record is not this patient's.
+    """
+    sheet = SHEETS_BY_NAME[sheet_name]
+    creating = key is None
+    reason = (reason or "").strip() or None
+    if not creating and reason is None:
+        raise NoReason
+    values = parse_form(sheet, form, creating=creating, sites=sites)
+    with audited_session(engine, actor=actor, reason=reason or "initial entry") as session:
+        _refuse_if_closed(session, patient_id)
+        record = None if creating else _load_for_update(session, sheet, key, patient_id)
+        if record is not None and record.version != version:
+            raise Stale(changes_since(session, sheet, str(key), version or 0, record.version))
+        site_code = _site_code(session, record) if sheet.name == "patients" else None
+        stored = form_values(record, sheet, site_code)
+        changed = [name for name in values if creating or _shown(values[name]) != stored.get(name)]
+        if not changed:
+            return Saved(str(key), [])
+        merged = {c.name: None for c in sheet.columns} | stored_values(record, sheet, site_code) | values
+        _check_rules(sheet, merged)
+        if sheet.name == "patients" and record is not None:
+            values["study_id"] = record.study_id
+        _check_unique(session, sheet, patient_id, values, key)
+        targets = {sheet.column(name).target: value for name, value in values.items() if name != "site"}
+        if "site" in values:
+            targets["site_id"] = _site_id(session, values["site"])
+        if creating:
+            if sheet.name != "patients":
+                targets["patient_id"] = patient_id
+            record = sheet.model(**targets)
+            session.add(record)
+        else:
+            for target, value in targets.items():
+                setattr(record, target, value)
+        try:
+            session.commit()
+        except StaleDataError:  # changed between our read and our write (SQLite has no FOR UPDATE)
+            raise Stale() from None
+        except sa.exc.IntegrityError as error:  # a concurrent entry the checks above could not see
+            raise Invalid({WHOLE_RECORD: explain(error).message}) from None
+        pk = sheet.table.primary_key.columns[0].name
+        return Saved(str(getattr(record, pk)), changed)
+
+
+def set_deleted(
+    engine: sa.Engine,
+    sheet_name: str,
+    key: Any,
+    *,
+    deleted: bool,
+    actor: str,
+    reason: str | None,
+    patient_id: int | None = None,
+    version: int | None = None,
+) -> None:
+    """Delete (softly) or restore a record; a deleted patient hides every record of theirs."""
+    sheet = SHEETS_BY_NAME[sheet_name]
+    reason = (reason or "").strip() or None
+    if reason is None:
+        raise NoReason
+    with audited_session(engine, actor=actor, reason=reason) as session:
+        if sheet.name == "patients":
+            _refuse_if_closed(session, key, deleted_too=False)
+        else:
+            _refuse_if_closed(session, patient_id)
+        record = _load_for_update(session, sheet, key, patient_id)
+        if version is not None and record.version != version:
+            raise Stale(changes_since(session, sheet, str(key), version, record.version))
+        if (record.deleted_at is not None) == deleted:
+            raise EntryError("this record is deleted already" if deleted else "this record is not deleted")
+        record.deleted_at = datetime.now(UTC) if deleted else None
+        try:
+            session.commit()
+        except StaleDataError:
+            raise Stale() from None
+
+
+def set_locked(engine: sa.Engine, patient_id: int, *, locked: bool, actor: str, reason: str | None) -> None:
+    """Lock a patient's records against every change, or unlock them (data managers)."""
+    reason = (reason or "").strip() or None
+    if reason is None:
+        raise NoReason
+    with audited_session(engine, actor=actor, reason=reason) as session:
+        patient = session.get(Patient, patient_id, with_for_update=True)
+        if patient is None:
+            raise LookupError(f"no patient {patient_id}")
+        if (patient.locked_at is not None) == locked:
+            raise EntryError("the patient is locked already" if locked else "the patient is not locked")
+        patient.locked_at = datetime.now(UTC) if locked else None
+        session.commit()

@@ -1,0 +1,116 @@
+"""What every page needs: the signed-in account, the role it must have, the patient it may read, the page itself.
+
+The application keeps its engine, templates and configuration in ``app.state``, so the
+routers of the other modules reach them through the request and stay plain modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from sqlmodel import Session
+
+from registry.codes import Role
+from registry.models import Account, AccountSite, Patient, Site
+from registry.quality import CheckRun
+from registry.web.security import csrf_token, visible_patients
+
+#: Who may enter and correct data, run the checks and read reports, lock records.
+WRITERS = (Role.COORDINATOR, Role.DATA_MANAGER)
+READERS_OF_RESULTS = (Role.ANALYST, Role.DATA_MANAGER, Role.ADMIN)
+LOCKERS = (Role.DATA_MANAGER,)
+
+
+class NotSignedIn(Exception):
+    """Answered with a redirect to the sign-in page."""
+
+
+def engine_of(request: Request) -> sa.Engine:
+    return request.app.state.engine
+
+
+def account(request: Request) -> Account:
+    """The signed-in, active account; otherwise :class:`NotSignedIn`."""
+    account_id = request.session.get("account_id")
+    if account_id is None:
+        raise NotSignedIn
+    with engine_of(request).connect() as connection:
+        row = connection.execute(sa.select(Account).where(Account.id == account_id)).mappings().first()
+    if row is None or not row["active"]:
+        request.session.clear()
+        raise NotSignedIn
+    return Account(**row)
+
+
+Signed = Annotated[Account, Depends(account)]
+
+
+def require(me: Account, roles: tuple[Role, ...]) -> None:
+    """403 unless ``me`` has one of ``roles`` (what a role may not do is forbidden, not hidden)."""
+    if me.role not in roles:
+        raise HTTPException(status_code=403, detail=f"Your role ({me.role.value}) may not do this.")
+
+
+def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context |= {
+        "csrf_token": csrf_token(request),
+        "flash": request.session.pop("flash", None),
+        "can_write": context.get("me") is not None and context["me"].role in WRITERS,
+        "can_lock": context.get("me") is not None and context["me"].role in LOCKERS,
+        "can_read_results": context.get("me") is not None and context["me"].role in READERS_OF_RESULTS,
+    }
+    context.setdefault("me", None)
+    return request.app.state.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+@dataclass(frozen=True)
+class FoundPatient:
+    record: Patient
+    site_code: str
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def study_id(self) -> str:
+        return self.record.study_id
+
+
+def find_patient(engine: sa.Engine, me: Account, study_id: str) -> FoundPatient:
+    """The patient ``study_id`` with its site code, if ``me`` may read them; 404 otherwise (absent or not theirs)."""
+    with Session(engine) as session:
+        found = session.execute(
+            sa.select(Patient, Site.code)
+            .join(Site, Site.id == Patient.site_id)
+            .where(Patient.study_id == study_id, Patient.id.in_(visible_patients(me)))
+        ).first()
+    if found is None:
+        raise HTTPException(status_code=404, detail="No such patient")
+    return FoundPatient(*found)
+
+
+def entry_sites(connection: sa.Connection, me: Account) -> list[str]:
+    """The site codes ``me`` may enter patients for: a coordinator's own, every site for a data manager."""
+    query = sa.select(Site.code).order_by(Site.code)
+    if me.role is Role.COORDINATOR:
+        query = query.where(Site.id.in_(sa.select(AccountSite.site_id).where(AccountSite.account_id == me.id)))
+    return list(connection.execute(query).scalars())
+
+
+@dataclass
+class LatestChecks:
+    """The newest data-quality run of this process: the findings the pages show, when and by whom it ran."""
+
+    run: CheckRun
+    ran_at: datetime
+    ran_by: str
+
+
+def latest_checks(request: Request) -> LatestChecks | None:
+    return request.app.state.latest_checks

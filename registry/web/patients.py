@@ -1,0 +1,184 @@
+"""The patient list (search and filters) and the patient page (every record, a timeline, findings, history)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from registry.audit import audit_history
+from registry.codes import STUDY_DRUGS, Antibody
+from registry.ingest import show
+from registry.models import AntibodyTest, FollowUp, Patient, Site, Treatment
+from registry.sheets import SHEETS, SHEETS_BY_NAME
+from registry.web.pages import LatestChecks, Signed, engine_of, find_patient, latest_checks, page
+from registry.web.security import visible_patients
+
+router = APIRouter()
+
+#: The sheets whose records a patient page lists, in entry order (the patient's own row is shown above them):
+#: sheet -> (title, the date the records are sorted by).
+RECORD_SHEETS: dict[str, tuple[str, str]] = {
+    "antibody_tests": ("Antibody tests", "sample_date"),
+    "labs": ("Laboratory results", "sample_date"),
+    "pfts": ("Pulmonary function tests", "test_date"),
+    "hrct": ("HRCT", "scan_date"),
+    "treatments": ("Treatments", "start_date"),
+    "adverse_events": ("Adverse events", "onset_date"),
+    "follow_up": ("Follow-up", "last_contact_date"),
+}
+#: The sheet that holds the records of each table, for links from data-quality findings.
+SHEET_OF_TABLE = {sheet.table.name: sheet.name for sheet in SHEETS}
+
+
+def _not_exists(model: Any, *conditions: Any) -> sa.ColumnElement[bool]:
+    live = sa.select(model.patient_id).where(model.patient_id == Patient.id, model.deleted_at.is_(None), *conditions)
+    return ~sa.exists(live)
+
+
+#: Missing-data filters of the list: what is missing -> the condition that finds the patients lacking it.
+MISSING: dict[str, tuple[str, Any]] = {
+    "follow_up": ("no follow-up record", lambda: _not_exists(FollowUp)),
+    "anti_mda5": ("no anti-MDA5 test", lambda: _not_exists(AntibodyTest, AntibodyTest.antibody == Antibody.ANTI_MDA5)),
+    "ild_diagnosis_date": ("no ILD diagnosis date", lambda: Patient.ild_diagnosis_date.is_(None)),
+    "smoking": ("no smoking history", lambda: Patient.smoking.is_(None)),
+    "rpild": ("RPILD not judged", lambda: Patient.rpild.is_(None)),
+}
+
+
+def _group() -> sa.ScalarSelect:
+    """The study drug a patient started first (the analysis group), as a correlated subquery."""
+    return (
+        sa.select(Treatment.drug)
+        .where(Treatment.patient_id == Patient.id, Treatment.drug.in_(STUDY_DRUGS), Treatment.deleted_at.is_(None))
+        .order_by(Treatment.start_date)
+        .limit(1)
+        .correlate(Patient)
+        .scalar_subquery()
+    )
+
+
+def _findings_by_patient(checks: LatestChecks | None) -> dict[str, int]:
+    if checks is None:
+        return {}
+    return checks.run.findings["study_id"].dropna().value_counts().to_dict()
+
+
+@router.get("/patients", response_class=HTMLResponse)
+def patient_list(
+    request: Request,
+    me: Signed,
+    q: str = "",
+    site: str = "",
+    group: str = "",
+    missing: str = "",
+    findings: str = "",
+    deleted: str = "",
+) -> HTMLResponse:
+    group_column = _group().label("group")
+    query = (
+        sa.select(
+            Patient.study_id, Site.code, Patient.sex, Patient.ild_diagnosis_date, Patient.rpild, group_column,
+            Patient.deleted_at, Patient.locked_at,
+        )
+        .join(Site, Site.id == Patient.site_id)
+        .where(Patient.id.in_(visible_patients(me)))
+        .order_by(Patient.study_id)
+    )  # fmt: skip
+    if q:
+        query = query.where(Patient.study_id.contains(q, autoescape=True))
+    if site:
+        query = query.where(Site.code == site)
+    if group == "none":
+        query = query.where(_group().is_(None))
+    elif group:
+        query = query.where(_group() == group)
+    if missing in MISSING:
+        query = query.where(MISSING[missing][1]())
+    if deleted != "show":
+        query = query.where(Patient.deleted_at.is_(None))
+    counts = _findings_by_patient(latest_checks(request))
+    with engine_of(request).connect() as connection:
+        rows = connection.execute(query).mappings().all()
+        sites = connection.execute(
+            sa.select(Site.code).join(Patient, Patient.site_id == Site.id)
+            .where(Patient.id.in_(visible_patients(me))).distinct().order_by(Site.code)
+        ).scalars().all()  # fmt: skip
+    if findings == "open":
+        rows = [row for row in rows if counts.get(row["study_id"])]
+    filters = {"q": q, "site": site, "group": group, "missing": missing, "findings": findings, "deleted": deleted}
+    return page(
+        request, "patients.html", me=me, rows=rows, sites=sites, filters=filters, missing_filters=MISSING,
+        study_drugs=[drug.value for drug in STUDY_DRUGS], counts=counts, checks=latest_checks(request),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Moment:
+    day: date
+    what: str
+    link: str  # the section of the page holding the record
+
+
+def _index_date(records: dict[str, list[dict]]) -> date | None:
+    starts = [r["start_date"] for r in records["treatments"] if r["drug"] in STUDY_DRUGS and r["deleted_at"] is None]
+    return min(starts, default=None)
+
+
+def timeline(p: Patient, records: dict[str, list[dict]]) -> list[Moment]:
+    """The patient's course in date order: diagnoses, antibody results, treatments, adverse events, outcome."""
+    moments = [
+        Moment(day, what, "#patient")
+        for day, what in (
+            (p.dm_diagnosis_date, "dermatomyositis diagnosed"),
+            (p.resp_symptom_onset_date, "respiratory symptoms began"),
+            (p.ild_diagnosis_date, "ILD diagnosed"),
+            (p.ild_worsening_date, "ILD worsened"),
+        )
+        if day is not None
+    ]
+    live = {name: [r for r in rows if r["deleted_at"] is None] for name, rows in records.items()}
+    for r in live["antibody_tests"]:
+        result = " ".join(show(v) for v in (r["grade"], r["value"], r["unit"]) if v is not None)
+        moments.append(Moment(r["sample_date"], f"{show(r['antibody'])} {result}", "#antibody_tests"))
+    for r in live["treatments"]:
+        moments.append(Moment(r["start_date"], f"{show(r['drug'])} started", "#treatments"))
+        if r["end_date"] is not None:
+            why = f" ({show(r['stop_reason'])})" if r["stop_reason"] is not None else ""
+            moments.append(Moment(r["end_date"], f"{show(r['drug'])} stopped{why}", "#treatments"))
+    for r in live["adverse_events"]:
+        moments.append(Moment(r["onset_date"], f"{show(r['term'])}, grade {r['ctcae_grade']}", "#adverse_events"))
+    for r in live["follow_up"]:
+        if r["death_date"] is not None:
+            cause = f" ({show(r['death_cause'])})" if r["death_cause"] is not None else ""
+            moments.append(Moment(r["death_date"], f"died{cause}", "#follow_up"))
+        else:
+            moments.append(Moment(r["last_contact_date"], f"last contact, {show(r['vital_status'])}", "#follow_up"))
+    return sorted(moments, key=lambda m: m.day)
+
+
+@router.get("/patients/{study_id}", response_class=HTMLResponse)
+def patient_page(request: Request, me: Signed, study_id: str) -> HTMLResponse:
+    found = find_patient(engine_of(request), me, study_id)
+    with engine_of(request).connect() as connection:
+        records = {}
+        for name, (_, dated) in RECORD_SHEETS.items():
+            table = SHEETS_BY_NAME[name].table
+            rows = connection.execute(
+                sa.select(table).where(table.c.patient_id == found.id).order_by(table.c[dated])
+            ).mappings().all()  # fmt: skip
+            records[name] = [dict(row) for row in rows]
+    checks = latest_checks(request)
+    findings = []
+    if checks is not None:
+        mine = checks.run.findings[checks.run.findings["study_id"] == study_id]
+        findings = mine.to_dict("records")
+    return page(
+        request, "patient.html", me=me, patient=found, records=records, sheets=SHEETS_BY_NAME, titles=RECORD_SHEETS,
+        timeline=timeline(found.record, records), index_date=_index_date(records), findings=findings, checks=checks,
+        sheet_of_table=SHEET_OF_TABLE, history=audit_history(engine_of(request), study_id),
+    )  # fmt: skip

@@ -1,0 +1,358 @@
+"""Entry forms: create, correct, delete and restore a patient and their records; lock a patient.
+
+The forms are built from the sheets (so from the models): a code list is a drop-down,
+a date a date field, everything else text that the server reads by the import's rules
+(:mod:`registry.entry`), with each error shown beside its field and every entered value
+kept. Correcting saved data asks for a reason; every change lands in the audit trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from registry.dictionary import describe
+from registry.entry import (
+    EntryError,
+    Invalid,
+    Stale,
+    form_columns,
+    form_values,
+    save_record,
+    set_deleted,
+    set_locked,
+)
+from registry.models import Account, AuditLog
+from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
+from registry.web.pages import (
+    LOCKERS,
+    WRITERS,
+    FoundPatient,
+    Signed,
+    engine_of,
+    entry_sites,
+    find_patient,
+    page,
+    require,
+)
+from registry.web.patients import RECORD_SHEETS
+from registry.web.security import check_csrf
+
+router = APIRouter()
+YES_NO = [("yes", "yes"), ("no", "no")]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of a form, as the template lays it out."""
+
+    name: str
+    kind: str  # select | date | text
+    options: list[tuple[str, str]]  # (value, label) of a select
+    required: bool
+    help: str
+    value: str
+    error: str | None
+
+
+def _fields(
+    sheet: Sheet, *, creating: bool, values: dict[str, str], errors: dict[str, str], sites: list[str]
+) -> list[Field]:
+    fields = []
+    for column in form_columns(sheet, creating=creating):
+        kind, options = _widget(column, sites)
+        entry = describe(column.source, sheet.name, column.name, is_required=column.required)
+        notes = [f"unit: {entry.unit}"] if entry.unit else []
+        notes += [f"plausible: {entry.plausible_range}"] if entry.plausible_range else []
+        help_text = entry.description + (f" ({'; '.join(notes)})" if notes else "")
+        if column.name == "site":
+            help_text = "The recruiting site"
+        value = values.get(column.name, "")
+        fields.append(Field(column.name, kind, options, column.required, help_text, value, errors.get(column.name)))
+    return fields
+
+
+def _widget(column: SheetColumn, sites: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    kind = column.source.type
+    if column.name == "site":
+        return "select", [(code, code) for code in sites]
+    if isinstance(kind, sa.Enum):  # the code, then its label: what is stored, and what it means
+        labels = {member.value: getattr(member, "label", member.value) for member in kind.enum_class}
+        return "select", [(value, f"{value}: {labels[value]}" if labels[value] != value else value)
+                          for value in kind.enums]  # fmt: skip
+    if isinstance(kind, sa.Boolean):
+        return "select", YES_NO
+    if isinstance(kind, sa.Date):
+        return "date", []
+    return "text", []
+
+
+def _sheet(name: str) -> Sheet:
+    if name not in RECORD_SHEETS:
+        raise HTTPException(status_code=404, detail="No such kind of record")
+    return SHEETS_BY_NAME[name]
+
+
+def _record(session: Session, sheet: Sheet, key: str, patient_id: int) -> Any:
+    """The record ``key`` of this patient; 404 for anything else (another patient's record is never shown)."""
+    try:
+        record = session.get(sheet.model, int(key))
+    except ValueError:
+        record = None
+    if record is None or getattr(record, "patient_id", patient_id) != patient_id:
+        raise HTTPException(status_code=404, detail="No such record")
+    return record
+
+
+def _record_history(request: Request, sheet: Sheet, key: str) -> list[AuditLog]:
+    with Session(engine_of(request)) as session:
+        return list(
+            session.execute(
+                sa.select(AuditLog)
+                .where(AuditLog.table_name == sheet.table.name, AuditLog.record_key == key)
+                .order_by(AuditLog.id)
+            ).scalars()
+        )
+
+
+def _form_page(
+    request: Request,
+    me: Account,
+    sheet: Sheet,
+    *,
+    patient: FoundPatient | None,
+    key: str | None,
+    values: dict[str, str],
+    version: int | None,
+    errors: dict[str, str] | None = None,
+    stale: Stale | None = None,
+    message: str | None = None,
+    reason: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
+    creating = key is None
+    with engine_of(request).connect() as connection:
+        sites = entry_sites(connection, me)
+    errors = errors or {}
+    return page(
+        request, "record_form.html", status_code, me=me, sheet=sheet, patient=patient, key=key, creating=creating,
+        fields=_fields(sheet, creating=creating, values=values, errors=errors, sites=sites), version=version,
+        record_error=errors.get(""), stale=stale, message=message, reason=reason,
+        title=RECORD_SHEETS.get(sheet.name, ("Patient", ""))[0],
+        history=[] if creating else _record_history(request, sheet, key),
+    )  # fmt: skip
+
+
+def _save(
+    request: Request,
+    me: Account,
+    sheet: Sheet,
+    form: dict[str, str],
+    *,
+    patient: FoundPatient | None,
+    key: str | None,
+) -> Response:
+    """Save the form, or show it again with what is wrong; stored data only change on success."""
+    check_csrf(request, form.get("csrf_token"))
+    require(me, WRITERS)
+    reason, version = form.get("reason", ""), _version(form.get("version"))
+    engine = engine_of(request)
+    with engine.connect() as connection:
+        sites = entry_sites(connection, me)
+    again: dict[str, Any] = {"patient": patient, "key": key, "values": form, "version": version, "reason": reason}
+    try:
+        saved = save_record(
+            engine, sheet.name, form, actor=me.username, reason=reason, patient_id=patient.id if patient else None,
+            key=int(key) if key is not None else None, version=version, sites=sites,
+        )  # fmt: skip
+    except Invalid as invalid:
+        return _form_page(request, me, sheet, **again, errors=invalid.errors, status_code=422)
+    except Stale as stale:
+        with engine.connect() as connection:
+            current = _current_version(connection, sheet, key)
+        again["version"] = current
+        return _form_page(request, me, sheet, **again, stale=stale, status_code=409)
+    except LookupError:
+        raise HTTPException(status_code=404, detail="No such record") from None
+    except EntryError as refused:
+        return _form_page(request, me, sheet, **again, message=str(refused), status_code=409)
+    study_id = patient.study_id if patient else form["study_id"]
+    if saved.changed:
+        request.session["flash"] = f"Saved: {', '.join(saved.changed)}."
+    else:
+        request.session["flash"] = "Nothing changed."
+    anchor = "" if sheet.name == "patients" else f"#{sheet.name}"
+    return RedirectResponse(f"/patients/{study_id}{anchor}", status_code=303)
+
+
+def _version(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _current_version(connection: sa.Connection, sheet: Sheet, key: str | None) -> int | None:
+    if key is None:
+        return None
+    table = sheet.table
+    return connection.execute(sa.select(table.c.version).where(table.primary_key.columns[0] == int(key))).scalar()
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The submitted fields as text (a repeated field keeps its last value; files are refused)."""
+    data = await request.form()
+    return {name: value for name, value in data.items() if isinstance(value, str)}
+
+
+def _patient(request: Request, me: Account, study_id: str) -> FoundPatient:
+    return find_patient(engine_of(request), me, study_id)
+
+
+@router.get("/patients/new", response_class=HTMLResponse)
+def new_patient(request: Request, me: Signed) -> HTMLResponse:
+    require(me, WRITERS)
+    return _form_page(request, me, SHEETS_BY_NAME["patients"], patient=None, key=None, values={}, version=None)
+
+
+@router.post("/patients/new", response_class=HTMLResponse, response_model=None)
+async def create_patient(request: Request, me: Signed) -> Response:
+    form = await _form(request)
+    return await run_in_threadpool(_save, request, me, SHEETS_BY_NAME["patients"], form, patient=None, key=None)
+
+
+@router.get("/patients/{study_id}/edit", response_class=HTMLResponse)
+def edit_patient(request: Request, me: Signed, study_id: str) -> HTMLResponse:
+    patient = _patient(request, me, study_id)
+    require(me, WRITERS)
+    record = patient.record
+    values = form_values(record, SHEETS_BY_NAME["patients"], patient.site_code)
+    key = str(patient.id)
+    return _form_page(request, me, SHEETS_BY_NAME["patients"], patient=patient, key=key, values=values,
+                      version=record.version)  # fmt: skip
+
+
+@router.post("/patients/{study_id}/edit", response_class=HTMLResponse, response_model=None)
+async def update_patient(request: Request, me: Signed, study_id: str) -> Response:
+    form = await _form(request)
+
+    def save() -> Response:
+        patient = _patient(request, me, study_id)
+        return _save(request, me, SHEETS_BY_NAME["patients"], form, patient=patient, key=str(patient.id))
+
+    return await run_in_threadpool(save)
+
+
+@router.get("/patients/{study_id}/{sheet_name}/new", response_class=HTMLResponse)
+def new_record(request: Request, me: Signed, study_id: str, sheet_name: str) -> HTMLResponse:
+    patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
+    require(me, WRITERS)
+    return _form_page(request, me, sheet, patient=patient, key=None, values={}, version=None)
+
+
+@router.post("/patients/{study_id}/{sheet_name}/new", response_class=HTMLResponse, response_model=None)
+async def create_record(request: Request, me: Signed, study_id: str, sheet_name: str) -> Response:
+    form = await _form(request)
+
+    def save() -> Response:
+        patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
+        return _save(request, me, sheet, form, patient=patient, key=None)
+
+    return await run_in_threadpool(save)
+
+
+@router.get("/patients/{study_id}/{sheet_name}/{key}/edit", response_class=HTMLResponse)
+def edit_record(request: Request, me: Signed, study_id: str, sheet_name: str, key: str) -> HTMLResponse:
+    patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
+    with Session(engine_of(request)) as session:
+        record = _record(session, sheet, key, patient.id)
+        values, version = form_values(record, sheet), record.version
+    require(me, WRITERS)
+    return _form_page(request, me, sheet, patient=patient, key=key, values=values, version=version)
+
+
+@router.post("/patients/{study_id}/{sheet_name}/{key}/edit", response_class=HTMLResponse, response_model=None)
+async def update_record(request: Request, me: Signed, study_id: str, sheet_name: str, key: str) -> Response:
+    form = await _form(request)
+
+    def save() -> Response:
+        patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
+        with Session(engine_of(request)) as session:
+            _record(session, sheet, key, patient.id)
+        return _save(request, me, sheet, form, patient=patient, key=key)
+
+    return await run_in_threadpool(save)
+
+
+def _act(request: Request, study_id: str, form: dict[str, str], action: Any, done: str) -> Response:
+    """Run a delete/restore/lock action; its refusal comes back to the patient page as a message."""
+    check_csrf(request, form.get("csrf_token"))
+    try:
+        action()
+    except LookupError:
+        raise HTTPException(status_code=404, detail="No such record") from None
+    except EntryError as refused:
+        request.session["flash"] = f"Not done: {refused}."
+    else:
+        request.session["flash"] = done
+    return RedirectResponse(f"/patients/{study_id}", status_code=303)
+
+
+#: What the patient page says after each action.
+DONE = {
+    "delete": "Deleted.",
+    "restore": "Restored.",
+    "lock": "Patient locked: no record of theirs can change until a data manager unlocks it.",
+    "unlock": "Patient unlocked.",
+}
+
+
+@router.post("/patients/{study_id}/{action}", response_model=None)
+async def patient_action(request: Request, me: Signed, study_id: str, action: str) -> Response:
+    if action not in DONE:
+        raise HTTPException(status_code=404, detail="No such action")
+    form = await _form(request)
+
+    def act() -> Response:
+        patient = _patient(request, me, study_id)
+        require(me, LOCKERS if action in ("lock", "unlock") else WRITERS)
+        engine, reason = engine_of(request), form.get("reason")
+        if action in ("lock", "unlock"):
+            return _act(
+                request,
+                study_id,
+                form,
+                lambda: set_locked(engine, patient.id, locked=action == "lock", actor=me.username, reason=reason),
+                DONE[action],
+            )
+        return _act(request, study_id, form, lambda: set_deleted(
+            engine, "patients", patient.id, deleted=action == "delete", actor=me.username, reason=reason),
+            DONE[action])  # fmt: skip
+
+    return await run_in_threadpool(act)
+
+
+@router.post("/patients/{study_id}/{sheet_name}/{key}/{action}", response_model=None)
+async def record_action(
+    request: Request, me: Signed, study_id: str, sheet_name: str, key: str, action: str
+) -> Response:
+    if action not in ("delete", "restore"):
+        raise HTTPException(status_code=404, detail="No such action")
+    form = await _form(request)
+
+    def act() -> Response:
+        patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
+        with Session(engine_of(request)) as session:
+            _record(session, sheet, key, patient.id)
+        require(me, WRITERS)
+        return _act(request, study_id, form, lambda: set_deleted(
+            engine_of(request), sheet.name, int(key), deleted=action == "delete", actor=me.username,
+            reason=form.get("reason"), patient_id=patient.id), DONE[action])  # fmt: skip
+
+    return await run_in_threadpool(act)
