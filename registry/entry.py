@@ -147,23 +147,32 @@ def _check_unique(session: Session, sheet: Sheet, patient_id: int | None, values
         return
     deleted = clash.deleted_at is not None
     if sheet.name == "patients":
-        place, message = "study_id", (
-            "a deleted patient has this study_id: restore them instead of entering them again"
-            if deleted
-            else "another patient has this study_id"
+        place, message = (
+            "study_id",
+            (
+                "a deleted patient has this study_id: restore them instead of entering them again"
+                if deleted
+                else "another patient has this study_id"
+            ),
         )
     elif key:
         what = " + ".join(key)
-        place, message = key[-1], (
-            f"a deleted record has the same {what}: restore it instead of entering it again"
-            if deleted
-            else f"another record of this patient has the same {what}"
+        place, message = (
+            key[-1],
+            (
+                f"a deleted record has the same {what}: restore it instead of entering it again"
+                if deleted
+                else f"another record of this patient has the same {what}"
+            ),
         )
     else:
-        place, message = WHOLE_RECORD, (
-            "this patient has a deleted record of this kind: restore it instead"
-            if deleted
-            else "this patient has this record already: edit it instead"
+        place, message = (
+            WHOLE_RECORD,
+            (
+                "this patient has a deleted record of this kind: restore it instead"
+                if deleted
+                else "this patient has this record already: edit it instead"
+            ),
         )
     raise Invalid({place: message})
 

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from test_web import sign_in
 
 from registry.audit import audit_history
-from registry.export import export
 from registry.models import AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, Treatment
 from registry.tables import load_tables
 from registry.web.app import create_app
@@ -71,7 +70,10 @@ def test_a_coordinator_creates_a_patient_and_their_records(client, web_registry)
     assert (created.status_code, created.headers["location"]) == (303, "/patients/EX-100")
     patient = patient_row(web_registry, "EX-100")
     assert (patient.sex.value, patient.birth_date.isoformat(), patient.rpild, patient.version) == (
-        "female", "1970-03-04", False, 1,
+        "female",
+        "1970-03-04",
+        False,
+        1,
     )
     antibody = {"antibody": "anti_mda5", "assay": "elisa", "sample_date": "2021-02-03", "value": "120.5",
                 "unit": "index", "cutoff": "32"}  # fmt: skip
@@ -103,15 +105,11 @@ def test_a_field_error_is_shown_beside_its_field_and_the_entries_are_kept(client
     assert field_error(answer.text, "birth_date") == (
         "is not an ISO 8601 date (YYYY-MM-DD); day and month order is ambiguous and never guessed"
     )
-    assert field_error(answer.text, "sex") == (
-        "is not an allowed value; allowed: female, male"
-    )
+    assert field_error(answer.text, "sex") == ("is not an allowed value; allowed: female, male")
     assert 'value="04/03/1970"' in answer.text and 'value="EX-100"' in answer.text  # what was typed is kept
     assert snapshot(web_registry) == before  # nothing written
     rule = post(client, "/patients/new", {**NEW_PATIENT, "rpild_definition": ""}, form="/patients/new")
-    assert field_error(rule.text, "rpild") == (
-        "an RPILD flag needs the definition it was judged by (rpild_definition)"
-    )
+    assert field_error(rule.text, "rpild") == ("an RPILD flag needs the definition it was judged by (rpild_definition)")
     assert snapshot(web_registry) == before
 
 
@@ -122,9 +120,7 @@ def test_the_import_and_the_form_give_the_same_message(client):
     assert field_error(answer.text, "end_date") == "end_date cannot be before start_date"
     dose = post(client, "/patients/EX-001/treatments/new", {"drug": "tacrolimus", "start_date": "2021-02-10",
                                                              "dose": "1,5"})  # fmt: skip
-    assert field_error(dose.text, "dose") == (
-        "is not a number (use a point for decimals and no thousands separators)"
-    )
+    assert field_error(dose.text, "dose") == ("is not a number (use a point for decimals and no thousands separators)")
 
 
 def test_a_duplicate_natural_key_is_refused_at_its_field(client, web_registry):
@@ -133,8 +129,6 @@ def test_a_duplicate_natural_key_is_refused_at_its_field(client, web_registry):
     drug, start = re.search(r"<td>(tofacitinib|tacrolimus)</td><td>(\d{4}-\d\d-\d\d)</td>", existing).groups()
     answer = post(client, "/patients/EX-001/treatments/new", {"drug": drug, "start_date": start})
     assert answer.status_code == 422
-    assert field_error(answer.text, "start_date") == (
-        "another record of this patient has the same drug + start_date"
-    )
+    assert field_error(answer.text, "start_date") == ("another record of this patient has the same drug + start_date")
     taken = post(client, "/patients/new", {**NEW_PATIENT, "study_id": "EX-001"}, form="/patients/new")
     assert field_error(taken.text, "study_id") == "another patient has this study_id"
