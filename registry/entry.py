@@ -65,6 +65,10 @@ class NoReason(EntryError):
         return "a reason for the change is required"
 
 
+#: The form field a reason is given in (its errors are shown there).
+REASON = "reason"
+
+
 def form_columns(sheet: Sheet, *, creating: bool) -> list[SheetColumn]:
     """The columns a form shows: a record's patient comes from the page, a patient's study_id is fixed once saved."""
     if sheet.name == "patients":
@@ -247,8 +251,8 @@ def save_record(
             raise Stale(changes_since(session, sheet, str(key), version or 0, record.version))
         site_code = _site_code(session, record) if sheet.name == "patients" else None
         stored = form_values(record, sheet, site_code)
-        changed = [name for name in values if creating or _shown(values[name]) != stored.get(name)]
-        if not changed:
+        changed = [name for name in values if _shown(values[name]) != stored.get(name, "")]
+        if not changed and not creating:
             return Saved(str(key), [])
         merged = {c.name: None for c in sheet.columns} | stored_values(record, sheet, site_code) | values
         _check_rules(sheet, merged)

@@ -187,7 +187,11 @@ def parse_cell(column: SheetColumn, value: Any) -> Any:
             raise CellError(f"is not an allowed value; allowed: {', '.join(kind.enums)}")
         return value
     if isinstance(kind, sa.String):
-        return _text(value, kind.length)
+        text = _text(value, kind.length)
+        pattern = column.source.info.get("pattern")
+        if pattern is not None and not re.fullmatch(pattern, text):
+            raise CellError("may hold only letters, digits, '.', '_' and '-', and starts with a letter or digit")
+        return text
     if isinstance(kind, sa.Date):
         return _date(value)
     if isinstance(kind, sa.Boolean):

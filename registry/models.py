@@ -63,14 +63,18 @@ def column(
     unit: str | None = None,
     plausible: Range | None = None,
     identifier: bool = False,
+    pattern: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """A documented column: the description becomes the database comment.
 
     ``unit`` and ``plausible`` travel in the column's ``info`` to the data dictionary;
-    ``identifier`` marks a direct identifier, whose value the audit log never copies.
+    ``identifier`` marks a direct identifier, whose value the audit log never copies;
+    ``pattern`` is a regular expression every entered value must match in full.
     """
     info: dict[str, Any] = {"identifier": True} if identifier else {}
+    if pattern is not None:
+        info["pattern"] = pattern
     if plausible is not None:
         info["plausible"] = plausible
         unit = unit or plausible.unit
@@ -146,6 +150,10 @@ class Entered:
         return {"version_id_col": cls.__table__.c.version}
 
 
+#: What a study_id may hold: it appears in addresses, file names and reports, so letters, digits, ".", "_", "-".
+STUDY_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
 class Site(SQLModel, table=True):
     __tablename__ = "site"
 
@@ -168,7 +176,12 @@ class Patient(Entered, SQLModel, table=True):
     )
 
     id: int | None = identifier()
-    study_id: str = text(32, "Pseudonymous study identifier; the only key that leaves the database", unique=True)
+    study_id: str = text(
+        32,
+        "Pseudonymous study identifier; the only key that leaves the database",
+        unique=True,
+        pattern=STUDY_ID_PATTERN,
+    )
     site_id: int = column("Recruiting site", foreign_key="site.id", ondelete="RESTRICT", index=True)
     sex: Sex = code(Sex, "sex", "Sex recorded at birth")
     birth_date: date = column("Date of birth (used for age; never exported exactly)")

@@ -52,3 +52,13 @@ def test_check_benchmark_runs_on_a_small_registry(tmp_path):
     for step in ("read floor", "`load_tables`", "`run_checks` (whole catalogue)", "load + checks", "peak memory"):
         assert f"| {step}" in section
     assert "| findings (error / warning) | 0 / 0 |" in section
+
+
+def test_web_load_benchmark_runs_against_a_real_server(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    _run("web_load", "--clients", "2", "--seconds", "2", "--no-postgres", "--output", str(out))
+    section = out.read_text().split("<!-- begin web_load -->\n", 1)[1].split("<!-- end web_load -->", 1)[0]
+    assert "| database | request | count | requests/s | median ms | p95 ms | p99 ms | max ms | errors |" in section
+    for request in ("GET /patients (list of 61)", "POST /patients/{id}/edit (save)", "POST /patients/{id}/labs/new"):
+        assert f" | {request}" in section
+    assert "PostgreSQL: not measured (`--no-postgres`)." in section

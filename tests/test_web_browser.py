@@ -5,6 +5,7 @@ step go to test-artifacts/ (REGISTRY_TEST_ARTIFACTS overrides the folder).
 """
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -15,6 +16,7 @@ import pytest
 import uvicorn
 from conftest import WEB_PASSWORD as PASSWORD
 
+import registry
 from registry.web.app import create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -90,3 +92,132 @@ def test_sign_in_find_a_patient_and_read_the_record(server, page):
     page.click("text=All patients")
     page.click("text=Sign out")
     assert page.url == f"{server}/login"
+
+
+NEW_PATIENT = {
+    "study_id": "EX-200",
+    "site": "DEMO",
+    "sex": "female",
+    "birth_date": "1970-03-04",
+    "smoking": "never",
+    "ild_diagnosis_date": "2021-02-01",
+    "rpild": "yes",
+    "rpild_definition": "worsening_1_month",
+}
+ANTIBODY_TEST = {"antibody": "anti_mda5", "assay": "elisa", "sample_date": "2021-02-03", "value": "120.5",
+                 "unit": "index", "cutoff": "32"}  # fmt: skip
+TREATMENT = {"drug": "tofacitinib", "start_date": "2021-02-10", "dose": "5", "dose_unit": "mg", "frequency": "bid"}
+FOLLOW_UP = {"last_contact_date": "2022-02-10", "vital_status": "alive", "lost_to_follow_up": "no"}
+REASON = "Dose misread from the prescription: it is 10 mg twice daily"
+
+
+def fill(page, values: dict[str, str]) -> None:
+    """Type each value into the input with that id, or choose it in the drop-down."""
+    for name, value in values.items():
+        field = page.locator(f"#{name}")
+        if field.evaluate("element => element.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+
+
+def entered(page, names) -> dict[str, str]:
+    """What the form's inputs hold now."""
+    return {name: page.input_value(f"#{name}") for name in names}
+
+
+def save(page) -> int:
+    """Click Save; the status the form's POST was answered with (303 when saved, then the patient page)."""
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name="Save", exact=True).click()
+    request = navigation.value.request
+    return (request.redirected_from or request).response().status
+
+
+def rows(page, table: str) -> list[list[str]]:
+    """The cells of each body row of ``table`` (a selector), as text."""
+    return [row.locator("td").all_inner_texts() for row in page.locator(f"{table} tbody tr").all()]
+
+
+def test_a_coordinator_enters_and_corrects_a_patient(server, page):
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{server}/patients/new")
+    page.fill("#username", "cora")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{server}/patients/new"
+    assert page.text_content("h1") == "New patient record"
+    shot(page, "10-new-patient-form")
+
+    fill(page, NEW_PATIENT)
+    assert save(page) == 303
+    assert page.url == f"{server}/patients/EX-200"
+    assert page.text_content("h1") == "EX-200"
+    assert page.text_content("[role=status]").startswith("Saved: study_id, site, sex, birth_date, smoking, ")
+    assert page.locator("#patient td").all_inner_texts()[:4] == ["DEMO", "female", "1970-03-04", "never"]
+    shot(page, "11-patient-created")
+
+    page.click("text=Add antibody tests record")
+    assert page.url == f"{server}/patients/EX-200/antibody_tests/new"
+    fill(page, ANTIBODY_TEST)
+    assert save(page) == 303
+    assert page.url == f"{server}/patients/EX-200#antibody_tests"
+    assert page.text_content("[role=status]").startswith("Saved: antibody, assay, sample_date, ")
+    assert page.locator("#timeline", has_text="anti_mda5 120.5 index").count() == 1
+    shot(page, "12-antibody-test-added")
+
+    page.click("text=Add treatments record")
+    fill(page, {**TREATMENT, "end_date": "2021-01-10"})  # stopped a month before it started
+    assert save(page) == 422
+    assert page.url == f"{server}/patients/EX-200/treatments/new"
+    assert page.text_content("[role=alert]") == "Not saved: correct the fields marked below."
+    assert page.text_content("#error-end_date") == "end_date cannot be before start_date"
+    assert entered(page, [*TREATMENT, "end_date"]) == {**TREATMENT, "end_date": "2021-01-10"}  # nothing retyped
+    shot(page, "13-treatment-refused")
+    page.fill("#end_date", "")  # still taking it
+    assert save(page) == 303
+    assert page.url == f"{server}/patients/EX-200#treatments"
+    assert page.text_content("[role=status]").startswith("Saved: drug, start_date, ")
+    assert page.locator("#timeline", has_text="tofacitinib started").count() == 1
+    shot(page, "14-treatment-added")
+
+    page.click("text=Add follow-up record")
+    fill(page, FOLLOW_UP)
+    assert save(page) == 303
+    assert page.url == f"{server}/patients/EX-200#follow_up"
+    assert page.text_content("[role=status]").startswith("Saved: last_contact_date, vital_status, ")
+    assert page.locator("#timeline", has_text="last contact, alive").count() == 1
+    assert page.locator("#follow_up", has_text="Add follow-up record").count() == 0  # one per patient
+    shot(page, "15-follow-up-added")
+
+    page.click("#treatments >> text=Edit")
+    treatment = page.url.removeprefix(f"{server}/patients/EX-200/treatments/").removesuffix("/edit")
+    assert treatment.isdigit()
+    assert entered(page, [*TREATMENT, "end_date"]) == {**TREATMENT, "end_date": ""}
+    page.fill("#dose", "10")
+    assert save(page) == 422  # a correction needs its reason
+    assert page.text_content("[role=alert]") == "Not saved: correct the fields marked below."
+    assert page.text_content("#error-reason") == "a reason for the change is required"
+    assert page.input_value("#dose") == "10"
+    page.fill("#reason", REASON)
+    assert page.text_content("footer") == f"mda5-registry {registry.__version__}"  # not the record's edit counter
+    shot(page, "16-treatment-correction")
+    assert save(page) == 303
+    assert page.url == f"{server}/patients/EX-200#treatments"
+    assert page.text_content("[role=status]") == "Saved: dose."
+    history = rows(page, "#history")
+    assert [row[1:] for row in history[-1:]] == [["cora", "update", f"treatment {treatment}", "dose: 5 → 10", REASON]]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", history[-1][0])
+    assert page.locator("#treatments tbody td").all_inner_texts()[:4] == ["tofacitinib", "2021-02-10", "", "10"]
+    assert [row[1:3] + row[5:] for row in history[:-1]] == [["cora", "insert", "initial entry"]] * 4
+    assert [row[3].split()[0] for row in history[:-1]] == ["patient", "antibody_test", "treatment", "follow_up"]
+    shot(page, "17-history-of-the-patient")
+
+    page.goto(f"{server}/patients/EX-200/treatments/{treatment}/edit")
+    assert page.input_value("#dose") == "10"
+    history = rows(page, "h2:has-text('History of this record') + table")
+    assert [row[1:3] for row in history] == [["cora", "insert"], ["cora", "update"]]
+    assert history[-1][3:] == ["dose: 5 → 10", REASON]
+    shot(page, "18-history-of-the-treatment")
+    assert dialogs == []

@@ -9,9 +9,11 @@ import re
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from test_web import sign_in
 
 from registry.audit import audit_history
+from registry.export import export
 from registry.models import AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, Treatment
 from registry.tables import load_tables
 from registry.web.app import create_app
@@ -132,3 +134,301 @@ def test_a_duplicate_natural_key_is_refused_at_its_field(client, web_registry):
     assert field_error(answer.text, "start_date") == ("another record of this patient has the same drug + start_date")
     taken = post(client, "/patients/new", {**NEW_PATIENT, "study_id": "EX-001"}, form="/patients/new")
     assert field_error(taken.text, "study_id") == "another patient has this study_id"
+
+
+def treatment_keys(client: TestClient, study_id: str) -> list[str]:
+    return re.findall(rf"/patients/{study_id}/treatments/(\d+)/edit", client.get(f"/patients/{study_id}").text)
+
+
+def test_a_correction_needs_a_reason_and_is_audited_with_it(client, web_registry):
+    sign_in(client, "cora")
+    path = "/patients/EX-002/edit"
+    form = {**_form_values(client, path), "smoking": "current"}
+    before = snapshot(web_registry)
+    refused = post(client, path, {**form, "reason": "  "})
+    assert refused.status_code == 422 and field_error(refused.text, "reason") == "a reason for the change is required"
+    assert 'value="current"' in refused.text or '<option value="current" selected>' in refused.text
+    assert snapshot(web_registry) == before
+    saved = post(client, path, {**form, "reason": "source document says current smoker"})
+    assert saved.status_code == 303
+    patient = patient_row(web_registry, "EX-002")
+    assert (patient.smoking.value, patient.version) == ("current", 2)
+    last = audit_history(web_registry, "EX-002")[-1]
+    assert (last.action.value, last.actor, last.reason) == ("update", "cora", "source document says current smoker")
+    assert (last.old_values, last.new_values) == ({"smoking": "former"}, {"smoking": "current"})
+    assert "Saved: smoking." in client.get("/patients/EX-002").text
+    same = post(client, path, {**_form_values(client, path), "reason": "again"})  # nothing changed: nothing written
+    assert same.status_code == 303 and patient_row(web_registry, "EX-002").version == 2
+    assert "Nothing changed." in client.get("/patients/EX-002").text
+
+
+def _form_values(client: TestClient, path: str) -> dict[str, str]:
+    """What the edit form at ``path`` would submit unchanged."""
+    page = client.get(path).text
+    values = dict(re.findall(r'<input type="(?:text|date)" id="[^"]+" name="([^"]+)" value="([^"]*)"', page))
+    for name, options in re.findall(r'<select id="[^"]+" name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected>', options)
+        values[name] = chosen.group(1) if chosen else ""
+    values["version"] = re.search(r'name="version" value="(\d+)"', page).group(1)
+    return values
+
+
+def test_a_stale_form_is_refused_and_shows_what_changed(client, web_registry):
+    other = TestClient(create_app(web_registry, secret_key="test-secret"))
+    sign_in(client, "cora")
+    sign_in(other, "dana")
+    key = treatment_keys(client, "EX-002")[0]
+    path = f"/patients/EX-002/treatments/{key}/edit"
+    mine, theirs = _form_values(client, path), _form_values(other, path)
+    assert post(other, path, {**theirs, "dose": "7", "reason": "dose per pharmacy record"}).status_code == 303
+    refused = post(client, path, {**mine, "dose": "3", "reason": "my correction"})
+    assert refused.status_code == 409
+    assert "this record was changed by someone else since you opened it" in refused.text
+    assert re.search(
+        r"<td>dana</td><td>dose</td>\s*<td>\d+</td><td>7</td><td>dose per pharmacy record</td>", refused.text
+    )
+    assert 'name="dose" value="3"' in refused.text  # my entry is kept
+    with sa.orm.Session(web_registry) as session:
+        treatment = session.get(Treatment, int(key))
+        assert (treatment.dose, treatment.version) == (7, 2)  # their change stands
+    again = re.search(r'name="version" value="(\d+)"', refused.text).group(1)
+    assert again == "2"  # saving again is a deliberate choice, made over what they saw
+    assert post(client, path, {**mine, "version": again, "dose": "3", "reason": "my correction"}).status_code == 303
+    with sa.orm.Session(web_registry) as session:
+        assert session.get(Treatment, int(key)).dose == 3
+
+
+def test_a_deleted_record_leaves_checks_analyses_and_exports_and_can_be_restored(client, web_registry, tmp_path):
+    sign_in(client, "cora")
+    key = treatment_keys(client, "EX-002")[0]
+    action = f"/patients/EX-002/treatments/{key}"
+    no_reason = post(client, f"{action}/delete", {}, form="/patients/EX-002")
+    assert no_reason.status_code == 303
+    assert "Not done: a reason for the change is required." in client.get("/patients/EX-002").text
+    count = len(load_tables(web_registry)["treatment"])
+    export(web_registry, tmp_path / "before")
+    assert post(client, f"{action}/delete", {"reason": "entered twice"}, form="/patients/EX-002").status_code == 303
+    assert len(load_tables(web_registry)["treatment"]) == count - 1
+    export(web_registry, tmp_path / "after")
+    exported = [(tmp_path / f / "treatments.csv").read_text().splitlines() for f in ("before", "after")]
+    assert len(exported[1]) == len(exported[0]) - 1 and set(exported[1]) < set(exported[0])
+    with sa.orm.Session(web_registry) as session:
+        stored = session.get(Treatment, int(key))
+        assert stored is not None and stored.deleted_at is not None  # kept, only hidden
+    last = audit_history(web_registry, "EX-002")[-1]
+    assert (last.action.value, last.reason, last.old_values["deleted_at"]) == ("update", "entered twice", None)
+    page = client.get("/patients/EX-002").text
+    assert 'class="deleted"' in page and f"{action}/restore" in page
+    assert (
+        post(client, f"{action}/restore", {"reason": "was not a duplicate"}, form="/patients/EX-002").status_code == 303
+    )
+    assert len(load_tables(web_registry)["treatment"]) == count
+
+
+def test_the_import_refuses_rows_of_deleted_records_and_patients(client, web_registry, tmp_path):
+    from registry.ingest import import_path
+
+    sign_in(client, "cora")
+    example = tmp_path / "example"
+    export(web_registry, example)
+    key = treatment_keys(client, "EX-002")[0]
+    post(client, f"/patients/EX-002/treatments/{key}/delete", {"reason": "test"}, form="/patients/EX-002")
+    post(client, "/patients/EX-003/delete", {"reason": "withdrew consent"}, form="/patients/EX-003")
+    before = snapshot(web_registry)
+    result = import_path(web_registry, example, actor="test")
+    messages = [str(p) for p in result.errors]
+    assert any(
+        m.startswith("treatments.csv row ") and "is a deleted record (or belongs to a deleted patient): restore it" in m
+        for m in messages
+    )
+    assert any('"EX-003" is a deleted patient: restore them in the web application first' in m for m in messages)
+    assert not result.written and snapshot(web_registry) == before
+    assert "EX-003" not in set(load_tables(web_registry)["patient"]["study_id"])
+    assert ">EX-003</a>" not in client.get("/patients").text
+    assert ">EX-003</a>" in client.get("/patients", params={"deleted": "show"}).text
+    refused = post(client, "/patients/EX-003/treatments/new", {"drug": "tacrolimus", "start_date": "2021-01-01"})
+    assert "this patient is deleted: restore them before changing their records" in refused.text
+
+
+def test_a_locked_patient_cannot_change_until_unlocked(client, web_registry):
+    coordinator = TestClient(create_app(web_registry, secret_key="test-secret"))
+    sign_in(coordinator, "cora")
+    sign_in(client, "dana")
+    assert post(coordinator, "/patients/EX-002/lock", {"reason": "x"}, form="/patients/EX-002").status_code == 403
+    assert (
+        post(client, "/patients/EX-002/lock", {"reason": "data cut 2024"}, form="/patients/EX-002").status_code == 303
+    )
+    assert patient_row(web_registry, "EX-002").locked_at is not None
+    path = "/patients/EX-002/edit"
+    refused = post(coordinator, path, {**_form_values(coordinator, path), "smoking": "never", "reason": "fix"})
+    assert refused.status_code == 409
+    assert "locked by a data manager: ask them to unlock before changing anything" in refused.text
+    assert patient_row(web_registry, "EX-002").smoking.value == "former"
+    assert (
+        post(client, "/patients/EX-002/unlock", {"reason": "query answered"}, form="/patients/EX-002").status_code
+        == 303
+    )
+    assert (
+        post(coordinator, path, {**_form_values(coordinator, path), "smoking": "never", "reason": "fix"}).status_code
+        == 303
+    )
+    reasons = [e.reason for e in audit_history(web_registry, "EX-002")[-3:]]
+    assert reasons == ["data cut 2024", "query answered", "fix"]
+
+
+# --- security: roles, sites, CSRF, payloads ------------------------------------------------------
+
+
+def other_site_keys(engine) -> dict[str, int]:
+    """A record id of each kind belonging to EX-901, the patient of site OTHER."""
+    from registry.sheets import SHEETS_BY_NAME
+
+    with engine.connect() as connection:
+        patient_id = connection.execute(sa.select(Patient.id).where(Patient.study_id == "EX-901")).scalar_one()
+        keys = {}
+        for name in ("antibody_tests", "treatments", "adverse_events", "follow_up"):
+            table = SHEETS_BY_NAME[name].table
+            pk = table.primary_key.columns[0]
+            keys[name] = connection.execute(sa.select(pk).where(table.c.patient_id == patient_id)).scalars().first()
+    return keys
+
+
+def test_a_coordinator_cannot_reach_another_sites_patients_by_url_or_form(client, web_registry):
+    sign_in(client, "cora")
+    before = snapshot(web_registry)
+    for path in ("/patients/EX-901/edit", "/patients/EX-901/treatments/new"):
+        assert client.get(path).status_code == 404
+    token = csrf_of(client, "/patients")
+    for path in ("/patients/EX-901/edit", "/patients/EX-901/treatments/new", "/patients/EX-901/delete"):
+        assert client.post(path, data={"csrf_token": token, "reason": "x"}).status_code == 404
+    for name, key in other_site_keys(web_registry).items():
+        for path in (f"/patients/EX-901/{name}/{key}/edit", f"/patients/EX-001/{name}/{key}/edit"):
+            assert client.get(path).status_code == 404  # neither under its patient nor under one of mine
+        for action in ("edit", "delete"):
+            answer = client.post(f"/patients/EX-001/{name}/{key}/{action}", data={"csrf_token": token, "reason": "x"})
+            assert answer.status_code == 404, (name, action)
+    tampered = post(client, "/patients/new", {**NEW_PATIENT, "site": "OTHER"}, form="/patients/new")
+    assert tampered.status_code == 422 and field_error(tampered.text, "site") == "is not a site you enter patients for"
+    path = "/patients/EX-001/edit"
+    moved = post(client, path, {**_form_values(client, path), "site": "OTHER", "reason": "move"})
+    assert field_error(moved.text, "site") == "is not a site you enter patients for"
+    assert snapshot(web_registry) == before
+
+
+def test_roles_decide_who_may_write_lock_and_read_results(web_registry):
+    from conftest import WEB_PASSWORD
+
+    from registry.accounts import create_account
+    from registry.audit import audited_session
+    from registry.codes import Role
+
+    with audited_session(web_registry, actor="test") as session:
+        create_account(session, "ana", WEB_PASSWORD, Role.ANALYST)
+        create_account(session, "adam", WEB_PASSWORD, Role.ADMIN)
+        session.commit()
+    expected = {  # (may enter data, may lock, may run checks)
+        "cora": (True, False, False),
+        "dana": (True, True, True),
+        "ana": (False, False, True),
+        "adam": (False, False, True),
+    }
+    for username, (writes, locks, results) in expected.items():
+        client = TestClient(create_app(web_registry, secret_key="test-secret"))
+        sign_in(client, username)
+        assert client.get("/patients/new").status_code == (200 if writes else 403), username
+        path = "/patients/EX-002/edit"
+        assert client.get(path).status_code == (200 if writes else 403), username
+        token = csrf_of(client, "/patients")
+        answer = client.post("/patients/EX-002/lock", data={"csrf_token": token, "reason": "x"}, follow_redirects=False)
+        assert answer.status_code == (303 if locks else 403), username
+        if locks:
+            client.post("/patients/EX-002/unlock", data={"csrf_token": token, "reason": "x"})
+        assert client.get("/checks").status_code == (200 if results else 403), username
+        assert ("/checks" in client.get("/patients").text) == results
+        assert ('href="/patients/new"' in client.get("/patients").text) == writes
+
+
+def test_every_form_refuses_a_missing_or_forged_csrf_token(client, web_registry):
+    sign_in(client, "dana")
+    key = treatment_keys(client, "EX-002")[0]
+    paths = [
+        "/patients/new", "/patients/EX-002/edit", "/patients/EX-002/treatments/new",
+        f"/patients/EX-002/treatments/{key}/edit", f"/patients/EX-002/treatments/{key}/delete",
+        f"/patients/EX-002/treatments/{key}/restore", "/patients/EX-002/delete", "/patients/EX-002/restore",
+        "/patients/EX-002/lock", "/patients/EX-002/unlock", "/checks",
+    ]  # fmt: skip
+    before = snapshot(web_registry)
+    for path in paths:
+        for token in ({}, {"csrf_token": "forged"}):
+            answer = client.post(path, data={**NEW_PATIENT, **token, "reason": "x", "version": "1"})
+            assert answer.status_code == 403, path
+    assert snapshot(web_registry) == before
+
+
+PAYLOADS = ["<script>alert(1)</script>", "x'); DROP TABLE patient; --", '"><img src=x onerror=alert(1)>']
+
+
+def test_payloads_in_every_text_field_are_stored_literally_and_shown_escaped(client, web_registry):
+    """Every free-text field of every form gets SQL and HTML payloads (as long as the column allows).
+
+    A study_id is an identifier, not free text: it appears in addresses and file names, so a
+    payload there is refused with its rule, and shown back escaped.
+    """
+    from registry.entry import form_columns
+    from registry.sheets import SHEETS_BY_NAME
+
+    sign_in(client, "cora")
+    text_fields = {
+        (sheet.name, column.name)
+        for sheet in SHEETS_BY_NAME.values()
+        for column in form_columns(sheet, creating=True)
+        if type(column.source.type) is sa.String and column.name != "site"
+    }
+    assert text_fields == {("patients", "study_id"), ("labs", "unit"), ("adverse_events", "term_detail")}
+    before = snapshot(web_registry)
+    for payload in PAYLOADS:
+        refused = post(client, "/patients/new", {**NEW_PATIENT, "study_id": payload}, form="/patients/new")
+        assert field_error(refused.text, "study_id") == (
+            "may hold only letters, digits, &#39;.&#39;, &#39;_&#39; and &#39;-&#39;, and starts with a letter or digit"
+        )
+        assert "<script>alert" not in refused.text and "<img src=x" not in refused.text
+    assert snapshot(web_registry) == before
+    for n, payload in enumerate(PAYLOADS):
+        study_id = f"PAY-{n}"
+        assert (
+            post(client, "/patients/new", {**NEW_PATIENT, "study_id": study_id}, form="/patients/new").status_code
+            == 303
+        )
+        base = f"/patients/{study_id}"
+        unit = payload[:16].strip()  # the column holds 16 characters
+        lab = {"analyte": "ferritin", "sample_date": "2021-02-01", "value": "100", "unit": unit}
+        event = {"onset_date": "2021-03-01", "term": "other", "term_detail": payload, "ctcae_grade": "2",
+                 "serious": "no", "led_to_discontinuation": "no"}  # fmt: skip
+        assert post(client, f"{base}/labs/new", lab).status_code == 303
+        assert post(client, f"{base}/adverse_events/new", event).status_code == 303
+        with web_registry.connect() as connection:
+            stored = connection.execute(sa.text(
+                "SELECT l.unit, a.term_detail FROM patient p JOIN lab_result l ON l.patient_id = p.id"
+                " JOIN adverse_event a ON a.patient_id = p.id WHERE p.study_id = :s"), {"s": study_id}).one()  # fmt: skip
+        assert tuple(stored) == (unit, payload)
+        page = client.get(base).text
+        assert "<script>alert" not in page and "<img src=x" not in page
+        assert page.count(str(escape(payload))) >= 2  # the record and its audit history
+    with web_registry.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM patient")).scalar() == 5 + len(PAYLOADS)
+        assert connection.execute(sa.text("SELECT count(*) FROM site")).scalar() == 2
+
+
+def test_checks_run_from_the_web_and_their_findings_lead_to_the_field(client, web_registry):
+    sign_in(client, "dana")
+    path = "/patients/EX-002/edit"
+    post(client, path, {**_form_values(client, path), "birth_date": "1890-01-01", "reason": "typo to test checks"})
+    assert post(client, "/checks", {}, form="/checks").status_code == 303
+    page = client.get("/checks").text
+    assert re.search(r'<a href="/patients/EX-002/edit#field-birth_date">birth_date</a>', page)
+    patient = client.get("/patients/EX-002").text
+    assert "1890-01-01" in patient and 'href="/patients/EX-002/edit#field-birth_date"' in patient
+    listed = client.get("/patients", params={"findings": "open"}).text
+    assert ">EX-002</a>" in listed
+    refused = client.get("/report.pdf")
+    assert refused.status_code == 409 and "The report is not rendered" in refused.text

@@ -9,6 +9,7 @@ Secure when served over HTTPS); every form carries a CSRF token.
 import secrets
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Form, Request
@@ -45,6 +46,7 @@ def create_app(
     templates = Jinja2Templates(directory=Path(resource_dir("templates", "_templates", "report.html")) / "web")
     templates.env.globals["version"] = registry.__version__
     templates.env.filters["shown"] = lambda value: "" if value is None else show(value)
+    templates.env.filters["urlpart"] = lambda value: quote(str(value), safe="")  # a path segment: "/" quoted too
     app.state.engine = engine
     app.state.templates = templates
     app.state.config = config or Config()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
@@ -21,6 +22,7 @@ from registry.dictionary import describe
 from registry.entry import (
     EntryError,
     Invalid,
+    NoReason,
     Stale,
     form_columns,
     form_values,
@@ -142,8 +144,8 @@ def _form_page(
     errors = errors or {}
     return page(
         request, "record_form.html", status_code, me=me, sheet=sheet, patient=patient, key=key, creating=creating,
-        fields=_fields(sheet, creating=creating, values=values, errors=errors, sites=sites), version=version,
-        record_error=errors.get(""), stale=stale, message=message, reason=reason,
+        fields=_fields(sheet, creating=creating, values=values, errors=errors, sites=sites), record_version=version,
+        record_error=errors.get(""), reason_error=errors.get("reason"), stale=stale, message=message, reason=reason,
         title=RECORD_SHEETS.get(sheet.name, ("Patient", ""))[0],
         history=[] if creating else _record_history(request, sheet, key),
     )  # fmt: skip
@@ -178,6 +180,8 @@ def _save(
             current = _current_version(connection, sheet, key)
         again["version"] = current
         return _form_page(request, me, sheet, **again, stale=stale, status_code=409)
+    except NoReason as missing:
+        return _form_page(request, me, sheet, **again, errors={"reason": str(missing)}, status_code=422)
     except LookupError:
         raise HTTPException(status_code=404, detail="No such record") from None
     except EntryError as refused:
@@ -188,7 +192,7 @@ def _save(
     else:
         request.session["flash"] = "Nothing changed."
     anchor = "" if sheet.name == "patients" else f"#{sheet.name}"
-    return RedirectResponse(f"/patients/{study_id}{anchor}", status_code=303)
+    return RedirectResponse(f"/patients/{quote(study_id, safe='')}{anchor}", status_code=303)
 
 
 def _version(value: str | None) -> int | None:
@@ -301,7 +305,7 @@ def _act(request: Request, study_id: str, form: dict[str, str], action: Any, don
         request.session["flash"] = f"Not done: {refused}."
     else:
         request.session["flash"] = done
-    return RedirectResponse(f"/patients/{study_id}", status_code=303)
+    return RedirectResponse(f"/patients/{quote(study_id, safe='')}", status_code=303)
 
 
 #: What the patient page says after each action.
