@@ -303,12 +303,18 @@ def user_list(ctx: typer.Context) -> None:
             typer.echo(f"{username}\t{role}\t{'active' if active else 'disabled'}\t{sites}")
 
 
+ConfigOption = Annotated[
+    Path, typer.Option("--config", help="Analysis configuration (TOML); defaults if the file is absent.")
+]
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     https: Annotated[bool, typer.Option("--https", help="Served behind HTTPS: session cookies marked Secure.")] = False,
+    config_file: ConfigOption = Path("registry.toml"),
 ) -> None:
     """Start the web application for data entry. Set REGISTRY_SECRET_KEY so sessions survive restarts.
 
@@ -318,7 +324,8 @@ def serve(
 
     from registry.web.app import create_app
 
-    web = create_app(_engine(ctx), secret_key=os.environ.get("REGISTRY_SECRET_KEY"), https=https)
+    config = _config(config_file)
+    web = create_app(_engine(ctx), secret_key=os.environ.get("REGISTRY_SECRET_KEY"), https=https, config=config)
     uvicorn.run(web, host=host, port=port, log_level="info")
 
 
@@ -435,11 +442,6 @@ def _config(config_file: Path) -> Config:
     except ConfigError as error:
         typer.echo(f"Configuration not used: {error}", err=True)
         raise typer.Exit(2) from None
-
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", help="Analysis configuration (TOML); defaults if the file is absent.")
-]
 
 
 @app.command()

@@ -192,6 +192,14 @@ def changes_since(session: Session, sheet: Sheet, record_key: str, version: int,
     return list(reversed(list(entries)))
 
 
+def _stale(engine: sa.Engine, sheet: Sheet, key: Any, version: int | None) -> Stale:
+    """The refusal of a write that lost the race, with what the winner changed."""
+    with Session(engine) as session:
+        stored = session.get(sheet.model, key)
+        known = stored is not None and version is not None
+        return Stale(changes_since(session, sheet, str(key), version, stored.version) if known else [])
+
+
 @dataclass
 class Saved:
     record_key: str  # the primary key, as the URL carries it
@@ -273,7 +281,7 @@ def save_record(
         try:
             session.commit()
         except StaleDataError:  # changed between our read and our write (SQLite has no FOR UPDATE)
-            raise Stale() from None
+            raise _stale(engine, sheet, key, version) from None
         except sa.exc.IntegrityError as error:  # a concurrent entry the checks above could not see
             raise Invalid({WHOLE_RECORD: explain(error).message}) from None
         pk = sheet.table.primary_key.columns[0].name
@@ -310,7 +318,7 @@ def set_deleted(
         try:
             session.commit()
         except StaleDataError:
-            raise Stale() from None
+            raise _stale(engine, sheet, key, version) from None
 
 
 def set_locked(engine: sa.Engine, patient_id: int, *, locked: bool, actor: str, reason: str | None) -> None:

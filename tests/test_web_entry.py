@@ -432,3 +432,47 @@ def test_checks_run_from_the_web_and_their_findings_lead_to_the_field(client, we
     assert ">EX-002</a>" in listed
     refused = client.get("/report.pdf")
     assert refused.status_code == 409 and "The report is not rendered" in refused.text
+
+
+def test_two_concurrent_edits_of_one_record_keep_one_and_refuse_the_other(web_registry):
+    """Both edits start from the same version at the same moment: one is stored, the other refused, none lost."""
+    import threading
+
+    from registry.entry import Stale, form_values, save_record
+    from registry.sheets import SHEETS_BY_NAME
+
+    key = patient_row(web_registry, "EX-002").id
+    form = form_values(patient_row(web_registry, "EX-002"), SHEETS_BY_NAME["patients"], "DEMO")
+
+    def race(version: int, values: list[str]) -> dict[str, str]:
+        """Both edits at once from ``version``: smoking value -> saved or refused."""
+        start, outcomes = threading.Barrier(2), {}
+
+        def edit(smoking: str) -> None:
+            start.wait()
+            try:
+                save_record(web_registry, "patients", {**form, "smoking": smoking}, actor=smoking, reason="race",
+                            patient_id=key, key=key, version=version)  # fmt: skip
+                outcomes[smoking] = "saved"
+            except Stale:
+                outcomes[smoking] = "refused"
+
+        threads = [threading.Thread(target=edit, args=(value,)) for value in values]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    for round_ in range(10):
+        before = patient_row(web_registry, "EX-002")
+        values = [value for value in ("never", "former", "current") if value != before.smoking.value]  # both change it
+        outcomes = race(before.version, values[::-1] if round_ % 2 else values)
+        assert sorted(outcomes.values()) == ["refused", "saved"], outcomes
+        (winner,) = [value for value, outcome in outcomes.items() if outcome == "saved"]
+        stored = patient_row(web_registry, "EX-002")
+        assert (stored.smoking.value, stored.version) == (winner, before.version + 1)
+        last = audit_history(web_registry, "EX-002")[-1]
+        assert (last.actor, last.new_values) == (winner, {"smoking": winner})
+    updates = [e for e in audit_history(web_registry, "EX-002") if e.action.value == "update"]
+    assert len(updates) == 10  # one per round: the refused edits wrote nothing
