@@ -461,6 +461,30 @@ class AccountSite(SQLModel, table=True):
     site_id: int = column("Site", foreign_key="site.id", ondelete="RESTRICT", primary_key=True)
 
 
+class FindingReview(SQLModel, table=True):
+    """A data manager's verdict on a data-quality warning: the value was checked at source and is right.
+
+    It answers the finding while the value stays the same; a changed value is a new
+    finding. Errors are never verified, only corrected.
+    """
+
+    __tablename__ = "finding_review"
+    __table_args__ = (sa.UniqueConstraint("rule", "table_name", "record_key", "field"),)
+
+    id: int | None = identifier()
+    patient_id: int | None = column(
+        "Patient the finding concerns", foreign_key="patient.id", ondelete="RESTRICT", index=True
+    )
+    rule: str = text(16, "Rule of the catalogue that reported the finding")
+    table_name: str = text(64, "Table of the record the finding concerns")
+    record_key: str = text(64, "Primary key of that record")
+    field: str = text(64, "Field the finding concerns")
+    value: str | None = text(200, "The value that was verified, as the checks show it")
+    comment: str = text(500, "What was checked, and where (source document, laboratory report, ...)")
+    reviewed_by: str = text(100, "Data manager who verified the value")
+    reviewed_at: datetime = column("When the value was verified (UTC)", sa_type=sa.DateTime(timezone=True))
+
+
 class AuditLog(SQLModel, table=True):
     """Who changed which stored value, when, from what to what, and why."""
 
@@ -496,5 +520,6 @@ TABLES: tuple[type[SQLModel], ...] = (
     FollowUp,
     Account,
     AccountSite,
+    FindingReview,
     AuditLog,
 )

@@ -476,3 +476,79 @@ def test_two_concurrent_edits_of_one_record_keep_one_and_refuse_the_other(web_re
         assert (last.actor, last.new_values) == (winner, {"smoking": winner})
     updates = [e for e in audit_history(web_registry, "EX-002") if e.action.value == "update"]
     assert len(updates) == 10  # one per round: the refused edits wrote nothing
+
+
+def verify_forms(page: str) -> list[dict[str, str]]:
+    """The hidden fields of each "verified at source" form of a page."""
+    forms = re.findall(r'<form class="inline" method="post" action="/findings/verify">(.*?)</form>', page, re.S)
+    return [dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form)) for form in forms]
+
+
+def test_a_data_manager_verifies_a_warning_at_source_and_can_reopen_it(client, web_registry):
+    from registry.models import FindingReview
+
+    sign_in(client, "dana")
+    lab = {"analyte": "ferritin", "sample_date": "2019-02-20", "value": "50000", "unit": "ng/mL"}
+    assert post(client, "/patients/EX-002/labs/new", lab).status_code == 303
+    post(client, "/checks", {}, form="/checks")
+    page = client.get("/patients/EX-002").text
+    (form,) = [f for f in verify_forms(page) if f["rule"] == "LAB-014"]
+    assert (form["table"], form["field"], form["value"], form["back"]) == ("lab_result", "value", "50000",
+                                                                            "/patients/EX-002#findings")  # fmt: skip
+    assert ">EX-002</a>" in client.get("/patients", params={"findings": "open"}).text
+    no_comment = post(client, "/findings/verify", {**form, "comment": " "}, form="/patients/EX-002")
+    assert no_comment.headers["location"] == "/patients/EX-002#findings"
+    assert "Not done: say what was checked, and where (the comment is required)." in client.get("/patients/EX-002").text
+    comment = "laboratory report of 2019-02-20 reads 50,000 ng/mL"
+    assert post(client, "/findings/verify", {**form, "comment": comment}, form="/patients/EX-002").status_code == 303
+    page = client.get("/patients/EX-002").text
+    assert "verified by dana on " in page and comment in page
+    assert [f["rule"] for f in verify_forms(page)] == []  # nothing else of EX-002 to verify
+    assert ">EX-002</a>" not in client.get("/patients", params={"findings": "open"}).text
+    with web_registry.connect() as connection:
+        review = connection.execute(sa.select(FindingReview)).mappings().one()
+    assert (review["rule"], review["value"], review["reviewed_by"], review["comment"]) == ("LAB-014", "50000", "dana",
+                                                                                          comment)  # fmt: skip
+    logged = audit_history(web_registry, "EX-002")[-1]
+    assert (logged.table_name, logged.action.value, logged.reason) == ("finding_review", "insert", comment)
+
+    coordinator = TestClient(create_app(web_registry, secret_key="test-secret"))
+    sign_in(coordinator, "cora")
+    assert "Verified at source" not in coordinator.get("/patients/EX-002").text
+    refused = post(coordinator, "/findings/verify", {**form, "comment": "x"}, form="/patients")
+    assert refused.status_code == 403
+
+    review_id = re.search(r'action="/findings/reviews/(\d+)/reopen"', page).group(1)
+    reopen = f"/findings/reviews/{review_id}/reopen"
+    post(client, reopen, {"reason": ""}, form="/patients/EX-002")
+    assert "Not done: a reason for the change is required." in client.get("/patients/EX-002").text
+    assert post(client, reopen, {"reason": "report was for another patient"}, form="/checks").status_code == 303
+    assert ">EX-002</a>" in client.get("/patients", params={"findings": "open"}).text
+
+
+def test_a_review_holds_for_its_value_only_and_errors_cannot_be_verified(client, web_registry):
+    sign_in(client, "dana")
+    lab = {"analyte": "ferritin", "sample_date": "2019-02-20", "value": "50000", "unit": "ng/mL"}
+    post(client, "/patients/EX-002/labs/new", lab)
+    post(client, "/checks", {}, form="/checks")
+    (form,) = [f for f in verify_forms(client.get("/patients/EX-002").text) if f["rule"] == "LAB-014"]
+    post(client, "/findings/verify", {**form, "comment": "checked"}, form="/patients/EX-002")
+    key = re.search(r"/patients/EX-002/labs/(\d+)/edit#field-value", client.get("/patients/EX-002").text).group(1)
+    path = f"/patients/EX-002/labs/{key}/edit"
+    post(client, path, {**_form_values(client, path), "value": "60000", "reason": "second reading"})
+    post(client, "/checks", {}, form="/checks")
+    (again,) = [f for f in verify_forms(client.get("/patients/EX-002").text) if f["rule"] == "LAB-014"]
+    assert again["value"] == "60000"  # a new value is a new finding, open until verified
+    error = {**again, "rule": "LAB-013"}
+    stale = post(client, "/findings/verify", {**error, "comment": "x"}, form="/patients/EX-002")
+    assert stale.status_code == 303
+    assert "Not done: the finding is not in the latest check run (run the checks again)." in client.get("/checks").text
+    post(client, path, {**_form_values(client, path), "value": "150000", "reason": "test"})
+    post(client, "/checks", {}, form="/checks")
+    checks = client.get("/checks").text
+    assert "open: correct the data" in checks
+    from registry.entry import EntryError
+    from registry.reviews import verify
+
+    with pytest.raises(EntryError, match="an error cannot be verified: correct the data"):
+        verify(web_registry, {"severity": "error", "rule": "LAB-013"}, comment="x", actor="dana")

@@ -24,7 +24,7 @@ from registry.ingest import show
 from registry.models import Account
 from registry.resources import resource_dir
 from registry.web import patients, records, results
-from registry.web.pages import NotSignedIn, Signed, page
+from registry.web.pages import NotSignedIn, Signed, local_path, page
 from registry.web.security import Throttle, check_csrf
 
 SESSION_SECONDS = 8 * 60 * 60
@@ -82,8 +82,7 @@ def create_app(
         throttle.succeeded(username)
         request.session.clear()  # a new session on sign-in: no fixation
         request.session["account_id"] = found.id
-        target = next if next.startswith("/") and not next.startswith("//") else "/patients"
-        return RedirectResponse(target, status_code=303)
+        return RedirectResponse(local_path(next, "/patients"), status_code=303)
 
     @app.post("/logout")
     def logout(request: Request, csrf: Annotated[str | None, Form(alias="csrf_token")] = None) -> Response:

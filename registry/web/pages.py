@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import pandas as pd
 import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -18,6 +19,7 @@ from sqlmodel import Session
 from registry.codes import Role
 from registry.models import Account, AccountSite, Patient, Site
 from registry.quality import CheckRun
+from registry.reviews import load_reviews, with_reviews
 from registry.web.security import csrf_token, visible_patients
 
 #: Who may enter and correct data, run the checks and read reports, lock records.
@@ -54,6 +56,11 @@ def require(me: Account, roles: tuple[Role, ...]) -> None:
     """403 unless ``me`` has one of ``roles`` (what a role may not do is forbidden, not hidden)."""
     if me.role not in roles:
         raise HTTPException(status_code=403, detail=f"Your role ({me.role.value}) may not do this.")
+
+
+def local_path(target: str, default: str) -> str:
+    """``target`` if it is a path on this site, else ``default``: a form never redirects elsewhere."""
+    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else default
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -110,6 +117,10 @@ class LatestChecks:
     run: CheckRun
     ran_at: datetime
     ran_by: str
+
+    def findings(self, engine: sa.Engine) -> pd.DataFrame:
+        """The run's findings with the reviews that answer them now (reviews change between runs)."""
+        return with_reviews(self.run.findings, load_reviews(engine))
 
 
 def latest_checks(request: Request) -> LatestChecks | None:

@@ -14,8 +14,9 @@ from registry.audit import audit_history
 from registry.codes import STUDY_DRUGS, Antibody
 from registry.ingest import show
 from registry.models import AntibodyTest, FollowUp, Patient, Site, Treatment
+from registry.reviews import open_findings
 from registry.sheets import SHEETS, SHEETS_BY_NAME
-from registry.web.pages import LatestChecks, Signed, engine_of, find_patient, latest_checks, page
+from registry.web.pages import Signed, engine_of, find_patient, latest_checks, page
 from registry.web.security import visible_patients
 
 router = APIRouter()
@@ -62,10 +63,11 @@ def _group() -> sa.ScalarSelect:
     )
 
 
-def _findings_by_patient(checks: LatestChecks | None) -> dict[str, int]:
+def _open_findings_by_patient(request: Request) -> dict[str, int]:
+    checks = latest_checks(request)
     if checks is None:
         return {}
-    return checks.run.findings["study_id"].dropna().value_counts().to_dict()
+    return open_findings(checks.findings(engine_of(request)))["study_id"].dropna().value_counts().to_dict()
 
 
 @router.get("/patients", response_class=HTMLResponse)
@@ -101,7 +103,7 @@ def patient_list(
         query = query.where(MISSING[missing][1]())
     if deleted != "show":
         query = query.where(Patient.deleted_at.is_(None))
-    counts = _findings_by_patient(latest_checks(request))
+    counts = _open_findings_by_patient(request)
     with engine_of(request).connect() as connection:
         rows = connection.execute(query).mappings().all()
         sites = connection.execute(
@@ -175,8 +177,8 @@ def patient_page(request: Request, me: Signed, study_id: str) -> HTMLResponse:
     checks = latest_checks(request)
     findings = []
     if checks is not None:
-        mine = checks.run.findings[checks.run.findings["study_id"] == study_id]
-        findings = mine.to_dict("records")
+        reviewed = checks.findings(engine_of(request))
+        findings = reviewed[reviewed["study_id"] == study_id].to_dict("records")
     return page(
         request, "patient.html", me=me, patient=found, records=records, sheets=SHEETS_BY_NAME, titles=RECORD_SHEETS,
         timeline=timeline(found.record, records), index_date=_index_date(records), findings=findings, checks=checks,

@@ -11,14 +11,26 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from registry.entry import EntryError
 from registry.quality import run_checks
 from registry.report.build import NothingToAnalyse, ReportRefused, build_report
+from registry.reviews import open_findings, reopen, verify
 from registry.tables import load_tables
-from registry.web.pages import READERS_OF_RESULTS, LatestChecks, Signed, engine_of, latest_checks, page, require
+from registry.web.pages import (
+    LOCKERS,
+    READERS_OF_RESULTS,
+    LatestChecks,
+    Signed,
+    engine_of,
+    latest_checks,
+    local_path,
+    page,
+    require,
+)
 from registry.web.patients import SHEET_OF_TABLE
 from registry.web.security import check_csrf
 
@@ -33,11 +45,14 @@ def checks_page(request: Request, me: Signed) -> HTMLResponse:
 
 def _checks_page(request: Request, me: Signed, message: str | None = None, status_code: int = 200) -> HTMLResponse:
     checks = latest_checks(request)
-    failing = checks.run.summary[checks.run.summary["failing"] > 0] if checks else None
+    if checks is None:
+        return page(request, "checks.html", status_code, me=me, checks=None, message=message)
+    failing = checks.run.summary[checks.run.summary["failing"] > 0]
+    findings = checks.findings(engine_of(request))
     return page(
         request, "checks.html", status_code, me=me, checks=checks, message=message,
-        rules=failing.to_dict("records") if failing is not None else [],
-        findings=checks.run.findings.to_dict("records") if checks else [], sheet_of_table=SHEET_OF_TABLE,
+        rules=failing.to_dict("records"), findings=findings.to_dict("records"),
+        open_count=len(open_findings(findings)), sheet_of_table=SHEET_OF_TABLE,
     )  # fmt: skip
 
 
@@ -74,3 +89,56 @@ async def report_pdf(request: Request, me: Signed) -> Response:
     name = f"mda5-registry-report-{(config.data_cutoff or date.today()).isoformat()}.pdf"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
     return Response(made.pdf, media_type="application/pdf", headers=headers)
+
+
+@router.post("/findings/verify")
+def verify_finding(
+    request: Request,
+    me: Signed,
+    rule: Annotated[str, Form()],
+    table: Annotated[str, Form()],
+    record: Annotated[str, Form()],
+    field: Annotated[str, Form()],
+    value: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "/checks",
+    csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
+) -> Response:
+    """A data manager verifies a warning of the latest run, as it was shown to them."""
+    check_csrf(request, csrf)
+    require(me, LOCKERS)
+    checks = latest_checks(request)
+    found = checks.run.findings if checks is not None else None
+    if found is not None:
+        found = found[(found["rule"] == rule) & (found["table"] == table) & (found["record"] == record)
+                      & (found["field"] == field) & (found["value"].fillna("") == value)]  # fmt: skip
+    if found is None or found.empty:
+        request.session["flash"] = "Not done: the finding is not in the latest check run (run the checks again)."
+    else:
+        try:
+            verify(engine_of(request), found.iloc[0].to_dict(), comment=comment, actor=me.username)
+            request.session["flash"] = f"Finding {rule} on {field} marked verified."
+        except EntryError as refused:
+            request.session["flash"] = f"Not done: {refused}."
+    return RedirectResponse(local_path(back, "/checks"), status_code=303)
+
+
+@router.post("/findings/reviews/{review_id}/reopen")
+def reopen_finding(
+    request: Request,
+    me: Signed,
+    review_id: int,
+    reason: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "/checks",
+    csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
+) -> Response:
+    check_csrf(request, csrf)
+    require(me, LOCKERS)
+    try:
+        reopen(engine_of(request), review_id, actor=me.username, reason=reason)
+        request.session["flash"] = "Review withdrawn: the finding is open again."
+    except LookupError:
+        raise HTTPException(status_code=404, detail="No such review") from None
+    except EntryError as refused:
+        request.session["flash"] = f"Not done: {refused}."
+    return RedirectResponse(local_path(back, "/checks"), status_code=303)
