@@ -35,7 +35,7 @@ class EntryError(Exception):
     """The change was refused; ``str()`` says why in plain words."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Invalid(EntryError):
     """Field name -> what is wrong with it (``WHOLE_RECORD`` for the record as a whole)."""
 
@@ -45,7 +45,7 @@ class Invalid(EntryError):
         return "; ".join(f"{name or 'record'}: {message}" for name, message in self.errors.items())
 
 
-@dataclass
+@dataclass(eq=False)
 class Stale(EntryError):
     """The record changed since the form was opened: the changes made since, newest last."""
 
@@ -56,11 +56,15 @@ class Stale(EntryError):
 
 
 class Locked(EntryError):
+    """The patient is locked by a data manager."""
+
     def __str__(self) -> str:
         return "this patient's records are locked by a data manager: ask them to unlock before changing anything"
 
 
 class NoReason(EntryError):
+    """A change of saved data came without a reason."""
+
     def __str__(self) -> str:
         return "a reason for the change is required"
 
@@ -84,13 +88,14 @@ def stored_values(record: SQLModel | None, sheet: Sheet, site_code: str | None =
     return values | ({"site": site_code} if sheet.name == "patients" else {})
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a form or page shows it: empty for none, else as the person entered it."""
     return "" if value is None else show(value)
 
 
 def form_values(record: SQLModel | None, sheet: Sheet, site_code: str | None = None) -> dict[str, str]:
     """A stored record as a form shows it (empty for a new record)."""
-    return {name: _shown(value) for name, value in stored_values(record, sheet, site_code).items()}
+    return {name: shown(value) for name, value in stored_values(record, sheet, site_code).items()}
 
 
 def _site_code(session: Session, patient: Patient | None) -> str | None:
@@ -202,21 +207,66 @@ def _stale(engine: sa.Engine, sheet: Sheet, key: Any, version: int | None) -> St
 
 @dataclass
 class Saved:
-    record_key: str  # the primary key, as the URL carries it
+    key: Any  # the record's primary key
     changed: list[str]  # the fields that changed (every given field of a new record)
 
 
+#: Longest reason the audit trail stores (``AuditLog.reason``).
+REASON_LENGTH = AuditLog.__table__.c.reason.type.length
+
+
+def reason_problem(reason: str | None) -> str | None:
+    """What is wrong with a reason for a change, if anything."""
+    text = (reason or "").strip()
+    if not text:
+        return str(NoReason())
+    if len(text) > REASON_LENGTH:
+        return f"is longer than {REASON_LENGTH} characters"
+    if "\x00" in text:
+        return "contains a NUL character"
+    return None
+
+
+def _reason(reason: str | None) -> str:
+    """The reason, stripped; :class:`NoReason` (or :class:`Invalid`) if it cannot be stored."""
+    problem = reason_problem(reason)
+    if problem == str(NoReason()):
+        raise NoReason
+    if problem is not None:
+        raise Invalid({REASON: problem})
+    return (reason or "").strip()
+
+
 def _refuse_if_closed(session: Session, patient_id: int | None, *, deleted_too: bool = True) -> None:
-    """Refuse changes to a locked patient's records, and (unless restoring them) a deleted patient's."""
+    """Refuse changes to a locked patient's records, and (unless restoring them) a deleted patient's.
+
+    The patient row is read FOR SHARE (PostgreSQL), so a lock cannot be committed while
+    the change is under way; :func:`_commit` asks again after the flush for SQLite,
+    whose write lock is only taken then.
+    """
     if patient_id is None:
         return
-    state = session.execute(sa.select(Patient.locked_at, Patient.deleted_at).where(Patient.id == patient_id)).first()
+    state = session.execute(
+        sa.select(Patient.locked_at, Patient.deleted_at).where(Patient.id == patient_id).with_for_update(read=True)
+    ).first()
     if state is None:
         raise LookupError(f"no patient {patient_id}")
     if state.locked_at is not None:
         raise Locked
     if deleted_too and state.deleted_at is not None:
         raise EntryError("this patient is deleted: restore them before changing their records")
+
+
+def _commit(session: Session, engine: sa.Engine, sheet: Sheet, key: Any, version: int | None, closed: Any) -> None:
+    """Flush, check the patient is still open (``closed``), commit; a lost race is :class:`Stale`."""
+    try:
+        session.flush()
+        closed()
+        session.commit()
+    except StaleDataError:  # changed between our read and our write (SQLite has no FOR UPDATE)
+        raise _stale(engine, sheet, key, version) from None
+    except sa.exc.IntegrityError as error:  # a concurrent entry the checks could not see
+        raise Invalid({WHOLE_RECORD: explain(error).message}) from None
 
 
 def _load_for_update(session: Session, sheet: Sheet, key: Any, patient_id: int | None) -> SQLModel:
@@ -243,25 +293,37 @@ def save_record(
 
     ``patient_id`` is the patient whose page the form belongs to (None for a new
     patient). An update needs ``version``, the version the form was opened at, and a
-    reason. Raises :class:`Invalid`, :class:`Stale`, :class:`Locked`, :class:`NoReason`,
-    or ``LookupError`` when the record is not this patient's.
+    reason (``reason`` field errors come with the others). Raises :class:`Invalid`,
+    :class:`Stale`, :class:`Locked`, ``EntryError`` (deleted) or ``LookupError`` when
+    the record is not this patient's.
     """
     sheet = SHEETS_BY_NAME[sheet_name]
     creating = key is None
-    reason = (reason or "").strip() or None
-    if not creating and reason is None:
-        raise NoReason
-    values = parse_form(sheet, form, creating=creating, sites=sites)
-    with audited_session(engine, actor=actor, reason=reason or "initial entry") as session:
-        _refuse_if_closed(session, patient_id)
+    if sheet.name == "patients" and not creating:
+        patient_id = key
+    errors = {}
+    try:
+        values = parse_form(sheet, form, creating=creating, sites=sites)
+    except Invalid as invalid:
+        errors = invalid.errors
+    if not creating and (problem := reason_problem(reason)):
+        errors[REASON] = problem
+    if errors:
+        raise Invalid(errors)
+    with audited_session(engine, actor=actor, reason=(reason or "").strip() or "initial entry") as session:
+        # The record's row FOR UPDATE first, then its patient's FOR SHARE: two edits of one patient queue
+        # (the other way round, both would hold the share and wait for each other's update).
         record = None if creating else _load_for_update(session, sheet, key, patient_id)
+        _refuse_if_closed(session, patient_id)
+        if record is not None and record.deleted_at is not None:
+            raise EntryError("this record is deleted: restore it before changing it")
         if record is not None and record.version != version:
             raise Stale(changes_since(session, sheet, str(key), version or 0, record.version))
         site_code = _site_code(session, record) if sheet.name == "patients" else None
         stored = form_values(record, sheet, site_code)
-        changed = [name for name in values if _shown(values[name]) != stored.get(name, "")]
+        changed = [name for name in values if shown(values[name]) != stored.get(name, "")]
         if not changed and not creating:
-            return Saved(str(key), [])
+            return Saved(key, [])
         merged = {c.name: None for c in sheet.columns} | stored_values(record, sheet, site_code) | values
         _check_rules(sheet, merged)
         if sheet.name == "patients" and record is not None:
@@ -278,14 +340,8 @@ def save_record(
         else:
             for target, value in targets.items():
                 setattr(record, target, value)
-        try:
-            session.commit()
-        except StaleDataError:  # changed between our read and our write (SQLite has no FOR UPDATE)
-            raise _stale(engine, sheet, key, version) from None
-        except sa.exc.IntegrityError as error:  # a concurrent entry the checks above could not see
-            raise Invalid({WHOLE_RECORD: explain(error).message}) from None
-        pk = sheet.table.primary_key.columns[0].name
-        return Saved(str(getattr(record, pk)), changed)
+        _commit(session, engine, sheet, key, version, lambda: _refuse_if_closed(session, patient_id))
+        return Saved(getattr(record, sheet.table.primary_key.columns[0].name), changed)
 
 
 def set_deleted(
@@ -297,39 +353,31 @@ def set_deleted(
     actor: str,
     reason: str | None,
     patient_id: int | None = None,
-    version: int | None = None,
 ) -> None:
     """Delete (softly) or restore a record; a deleted patient hides every record of theirs."""
     sheet = SHEETS_BY_NAME[sheet_name]
-    reason = (reason or "").strip() or None
-    if reason is None:
-        raise NoReason
-    with audited_session(engine, actor=actor, reason=reason) as session:
-        if sheet.name == "patients":
-            _refuse_if_closed(session, key, deleted_too=False)
-        else:
-            _refuse_if_closed(session, patient_id)
-        record = _load_for_update(session, sheet, key, patient_id)
-        if version is not None and record.version != version:
-            raise Stale(changes_since(session, sheet, str(key), version, record.version))
+    patients = sheet.name == "patients"
+    with audited_session(engine, actor=actor, reason=_reason(reason)) as session:
+
+        def closed() -> None:
+            _refuse_if_closed(session, key if patients else patient_id, deleted_too=not patients)
+
+        record = _load_for_update(session, sheet, key, patient_id)  # in save_record's order
+        closed()
         if (record.deleted_at is not None) == deleted:
             raise EntryError("this record is deleted already" if deleted else "this record is not deleted")
         record.deleted_at = datetime.now(UTC) if deleted else None
-        try:
-            session.commit()
-        except StaleDataError:
-            raise _stale(engine, sheet, key, version) from None
+        _commit(session, engine, sheet, key, None, closed)
 
 
 def set_locked(engine: sa.Engine, patient_id: int, *, locked: bool, actor: str, reason: str | None) -> None:
     """Lock a patient's records against every change, or unlock them (data managers)."""
-    reason = (reason or "").strip() or None
-    if reason is None:
-        raise NoReason
-    with audited_session(engine, actor=actor, reason=reason) as session:
+    with audited_session(engine, actor=actor, reason=_reason(reason)) as session:
         patient = session.get(Patient, patient_id, with_for_update=True)
         if patient is None:
             raise LookupError(f"no patient {patient_id}")
+        if patient.deleted_at is not None:
+            raise EntryError("this patient is deleted: restore them before locking")
         if (patient.locked_at is not None) == locked:
             raise EntryError("the patient is locked already" if locked else "the patient is not locked")
         patient.locked_at = datetime.now(UTC) if locked else None

@@ -166,6 +166,8 @@ def _text(value: Any, length: int) -> str:
         raise CellError("is not text")
     if len(value) > length:
         raise CellError(f"is longer than {length} characters")
+    if "\x00" in value:
+        raise CellError("contains a NUL character")
     return value
 
 
@@ -188,9 +190,9 @@ def parse_cell(column: SheetColumn, value: Any) -> Any:
         return value
     if isinstance(kind, sa.String):
         text = _text(value, kind.length)
-        pattern = column.source.info.get("pattern")
+        pattern, rule = column.source.info.get("pattern", (None, None))
         if pattern is not None and not re.fullmatch(pattern, text):
-            raise CellError("may hold only letters, digits, '.', '_' and '-', and starts with a letter or digit")
+            raise CellError(rule)
         return text
     if isinstance(kind, sa.Date):
         return _date(value)
@@ -299,6 +301,7 @@ class _Stored:
     sites: dict[str, int]
     patients: dict[str, int]
     deleted_patients: set[str]
+    locked_patients: set[str]
     rows: dict[str, dict[tuple, dict[str, Any]]]  # sheet -> natural key -> sheet-named values (+ "id")
 
 
@@ -308,6 +311,9 @@ def _load(connection: sa.Connection, sheet_names: Sequence[str]) -> _Stored:
         patients=dict(connection.execute(sa.select(Patient.study_id, Patient.id)).all()),
         deleted_patients=set(
             connection.execute(sa.select(Patient.study_id).where(Patient.deleted_at.is_not(None))).scalars()
+        ),
+        locked_patients=set(
+            connection.execute(sa.select(Patient.study_id).where(Patient.locked_at.is_not(None))).scalars()
         ),
         rows={name: stored_rows(connection, SHEETS_BY_NAME[name]) for name in sheet_names},
     )
@@ -395,11 +401,17 @@ def _plan(rows: list[Row], stored: _Stored, problems: list[Problem]) -> list[_Ch
             shown = " / ".join(show(v) for v in row.key)
             message = "is a deleted record (or belongs to a deleted patient): restore it in the web application first"
             problems.append(Problem(row.source, row.number, columns, shown, message))
-        elif existing is None:
-            plan.append(_Change(row, None, dict(row.values)))
+            continue
+        if existing is None:
+            change = _Change(row, None, dict(row.values))
         else:
-            changes = {k: v for k, v in row.values.items() if existing.get(k) != v}
-            plan.append(_Change(row, existing, changes))
+            change = _Change(row, existing, {k: v for k, v in row.values.items() if existing.get(k) != v})
+        study_id = row.values["study_id"]
+        if change.changes and study_id in stored.locked_patients:  # unchanged rows of a locked patient are fine
+            message = "is a patient locked by a data manager: ask them to unlock before changing their records"
+            problems.append(Problem(row.source, row.number, "study_id", study_id, message))
+            continue
+        plan.append(change)
     return plan
 
 

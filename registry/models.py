@@ -63,14 +63,15 @@ def column(
     unit: str | None = None,
     plausible: Range | None = None,
     identifier: bool = False,
-    pattern: str | None = None,
+    pattern: tuple[str, str] | None = None,
     **kwargs: Any,
 ) -> Any:
     """A documented column: the description becomes the database comment.
 
     ``unit`` and ``plausible`` travel in the column's ``info`` to the data dictionary;
     ``identifier`` marks a direct identifier, whose value the audit log never copies;
-    ``pattern`` is a regular expression every entered value must match in full.
+    ``pattern`` is a regular expression every entered value must match in full, and
+    the rule it stands for, in words.
     """
     info: dict[str, Any] = {"identifier": True} if identifier else {}
     if pattern is not None:
@@ -120,16 +121,14 @@ def identifier() -> Any:
     return Field(default=None, primary_key=True)
 
 
-#: Columns that keep records, not clinical facts: no sheet, schema, analysis or form shows them.
-BOOKKEEPING = {"bookkeeping": True}
-
-
 def is_bookkeeping(column: sa.Column) -> bool:
+    """Whether ``column`` keeps records rather than clinical facts: no sheet, schema, analysis or form shows it."""
     return bool(column.info.get("bookkeeping"))
 
 
 def bookkeeping(description: str, server_default: str | None = None, **kwargs: Any) -> Any:
-    column_kwargs = {"comment": description, "info": BOOKKEEPING, "server_default": server_default}
+    """A bookkeeping column (edit counter, deletion or lock time), documented like the others."""
+    column_kwargs = {"comment": description, "info": {"bookkeeping": True}, "server_default": server_default}
     return Field(description=description, sa_column_kwargs=column_kwargs, **kwargs)
 
 
@@ -143,15 +142,20 @@ DELETED = "When the record was deleted (UTC); deleted records are kept, hidden f
 
 
 class Entered:
-    """A clinical record entered by people: versioned (stale edits refused) and deleted softly."""
+    """A clinical record entered by people: its ``version`` column counts edits, and an edit from an older version
+    is refused (SQLAlchemy's version counter); each such table also declares ``deleted_at`` for soft deletion."""
 
     @declared_attr
     def __mapper_args__(cls) -> dict[str, Any]:
         return {"version_id_col": cls.__table__.c.version}
 
 
-#: What a study_id may hold: it appears in addresses, file names and reports, so letters, digits, ".", "_", "-".
-STUDY_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+#: What a study_id may hold: it appears in addresses, file names and reports, so letters, digits, ".", "_", "-"
+#: (and not "new", the address of the new-patient form).
+STUDY_ID_PATTERN = (
+    r"(?!new\Z)[A-Za-z0-9][A-Za-z0-9._-]*",
+    "may hold only letters, digits, '.', '_' and '-', starts with a letter or digit, and is not 'new'",
+)
 
 
 class Site(SQLModel, table=True):

@@ -101,7 +101,7 @@ WEB_PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def web_registry(migrated, tmp_path):
-    """Sites DEMO (the example's four patients) and OTHER (one patient, EX-901), and three accounts."""
+    """Sites DEMO (the example's four patients) and OTHER (EX-901, a copy of EX-001), and three accounts."""
     from registry.accounts import create_account, disable
     from registry.audit import audited_session
     from registry.codes import Role
@@ -112,10 +112,11 @@ def web_registry(migrated, tmp_path):
         session.add_all([Site(code="DEMO", name="Demo"), Site(code="OTHER", name="Other")])
         session.commit()
     shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "example", tmp_path / "sheets")
-    patients = tmp_path / "sheets" / "patients.csv"
-    lines = patients.read_text().splitlines()
-    lines.append(lines[1].replace("EX-001,DEMO", "EX-901,OTHER"))
-    patients.write_text("\n".join(lines) + "\n")
+    for sheet in (tmp_path / "sheets").glob("*.csv"):  # EX-901 of site OTHER: a copy of EX-001 and their records
+        lines = sheet.read_text().splitlines()
+        copies = [line.replace("EX-001,DEMO", "EX-901,OTHER").replace("EX-001,", "EX-901,", 1)
+                  for line in lines if line.startswith("EX-001,")]  # fmt: skip
+        sheet.write_text("\n".join(lines + copies) + "\n")
     events = tmp_path / "sheets" / "adverse_events.csv"
     events.write_text(events.read_text().replace("thoracic dermatome", "<script>alert(1)</script>"))
     assert import_path(migrated, tmp_path / "sheets", actor="test").written

@@ -20,7 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 import registry
 from registry.accounts import password_matches
 from registry.config import Config
-from registry.ingest import show
+from registry.entry import shown
 from registry.models import Account
 from registry.resources import resource_dir
 from registry.web import patients, records, results
@@ -45,7 +45,7 @@ def create_app(
     )
     templates = Jinja2Templates(directory=Path(resource_dir("templates", "_templates", "report.html")) / "web")
     templates.env.globals["version"] = registry.__version__
-    templates.env.filters["shown"] = lambda value: "" if value is None else show(value)
+    templates.env.filters["shown"] = shown
     templates.env.filters["urlpart"] = lambda value: quote(str(value), safe="")  # a path segment: "/" quoted too
     app.state.engine = engine
     app.state.templates = templates
@@ -55,7 +55,8 @@ def create_app(
 
     @app.exception_handler(NotSignedIn)
     async def _sign_in_first(request: Request, _: NotSignedIn) -> Response:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/patients") -> HTMLResponse:

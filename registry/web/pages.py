@@ -20,12 +20,28 @@ from registry.codes import Role
 from registry.models import Account, AccountSite, Patient, Site
 from registry.quality import CheckRun
 from registry.reviews import load_reviews, with_reviews
+from registry.sheets import SHEETS
 from registry.web.security import csrf_token, visible_patients
 
 #: Who may enter and correct data, run the checks and read reports, lock records.
 WRITERS = (Role.COORDINATOR, Role.DATA_MANAGER)
 READERS_OF_RESULTS = (Role.ANALYST, Role.DATA_MANAGER, Role.ADMIN)
 LOCKERS = (Role.DATA_MANAGER,)
+
+
+#: The sheets whose records a patient page lists, in entry order (the patient's own row is shown above them):
+#: sheet -> (title, the date the records are sorted by).
+RECORD_SHEETS: dict[str, tuple[str, str]] = {
+    "antibody_tests": ("Antibody tests", "sample_date"),
+    "labs": ("Laboratory results", "sample_date"),
+    "pfts": ("Pulmonary function tests", "test_date"),
+    "hrct": ("HRCT", "scan_date"),
+    "treatments": ("Treatments", "start_date"),
+    "adverse_events": ("Adverse events", "onset_date"),
+    "follow_up": ("Follow-up", "last_contact_date"),
+}
+#: The sheet that holds the records of each table, for links from data-quality findings.
+SHEET_OF_TABLE = {sheet.table.name: sheet.name for sheet in SHEETS}
 
 
 class NotSignedIn(Exception):
@@ -60,7 +76,8 @@ def require(me: Account, roles: tuple[Role, ...]) -> None:
 
 def local_path(target: str, default: str) -> str:
     """``target`` if it is a path on this site, else ``default``: a form never redirects elsewhere."""
-    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else default
+    local = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if local else default
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -91,6 +108,8 @@ class FoundPatient:
 
 def find_patient(engine: sa.Engine, me: Account, study_id: str) -> FoundPatient:
     """The patient ``study_id`` with its site code, if ``me`` may read them; 404 otherwise (absent or not theirs)."""
+    if "\x00" in study_id:  # no study_id holds one (and PostgreSQL refuses to compare with it)
+        raise HTTPException(status_code=404, detail="No such patient")
     with Session(engine) as session:
         found = session.execute(
             sa.select(Patient, Site.code)

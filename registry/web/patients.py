@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -15,25 +16,11 @@ from registry.codes import STUDY_DRUGS, Antibody
 from registry.ingest import show
 from registry.models import AntibodyTest, FollowUp, Patient, Site, Treatment
 from registry.reviews import open_findings
-from registry.sheets import SHEETS, SHEETS_BY_NAME
-from registry.web.pages import Signed, engine_of, find_patient, latest_checks, page
+from registry.sheets import SHEETS_BY_NAME
+from registry.web.pages import RECORD_SHEETS, SHEET_OF_TABLE, Signed, engine_of, find_patient, latest_checks, page
 from registry.web.security import visible_patients
 
 router = APIRouter()
-
-#: The sheets whose records a patient page lists, in entry order (the patient's own row is shown above them):
-#: sheet -> (title, the date the records are sorted by).
-RECORD_SHEETS: dict[str, tuple[str, str]] = {
-    "antibody_tests": ("Antibody tests", "sample_date"),
-    "labs": ("Laboratory results", "sample_date"),
-    "pfts": ("Pulmonary function tests", "test_date"),
-    "hrct": ("HRCT", "scan_date"),
-    "treatments": ("Treatments", "start_date"),
-    "adverse_events": ("Adverse events", "onset_date"),
-    "follow_up": ("Follow-up", "last_contact_date"),
-}
-#: The sheet that holds the records of each table, for links from data-quality findings.
-SHEET_OF_TABLE = {sheet.table.name: sheet.name for sheet in SHEETS}
 
 
 def _not_exists(model: Any, *conditions: Any) -> sa.ColumnElement[bool]:
@@ -42,7 +29,7 @@ def _not_exists(model: Any, *conditions: Any) -> sa.ColumnElement[bool]:
 
 
 #: Missing-data filters of the list: what is missing -> the condition that finds the patients lacking it.
-MISSING: dict[str, tuple[str, Any]] = {
+MISSING: dict[str, tuple[str, Callable[[], sa.ColumnElement[bool]]]] = {
     "follow_up": ("no follow-up record", lambda: _not_exists(FollowUp)),
     "anti_mda5": ("no anti-MDA5 test", lambda: _not_exists(AntibodyTest, AntibodyTest.antibody == Antibody.ANTI_MDA5)),
     "ild_diagnosis_date": ("no ILD diagnosis date", lambda: Patient.ild_diagnosis_date.is_(None)),
@@ -91,7 +78,9 @@ def patient_list(
         .where(Patient.id.in_(visible_patients(me)))
         .order_by(Patient.study_id)
     )  # fmt: skip
-    if q:
+    if "\x00" in q:  # no study_id holds one (and PostgreSQL refuses to compare with it)
+        query = query.where(sa.false())
+    elif q:
         query = query.where(Patient.study_id.contains(q, autoescape=True))
     if site:
         query = query.where(Site.code == site)

@@ -8,6 +8,7 @@ kept. Correcting saved data asks for a reason; every change lands in the audit t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -20,9 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 from registry.dictionary import describe
 from registry.entry import (
+    REASON,
+    WHOLE_RECORD,
     EntryError,
     Invalid,
-    NoReason,
     Stale,
     form_columns,
     form_values,
@@ -34,6 +36,7 @@ from registry.models import Account, AuditLog
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
 from registry.web.pages import (
     LOCKERS,
+    RECORD_SHEETS,
     WRITERS,
     FoundPatient,
     Signed,
@@ -43,11 +46,11 @@ from registry.web.pages import (
     page,
     require,
 )
-from registry.web.patients import RECORD_SHEETS
 from registry.web.security import check_csrf
 
 router = APIRouter()
 YES_NO = [("yes", "yes"), ("no", "no")]
+LARGEST_KEY = 2**31 - 1  # INTEGER on both databases
 
 
 @dataclass(frozen=True)
@@ -101,23 +104,27 @@ def _sheet(name: str) -> Sheet:
     return SHEETS_BY_NAME[name]
 
 
-def _record(session: Session, sheet: Sheet, key: str, patient_id: int) -> Any:
+def record_key(text: str) -> int:
+    """A record key from an address; 404 unless it is one a database could hold."""
+    if not (text.isascii() and text.isdigit()) or int(text) > LARGEST_KEY:
+        raise HTTPException(status_code=404, detail="No such record")
+    return int(text)
+
+
+def _record(session: Session, sheet: Sheet, key: int, patient_id: int) -> Any:
     """The record ``key`` of this patient; 404 for anything else (another patient's record is never shown)."""
-    try:
-        record = session.get(sheet.model, int(key))
-    except ValueError:
-        record = None
+    record = session.get(sheet.model, key)
     if record is None or getattr(record, "patient_id", patient_id) != patient_id:
         raise HTTPException(status_code=404, detail="No such record")
     return record
 
 
-def _record_history(request: Request, sheet: Sheet, key: str) -> list[AuditLog]:
+def _record_history(request: Request, sheet: Sheet, key: int) -> list[AuditLog]:
     with Session(engine_of(request)) as session:
         return list(
             session.execute(
                 sa.select(AuditLog)
-                .where(AuditLog.table_name == sheet.table.name, AuditLog.record_key == key)
+                .where(AuditLog.table_name == sheet.table.name, AuditLog.record_key == str(key))
                 .order_by(AuditLog.id)
             ).scalars()
         )
@@ -129,7 +136,7 @@ def _form_page(
     sheet: Sheet,
     *,
     patient: FoundPatient | None,
-    key: str | None,
+    key: int | None,
     values: dict[str, str],
     version: int | None,
     errors: dict[str, str] | None = None,
@@ -145,7 +152,8 @@ def _form_page(
     return page(
         request, "record_form.html", status_code, me=me, sheet=sheet, patient=patient, key=key, creating=creating,
         fields=_fields(sheet, creating=creating, values=values, errors=errors, sites=sites), record_version=version,
-        record_error=errors.get(""), reason_error=errors.get("reason"), stale=stale, message=message, reason=reason,
+        record_error=errors.get(WHOLE_RECORD), reason_error=errors.get(REASON), stale=stale, message=message,
+        reason=reason,
         title=RECORD_SHEETS.get(sheet.name, ("Patient", ""))[0],
         history=[] if creating else _record_history(request, sheet, key),
     )  # fmt: skip
@@ -158,7 +166,7 @@ def _save(
     form: dict[str, str],
     *,
     patient: FoundPatient | None,
-    key: str | None,
+    key: int | None,
 ) -> Response:
     """Save the form, or show it again with what is wrong; stored data only change on success."""
     check_csrf(request, form.get("csrf_token"))
@@ -171,7 +179,7 @@ def _save(
     try:
         saved = save_record(
             engine, sheet.name, form, actor=me.username, reason=reason, patient_id=patient.id if patient else None,
-            key=int(key) if key is not None else None, version=version, sites=sites,
+            key=key, version=version, sites=sites,
         )  # fmt: skip
     except Invalid as invalid:
         return _form_page(request, me, sheet, **again, errors=invalid.errors, status_code=422)
@@ -180,13 +188,11 @@ def _save(
             current = _current_version(connection, sheet, key)
         again["version"] = current
         return _form_page(request, me, sheet, **again, stale=stale, status_code=409)
-    except NoReason as missing:
-        return _form_page(request, me, sheet, **again, errors={"reason": str(missing)}, status_code=422)
     except LookupError:
         raise HTTPException(status_code=404, detail="No such record") from None
     except EntryError as refused:
         return _form_page(request, me, sheet, **again, message=str(refused), status_code=409)
-    study_id = patient.study_id if patient else form["study_id"]
+    study_id = patient.study_id if patient else form["study_id"].strip()  # as parsed and stored
     if saved.changed:
         request.session["flash"] = f"Saved: {', '.join(saved.changed)}."
     else:
@@ -202,11 +208,11 @@ def _version(value: str | None) -> int | None:
         return None
 
 
-def _current_version(connection: sa.Connection, sheet: Sheet, key: str | None) -> int | None:
+def _current_version(connection: sa.Connection, sheet: Sheet, key: int | None) -> int | None:
     if key is None:
         return None
     table = sheet.table
-    return connection.execute(sa.select(table.c.version).where(table.primary_key.columns[0] == int(key))).scalar()
+    return connection.execute(sa.select(table.c.version).where(table.primary_key.columns[0] == key)).scalar()
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -248,7 +254,7 @@ async def update_patient(request: Request, me: Signed, study_id: str) -> Respons
 
     def save() -> Response:
         patient = _patient(request, me, study_id)
-        return _save(request, me, SHEETS_BY_NAME["patients"], form, patient=patient, key=str(patient.id))
+        return _save(request, me, SHEETS_BY_NAME["patients"], form, patient=patient, key=patient.id)
 
     return await run_in_threadpool(save)
 
@@ -271,13 +277,17 @@ async def create_record(request: Request, me: Signed, study_id: str, sheet_name:
     return await run_in_threadpool(save)
 
 
-@router.get("/patients/{study_id}/{sheet_name}/{key}/edit", response_class=HTMLResponse)
-def edit_record(request: Request, me: Signed, study_id: str, sheet_name: str, key: str) -> HTMLResponse:
-    patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
+@router.get("/patients/{study_id}/{sheet_name}/{key}/edit", response_class=HTMLResponse, response_model=None)
+def edit_record(request: Request, me: Signed, study_id: str, sheet_name: str, key: str) -> Response:
+    patient, sheet, number = _patient(request, me, study_id), _sheet(sheet_name), record_key(key)
     with Session(engine_of(request)) as session:
-        record = _record(session, sheet, key, patient.id)
-        values, version = form_values(record, sheet), record.version
+        record = _record(session, sheet, number, patient.id)
+        values, version, deleted = form_values(record, sheet), record.version, record.deleted_at is not None
     require(me, WRITERS)
+    if deleted:
+        request.session["flash"] = "This record is deleted: restore it before changing it."
+        return RedirectResponse(f"/patients/{quote(study_id, safe='')}#{sheet.name}", status_code=303)
+    key = number
     return _form_page(request, me, sheet, patient=patient, key=key, values=values, version=version)
 
 
@@ -286,15 +296,15 @@ async def update_record(request: Request, me: Signed, study_id: str, sheet_name:
     form = await _form(request)
 
     def save() -> Response:
-        patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
-        with Session(engine_of(request)) as session:
-            _record(session, sheet, key, patient.id)
-        return _save(request, me, sheet, form, patient=patient, key=key)
+        patient, sheet, number = _patient(request, me, study_id), _sheet(sheet_name), record_key(key)
+        with Session(engine_of(request)) as session:  # first: a refused form shows the record's history
+            _record(session, sheet, number, patient.id)
+        return _save(request, me, sheet, form, patient=patient, key=number)
 
     return await run_in_threadpool(save)
 
 
-def _act(request: Request, study_id: str, form: dict[str, str], action: Any, done: str) -> Response:
+def _act(request: Request, study_id: str, form: dict[str, str], action: Callable[[], None], done: str) -> Response:
     """Run a delete/restore/lock action; its refusal comes back to the patient page as a message."""
     check_csrf(request, form.get("csrf_token"))
     try:
@@ -351,12 +361,10 @@ async def record_action(
     form = await _form(request)
 
     def act() -> Response:
-        patient, sheet = _patient(request, me, study_id), _sheet(sheet_name)
-        with Session(engine_of(request)) as session:
-            _record(session, sheet, key, patient.id)
+        patient, sheet, number = _patient(request, me, study_id), _sheet(sheet_name), record_key(key)
         require(me, WRITERS)
         return _act(request, study_id, form, lambda: set_deleted(
-            engine_of(request), sheet.name, int(key), deleted=action == "delete", actor=me.username,
+            engine_of(request), sheet.name, number, deleted=action == "delete", actor=me.username,
             reason=form.get("reason"), patient_id=patient.id), DONE[action])  # fmt: skip
 
     return await run_in_threadpool(act)

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from registry.entry import EntryError
+from registry.models import Account
 from registry.quality import run_checks
 from registry.report.build import NothingToAnalyse, ReportRefused, build_report
 from registry.reviews import open_findings, reopen, verify
@@ -23,6 +24,7 @@ from registry.tables import load_tables
 from registry.web.pages import (
     LOCKERS,
     READERS_OF_RESULTS,
+    SHEET_OF_TABLE,
     LatestChecks,
     Signed,
     engine_of,
@@ -31,7 +33,6 @@ from registry.web.pages import (
     page,
     require,
 )
-from registry.web.patients import SHEET_OF_TABLE
 from registry.web.security import check_csrf
 
 router = APIRouter()
@@ -43,7 +44,7 @@ def checks_page(request: Request, me: Signed) -> HTMLResponse:
     return _checks_page(request, me)
 
 
-def _checks_page(request: Request, me: Signed, message: str | None = None, status_code: int = 200) -> HTMLResponse:
+def _checks_page(request: Request, me: Account, message: str | None = None, status_code: int = 200) -> HTMLResponse:
     checks = latest_checks(request)
     if checks is None:
         return page(request, "checks.html", status_code, me=me, checks=None, message=message)
