@@ -22,6 +22,7 @@ from registry.models import Account, AccountSite, Site
 #: Shortest password accepted (NIST SP 800-63B asks for at least 8; a registry of health data asks for more).
 MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher()
+USERNAME_LENGTH = Account.__table__.c.username.type.length
 
 
 class AccountError(ValueError):
@@ -58,8 +59,10 @@ def _sites(session: Session, codes: Sequence[str]) -> list[Site]:
 
 def create_account(session: Session, username: str, password: str, role: Role, sites: Sequence[str] = ()) -> Account:
     """A new active account; a coordinator must serve at least one site, other roles none."""
-    if not username.strip() or username != username.strip():
+    if not username.strip() or username != username.strip() or "\x00" in username:
         raise AccountError(f"{username!r} is not a usable sign-in name (empty, or spaces at either end)")
+    if len(username) > USERNAME_LENGTH:
+        raise AccountError(f"a sign-in name has at most {USERNAME_LENGTH} characters")
     if session.exec(select(Account).where(Account.username == username)).first() is not None:
         raise AccountError(f"an account named {username!r} exists already")
     if role is Role.COORDINATOR and not sites:

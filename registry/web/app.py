@@ -23,7 +23,7 @@ from registry.config import Config
 from registry.entry import shown
 from registry.models import Account
 from registry.resources import resource_dir
-from registry.web import patients, records, results
+from registry.web import admin, patients, records, results
 from registry.web.pages import NotSignedIn, Signed, local_path, page
 from registry.web.security import Throttle, check_csrf
 
@@ -98,6 +98,7 @@ def create_app(
     app.include_router(records.router)  # first: /patients/new is a page, not a patient
     app.include_router(patients.router)
     app.include_router(results.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(404)
     async def _not_found(request: Request, _: Exception) -> HTMLResponse:

@@ -1,0 +1,125 @@
+"""Accounts and sites, for administrators: the web side of ``registry user`` and ``registry site``.
+
+Every change goes through the same library calls as the command line (Argon2id hashes,
+a coordinator tied to at least one site, accounts disabled and never deleted) and is
+audited with the administrator's name; passwords are never shown or logged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from registry.accounts import AccountError, create_account, disable, set_password, site_codes
+from registry.audit import audited_session
+from registry.codes import Role
+from registry.ingest import CellError, parse_cell
+from registry.models import Account, Site
+from registry.sheets import SheetColumn
+from registry.violations import explain
+from registry.web.pages import Signed, engine_of, page, require
+from registry.web.security import check_csrf
+
+router = APIRouter()
+ADMINS = (Role.ADMIN,)
+#: The fields of a new site, read by the import's cell parser (lengths, required).
+SITE_FIELDS = [SheetColumn(c.name, c.name, c, not c.nullable) for c in Site.__table__.columns if c.name != "id"]
+CSRF = Annotated[str | None, Form(alias="csrf_token")]
+
+
+def _admin_page(request: Request, me: Account, status_code: int = 200, **context: object) -> HTMLResponse:
+    with engine_of(request).connect() as connection:
+        accounts = [
+            {**row, "sites": site_codes(connection, row["id"])}
+            for row in connection.execute(
+                sa.select(Account.id, Account.username, Account.role, Account.active, Account.created_at)
+                .order_by(Account.username)
+            ).mappings()
+        ]  # fmt: skip
+        sites = connection.execute(sa.select(Site.code, Site.name, Site.country).order_by(Site.code)).all()
+    context.setdefault("error", None)
+    return page(request, "admin.html", status_code, me=me, accounts=accounts, sites=sites, roles=list(Role),
+                site_fields=SITE_FIELDS, **context)  # fmt: skip
+
+
+def _done(request: Request, message: str) -> Response:
+    request.session["flash"] = message
+    return RedirectResponse("/admin", status_code=303)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin(request: Request, me: Signed) -> HTMLResponse:
+    require(me, ADMINS)
+    return _admin_page(request, me)
+
+
+@router.post("/admin/accounts", response_model=None)
+async def add_account(request: Request, me: Signed) -> Response:
+    form = await request.form()
+    check_csrf(request, form.get("csrf_token"))
+    require(me, ADMINS)
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    sites = [str(code) for code in form.getlist("site")]
+    try:
+        role = Role(form.get("role"))
+        with audited_session(engine_of(request), actor=me.username, reason=f"account {username} created") as session:
+            create_account(session, username, password, role, sites)
+            session.commit()
+    except (AccountError, ValueError) as error:
+        message = str(error) if isinstance(error, AccountError) else "choose a role"
+        return _admin_page(request, me, 422, error=f"Account not added: {message}.", entered={"username": username})
+    return _done(request, f"Account {username} ({role.value}) added.")
+
+
+@router.post("/admin/accounts/{username}/{action}", response_model=None)
+def change_account(
+    request: Request,
+    me: Signed,
+    username: str,
+    action: str,
+    password: Annotated[str, Form()] = "",
+    csrf: CSRF = None,
+) -> Response:
+    check_csrf(request, csrf)
+    require(me, ADMINS)
+    if action not in ("disable", "password"):
+        raise HTTPException(status_code=404, detail="No such action")
+    if action == "disable" and username == me.username:
+        return _admin_page(request, me, 409, error="Not done: you cannot disable your own account.")
+    reason = f"account {username} disabled" if action == "disable" else f"password of {username} changed"
+    try:
+        with audited_session(engine_of(request), actor=me.username, reason=reason) as session:
+            if action == "disable":
+                disable(session, username)
+            else:
+                set_password(session, username, password)
+            session.commit()
+    except AccountError as error:
+        return _admin_page(request, me, 422, error=f"Not done: {error}.")
+    return _done(request, f"{reason[0].upper()}{reason[1:]}.")
+
+
+@router.post("/admin/sites", response_model=None)
+async def add_site(request: Request, me: Signed) -> Response:
+    form = await request.form()
+    check_csrf(request, form.get("csrf_token"))
+    require(me, ADMINS)
+    values, errors = {}, []
+    for field in SITE_FIELDS:
+        try:
+            values[field.target] = parse_cell(field, form.get(field.name))
+        except CellError as error:
+            errors.append(f"{field.name} {error}")
+    if not errors:
+        with audited_session(engine_of(request), actor=me.username, reason="site registered") as session:
+            session.add(Site(**values))
+            try:
+                session.commit()
+            except sa.exc.IntegrityError as error:
+                errors.append(explain(error).message)
+    if errors:
+        return _admin_page(request, me, 422, error=f"Site not added: {'; '.join(errors)}.")
+    return _done(request, f"Site {values['code']} added.")
