@@ -36,7 +36,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -432,21 +431,6 @@ def postgres(explicit: str | None) -> Iterator[tuple[str | None, str]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@contextmanager
-def scratch_database(server_url: str) -> Iterator[str]:
-    server = sa.make_url(db.database_url(server_url))
-    name = f"bench_web_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def postgres_version(url: str) -> str:
     engine = db.make_engine(url)
     try:
@@ -551,7 +535,7 @@ def main() -> None:
                 if server_url is None:
                     notes.append(f"PostgreSQL: not measured: {source}.")
                 else:
-                    with scratch_database(server_url) as url:
+                    with db.new_postgres_database(server_url, "bench_web") as url:
                         label = f"PostgreSQL {postgres_version(url)}"
                         print(f"{label}: {args.clients} clients, {args.seconds:g} s ...", file=sys.stderr)
                         runs.append(load(url, label, args.clients, args.seconds, weights, scratch))

@@ -165,14 +165,14 @@ def _print_summary(engine: sa.Engine, url: str) -> None:
         raise typer.Exit(1)
     typer.echo(f"Schema    revision {current}" + (" (newest)" if current == head else f" (newest is {head})"))
     with engine.connect() as connection:
-        counts = {
-            table.name: connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            for table in (model.__table__ for model in TABLES)
-        }
+        counts = {}
+        for table in (model.__table__ for model in TABLES):
+            deleted = sa.func.count(table.c.deleted_at) if "deleted_at" in table.c else sa.null()
+            counts[table.name] = connection.execute(sa.select(sa.func.count(), deleted).select_from(table)).one()
     width = max(map(len, counts))
-    typer.echo(f"\n{'table'.ljust(width)}  rows")
-    for name, count in counts.items():
-        typer.echo(f"{name.ljust(width)}  {count:>4}")
+    typer.echo(f"\n{'table'.ljust(width)}  rows  deleted (kept, restorable)")
+    for name, (count, deleted) in counts.items():
+        typer.echo(f"{name.ljust(width)}  {count:>4}" + (f"  {deleted:>7}" if deleted is not None else ""))
 
 
 @app.command()

@@ -8,6 +8,7 @@ default in SQLite) and use the write-ahead log so readers never block the writer
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +83,25 @@ def head_revision() -> str | None:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     return ScriptDirectory.from_config(config).get_current_head()
+
+
+@contextmanager
+def new_postgres_database(server_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on the PostgreSQL server of ``server_url``, dropped afterwards.
+
+    For tests and benchmarks, which each want a database of their own on one server.
+    """
+    server = sa.make_url(database_url(server_url))
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def redacted(url: str) -> str:

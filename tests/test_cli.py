@@ -77,7 +77,12 @@ def test_summary_counts_rows_per_table(migrated, database_url):
     lines = result.output.splitlines()
     assert lines[0] == f"Database  {db.redacted(database_url)}"
     assert lines[1] == f"Schema    revision {db.head_revision()} (newest)"
-    assert [line.split() for line in lines[4:]] == [[model.__table__.name, "0"] for model in TABLES]
+    assert lines[3].split()[:3] == ["table", "rows", "deleted"]
+    soft = {model.__table__.name for model in TABLES if "deleted_at" in model.__table__.c}
+    assert soft == {"patient", "antibody_test", "lab_result", "pft", "hrct", "treatment", "adverse_event", "follow_up"}
+    assert [line.split() for line in lines[4:]] == [
+        [model.__table__.name, "0", *(["0"] if model.__table__.name in soft else [])] for model in TABLES
+    ]
 
 
 def test_summary_of_an_empty_database_says_what_to_do(tmp_path):
@@ -108,11 +113,12 @@ def test_demo_builds_a_fresh_registry(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Database  sqlite:///demo/registry.db" in done.stdout
     lines = done.stdout.splitlines()
-    counts = dict(line.split() for line in lines[3:17])
+    counts = {line.split()[0]: line.split()[1:] for line in lines[4:18]}
     assert counts == {
-        "table": "rows", "site": "1", "patient": "61", "patient_identifier": "0", "antibody_test": "122",
-        "lab_result": "732", "pft": "61", "hrct": "61", "treatment": "243", "adverse_event": "45", "follow_up": "61",
-        "account": "0", "account_site": "0", "audit_log": "1387",
+        "site": ["1"], "patient": ["61", "0"], "patient_identifier": ["0"], "antibody_test": ["122", "0"],
+        "lab_result": ["732", "0"], "pft": ["61", "0"], "hrct": ["61", "0"], "treatment": ["243", "0"],
+        "adverse_event": ["45", "0"], "follow_up": ["61", "0"], "account": ["0"], "account_site": ["0"],
+        "finding_review": ["0"], "audit_log": ["1387"],
     }  # fmt: skip
     assert "90 rules run: 0 error finding(s), 0 warning finding(s)" in lines
     assert "overall mortality at 6 months: tacrolimus 22/35, tofacitinib 10/26; log-rank p = 0.028" in lines
