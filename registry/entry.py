@@ -50,6 +50,7 @@ class Stale(EntryError):
     """The record changed since the form was opened: the changes made since, newest last."""
 
     changes: list[AuditLog] = field(default_factory=list)
+    stored_version: int | None = None  # the version to open the form at again
 
     def __str__(self) -> str:
         return "this record was changed by someone else since you opened it: review their change and edit again"
@@ -154,36 +155,17 @@ def _check_unique(session: Session, sheet: Sheet, patient_id: int | None, values
     clash = session.execute(query).first()
     if clash is None:
         return
-    deleted = clash.deleted_at is not None
     if sheet.name == "patients":
-        place, message = (
-            "study_id",
-            (
-                "a deleted patient has this study_id: restore them instead of entering them again"
-                if deleted
-                else "another patient has this study_id"
-            ),
-        )
+        place, taken = "study_id", "another patient has this study_id"
+        deleted = "a deleted patient has this study_id: restore them instead of entering them again"
     elif key:
         what = " + ".join(key)
-        place, message = (
-            key[-1],
-            (
-                f"a deleted record has the same {what}: restore it instead of entering it again"
-                if deleted
-                else f"another record of this patient has the same {what}"
-            ),
-        )
-    else:
-        place, message = (
-            WHOLE_RECORD,
-            (
-                "this patient has a deleted record of this kind: restore it instead"
-                if deleted
-                else "this patient has this record already: edit it instead"
-            ),
-        )
-    raise Invalid({place: message})
+        place, taken = key[-1], f"another record of this patient has the same {what}"
+        deleted = f"a deleted record has the same {what}: restore it instead of entering it again"
+    else:  # one record per patient (follow-up)
+        place, taken = WHOLE_RECORD, "this patient has this record already: edit it instead"
+        deleted = "this patient has a deleted record of this kind: restore it instead"
+    raise Invalid({place: deleted if clash.deleted_at is not None else taken})
 
 
 def changes_since(session: Session, sheet: Sheet, record_key: str, version: int, stored_version: int) -> list[AuditLog]:
@@ -201,8 +183,9 @@ def _stale(engine: sa.Engine, sheet: Sheet, key: Any, version: int | None) -> St
     """The refusal of a write that lost the race, with what the winner changed."""
     with Session(engine) as session:
         stored = session.get(sheet.model, key)
-        known = stored is not None and version is not None
-        return Stale(changes_since(session, sheet, str(key), version, stored.version) if known else [])
+        if stored is None or version is None:
+            return Stale()
+        return Stale(changes_since(session, sheet, str(key), version, stored.version), stored.version)
 
 
 @dataclass
@@ -227,7 +210,7 @@ def reason_problem(reason: str | None) -> str | None:
     return None
 
 
-def _reason(reason: str | None) -> str:
+def require_reason(reason: str | None) -> str:
     """The reason, stripped; :class:`NoReason` (or :class:`Invalid`) if it cannot be stored."""
     problem = reason_problem(reason)
     if problem == str(NoReason()):
@@ -318,7 +301,7 @@ def save_record(
         if record is not None and record.deleted_at is not None:
             raise EntryError("this record is deleted: restore it before changing it")
         if record is not None and record.version != version:
-            raise Stale(changes_since(session, sheet, str(key), version or 0, record.version))
+            raise Stale(changes_since(session, sheet, str(key), version or 0, record.version), record.version)
         site_code = _site_code(session, record) if sheet.name == "patients" else None
         stored = form_values(record, sheet, site_code)
         changed = [name for name in values if shown(values[name]) != stored.get(name, "")]
@@ -357,7 +340,7 @@ def set_deleted(
     """Delete (softly) or restore a record; a deleted patient hides every record of theirs."""
     sheet = SHEETS_BY_NAME[sheet_name]
     patients = sheet.name == "patients"
-    with audited_session(engine, actor=actor, reason=_reason(reason)) as session:
+    with audited_session(engine, actor=actor, reason=require_reason(reason)) as session:
 
         def closed() -> None:
             _refuse_if_closed(session, key if patients else patient_id, deleted_too=not patients)
@@ -372,7 +355,7 @@ def set_deleted(
 
 def set_locked(engine: sa.Engine, patient_id: int, *, locked: bool, actor: str, reason: str | None) -> None:
     """Lock a patient's records against every change, or unlock them (data managers)."""
-    with audited_session(engine, actor=actor, reason=_reason(reason)) as session:
+    with audited_session(engine, actor=actor, reason=require_reason(reason)) as session:
         patient = session.get(Patient, patient_id, with_for_update=True)
         if patient is None:
             raise LookupError(f"no patient {patient_id}")

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from registry.audit import audited_session
-from registry.entry import EntryError, NoReason
+from registry.entry import EntryError, NoReason, reason_problem, require_reason
 from registry.models import FindingReview, Patient
 from registry.quality import Severity
 
@@ -30,9 +30,12 @@ REVIEW_COLUMNS = ["review_id", "reviewed_by", "reviewed_at", "review_comment"]
 
 def verify(engine: sa.Engine, finding: Mapping[str, Any], *, comment: str, actor: str) -> None:
     """Record that the value of ``finding`` (a row of a check run's findings) was checked and is right."""
-    comment = comment.strip()
-    if not comment:
+    problem = reason_problem(comment)  # the comment is the audit trail's reason too
+    if problem == str(NoReason()):
         raise EntryError("say what was checked, and where (the comment is required)")
+    if problem is not None:
+        raise EntryError(f"the comment {problem}")
+    comment = comment.strip()
     if finding["severity"] != Severity.WARNING.value:
         raise EntryError("an error cannot be verified: correct the data")
     with audited_session(engine, actor=actor, reason=comment) as session:
@@ -50,10 +53,7 @@ def verify(engine: sa.Engine, finding: Mapping[str, Any], *, comment: str, actor
 
 def reopen(engine: sa.Engine, review_id: int, *, actor: str, reason: str | None) -> None:
     """Withdraw a review: its finding counts as open again."""
-    reason = (reason or "").strip() or None
-    if reason is None:
-        raise NoReason
-    with audited_session(engine, actor=actor, reason=reason) as session:
+    with audited_session(engine, actor=actor, reason=require_reason(reason)) as session:
         review = session.get(FindingReview, review_id)
         if review is None:
             raise LookupError(f"no review {review_id}")

@@ -499,6 +499,8 @@ def test_a_data_manager_verifies_a_warning_at_source_and_can_reopen_it(client, w
     no_comment = post(client, "/findings/verify", {**form, "comment": " "}, form="/patients/EX-002")
     assert no_comment.headers["location"] == "/patients/EX-002#findings"
     assert "Not done: say what was checked, and where (the comment is required)." in client.get("/patients/EX-002").text
+    post(client, "/findings/verify", {**form, "comment": "x" * 501}, form="/patients/EX-002")
+    assert "Not done: the comment is longer than 500 characters." in client.get("/patients/EX-002").text
     comment = "laboratory report of 2019-02-20 reads 50,000 ng/mL"
     assert post(client, "/findings/verify", {**form, "comment": comment}, form="/patients/EX-002").status_code == 303
     page = client.get("/patients/EX-002").text

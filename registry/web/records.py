@@ -184,9 +184,7 @@ def _save(
     except Invalid as invalid:
         return _form_page(request, me, sheet, **again, errors=invalid.errors, status_code=422)
     except Stale as stale:
-        with engine.connect() as connection:
-            current = _current_version(connection, sheet, key)
-        again["version"] = current
+        again["version"] = stale.stored_version
         return _form_page(request, me, sheet, **again, stale=stale, status_code=409)
     except LookupError:
         raise HTTPException(status_code=404, detail="No such record") from None
@@ -206,13 +204,6 @@ def _version(value: str | None) -> int | None:
         return int(value) if value else None
     except ValueError:
         return None
-
-
-def _current_version(connection: sa.Connection, sheet: Sheet, key: int | None) -> int | None:
-    if key is None:
-        return None
-    table = sheet.table
-    return connection.execute(sa.select(table.c.version).where(table.primary_key.columns[0] == key)).scalar()
 
 
 async def _form(request: Request) -> dict[str, str]:

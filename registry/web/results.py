@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -33,6 +33,7 @@ from registry.web.pages import (
     page,
     require,
 )
+from registry.web.records import LARGEST_KEY
 from registry.web.security import check_csrf
 
 router = APIRouter()
@@ -128,7 +129,7 @@ def verify_finding(
 def reopen_finding(
     request: Request,
     me: Signed,
-    review_id: int,
+    review_id: Annotated[int, Path(ge=1, le=LARGEST_KEY)],
     reason: Annotated[str, Form()] = "",
     back: Annotated[str, Form()] = "/checks",
     csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
