@@ -147,7 +147,7 @@ def test_a_coordinator_enters_and_corrects_a_patient(server, page):
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     assert page.url == f"{server}/patients/new"
-    assert page.text_content("h1") == "New patient record"
+    assert page.text_content("h1") == "New patient"
     shot(page, "10-new-patient-form")
 
     fill(page, NEW_PATIENT)
@@ -158,7 +158,7 @@ def test_a_coordinator_enters_and_corrects_a_patient(server, page):
     assert page.locator("#patient td").all_inner_texts()[:4] == ["DEMO", "female", "1970-03-04", "never"]
     shot(page, "11-patient-created")
 
-    page.click("text=Add antibody tests record")
+    page.click("text=Add antibody test")
     assert page.url == f"{server}/patients/EX-200/antibody_tests/new"
     fill(page, ANTIBODY_TEST)
     assert save(page) == 303
@@ -167,7 +167,7 @@ def test_a_coordinator_enters_and_corrects_a_patient(server, page):
     assert page.locator("#timeline", has_text="anti_mda5 120.5 index").count() == 1
     shot(page, "12-antibody-test-added")
 
-    page.click("text=Add treatments record")
+    page.click("text=Add treatment")
     fill(page, {**TREATMENT, "end_date": "2021-01-10"})  # stopped a month before it started
     assert save(page) == 422
     assert page.url == f"{server}/patients/EX-200/treatments/new"

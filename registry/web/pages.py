@@ -29,17 +29,24 @@ READERS_OF_RESULTS = (Role.ANALYST, Role.DATA_MANAGER, Role.ADMIN)
 LOCKERS = (Role.DATA_MANAGER,)
 
 
-#: The sheets whose records a patient page lists, in entry order (the patient's own row is shown above them):
-#: sheet -> (title, the date the records are sorted by).
-RECORD_SHEETS: dict[str, tuple[str, str]] = {
-    "antibody_tests": ("Antibody tests", "sample_date"),
-    "labs": ("Laboratory results", "sample_date"),
-    "pfts": ("Pulmonary function tests", "test_date"),
-    "hrct": ("HRCT", "scan_date"),
-    "treatments": ("Treatments", "start_date"),
-    "adverse_events": ("Adverse events", "onset_date"),
-    "follow_up": ("Follow-up", "last_contact_date"),
+@dataclass(frozen=True)
+class RecordKind:
+    title: str  # the section of the patient page
+    noun: str  # one record, in a sentence
+    dated: str  # the date the records are sorted by
+
+
+#: The sheets whose records a patient page lists, in entry order (the patient's own row is shown above them).
+RECORD_SHEETS: dict[str, RecordKind] = {
+    "antibody_tests": RecordKind("Antibody tests", "antibody test", "sample_date"),
+    "labs": RecordKind("Laboratory results", "laboratory result", "sample_date"),
+    "pfts": RecordKind("Pulmonary function tests", "pulmonary function test", "test_date"),
+    "hrct": RecordKind("HRCT", "HRCT scan", "scan_date"),
+    "treatments": RecordKind("Treatments", "treatment", "start_date"),
+    "adverse_events": RecordKind("Adverse events", "adverse event", "onset_date"),
+    "follow_up": RecordKind("Follow-up", "follow-up record", "last_contact_date"),
 }
+PATIENT = RecordKind("Patient", "patient", "")
 #: The sheet that holds the records of each table, for links from data-quality findings.
 SHEET_OF_TABLE = {sheet.table.name: sheet.name for sheet in SHEETS}
 

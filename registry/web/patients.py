@@ -23,6 +23,10 @@ from registry.web.security import visible_patients
 router = APIRouter()
 
 
+#: The patient's yes/no clinical features, shown together on their page.
+CLINICAL_FEATURES = [c.name for c in Patient.__table__.columns if isinstance(c.type, sa.Boolean) and c.name != "rpild"]
+
+
 def _not_exists(model: Any, *conditions: Any) -> sa.ColumnElement[bool]:
     live = sa.select(model.patient_id).where(model.patient_id == Patient.id, model.deleted_at.is_(None), *conditions)
     return ~sa.exists(live)
@@ -157,10 +161,10 @@ def patient_page(request: Request, me: Signed, study_id: str) -> HTMLResponse:
     found = find_patient(engine_of(request), me, study_id)
     with engine_of(request).connect() as connection:
         records = {}
-        for name, (_, dated) in RECORD_SHEETS.items():
+        for name, kind in RECORD_SHEETS.items():
             table = SHEETS_BY_NAME[name].table
             rows = connection.execute(
-                sa.select(table).where(table.c.patient_id == found.id).order_by(table.c[dated])
+                sa.select(table).where(table.c.patient_id == found.id).order_by(table.c[kind.dated])
             ).mappings().all()  # fmt: skip
             records[name] = [dict(row) for row in rows]
     checks = latest_checks(request)
@@ -169,7 +173,8 @@ def patient_page(request: Request, me: Signed, study_id: str) -> HTMLResponse:
         reviewed = checks.findings(engine_of(request))
         findings = reviewed[reviewed["study_id"] == study_id].to_dict("records")
     return page(
-        request, "patient.html", me=me, patient=found, records=records, sheets=SHEETS_BY_NAME, titles=RECORD_SHEETS,
-        timeline=timeline(found.record, records), index_date=_index_date(records), findings=findings, checks=checks,
-        sheet_of_table=SHEET_OF_TABLE, history=audit_history(engine_of(request), study_id),
+        request, "patient.html", me=me, patient=found, records=records, sheets=SHEETS_BY_NAME, kinds=RECORD_SHEETS,
+        features=CLINICAL_FEATURES, timeline=timeline(found.record, records), index_date=_index_date(records),
+        findings=findings, checks=checks, sheet_of_table=SHEET_OF_TABLE,
+        history=audit_history(engine_of(request), study_id),
     )  # fmt: skip

@@ -36,6 +36,7 @@ from registry.models import Account, AuditLog
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
 from registry.web.pages import (
     LOCKERS,
+    PATIENT,
     RECORD_SHEETS,
     WRITERS,
     FoundPatient,
@@ -154,7 +155,7 @@ def _form_page(
         fields=_fields(sheet, creating=creating, values=values, errors=errors, sites=sites), record_version=version,
         record_error=errors.get(WHOLE_RECORD), reason_error=errors.get(REASON), stale=stale, message=message,
         reason=reason,
-        title=RECORD_SHEETS.get(sheet.name, ("Patient", ""))[0],
+        kind=RECORD_SHEETS.get(sheet.name, PATIENT),
         history=[] if creating else _record_history(request, sheet, key),
     )  # fmt: skip
 
