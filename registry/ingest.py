@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from registry import workbook
-from registry.audit import audited_session
+from registry.audit import audited_session, insert_audited
 from registry.models import Patient, Site
 from registry.sheets import HELPER_SHEETS, SHEETS, SHEETS_BY_NAME, Sheet, SheetColumn, stored_rows
 from registry.violations import explain
@@ -468,10 +468,13 @@ def _check_rules(plan: list[_Change], problems: list[Problem]) -> None:
 
 
 def _write(engine: sa.Engine, plan: list[_Change], actor: str, reason: str) -> None:
+    """All changes in one audited transaction: new records in bulk, changed ones through the ORM."""
     with audited_session(engine, actor=actor, reason=reason) as session:
+        connection = session.connection()
         sites = dict(session.execute(sa.select(Site.code, Site.id)).all())
         patients: dict[str, int] = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
         for sheet in SHEETS:
+            new, changed = [], []
             for change in (c for c in plan if c.row.sheet is sheet and c.changes):
                 values = {}
                 for name, value in change.changes.items():
@@ -479,12 +482,14 @@ def _write(engine: sa.Engine, plan: list[_Change], actor: str, reason: str) -> N
                     if column.is_reference:
                         value = (patients if name == "study_id" else sites)[value]
                     values[column.target] = value
-                if change.stored is None:
-                    session.add(sheet.model(**values))
-                else:
-                    record = session.get(sheet.model, change.stored["id"])
-                    for target, value in values.items():
-                        setattr(record, target, value)
+                (new if change.stored is None else changed).append((change, values))
+            study_ids = {id_: study_id for study_id, id_ in patients.items()}
+            insert_audited(connection, sheet.model, [values for _, values in new], actor=actor, reason=reason,
+                           study_ids=study_ids)  # fmt: skip
+            for change, values in changed:
+                record = session.get(sheet.model, change.stored["id"])
+                for target, value in values.items():
+                    setattr(record, target, value)
             session.flush()
             if sheet.name == "patients":
                 patients = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())

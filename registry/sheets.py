@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,7 +61,11 @@ class Sheet:
         return self.model.__table__
 
     def column(self, name: str) -> SheetColumn:
-        return next(c for c in self.columns if c.name == name)
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, SheetColumn]:
+        return {c.name: c for c in self.columns}
 
 
 def _sheet(name: str, model: type[SQLModel]) -> Sheet:

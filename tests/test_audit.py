@@ -145,3 +145,39 @@ def test_objects_of_other_tables_are_not_audited(patient, tmp_path):
         session.add(Note(id=1))
         session.commit()
     assert len(_log(patient)) == 2
+
+
+def test_a_bulk_insert_is_logged_exactly_as_an_orm_insert(patient):
+    """The import's bulk path (insert_audited) writes the entries the flush hook would write."""
+    from registry.audit import insert_audited
+
+    with Session(patient) as session:
+        site_id, first_id = session.exec(select(Patient.site_id, Patient.id)).one()
+    rows = [
+        {"study_id": "P002", "site_id": site_id, "sex": "male", "birth_date": date(1960, 1, 2), "smoking": "former"},
+        {"study_id": "P003", "site_id": site_id, "sex": "female", "birth_date": date(1955, 3, 4)},
+    ]
+    treatment = {"patient_id": first_id, "drug": "tofacitinib", "start_date": date(2020, 1, 1), "dose": 5.0, "dose_unit": "mg"}
+    with audited_session(patient, actor="importer", reason="bulk") as session:
+        connection = session.connection()
+        keys = insert_audited(connection, Patient, rows, actor="importer", reason="bulk", study_ids={})
+        insert_audited(
+            connection, Treatment, [treatment], actor="importer", reason="bulk", study_ids={first_id: "P001"}
+        )
+        session.commit()
+    with audited_session(patient, actor="importer", reason="bulk") as session:  # the same rows through the ORM
+        session.add(Patient(**{**rows[0], "study_id": "P004"}))
+        session.add(Treatment(**{**treatment, "start_date": date(2020, 2, 1)}))
+        session.commit()
+    bulk_patient, bulk_other, bulk_treatment, orm_patient, orm_treatment = _log(patient)[-5:]
+    with Session(patient) as session:
+        stored = {p.study_id: p.id for p in session.exec(select(Patient))}
+    assert keys == [stored["P002"], stored["P003"]]
+    assert bulk_other.new_values["smoking"] is None and bulk_other.study_id == "P003"
+    for bulk, orm in ((bulk_patient, orm_patient), (bulk_treatment, orm_treatment)):
+        assert (bulk.action, bulk.table_name, bulk.actor, bulk.reason, bulk.old_values) == (
+            orm.action, orm.table_name, orm.actor, orm.reason, orm.old_values)  # fmt: skip
+        differ = {k for k in orm.new_values if orm.new_values[k] != bulk.new_values[k]}
+        assert list(bulk.new_values) == list(orm.new_values)
+        assert differ <= {"id", "study_id", "start_date"}, differ
+    assert (bulk_treatment.study_id, bulk_treatment.record_key) == ("P001", str(bulk_treatment.new_values["id"]))
