@@ -242,10 +242,33 @@ def _columns(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -> d
     return found if usable else None
 
 
+class _ColumnParser:
+    """:func:`parse_cell` for one column, remembering what each distinct cell gave: codes, dates and flags repeat."""
+
+    LIMIT = 50_000  # distinct cells remembered per column (measurements rarely repeat; memory stays bounded)
+
+    def __init__(self, column: SheetColumn) -> None:
+        self.column, self.seen = column, {}
+
+    def __call__(self, cell: Any) -> tuple[Any, str | None]:
+        """(value, None), or (None, the rule the cell breaks)."""
+        key = (type(cell), cell)
+        found = self.seen.get(key)
+        if found is None:
+            try:
+                found = (parse_cell(self.column, cell), None)
+            except CellError as error:
+                found = (None, str(error))
+            if len(self.seen) < self.LIMIT:
+                self.seen[key] = found
+        return found
+
+
 def _parse_rows(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -> list[Row]:
-    columns = _columns(sheet, raw, problems)
-    if columns is None:
+    found = _columns(sheet, raw, problems)
+    if found is None:
         return []
+    columns = {index: _ColumnParser(column) for index, column in found.items()}
     headed = {index for index, cell in enumerate(raw.header) if not _blank(cell)}
     rows, stray = [], False
     for number, cells in raw.rows:
@@ -256,18 +279,20 @@ def _parse_rows(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -
             if index not in columns:
                 stray = stray or (index not in headed and not _blank(cell))
                 continue
-            column = columns[index]
-            try:
-                values[column.name] = parse_cell(column, cell)
-            except CellError as error:
-                problems.append(Problem(raw.source, number, column.name, None if _blank(cell) else cell, str(error)))
+            parse = columns[index]
+            value, error = parse(cell)
+            if error is None:
+                values[parse.column.name] = value
+            else:
+                problems.append(Problem(raw.source, number, parse.column.name, None if _blank(cell) else cell, error))
                 ok = False
-        for column in columns.values():  # short rows: missing trailing cells are blank
-            if column.name not in values and ok:
-                try:
-                    values[column.name] = parse_cell(column, None)
-                except CellError as error:
-                    problems.append(Problem(raw.source, number, column.name, None, str(error)))
+        for parse in columns.values():  # short rows: missing trailing cells are blank
+            if parse.column.name not in values and ok:
+                value, error = parse(None)
+                if error is None:
+                    values[parse.column.name] = value
+                else:
+                    problems.append(Problem(raw.source, number, parse.column.name, None, error))
                     ok = False
         if ok:
             rows.append(Row(sheet, raw.source, number, values))
