@@ -30,6 +30,8 @@ class Config:
     covariates: tuple[str, ...] = ("age", "male", "ever_smoker", "anti_mda5_grade", "steroid_sparing")
     adverse_event_window_days: int = 30  # an event attributed to a drug starts within its course + this
     firth_on_separation: bool = True  # no usual Cox estimate: show Firth's penalised one (False: only say why)
+    fisher_exact_limit: int = 1_000_000  # Table 1's Fisher test is exact up to this many tables to enumerate
+    fisher_resamples: int = 100_000  # beyond it, a Monte Carlo estimate from this many random tables (fixed seed)
     analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
     registry_name: str = "MDA5-ILD registry"  # the report's title and running header
 

@@ -157,7 +157,13 @@ def test_a_bulk_insert_is_logged_exactly_as_an_orm_insert(patient):
         {"study_id": "P002", "site_id": site_id, "sex": "male", "birth_date": date(1960, 1, 2), "smoking": "former"},
         {"study_id": "P003", "site_id": site_id, "sex": "female", "birth_date": date(1955, 3, 4)},
     ]
-    treatment = {"patient_id": first_id, "drug": "tofacitinib", "start_date": date(2020, 1, 1), "dose": 5.0, "dose_unit": "mg"}
+    treatment = {
+        "patient_id": first_id,
+        "drug": "tofacitinib",
+        "start_date": date(2020, 1, 1),
+        "dose": 5.0,
+        "dose_unit": "mg",
+    }
     with audited_session(patient, actor="importer", reason="bulk") as session:
         connection = session.connection()
         keys = insert_audited(connection, Patient, rows, actor="importer", reason="bulk", study_ids={})

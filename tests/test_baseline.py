@@ -68,3 +68,19 @@ def test_large_expected_counts_use_chi_square_without_correction():
     (row,) = baseline_table(big, [Variable("x", "X", "binary")])
     assert row.test == "Pearson's chi-square"
     assert row.p == stats.chi2_contingency([[15, 25], [28, 12]], correction=False).pvalue
+
+
+def test_fisher_is_exact_up_to_the_limit_and_a_reproducible_monte_carlo_estimate_beyond():
+    from registry.analysis.baseline import fisher_test, tables_to_enumerate
+
+    large = np.array([[40, 3, 2, 120, 60, 300], [45, 7, 1, 100, 70, 252]])  # 1,000 patients, a rare level
+    assert tables_to_enumerate(large) > 10**8  # enumerating it: minutes in numpy, hours in Python
+    p, test = fisher_test(large, exact_limit=1_000_000, resamples=20_000)
+    assert test == "Fisher's exact (Monte Carlo, 20,000 tables)"
+    assert fisher_test(large, exact_limit=1_000_000, resamples=20_000) == (p, test)  # fixed seed
+    assert p == pytest.approx(stats.chi2_contingency(large, correction=False).pvalue, abs=0.03)
+    small = np.array([[3, 2, 1, 4], [1, 1, 4, 2]])
+    exact, label = fisher_test(small, exact_limit=tables_to_enumerate(small), resamples=20_000)
+    assert (exact, label) == (fisher_exact_2xk(small), "Fisher's exact")
+    estimate, _ = fisher_test(small, exact_limit=tables_to_enumerate(small) - 1, resamples=20_000)
+    assert estimate == pytest.approx(exact, abs=0.01)

@@ -4,13 +4,13 @@ Continuous variables: median (IQR) and the Mann-Whitney U test, or mean (SD) and
 Welch's t-test where the variable is declared normal. Categorical and yes/no
 variables: n (%) of the non-missing, chi-square without continuity correction, or
 Fisher's exact test when an expected count is below 5 (exact for 2 x k tables by
-enumeration, since scipy's r x c version is a Monte Carlo estimate). Every row
+enumeration, since scipy's r x c version is a Monte Carlo estimate; a Monte Carlo
+estimate too where the tables to enumerate are too many, as in large registries). Every row
 reports missing counts and a standardised mean difference.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.special import gammaln
 
 
 @dataclass(frozen=True)
@@ -72,31 +73,61 @@ class Row:
         object.__setattr__(self, "missing", sum(cell.missing for cell in self.cells.values()))
 
 
+#: The seed of Fisher's Monte Carlo estimate: the same data give the same p in every report.
+MONTE_CARLO_SEED = 20221
+
+
+def tables_to_enumerate(table: np.ndarray) -> int:
+    """How many first rows an exact 2 x k Fisher test looks at (an upper bound: the product of column ranges)."""
+    columns = np.asarray(table, dtype=int).sum(axis=0)
+    return math.prod(int(c) + 1 for c in columns[:-1])
+
+
+def _log_p(rows: np.ndarray, columns: np.ndarray, first_row: int) -> np.ndarray:
+    """Log hypergeometric probability of each first row (one per column of ``rows``) given the margins."""
+    total = int(columns.sum())
+    log_denominator = gammaln(total + 1) - gammaln(first_row + 1) - gammaln(total - first_row + 1)
+    cols = columns[:, None]
+    return (gammaln(cols + 1) - gammaln(rows + 1) - gammaln(cols - rows + 1)).sum(axis=0) - log_denominator
+
+
 def fisher_exact_2xk(table: np.ndarray) -> float:
-    """Two-sided exact p of a 2 x k table: the probability of tables no more likely than it."""
+    """Two-sided exact p of a 2 x k table: the probability of tables no more likely than it.
+
+    Every table with the observed margins is enumerated at once with numpy (see
+    :func:`tables_to_enumerate` for how many; :func:`fisher_test` decides when that is too many).
+    """
     table = np.asarray(table, dtype=int)
     columns, first_row = table.sum(axis=0), int(table[0].sum())
-    total = int(columns.sum())
-    log_denominator = math.lgamma(total + 1) - math.lgamma(first_row + 1) - math.lgamma(total - first_row + 1)
+    rows = np.indices([int(c) + 1 for c in columns[:-1]]).reshape(len(columns) - 1, -1)
+    last = first_row - rows.sum(axis=0)
+    keep = (last >= 0) & (last <= columns[-1])
+    log_p = _log_p(np.vstack([rows[:, keep], last[keep]]), columns, first_row)
+    observed = _log_p(table[0][:, None], columns, first_row)[0]
+    return float(min(1.0, np.exp(log_p[log_p <= observed + 1e-7]).sum()))  # R's relative tolerance
 
-    def log_p(row: Sequence[int]) -> float:
-        return (
-            sum(
-                math.lgamma(c + 1) - math.lgamma(a + 1) - math.lgamma(c - a + 1)
-                for a, c in zip(row, columns, strict=True)
-            )
-            - log_denominator
-        )
 
-    observed = log_p(table[0])
-    p = 0.0
-    for row in itertools.product(*(range(int(c) + 1) for c in columns[:-1])):
-        last = first_row - sum(row)
-        if 0 <= last <= columns[-1]:
-            value = log_p((*row, last))
-            if value <= observed + 1e-7:  # R's relative tolerance for "as or less likely"
-                p += math.exp(value)
-    return min(1.0, p)
+def fisher_monte_carlo(table: np.ndarray, resamples: int, seed: int = MONTE_CARLO_SEED) -> float:
+    """R's ``fisher.test(simulate.p.value = TRUE, B = resamples)``: random tables with the observed margins.
+
+    p = (1 + the number of random tables no more likely than the observed) / (resamples + 1).
+    """
+    table = np.asarray(table, dtype=int)
+    columns, first_row = table.sum(axis=0), int(table[0].sum())
+    drawn = np.random.default_rng(seed).multivariate_hypergeometric(columns, first_row, size=resamples).T
+    observed = _log_p(table[0][:, None], columns, first_row)[0]
+    return float((1 + (_log_p(drawn, columns, first_row) <= observed + 1e-7).sum()) / (resamples + 1))
+
+
+def fisher_test(table: np.ndarray, exact_limit: int, resamples: int) -> tuple[float, str]:
+    """Fisher's test of a 2 x k table: exact up to ``exact_limit`` tables, else a Monte Carlo estimate.
+
+    The estimate draws ``resamples`` random tables with the observed margins from a fixed
+    seed, so a report is reproducible (:func:`fisher_monte_carlo`).
+    """
+    if tables_to_enumerate(table) <= exact_limit:
+        return fisher_exact_2xk(table), "Fisher's exact"
+    return fisher_monte_carlo(table, resamples), f"Fisher's exact (Monte Carlo, {resamples:,} tables)"
 
 
 def _smd_continuous(a: pd.Series, b: pd.Series) -> float:
@@ -140,7 +171,9 @@ def _continuous(variable: Variable, parts: dict[str, pd.Series]) -> list[Row]:
     return [Row(variable.column, variable.label, None, cells, p, test, smd)]
 
 
-def _categorical(variable: Variable, parts: dict[str, pd.Series]) -> list[Row]:
+def _categorical(
+    variable: Variable, parts: dict[str, pd.Series], fisher_exact_limit: int, fisher_resamples: int
+) -> list[Row]:
     present = {name: s.dropna() for name, s in parts.items()}
     levels = sorted(set().union(*(set(s) for s in present.values())), key=str)
     if variable.kind == "binary":
@@ -152,7 +185,7 @@ def _categorical(variable: Variable, parts: dict[str, pd.Series]) -> list[Row]:
     if usable.shape[1] >= 2 and (usable.sum(axis=1) > 0).all():
         expected = stats.contingency.expected_freq(usable)
         if (expected < 5).any():
-            p, test = fisher_exact_2xk(usable), "Fisher's exact"
+            p, test = fisher_test(usable, fisher_exact_limit, fisher_resamples)
         else:
             p = float(stats.chi2_contingency(usable, correction=False).pvalue)
             test = "Pearson's chi-square"
@@ -183,14 +216,26 @@ def _categorical(variable: Variable, parts: dict[str, pd.Series]) -> list[Row]:
 
 
 def baseline_table(
-    table: pd.DataFrame, variables: Sequence[Variable] = BASELINE_VARIABLES, group: str = "group"
+    table: pd.DataFrame,
+    variables: Sequence[Variable] = BASELINE_VARIABLES,
+    group: str = "group",
+    *,
+    fisher_exact_limit: int = 1_000_000,
+    fisher_resamples: int = 100_000,
 ) -> list[Row]:
-    """One row per variable (plus one per category), by the two groups of ``group``."""
+    """One row per variable (plus one per category), by the two groups of ``group``.
+
+    Fisher's test is exact while it has at most ``fisher_exact_limit`` tables to enumerate,
+    and a Monte Carlo estimate from ``fisher_resamples`` tables beyond (:func:`fisher_test`).
+    """
     names = sorted(table[group].unique())
     if len(names) != 2:
         raise ValueError(f"the baseline table compares two groups; found {len(names)}: {', '.join(map(str, names))}")
     rows = []
     for variable in variables:
         parts = {name: table.loc[table[group] == name, variable.column] for name in names}
-        rows += _continuous(variable, parts) if variable.kind == "continuous" else _categorical(variable, parts)
+        if variable.kind == "continuous":
+            rows += _continuous(variable, parts)
+        else:
+            rows += _categorical(variable, parts, fisher_exact_limit, fisher_resamples)
     return rows

@@ -121,7 +121,9 @@ def analyze(cohort: Cohort, config: Config) -> dict[str, Any]:
         "rpild": _analyses(rpild, config),
     }
     if "baseline" in config.analyses:
-        document["baseline"] = baseline_table(table)
+        document["baseline"] = baseline_table(
+            table, fisher_exact_limit=config.fisher_exact_limit, fisher_resamples=config.fisher_resamples
+        )
     if "safety" in config.analyses:
         document["safety"] = safety(table)
     return _plain(document)
