@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import sqlalchemy as sa
 import typer
@@ -23,22 +23,22 @@ import registry
 from registry import db
 from registry import export as export_module
 from registry.accounts import AccountError, create_account, disable, set_password, site_codes
-from registry.analysis.run import analyze as analyze_cohort
 from registry.audit import audit_history, audited_session
 from registry.codes import Role
-from registry.cohort import build_cohort
 from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Account, Site
-from registry.quality import RULES, CheckRun, run_checks
-from registry.quality.output import catalogue_markdown, findings_document, render_html, summary_text
-from registry.report.archive import ArchiveBusy, archive_logger, archive_name, locked, store, write_atomically
-from registry.report.build import NothingToAnalyse, Report, ReportRefused, build_report
 from registry.resources import resource_dir
-from registry.tables import load_tables
 from registry.violations import explain
 from registry.workbook import WorkbookError
+
+if TYPE_CHECKING:
+    from registry.quality import CheckRun
+    from registry.report.build import Report
+
+# The data-quality, analysis and report modules (pandas, pandera, lifelines, matplotlib,
+# weasyprint) are imported by the commands that use them, so that the others start quickly.
 
 app = typer.Typer(
     help="Clinical registry for anti-MDA5 dermatomyositis with interstitial lung disease.",
@@ -462,6 +462,8 @@ def check(
     Example: registry check --json findings.json --html findings.html
     """
     config = _config(config_file)
+    from registry.quality.output import findings_document, render_html, summary_text
+
     run = _run_checks(_engine(ctx), config)
     now = datetime.now(UTC)
     typer.echo(summary_text(run, all_rules=all_rules))
@@ -478,6 +480,9 @@ def check(
 
 
 def _run_checks(engine: sa.Engine, config: Config) -> CheckRun:
+    from registry.quality import run_checks
+    from registry.tables import load_tables
+
     return run_checks(load_tables(engine), config, date.today())
 
 
@@ -495,14 +500,22 @@ def rules(
     Example: registry rules --format markdown > docs/rules.md
     """
     if output_format is RulesFormat.MARKDOWN:
+        from registry.quality.output import catalogue_markdown
+
         typer.echo(catalogue_markdown(), nl=False)
         return
+    from registry.quality import RULES
+
     for rule in RULES:
         typer.echo(f"{rule.id}  {rule.severity:<7}  {rule.category:<26}  {rule.table:<13}  {rule.message}")
 
 
 def _analyze_to(engine: sa.Engine, config: Config, json_out: Path) -> None:
     """Cohort, analyses, JSON file, and a few lines a person can check at a glance."""
+    from registry.analysis.run import analyze as analyze_cohort
+    from registry.cohort import build_cohort
+    from registry.tables import load_tables
+
     cohort = build_cohort(load_tables(engine), config)
     if cohort.table.empty:
         typer.echo("No patient can be analysed: " + json.dumps(cohort.exclusion_counts()), err=True)
@@ -565,6 +578,10 @@ def report(
 
     Example: registry report --out report.pdf --html report.html
     """
+    from registry.quality.output import summary_text
+    from registry.report.archive import ArchiveBusy, archive_logger, locked
+    from registry.report.build import NothingToAnalyse, ReportRefused
+
     if out is None and html_out is None and archive_dir is None:
         out = Path("report.pdf")
     config = _config(config_file)
@@ -600,12 +617,17 @@ def _fail(logger: logging.Logger | None, message: str, code: ReportExit) -> NoRe
 
 
 def _build(engine: sa.Engine, config: Config, allow_dq_errors: bool) -> Report:
+    from registry.report.build import build_report
+    from registry.tables import load_tables
+
     return build_report(load_tables(engine), config, today=date.today(), allow_dq_errors=allow_dq_errors)
 
 
 def _write_report(
     made: Report, config: Config, out: Path | None, html_out: Path | None, archive: Path | None
 ) -> list[Path]:
+    from registry.report.archive import archive_name, store, write_atomically
+
     written = []
     if out:
         write_atomically(out, made.pdf)
@@ -631,6 +653,9 @@ def demo(
 
     Example: registry demo --dir demo
     """
+    from registry.quality.output import summary_text
+    from registry.report.archive import write_atomically
+
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
