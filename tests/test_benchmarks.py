@@ -1,5 +1,6 @@
 """The benchmark scripts keep working (their figures are measured, never asserted)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,17 @@ def test_web_load_benchmark_runs_against_a_real_server(tmp_path):
     for request in ("GET /patients (list of 61)", "POST /patients/{id}/edit (save)", "POST /patients/{id}/labs/new"):
         assert f" | {request}" in section
     assert "PostgreSQL: not measured (`--no-postgres`)." in section
+
+
+def test_scale_benchmark_runs_on_the_smallest_registry(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    _run("scale", "--sizes", "61", "--databases", "sqlite", "--output", str(out))
+    section = out.read_text().split("<!-- begin scale -->\n", 1)[1].split("<!-- end scale -->", 1)[0]
+    assert "## Scale: import, check, analyze, report (`benchmarks/scale.py`)" in section
+    assert re.search(r"^\| step \| SQLite [\d.]+, 61 patients \([\d,]+ rows\) \|$", section, re.MULTILINE)
+    for step in ("`registry import`", "floor: raw DB-API `executemany` insert", "import / floor", "`registry check`",
+                 "floor: `pandas.read_sql` of each table", "check / floor", "`registry analyze`",
+                 "floor: bare `CoxPHFitter().fit`, adjusted model", "`registry report`", "peak memory"):  # fmt: skip
+        assert f"| {step}" in section
+    assert "| target | SQLite, 61 patients |" in section
+    assert "`registry demo`" in section and "start-up alone" in section
