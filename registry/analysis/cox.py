@@ -106,28 +106,51 @@ def _fit_firth(complete: pd.DataFrame, duration: str, event: str, covariates: Se
 
 
 def _schoenfeld_pieces(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray):  # noqa: ANN202
-    """Per death: Schoenfeld residual and g(t); per death time: Efron information and g."""
+    """Per death: Schoenfeld residual and g(t); per death time: Efron information and g.
+
+    Vectorised over death times: the risk-set sums of every death time are read off
+    cumulative sums over the patients sorted by time (latest first), and Efron's tie
+    fractions are laid out one per death, so the cost grows with n, not n x death times.
+    """
+    n, p = x.shape
     risk = np.exp(x @ beta)
+    outer = x[:, :, None] * x[:, None, :]
+    order = np.argsort(-time, kind="stable")  # latest first: a prefix is the risk set of its last time
+    cum_w = np.cumsum(risk[order])
+    cum_wx = np.cumsum(risk[order, None] * x[order], axis=0)
+    cum_wxx = np.cumsum(risk[order, None, None] * outer[order], axis=0)
+    death_times = np.unique(time[event])
+    at_risk = n - np.searchsorted(np.sort(time), death_times, side="left")  # patients with time >= t
+    s0, s1, s2 = cum_w[at_risk - 1], cum_wx[at_risk - 1], cum_wxx[at_risk - 1]
+
+    dead = np.flatnonzero(event)
+    which = np.searchsorted(death_times, time[dead])  # each death's death time
+    d = np.bincount(which, minlength=len(death_times))
+    s0d = np.bincount(which, weights=risk[dead], minlength=len(death_times))
+    s1d, s2d = np.zeros((len(death_times), p)), np.zeros((len(death_times), p, p))
+    np.add.at(s1d, which, risk[dead, None] * x[dead])
+    np.add.at(s2d, which, risk[dead, None, None] * outer[dead])
+
+    # Efron: the tied deaths leave the risk set a fraction k / d at a time, k = 0 .. d - 1
+    by_time = np.argsort(which, kind="stable")
+    first = np.concatenate([[0], np.cumsum(d)[:-1]])
+    k = np.empty(len(dead), dtype=int)
+    k[by_time] = np.arange(len(dead)) - first[which[by_time]]
+    f = (k / d[which])[:, None]
+    denominator = s0[which] - f[:, 0] * s0d[which]
+    mean = (s1[which] - f * s1d[which]) / denominator[:, None]
+    term = (s2[which] - f[:, :, None] * s2d[which]) / denominator[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    v = np.zeros((len(death_times), p, p))
+    np.add.at(v, which, term)
+    mean_by_time = np.zeros((len(death_times), p))
+    np.add.at(mean_by_time, which, mean)
+    mean_by_time /= d[:, None]
+
     km = KaplanMeierFitter().fit(time, event).survival_function_.iloc[:, 0]
-    residuals, g_death, information = [], [], []
-    for t in np.unique(time[event]):
-        at_risk, dying = time >= t, (time == t) & event
-        d = int(dying.sum())
-        w, wd = risk[at_risk], risk[dying]
-        s0, s1, s2 = w.sum(), w @ x[at_risk], (x[at_risk] * w[:, None]).T @ x[at_risk]
-        s0d, s1d, s2d = wd.sum(), wd @ x[dying], (x[dying] * wd[:, None]).T @ x[dying]
-        means, v = [], np.zeros((x.shape[1], x.shape[1]))
-        for k in range(d):  # Efron: the tied deaths leave the risk set a fraction at a time
-            f = k / d
-            mean = (s1 - f * s1d) / (s0 - f * s0d)
-            means.append(mean)
-            v += (s2 - f * s2d) / (s0 - f * s0d) - np.outer(mean, mean)
-        before = km[km.index < t]
-        g = 1.0 - (float(before.iloc[-1]) if len(before) else 1.0)  # 1 - KM(t-), left-continuous
-        residuals.extend(x[dying] - np.mean(means, axis=0))
-        g_death.extend([g] * d)
-        information.append((g, d, v))
-    return np.array(residuals), np.array(g_death), information
+    before = np.searchsorted(km.index.to_numpy(), death_times, side="left") - 1  # KM(t-), left-continuous
+    g = 1.0 - np.where(before >= 0, km.to_numpy()[np.maximum(before, 0)], 1.0)
+    residuals = x[dead] - mean_by_time[which]
+    return residuals, g[which], list(zip(g, d, v, strict=True))
 
 
 def cox_zph(
