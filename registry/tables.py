@@ -80,7 +80,14 @@ def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
+def _read(connection: sa.Connection, query: sa.Select) -> pd.DataFrame:
+    """The rows of ``query`` (which binds no parameters) as the driver returns them: no per-value conversion
+    in Python, dates stay text on SQLite and codes stay text; :func:`typed` converts whole columns after."""
+    result = connection.exec_driver_sql(str(query.compile(dialect=connection.dialect)))
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
 def load_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
     """Every data table's live records (:func:`live`), one query each, typed by :func:`typed`."""
     with engine.connect() as connection:
-        return {name: typed(pd.read_sql(live(table), connection), table) for name, table in DATA_TABLES.items()}
+        return {name: typed(_read(connection, live(table)), table) for name, table in DATA_TABLES.items()}
