@@ -20,7 +20,7 @@ from sqlmodel import Session as SQLModelSession
 from sqlmodel import SQLModel, select
 
 from registry.codes import AuditAction
-from registry.models import TABLES, AuditLog, Patient
+from registry.models import TABLES, AuditLog, Patient, scalar_default
 
 
 class AuditError(RuntimeError):
@@ -84,7 +84,7 @@ def insert_audited(
         return []
     table, attrs = model.__table__, _logged_attrs(sa.inspect(model))
     generated = table.autoincrement_column  # the row id the database assigns, if any
-    full = [{a.columns[0].name: row.get(a.columns[0].name, _default(a.columns[0])) for a in attrs
+    full = [{a.columns[0].name: row.get(a.columns[0].name, scalar_default(a.columns[0])) for a in attrs
              if a.columns[0] is not generated} for row in rows]  # fmt: skip
     if generated is None:
         connection.execute(sa.insert(table), full)
@@ -100,23 +100,33 @@ def insert_audited(
     hidden = {a.key for a in attrs if _logged(a, "") == REDACTED}  # direct identifiers
     now = datetime.now(UTC)
     entries = [
-        {
-            "changed_at": now, "actor": actor, "reason": reason, "action": AuditAction.INSERT, "table_name": table.name,
-            "record_key": "/".join(str(row[c.name]) for c in table.primary_key.columns),
-            "study_id": row["study_id"] if model is Patient else study_ids.get(row["patient_id"]),
-            "old_values": None,
-            "new_values": {key: REDACTED if key in hidden and row[name] is not None else _jsonable(row[name])
-                           for key, name in logged},
-        }
+        _entry(now, actor, reason, AuditAction.INSERT, table.name,
+               "/".join(str(row[c.name]) for c in table.primary_key.columns),
+               row["study_id"] if model is Patient else study_ids.get(row["patient_id"]), None,
+               {key: REDACTED if key in hidden and row[name] is not None else _jsonable(row[name])
+                for key, name in logged})
         for row in full
     ]  # fmt: skip
     connection.execute(sa.insert(AuditLog), entries)
     return [row[table.primary_key.columns[0].name] for row in full]
 
 
-def _default(column: sa.Column) -> Any:
-    default = column.default
-    return default.arg if default is not None and default.is_scalar else None
+def _entry(
+    now: datetime,
+    actor: str,
+    reason: str | None,
+    action: AuditAction,
+    table_name: str,
+    record_key: str,
+    study_id: str | None,
+    old: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One ``audit_log`` row, as the flush hook and the bulk insert both write it."""
+    return {
+        "changed_at": now, "actor": actor, "reason": reason, "action": action, "table_name": table_name,
+        "record_key": record_key, "study_id": study_id, "old_values": old, "new_values": new,
+    }  # fmt: skip
 
 
 def _columns(obj: SQLModel) -> dict[str, Any]:
@@ -185,22 +195,10 @@ def _write_audit_rows(session: Session, _context: Any) -> None:
         connection.execute(sa.select(Patient.id, Patient.study_id).where(Patient.id.in_(patient_ids))).all()
     )
     now = datetime.now(UTC)
-    connection.execute(
-        sa.insert(AuditLog),
-        [
-            {
-                "changed_at": now,
-                "actor": actor,
-                "reason": session.info.get("reason"),
-                "action": action,
-                "table_name": obj.__tablename__,
-                "record_key": _key(obj),
-                "study_id": obj.study_id
-                if isinstance(obj, Patient)
-                else study_ids.get(getattr(obj, "patient_id", None)),
-                "old_values": old,
-                "new_values": new,
-            }
-            for action, obj, old, new in entries
-        ],
-    )
+    reason = session.info.get("reason")
+    rows = [
+        _entry(now, actor, reason, action, obj.__tablename__, _key(obj),
+               obj.study_id if isinstance(obj, Patient) else study_ids.get(getattr(obj, "patient_id", None)), old, new)
+        for action, obj, old, new in entries
+    ]  # fmt: skip
+    connection.execute(sa.insert(AuditLog), rows)

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from registry import workbook
 from registry.audit import audited_session, insert_audited
-from registry.models import Patient, Site
+from registry.models import Patient, Site, scalar_default
 from registry.sheets import HELPER_SHEETS, SHEETS, SHEETS_BY_NAME, Sheet, SheetColumn, stored_rows
 from registry.violations import explain
 
@@ -408,13 +408,8 @@ class _Change:
 
     def merged(self) -> dict[str, Any]:
         """The record as it will be stored: defaults, then what is stored, then the changes."""
-        base = {c.name: _default(c) for c in self.row.sheet.columns}
+        base = {c.name: scalar_default(c.source) for c in self.row.sheet.columns}
         return {**base, **(self.stored or {}), **self.changes}
-
-
-def _default(column: SheetColumn) -> Any:
-    default = column.source.default
-    return default.arg if default is not None and not callable(default.arg) else None
 
 
 def _plan(rows: list[Row], stored: _Stored, problems: list[Problem]) -> list[_Change]:

@@ -121,6 +121,12 @@ def identifier() -> Any:
     return Field(default=None, primary_key=True)
 
 
+def scalar_default(column: sa.Column) -> Any:
+    """The value a new row gets when it gives none for ``column`` (None where there is no plain default)."""
+    default = column.default
+    return default.arg if default is not None and default.is_scalar else None
+
+
 def is_bookkeeping(column: sa.Column) -> bool:
     """Whether ``column`` keeps records rather than clinical facts: no sheet, schema, analysis or form shows it."""
     return bool(column.info.get("bookkeeping"))
