@@ -77,8 +77,11 @@ def backup(engine: sa.Engine, out: Path) -> Manifest:
         raise BackupError(f"cannot back up a {kind} database: only SQLite and PostgreSQL are supported")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BackupError(f"{out} exists and is not an empty folder: choose a new folder for the backup")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # mode 0700
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # mode 0700
+    except OSError as error:
+        raise BackupError(f"cannot write a backup to {out}: {error}") from None
     try:
         data = partial / DATA_FILES[kind]
         copy = _copy_sqlite if kind == "sqlite" else _dump_postgres
@@ -97,8 +100,11 @@ def backup(engine: sa.Engine, out: Path) -> Manifest:
         )
         _write_manifest(partial / MANIFEST, manifest)
         partial.rename(out)  # replaces an empty folder; never a non-empty one
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, OSError | sqlite3.Error | sa.exc.DBAPIError):  # disk full, database unreadable, ...
+            reason = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+            raise BackupError(f"the backup to {out} failed and was removed: {reason}") from error
         raise
     return manifest
 
@@ -121,16 +127,16 @@ def read_backup(source: Path) -> Manifest:
         manifest = Manifest(**{**document, "files": [BackupFile(**entry) for entry in document["files"]]})
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise BackupError(f"{path} is not a readable backup manifest ({type(error).__name__}: {error})") from None
+    if [entry.name for entry in manifest.files] != [DATA_FILES.get(manifest.database)]:
+        raise BackupError(f"{path} lists no data file of a {manifest.database} backup")
     for entry in manifest.files:
         data = source / entry.name
-        if Path(entry.name).name != entry.name or not data.is_file():
+        if not data.is_file():
             raise BackupError(f"{data} is missing: the backup is incomplete")
         if data.stat().st_size != entry.size:
             raise BackupError(f"{data} has {data.stat().st_size} bytes, the manifest says {entry.size}: damaged")
         if _sha256(data) != entry.sha256:
             raise BackupError(f"{data} does not match its SHA-256 in the manifest: it changed since the backup")
-    if [entry.name for entry in manifest.files] != [DATA_FILES.get(manifest.database)]:
-        raise BackupError(f"{path} lists no data file of a {manifest.database} backup")
     return manifest
 
 
@@ -152,9 +158,9 @@ def restore(engine: sa.Engine, source: Path, force: bool = False) -> Manifest:
     with engine.connect() as connection:
         held, revision = _row_counts(connection), _revision_of(connection)
     if held and not force:
-        rows = sum(held.values())
+        tables, rows = _counted(len(held), "table"), _counted(sum(held.values()), "row")
         raise BackupError(
-            f"{target} is not empty: it holds {len(held)} tables with {rows} row{'' if rows == 1 else 's'} "
+            f"{target} is not empty: it holds {tables} with {rows} "
             f"(schema revision {revision or 'none'}); pass --force to replace it"
         )
     if kind == "postgresql" and (extra := sorted(set(held) - set(manifest.tables))):
@@ -164,7 +170,10 @@ def restore(engine: sa.Engine, source: Path, force: bool = False) -> Manifest:
         )
     data = source / manifest.files[0].name
     if kind == "sqlite":
-        _restore_sqlite(engine, data)
+        try:
+            _restore_sqlite(engine, data)
+        except sqlite3.Error as error:  # e.g. the target is locked by a writer: rolled back
+            raise BackupError(f"the restore into {target} failed and changed nothing: {error}") from error
     else:
         _restore_postgres(engine, data, clean=bool(held))
     with engine.connect() as connection:
@@ -177,6 +186,10 @@ def restore(engine: sa.Engine, source: Path, force: bool = False) -> Manifest:
         ]
         raise RestoreMismatch(f"{target} was restored but differs from the manifest: " + "; ".join(differences))
     return manifest
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _shown(engine: sa.Engine) -> str:
@@ -204,7 +217,7 @@ def _copy_sqlite(engine: sa.Engine, data: Path) -> tuple[str, str | None, dict[s
     copy = sqlite3.connect(data)
     try:
         with engine.connect() as connection:
-            connection.connection.driver_connection.backup(copy)
+            _copy_pages(connection.connection.driver_connection, copy)
         copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
         (integrity,) = copy.execute("PRAGMA integrity_check").fetchone()
         if integrity != "ok":
@@ -233,9 +246,23 @@ def _restore_sqlite(engine: sa.Engine, data: Path) -> None:
     source = sqlite3.connect(f"file:{data}?mode=ro", uri=True)
     try:
         with engine.connect() as connection:
-            source.backup(connection.connection.driver_connection)
+            _copy_pages(source, connection.connection.driver_connection)
     finally:
         source.close()
+
+
+def _copy_pages(source: sqlite3.Connection, target: sqlite3.Connection) -> None:
+    """Every page of ``source`` into ``target`` in one step (one snapshot, one transaction).
+
+    Python retries a busy database for ever; here a database still busy once SQLite's
+    busy timeout has run out aborts the copy instead, and the target is rolled back.
+    """
+
+    def give_up_when_busy(status: int, _remaining: int, _total: int) -> None:
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise sqlite3.OperationalError("database is locked (in use by another connection: stop its writers)")
+
+    source.backup(target, progress=give_up_when_busy)
 
 
 def _restore_postgres(engine: sa.Engine, data: Path, clean: bool) -> None:

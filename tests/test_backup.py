@@ -131,6 +131,64 @@ def test_a_backup_never_writes_into_a_folder_that_holds_anything(filled, tmp_pat
     assert (tmp_path / "empty" / "manifest.json").is_file()
 
 
+@pytest.mark.sqlite_only
+def test_a_failed_backup_leaves_nothing_behind_and_says_why(tmp_path):
+    (tmp_path / "broken.db").write_bytes(b"not a database, " * 512)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'broken.db'}")
+    with pytest.raises(BackupError) as failed:
+        backup(engine, tmp_path / "backups" / "tonight")
+    engine.dispose()
+    assert (
+        str(failed.value)
+        == f"the backup to {tmp_path / 'backups' / 'tonight'} failed and was removed: file is not a database"
+    )
+    assert list((tmp_path / "backups").iterdir()) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BackupError) as refused:
+        backup(engine, tmp_path / "file" / "tonight")
+    assert str(refused.value) == (
+        f"cannot write a backup to {tmp_path / 'file' / 'tonight'}: [Errno 17] File exists: '{tmp_path / 'file'}'"
+    )
+
+
+@pytest.mark.sqlite_only
+def test_a_sqlite_restore_that_cannot_get_the_target_changes_nothing(tmp_path):
+    source = db.make_engine(f"sqlite:///{tmp_path / 'source.db'}")
+    db.upgrade(source)
+    add_demo_site(source)
+    backup(source, tmp_path / "backup")
+    source.dispose()
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    target = db.make_engine(url)
+    sa.event.listen(target, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout = 100"))
+    db.upgrade(target)
+    before = every_row(target)
+    writer = sqlite3.connect(tmp_path / "target.db")
+    writer.execute("BEGIN IMMEDIATE")  # another process writing: the target is locked
+    outcome: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            restore(target, tmp_path / "backup", force=True)
+        except BaseException as error:
+            outcome.append(error)
+
+    attempting = threading.Thread(target=attempt, daemon=True)  # Python's own backup() would wait for ever
+    attempting.start()
+    attempting.join(timeout=60)
+    writer.rollback()
+    writer.close()
+    assert not attempting.is_alive(), "the restore waited for the locked target instead of giving up"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], BackupError)
+    assert str(outcome[0]) == (
+        f"the restore into {db.redacted(url)} failed and changed nothing: "
+        "database is locked (in use by another connection: stop its writers)"
+    )
+    assert every_row(target) == before
+    target.dispose()
+
+
 @pytest.mark.parametrize("damage", ["changed", "missing", "manifest", "no manifest"])
 def test_a_damaged_backup_is_refused_and_the_target_is_left_unchanged(filled, fresh, tmp_path, damage):
     backup(filled, tmp_path / "backup")
