@@ -395,6 +395,65 @@ def export(
 
 
 @app.command()
+def backup(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="A new folder (or an empty one) for the data file and manifest.json.")],
+) -> None:
+    """Back up the whole database, consistently while others write, to the folder OUT with a checksum manifest.
+
+    Example: registry backup /srv/backups/registry-$(date +%F)
+    """
+    from registry import backup as backup_module
+
+    try:
+        manifest = backup_module.backup(_engine(ctx), out)
+    except backup_module.BackupError as error:
+        typer.echo(f"Not backed up: {error}", err=True)
+        raise typer.Exit(1) from None
+    rows, tables = sum(manifest.tables.values()), len(manifest.tables)
+    typer.echo(f"Backup of {db.redacted(ctx.obj)} written to {out}")
+    typer.echo(f"  schema revision {manifest.schema_revision or 'none'}, {rows:,} rows in {tables} tables")
+    for entry in manifest.files:
+        typer.echo(f"  {entry.name}  {entry.size:,} bytes  SHA-256 {entry.sha256}")
+    typer.echo(f"  {backup_module.MANIFEST}  (made with {manifest.tool})")
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="A folder written by `registry backup`.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace the database even if it is not empty.")] = False,
+) -> None:
+    """Restore the backup in the folder SOURCE into the database, after verifying its checksums.
+
+    Exit codes: 0 restored and verified, 1 refused (nothing changed), 2 restored but the row counts differ.
+
+    Example: registry --database sqlite:///restored.db restore /srv/backups/registry-2026-11-27
+    """
+    from registry import backup as backup_module
+
+    engine = _engine(ctx)
+    try:
+        manifest = backup_module.restore(engine, source, force=force)
+    except backup_module.RestoreMismatch as error:
+        typer.echo(f"Restored, but not as backed up: {error}", err=True)
+        raise typer.Exit(2) from None
+    except backup_module.BackupError as error:
+        typer.echo(f"Not restored: {error}", err=True)
+        raise typer.Exit(1) from None
+    kind = backup_module.KIND_NAMES[manifest.database]
+    typer.echo(f"Restored {source} ({kind}, backed up {manifest.created_at}) into {db.redacted(ctx.obj)}")
+    width = max(map(len, manifest.tables), default=5)
+    typer.echo(f"{'table'.ljust(width)}  {'rows':>11}")
+    for name, count in manifest.tables.items():
+        typer.echo(f"{name.ljust(width)}  {count:>11,}")
+    typer.echo(f"Every table holds the rows the manifest lists: {sum(manifest.tables.values()):,} rows.")
+    current, head = db.current_revision(engine), db.head_revision()
+    state = "up to date" if current == head else f"newest is {head}: run `registry db upgrade`"
+    typer.echo(f"Schema revision {current or 'none'} ({state})")
+
+
+@app.command()
 def audit(ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The patient's study_id.")]) -> None:
     """Print the full change history of one patient's records.
 
