@@ -25,7 +25,7 @@ Command = type(ROOT_COMMAND).__mro__[1]  # typer's (vendored) click Command
 
 def _segments(line: str) -> list[list[str]]:
     """Each simple command of a shell line, as tokens (comments dropped, operators split)."""
-    line = line.replace(";", " ; ")
+    line = re.sub(r"\$\([^)]*\)", "X", line).replace(";", " ; ")  # a $(...) substitution is one word
     try:
         tokens = shlex.split(line, comments=True)
     except ValueError:  # an unbalanced quote: prose, not a command
