@@ -20,6 +20,7 @@ is shared with the people the files are for, so it must not leak what it found.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import html
 import io
@@ -127,6 +128,9 @@ _DATES = (
 )
 #: Letters and digits that may not touch a registered name or number (CJK names are matched anywhere).
 _WORD = r"0-9A-Za-z\u00C0-\u024F"
+_WORD_CHARACTER = re.compile(f"[{_WORD}]")
+_WORD_START = re.compile(rf"(?<![{_WORD}])[{_WORD}]|[^\s{_WORD}]")
+_SPACE, _NOT_SPACE = re.compile(r"\s"), re.compile(r"\S")
 
 
 def _digits(text: str) -> str:
@@ -156,23 +160,58 @@ def _candidate_dates(match: re.Match[str]) -> Iterator[date]:
             continue
 
 
+class _Stored:
+    """The registry's names and hospital numbers, found whatever the case and spacing.
+
+    One regular expression of every identifier grows too slow with the registry (100,000
+    patients: minutes per report), so text is looked up instead: at each place a word
+    starts (anywhere, for CJK characters), the squeezed text of each length a stored
+    identifier beginning with the same two characters has.
+    """
+
+    def __init__(self, identifiers: Identifiers) -> None:
+        self.kinds: dict[str, str] = {}  # identifier without whitespace, lower case -> kind
+        for kind, values in ((HOSPITAL_NUMBER, identifiers.hospital_numbers), (NAME, identifiers.names)):
+            self.kinds.update({_squeezed(v): kind for v in values})
+        self.lengths: dict[str, set[int]] = {}  # first two characters -> lengths of identifiers starting so
+        for value in self.kinds:
+            self.lengths.setdefault(value[:2], set()).add(len(value))
+
+    def find(self, text: str) -> Iterator[tuple[str, str]]:
+        if not self.kinds:
+            return
+        squeezed = _SPACE.sub("", text)
+        spaces = [m.start() for m in _SPACE.finditer(text)] if len(squeezed) < len(text) else []
+        for start in (m.start() for m in _WORD_START.finditer(text)):
+            at = start - bisect.bisect_left(spaces, start)  # the same character in the squeezed text
+            for length in self.lengths.get(squeezed[at : at + 2].lower(), ()):
+                kind = self.kinds.get(squeezed[at : at + length].lower())
+                if kind is None:
+                    continue
+                end = _end(text, start, length)
+                if end is not None and not _WORD_CHARACTER.match(text, end):
+                    yield kind, text[start:end]
+
+
+def _end(text: str, start: int, characters: int) -> int | None:
+    """Where ``characters`` non-whitespace characters from ``start`` end in ``text``."""
+    for match in _NOT_SPACE.finditer(text, start):
+        characters -= 1
+        if characters == 0:
+            return match.end()
+    return None
+
+
 class Scanner:
     """Finds direct identifiers in text, cells and files."""
 
     def __init__(self, identifiers: Identifiers) -> None:
         self.birth_dates = identifiers.birth_dates
-        self.stored: dict[str, str] = {}  # identifier without spacing, case-folded -> kind
-        for kind, values in ((HOSPITAL_NUMBER, identifiers.hospital_numbers), (NAME, identifiers.names)):
-            self.stored.update({_squeezed(v): kind for v in values})
-        alternatives = sorted(self.stored, key=len, reverse=True)
-        spaced = "|".join(r"\s*".join(map(re.escape, value)) for value in alternatives)
-        self.registered = re.compile(rf"(?<![{_WORD}])(?:{spaced})(?![{_WORD}])", re.IGNORECASE) if spaced else None
+        self.stored = _Stored(identifiers)
 
     def in_text(self, text: str) -> Iterator[tuple[str, str]]:
         """(kind, value found) for every identifier in ``text``."""
-        if self.registered is not None:
-            for match in self.registered.finditer(text):
-                yield self.stored[_squeezed(match[0])], match[0]
+        yield from self.stored.find(text)
         for match in _PHONES.finditer(text):
             if 8 <= len(_digits(match[0])) <= 15:
                 yield PHONE, match[0].strip()
@@ -304,7 +343,7 @@ class Scanner:
 
 
 def _squeezed(value: str) -> str:
-    return "".join(value.split()).casefold()
+    return "".join(value.split()).lower()
 
 
 def _text(file: Path) -> str:

@@ -176,6 +176,7 @@ SCANNER = Scanner(Identifiers(names=frozenset({"Zhang Wei", "张伟"}), hospital
                               birth_dates=frozenset({date(1961, 3, 4)})))  # fmt: skip
 PLANTED = [  # text, kind, masked
     ("ZHANG  wei", NAME, "Z*******i"),
+    ("Zhangwei", NAME, "Z******i"),
     ("患者张伟", NAME, "**"),
     ("H 2300037", HOSPITAL_NUMBER, "H*******7"),
     ("+86 138 1234 5678", PHONE, "+***************8"),
@@ -297,12 +298,13 @@ def test_scan_command_exit_codes_and_unreadable_files(tmp_path):
     assert (result.exit_code, result.stdout) == (
         1, f"{tmp_path / 'files' / 'a.txt'}: line 1: phone number 1*********8\n1 file scanned, 1 identifier found\n")  # fmt: skip
     (tmp_path / "files" / "a.txt").write_text("nothing\n")
-    (tmp_path / "files" / "b.bin").write_bytes(b"\xff\xfe\x00binary")
+    (tmp_path / "files" / "b.bin").write_bytes(b"binary\x00\x01")
+    shutil.copy(tmp_path / "r.db", tmp_path / "files" / "registry.db")  # a database must not be shared either
     result = run(url, "privacy", "scan", str(tmp_path / "files"))
     assert result.exit_code == 2
-    assert (
-        result.stderr
-        == f"not scanned: {tmp_path / 'files' / 'b.bin'}: not UTF-8 text (byte 0), so it cannot be scanned\n"
+    assert result.stderr == (
+        f"not scanned: {tmp_path / 'files' / 'b.bin'}: a binary file (NUL at character 6), so it cannot be scanned\n"
+        f"not scanned: {tmp_path / 'files' / 'registry.db'}: a binary file (NUL at character 15), so it cannot be scanned\n"
     )
     assert result.stdout == "1 file scanned, 0 identifiers found\n"
     result = run(url, "privacy", "scan", str(tmp_path / "nowhere"))
