@@ -102,13 +102,24 @@ class PseudonymisedExport:
     notice: Path
 
 
+#: Draws of an offset before a patient whose every shifted date lands on a registered birth date is given up on.
+MAX_DRAWS = 1000
+
+
 def _offsets(key: bytes, dates: dict[str, set[date]], birth_dates: frozenset[date]) -> dict[str, int]:
+    """Each patient's offset: the first draw that puts none of the patient's dates on a registered birth date."""
     offsets = {}
     for study_id, days in dates.items():
-        attempt = 0
-        while any(d + timedelta(days=shift_days(key, study_id, attempt)) in birth_dates for d in days):
-            attempt += 1
-        offsets[study_id] = shift_days(key, study_id, attempt)
+        for attempt in range(MAX_DRAWS):
+            shift = timedelta(days=shift_days(key, study_id, attempt))
+            if not any(day + shift in birth_dates for day in days):
+                offsets[study_id] = shift.days
+                break
+        else:
+            raise PseudonymiseError(
+                f"{study_id}: no date shift within +/-{MAX_SHIFT_DAYS} days keeps its dates off the registered birth"
+                f" dates ({len(birth_dates)} distinct); nothing was written"
+            )
     return offsets
 
 

@@ -156,6 +156,29 @@ def test_identifiers_planted_in_real_outputs_are_found_masked(written, tmp_path)
         assert raw not in result.output
 
 
+def test_an_identifier_in_the_configuration_is_found_in_the_real_report(written, tmp_path):
+    """The report's title comes from registry.toml: a name and a phone put there reach the PDF (title, running
+    header), the HTML and the results JSON, and the scan must find them in each, read from the files as written."""
+    name, _, phone = synthetic_identity(9)
+    config = tmp_path / "registry.toml"
+    config.write_text(f'registry_name = "Registry of {name}, tel {phone}"\n')
+    url = written["url"]
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["--config", str(config)]
+    assert run(url, "report", "--out", str(out / "r.pdf"), "--html", str(out / "r.html"), *args).exit_code == 0
+    assert run(url, "analyze", "--json", str(out / "r.json"), *args).exit_code == 0
+    with db.make_engine(url).connect() as connection:
+        findings = Scanner(registered_identifiers(connection)).scan([out]).findings
+    masked = {"name": "W*******g", "phone number": "1*********9"}  # Wang Fang, 13900000009
+    for file in ("r.pdf", "r.html", "r.json"):
+        kinds = {(f.kind, f.masked) for f in findings if f.file.name == file}
+        assert kinds == set(masked.items()), file
+    pdf_pages = {f.location.split(",")[0] for f in findings if f.file.name == "r.pdf"}
+    assert {"page 1", "page 2"} <= pdf_pages  # the cover and a running header
+    assert {f.location for f in findings if f.file.name == "r.json"} == {"$.configuration.registry_name"}
+
+
 def test_registered_identifiers_are_read_from_the_database(migrated):
     add_demo_site(migrated)
     assert import_path(migrated, FIXTURES / "example", actor="test").written
@@ -487,3 +510,22 @@ def test_a_missing_or_short_key_is_refused_and_nothing_written(tmp_path, key_tex
 def test_every_data_sheet_names_its_patient_first():
     """The pseudonymised export replaces the first column of each data sheet."""
     assert {sheet.columns[0].name for sheet in SHEETS} == {"study_id"}
+
+
+def test_no_offset_is_used_that_lands_on_a_registered_birth_date():
+    """Offsets are drawn again until none of the patient's dates is a registered birth date; where every day within
+    reach is somebody's birth date the export is refused rather than written with one."""
+    from registry.pseudonymise import PseudonymiseError, _offsets, shift_days
+
+    key, born = KEY.encode(), date(1961, 3, 4)
+    first = shift_days(key, "DM-001")
+    taken = frozenset({born + timedelta(days=first)})
+    (offset,) = _offsets(key, {"DM-001": {born}}, taken).values()
+    assert offset not in (0, first) and -180 <= offset <= 180
+    every_day = frozenset(born + timedelta(days=d) for d in range(-180, 181))
+    with pytest.raises(PseudonymiseError) as refused:
+        _offsets(key, {"DM-001": {born}}, every_day)
+    assert str(refused.value) == (
+        "DM-001: no date shift within +/-180 days keeps its dates off the registered birth dates (361 distinct);"
+        " nothing was written"
+    )
