@@ -179,6 +179,22 @@ def test_an_identifier_in_the_configuration_is_found_in_the_real_report(written,
     assert {f.location for f in findings if f.file.name == "r.json"} == {"$.configuration.registry_name"}
 
 
+def test_data_quality_findings_about_birth_dates_withhold_the_value(tmp_path):
+    """The dirty fixture's wrong birth dates are findings; the JSON and HTML name them without the date."""
+    url = f"sqlite:///{tmp_path / 'dirty.db'}"
+    assert run(url, "db", "upgrade").exit_code == 0
+    assert run(url, "site", "add", "DEMO", "Demo centre (synthetic data)").exit_code == 0
+    assert run(url, "import", str(FIXTURES / "dirty" / "sheets")).exit_code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run(url, "check", "--json", str(out / "f.json"), "--html", str(out / "f.html")).exit_code == 2
+    births = [f for f in json.loads((out / "f.json").read_text())["findings"] if f["field"] == "birth_date"]
+    assert {f["study_id"] for f in births} == {"DM-027", "DM-028", "DM-049"}
+    assert {f["value"] for f in births} == {"(withheld: a birth date, see the patient's record)"}
+    result = run(url, "privacy", "scan", str(out))
+    assert (result.exit_code, result.stdout) == (0, "2 files scanned, 0 identifiers found\n")
+
+
 def test_registered_identifiers_are_read_from_the_database(migrated):
     add_demo_site(migrated)
     assert import_path(migrated, FIXTURES / "example", actor="test").written
