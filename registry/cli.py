@@ -53,6 +53,8 @@ user_app = typer.Typer(
     help="Accounts of the web application: add, list, disable, change passwords.", no_args_is_help=True
 )
 app.add_typer(user_app, name="user")
+privacy_app = typer.Typer(help="Direct identifiers: scan files before they leave the registry.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
 
 
 Actor = Annotated[
@@ -385,13 +387,75 @@ def import_(
 def export(
     ctx: typer.Context,
     out: Annotated[Path, typer.Argument(help="An .xlsx file, or a folder for one CSV file per sheet.")],
+    pseudonymise: Annotated[
+        bool,
+        typer.Option("--pseudonymise", help="For collaborators: keyed pseudonyms, shifted dates, no free text."),
+    ] = False,
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="The secret key of --pseudonymise (32+ bytes; no default).")
+    ] = None,
+    site: Annotated[str | None, typer.Option("--site", help="With --pseudonymise: only this site's patients.")] = None,
 ) -> None:
     """Export the registry in the import format (direct identifiers are never exported).
 
-    Example: registry export registry.xlsx
+    The full export keeps study_ids and birth dates (export -> import is exact): it is for registry staff only.
+    --pseudonymise writes what may be shared: see docs/operations.md, "Privacy".
+
+    Example: registry export registry.xlsx; registry export shared --pseudonymise --key-file registry.key --site NJ1
     """
-    counts = export_module.export(_engine(ctx), out)
-    typer.echo(f"Exported {sum(counts.values())} rows to {out}")
+    if not pseudonymise:
+        if key_file is not None or site is not None:
+            typer.echo("Nothing written: --key-file and --site go with --pseudonymise", err=True)
+            raise typer.Exit(2)
+        counts = export_module.export(_engine(ctx), out)
+        typer.echo(f"Exported {sum(counts.values())} rows to {out}")
+        return
+    from registry.pseudonymise import PseudonymiseError, pseudonymised_export, read_key
+
+    try:
+        if key_file is None:
+            raise PseudonymiseError("--pseudonymise needs --key-file KEY (there is no default key)")
+        made = pseudonymised_export(_engine(ctx), out, read_key(key_file), site)
+    except PseudonymiseError as error:
+        typer.echo(f"Nothing written: {error}", err=True)
+        raise typer.Exit(2) from None
+    dropped = ", ".join(made.dropped) or "none"
+    typer.echo(f"Pseudonymised export of {made.patients} patients ({sum(made.rows.values())} rows) written to {out}")
+    typer.echo(f"Columns left out: {dropped}; what was done: {made.notice}")
+
+
+@privacy_app.command("scan")
+def privacy_scan(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (scanned recursively).")],
+) -> None:
+    """Scan files for direct identifiers: stored names and hospital numbers, phones, e-mails, identity numbers,
+    registered patients' birth dates. Values are shown masked.
+
+    Exit code: 0 nothing found, 1 identifiers found, 2 a file could not be read (or no such path).
+
+    Example: registry privacy scan reports/ results.json shared/
+    """
+    from registry.privacy import Scanner, registered_identifiers
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        typer.echo(f"No such file or folder: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    with _engine(ctx).connect() as connection:
+        scanner = Scanner(registered_identifiers(connection))
+    result = scanner.scan(paths)
+    for finding in result.findings:
+        typer.echo(str(finding))
+    for label, count in result.allowed.items():
+        typer.echo(f"allowed: {label}: {count} birth dates (the full export, for registry staff only)")
+    for problem in result.unreadable:
+        typer.echo(f"not scanned: {problem}", err=True)
+    typer.echo(f"{_count(result.scanned, 'file')} scanned, {_count(result.findings, 'identifier')} found")
+    if result.findings:
+        raise typer.Exit(1)
+    if result.unreadable:
+        raise typer.Exit(2)
 
 
 @app.command()
