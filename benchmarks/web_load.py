@@ -254,6 +254,7 @@ class ClientResult:
     failures: list[Failure] = field(default_factory=list)
     sign_in: float = 0.0
     saved: Counter = field(default_factory=Counter)  # kind -> answers 303
+    posted: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (kind, url, form) of each 303
 
 
 class Client:
@@ -286,6 +287,7 @@ class Client:
             return None
         if expected == 303:
             self.result.saved[kind] += 1
+            self.result.posted.append((kind, url, dict(data or {})))
         return response
 
     def sign_in(self) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlmodel import Session
 
 from registry import workbook
 from registry.audit import audited_session, insert_audited
@@ -37,6 +38,7 @@ _DAY_MONTH = re.compile(r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}")
 _LARGEST_INTEGER = 2**31 - 1  # the INTEGER column of both databases
 _YES = {"yes", "y", "true", "1"}
 _NO = {"no", "n", "false", "0"}
+_LOCK_CHUNK = 10_000  # ids per SELECT ... FOR UPDATE (PostgreSQL takes at most 65,535 parameters)
 
 
 @dataclass(frozen=True)
@@ -487,9 +489,21 @@ def _check_rules(plan: list[_Change], problems: list[Problem]) -> None:
             problems.append(Problem(row.source, row.number, column, value, message))
 
 
+def _lock_changed(session: Session, plan: list[_Change]) -> None:
+    """Lock the stored records the import changes before changing any, in the web forms' order (a patient's records,
+    then the patient; each table by id), so that an import and a form saving the same patient queue, not deadlock."""
+    for sheet in sorted(SHEETS, key=lambda s: s.model is Patient):
+        ids = sorted(c.stored["id"] for c in plan if c.row.sheet is sheet and c.stored is not None and c.changes)
+        key = sheet.table.primary_key.columns[0]
+        for start in range(0, len(ids), _LOCK_CHUNK):
+            chunk = ids[start : start + _LOCK_CHUNK]
+            session.execute(sa.select(key).where(key.in_(chunk)).order_by(key).with_for_update())
+
+
 def _write(engine: sa.Engine, plan: list[_Change], actor: str, reason: str) -> None:
     """All changes in one audited transaction: new records in bulk, changed ones through the ORM."""
     with audited_session(engine, actor=actor, reason=reason) as session:
+        _lock_changed(session, plan)
         connection = session.connection()
         sites = dict(session.execute(sa.select(Site.code, Site.id)).all())
         patients: dict[str, int] = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())

@@ -101,22 +101,24 @@ HELPER_SHEETS = ("dictionary", "lists")
 def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str, Any]]:
     """What the database holds for ``sheet``: natural key -> values under the sheet's
     column names (codes as plain strings), plus the record's database key as ``id`` and
-    ``deleted``: whether the record, or the patient it belongs to, is deleted."""
-    names = {
-        "study_id": dict(connection.execute(sa.select(Patient.id, Patient.study_id)).all()),
-        "site": dict(connection.execute(sa.select(Site.id, Site.code)).all()),
-    }
-    deleted_patients = set(connection.execute(sa.select(Patient.id).where(Patient.deleted_at.is_not(None))).scalars())
+    ``deleted``: whether the record, or the patient it belongs to, is deleted.
+
+    One statement, each record joined to its patient and site, so that what other writers
+    commit meanwhile (a new patient with their records) is seen whole or not at all."""
+    table = sheet.table
+    references = [c for c in sheet.columns if c.is_reference]
+    query = sa.select(table, *(c.source.label(f"_{c.name}") for c in references))
+    for column in references:
+        query = query.join(column.source.table, table.c[column.target] == column.source.table.c.id)
+    if sheet.model is not Patient:
+        query = query.add_columns(Patient.__table__.c.deleted_at.label("_patient_deleted_at"))
     stored = {}
-    for record in connection.execute(sa.select(sheet.table)).mappings():
-        values = {"id": record[sheet.table.primary_key.columns[0].name]}
+    for record in connection.execute(query).mappings():
+        values = {"id": record[table.primary_key.columns[0].name]}
         for column in sheet.columns:
-            value = record[column.target]
-            if column.is_reference:
-                value = names[column.name][value]
+            value = record[f"_{column.name}" if column.is_reference else column.target]
             values[column.name] = value.value if isinstance(value, Enum) else value
-        patient = record["id"] if sheet.model is Patient else record["patient_id"]
-        values["deleted"] = record["deleted_at"] is not None or patient in deleted_patients
+        values["deleted"] = record["deleted_at"] is not None or record.get("_patient_deleted_at") is not None
         stored[tuple(values[k] for k in sheet.key)] = values
     return stored
 

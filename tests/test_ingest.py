@@ -2,6 +2,8 @@
 
 import csv
 import hashlib
+import threading
+import time
 from datetime import date, datetime
 from pathlib import Path
 
@@ -10,8 +12,11 @@ import sqlalchemy as sa
 from conftest import add_demo_site
 from openpyxl import Workbook
 
+from registry import db
+from registry.entry import form_values, save_record
 from registry.ingest import import_path, import_sheets, write_problems
-from registry.models import TABLES, AuditLog, LabResult
+from registry.models import TABLES, AuditLog, LabResult, Patient
+from registry.sheets import SHEETS_BY_NAME
 from registry.workbook import RawSheet, WorkbookError, read
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
@@ -312,3 +317,66 @@ def test_two_sheets_with_the_same_meaning_are_refused(registry):
     result = import_sheets(registry, [first, second], actor="c", reason="r")
     assert [str(p) for p in result.errors] == ["LABS: is a second labs sheet; merge the two"]
     assert not result.written
+
+
+def test_an_import_and_a_form_saving_the_same_patient_queue_instead_of_deadlocking(postgres_server, tmp_path):
+    # A form saving a lab holds the lab (FOR UPDATE) and then asks for its patient (FOR SHARE); an import changing
+    # that patient and that lab used to update the patient first and then wait for the lab: a deadlock, which
+    # PostgreSQL broke by failing one of them (a 500 in the web application, or a crashed import).
+    with db.new_postgres_database(postgres_server, "test") as url:
+        engine, web = db.make_engine(url), db.make_engine(url)
+        db.upgrade(engine)
+        add_demo_site(engine)
+        assert import_path(engine, EXAMPLE, actor="coordinator").written
+        with engine.connect() as connection:
+            lab = connection.execute(sa.select(LabResult).join(Patient).where(
+                Patient.study_id == "EX-002", LabResult.analyte == "ferritin")).one()  # fmt: skip
+        workbook = tmp_path / "workbook"
+        workbook.mkdir()
+        patients = [line for line in (EXAMPLE / "patients.csv").read_text().splitlines()
+                    if line.startswith(("study_id,", "EX-002,"))]  # fmt: skip
+        (workbook / "patients.csv").write_text(f"{patients[0]}\n{patients[1].replace(',former,', ',current,')}\n")
+        (workbook / "labs.csv").write_text(f"{','.join(LABS)}\nEX-002,ferritin,2019-02-12,641,ng/mL\n")
+        imported = {}
+
+        def import_while_the_form_holds_the_lab(_conn, _cursor, statement, *_args) -> None:
+            if "FROM patient" not in statement or "FOR SHARE" not in statement or imported:
+                return  # not the form's request for its patient
+            thread = threading.Thread(target=lambda: imported.update(result=import_path(engine, workbook, actor="imp")))
+            thread.start()
+            imported["thread"] = thread
+            for _ in range(300):  # until the import waits for a lock (the form's lab): a new snapshot each time
+                with engine.connect() as watcher:
+                    waiting = watcher.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE "
+                                                      "datname = current_database() AND wait_event_type = 'Lock'"))  # fmt: skip
+                    if waiting.scalar_one():
+                        break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the import never waited for a lock")
+
+        sa.event.listen(web, "before_cursor_execute", import_while_the_form_holds_the_lab)
+        form = form_values(lab, SHEETS_BY_NAME["labs"]) | {"value": "650"}
+        saved = save_record(web, "labs", form, actor="cora", reason="transcription error", patient_id=lab.patient_id,
+                            key=lab.id, version=lab.version)  # fmt: skip
+        imported["thread"].join(60)
+        assert saved.changed == ["value"]
+        assert imported["result"].written and imported["result"].problems == []
+        with engine.connect() as connection:
+            values = connection.execute(sa.select(AuditLog.actor, AuditLog.old_values, AuditLog.new_values).where(
+                AuditLog.table_name == "lab_result", AuditLog.record_key == str(lab.id)).order_by(AuditLog.id)).all()  # fmt: skip
+            assert [tuple(v) for v in values[1:]] == [("cora", {"value": 640.0}, {"value": 650.0}),
+                                                       ("imp", {"value": 650.0}, {"value": 641.0})]  # fmt: skip
+            assert (
+                connection.execute(sa.select(Patient.smoking).where(Patient.study_id == "EX-002")).scalar_one()
+                == "current"
+            )
+        web.dispose()
+        engine.dispose()  # the sessions end, so PostgreSQL's statistics hold theirs
+        check = db.make_engine(url)
+        with check.connect() as connection:
+            deadlocks = connection.execute(
+                sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        check.dispose()
+        assert deadlocks == 0
