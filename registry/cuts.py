@@ -89,7 +89,7 @@ def _column_values(values: pd.Series) -> list[Any]:
     """A column as JSON values: dates as ISO text, missing values as null."""
     if pd.api.types.is_datetime64_any_dtype(values):
         values = values.dt.strftime("%Y-%m-%d")
-    return [None if pd.isna(value) else value for value in values.tolist()]
+    return values.astype(object).where(values.notna(), None).tolist()
 
 
 def snapshot_text(tables: dict[str, pd.DataFrame]) -> bytes:
@@ -157,7 +157,9 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
                 created_at=created_at,
                 created_by=actor,
                 reason=reason,
-                snapshot=gzip.compress(text, mtime=0),
+                snapshot=gzip.compress(
+                    text, compresslevel=6, mtime=0
+                ),  # zlib's default: level 9 is slower, barely smaller
                 snapshot_sha256=hashlib.sha256(text).hexdigest(),
                 row_counts={table: len(frame) for table, frame in tables.items()},
                 data_fingerprint=None if cohort.table.empty else fingerprint(cohort.table),
