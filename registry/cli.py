@@ -662,7 +662,10 @@ def _source(
             f"data cut {cut.name} is analysed at its own cut-off, {cut.cutoff_date}",
             err=True,
         )
-    typer.echo(f"Data cut {cut.name}: cut-off {cut.cutoff_date}, frozen {_when(cut)} by {cut.created_by}")
+    read = f"Data cut {cut.name}: cut-off {cut.cutoff_date}, frozen {_when(cut)} by {cut.created_by}"
+    typer.echo(read)
+    if logger:
+        logger.info("%s, snapshot SHA-256 %s verified", read, cut.snapshot_sha256)
     return DataSource(tables, cut.config(config), cut.created_at.date(), cut.as_dict())
 
 

@@ -129,6 +129,19 @@ def _duplicate(cut: Cut) -> CutError:
     )
 
 
+def _consistent_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
+    """:func:`load_tables` in one read transaction, so that no change committed meanwhile is half in the snapshot."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
+            return load_tables(connection)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("BEGIN")  # pysqlite would run each SELECT in a read snapshot of its own
+        try:
+            return load_tables(connection)
+        finally:
+            connection.exec_driver_sql("ROLLBACK")
+
+
 def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason: str | None, config: Config) -> Cut:
     """Freeze the live data under ``name`` with cut-off ``cutoff``; audited as made by ``actor`` for ``reason``.
 
@@ -145,7 +158,7 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
         created_at = datetime.now(UTC)
         if cutoff > created_at.date():
             raise CutError(f"The cut-off {cutoff} lies in the future (today is {created_at.date()} UTC)")
-        tables = load_tables(engine)
+        tables = _consistent_tables(engine)
         frozen = dataclasses.replace(config, data_cutoff=cutoff)
         checks = run_checks(tables, frozen, created_at.date())
         cohort = build_cohort(tables, frozen)

@@ -108,6 +108,28 @@ def test_a_cut_holds_exactly_the_tables_the_analyses_read(demo):
     assert [c.name for c in list_cuts(demo)] == ["interim-1"]
 
 
+def test_a_change_committed_while_the_cut_is_read_is_wholly_out_of_it(demo, monkeypatch):
+    """The tables are read in one transaction: a patient deleted between two reads leaves no half in the cut."""
+    import registry.tables
+
+    before = {name: len(frame) for name, frame in load_tables(demo).items()}
+    read, deleted = registry.tables.typed, []
+
+    def read_then_delete_a_patient(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+        if table.name == "patient" and not deleted:
+            patient_id = int(frame.loc[frame["study_id"].eq("DM-001"), "id"].iloc[0])
+            set_deleted(demo, "patients", patient_id, deleted=True, actor="coordinator", reason="withdrew consent")
+            deleted.append(patient_id)
+        return read(frame, table)
+
+    monkeypatch.setattr(registry.tables, "typed", read_then_delete_a_patient)
+    cut = create_cut(demo, "interim-1", CUTOFF, actor="dana", reason=None, config=Config())
+    monkeypatch.undo()
+    assert deleted  # between the reads of patient and of antibody_test
+    assert cut.row_counts == before
+    assert load_tables(demo)["patient"]["study_id"].ne("DM-001").all()  # the deletion itself did happen
+
+
 def test_the_snapshot_is_plain_json_without_identifiers_or_bookkeeping(demo):
     with audited_session(demo, actor="test") as session:
         patient = session.exec(select(Patient).where(Patient.study_id == "DM-002")).one()
@@ -161,6 +183,7 @@ def test_a_report_from_a_cut_is_reproduced_after_the_live_data_changed(demo, tmp
     generated = re.compile(r"Generated at \(UTC\) \S+")
     assert [generated.sub("", page) for page in after_pages] == [generated.sub("", page) for page in before_pages]
     assert (tmp_path / "after" / f"report-2022-06-30-{cut.data_fingerprint[:12]}.pdf").exists()
+    assert f"snapshot SHA-256 {cut.snapshot_sha256} verified" in (tmp_path / "after" / "report.log").read_text()
 
     live = cli(url, "analyze", "--json", str(tmp_path / "live.json"))
     assert live.exit_code == 0, live.output
