@@ -3,7 +3,8 @@
 A flush hook writes one ``audit_log`` row per inserted, updated or deleted record,
 with the actor and reason carried by the session (``session.info``). A change
 without an actor is refused, so no code path can write unattributed data, and the
-log itself is append-only. Direct identifiers are logged as changed, never copied.
+log itself is append-only, as is every data cut (registry/cuts.py). Direct
+identifiers are logged as changed, never copied.
 """
 
 from __future__ import annotations

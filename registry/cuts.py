@@ -23,12 +23,13 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlmodel import Session
 
+from registry.analysis.run import fingerprint
 from registry.audit import audited_session
 from registry.cohort import build_cohort
 from registry.config import Config
 from registry.models import CUT_NAME_PATTERN, DataCut
+from registry.quality import run_checks
 from registry.tables import DATA_TABLES, load_tables, typed
 
 #: The snapshot's layout; a reader refuses a layout it does not know rather than guess.
@@ -117,8 +118,9 @@ def _check_name(name: str) -> None:
         raise CutError(f"Data cut name {name!r} is refused: a name {CUT_NAME_PATTERN[1]}, at most {length} characters")
 
 
-def _existing(session: Session, name: str) -> Cut | None:
-    row = session.connection().execute(sa.select(*_METADATA).where(DataCut.name == name)).first()
+def _existing(engine: sa.Engine, name: str) -> Cut | None:
+    with engine.connect() as connection:
+        row = connection.execute(sa.select(*_METADATA).where(DataCut.name == name)).first()
     return None if row is None else _cut(row)
 
 
@@ -148,43 +150,37 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
     The data-quality status and the analysis fingerprint are those of the snapshot under
     ``config`` with ``cutoff`` as data_cutoff, as `registry report --cut` will find them.
     """
-    from registry.analysis.run import fingerprint
-    from registry.quality import run_checks
-
     _check_name(name)
+    if (existing := _existing(engine, name)) is not None:
+        raise _duplicate(existing)
+    created_at = datetime.now(UTC)
+    if cutoff > created_at.date():
+        raise CutError(f"The cut-off {cutoff} lies in the future (today is {created_at.date()} UTC)")
+    tables = _consistent_tables(engine)
+    frozen = dataclasses.replace(config, data_cutoff=cutoff)
+    checks = run_checks(tables, frozen, created_at.date())
+    cohort = build_cohort(tables, frozen)
+    text = snapshot_text(tables)
+    made = DataCut(
+        name=name,
+        cutoff_date=cutoff,
+        created_at=created_at,
+        created_by=actor,
+        reason=reason,
+        snapshot=gzip.compress(text, compresslevel=6, mtime=0),  # zlib's default level: 9 is slower, barely smaller
+        snapshot_sha256=hashlib.sha256(text).hexdigest(),
+        row_counts={table: len(frame) for table, frame in tables.items()},
+        data_fingerprint=None if cohort.table.empty else fingerprint(cohort.table),
+        dq_errors=checks.errors,
+        dq_warnings=checks.warnings,
+    )
     with audited_session(engine, actor, reason or f"data cut {name}") as session:
-        if (existing := _existing(session, name)) is not None:
-            raise _duplicate(existing)
-        created_at = datetime.now(UTC)
-        if cutoff > created_at.date():
-            raise CutError(f"The cut-off {cutoff} lies in the future (today is {created_at.date()} UTC)")
-        tables = _consistent_tables(engine)
-        frozen = dataclasses.replace(config, data_cutoff=cutoff)
-        checks = run_checks(tables, frozen, created_at.date())
-        cohort = build_cohort(tables, frozen)
-        text = snapshot_text(tables)
-        session.add(
-            DataCut(
-                name=name,
-                cutoff_date=cutoff,
-                created_at=created_at,
-                created_by=actor,
-                reason=reason,
-                snapshot=gzip.compress(
-                    text, compresslevel=6, mtime=0
-                ),  # zlib's default: level 9 is slower, barely smaller
-                snapshot_sha256=hashlib.sha256(text).hexdigest(),
-                row_counts={table: len(frame) for table, frame in tables.items()},
-                data_fingerprint=None if cohort.table.empty else fingerprint(cohort.table),
-                dq_errors=checks.errors,
-                dq_warnings=checks.warnings,
-            )
-        )
+        session.add(made)
         try:
             session.commit()
         except sa.exc.IntegrityError:  # made under the same name meanwhile
             session.rollback()
-            raise _duplicate(_existing(session, name)) from None
+            raise _duplicate(_existing(engine, name)) from None
     return load_cut(engine, name)[1]
 
 
