@@ -475,7 +475,7 @@ def check(
 ) -> None:
     """Run every data-quality rule on the whole database (or a data cut) and summarise the findings.
 
-    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors.
+    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors (or an unknown data cut).
 
     Example: registry check --json findings.json --html findings.html
     """
@@ -588,8 +588,8 @@ def report(
 
     With --cut NAME the report is made from the frozen data cut NAME and names it; the same cut gives the same numbers.
 
-    Exit codes: 0 written, 1 failed, 2 bad configuration, 3 refused (data-quality errors),
-    4 another run is writing to the archive.
+    Exit codes: 0 written, 1 failed (or a corrupted data cut), 2 bad configuration (or an unknown data cut),
+    3 refused (data-quality errors), 4 another run is writing to the archive.
 
     Example: registry report --out report.pdf --html report.html
     """
