@@ -22,7 +22,16 @@ from typer.testing import CliRunner
 from registry.audit import AuditError, audited_session
 from registry.cli import app
 from registry.config import Config
-from registry.cuts import CorruptedCut, CutError, UnknownCut, create_cut, list_cuts, load_cut, snapshot_text
+from registry.cuts import (
+    CorruptedCut,
+    CutError,
+    UnknownCut,
+    create_cut,
+    list_cuts,
+    load_cut,
+    snapshot_text,
+    tables_from_snapshot,
+)
 from registry.entry import set_deleted
 from registry.ingest import import_path
 from registry.models import AdverseEvent, AuditLog, DataCut, FollowUp, Patient, PatientIdentifier
@@ -155,12 +164,16 @@ def test_the_snapshot_round_trips_every_value_exactly(demo):
     labs.loc[1, "value"] = 1 / 3
     labs.loc[2, "value"] = 5e-324
     tables["patient"].loc[0, ["smoking", "rpild", "dm_diagnosis_date"]] = [None, pd.NA, pd.NaT]
-    from registry.cuts import tables_from_snapshot
-
     back = tables_from_snapshot(snapshot_text(tables))
     for name, frame in tables.items():
         pd.testing.assert_frame_equal(back[name], frame, check_exact=True)
     assert back["lab_result"].loc[0, "value"] == 0.1 + 0.2
+
+
+def test_a_snapshot_of_an_unknown_format_is_refused():
+    with pytest.raises(CutError) as refused:
+        tables_from_snapshot(b'{"format":2,"tables":{}}')
+    assert str(refused.value) == "snapshot format 2 is not known (this version reads 1)"
 
 
 def test_a_report_from_a_cut_is_reproduced_after_the_live_data_changed(demo, tmp_path):
