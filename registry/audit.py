@@ -3,7 +3,8 @@
 A flush hook writes one ``audit_log`` row per inserted, updated or deleted record,
 with the actor and reason carried by the session (``session.info``). A change
 without an actor is refused, so no code path can write unattributed data, and the
-log itself is append-only. Direct identifiers are logged as changed, never copied.
+log itself is append-only, as is every data cut (registry/cuts.py). Direct
+identifiers are logged as changed, never copied.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlmodel import Session as SQLModelSession
 from sqlmodel import SQLModel, select
 
 from registry.codes import AuditAction
-from registry.models import TABLES, AuditLog, Patient, scalar_default
+from registry.models import TABLES, AuditLog, DataCut, Patient, scalar_default
 
 
 class AuditError(RuntimeError):
@@ -45,6 +46,8 @@ def audit_history(engine: sa.Engine, study_id: str) -> list[AuditLog]:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):  # a data cut's snapshot: its size is logged, its content is kept in its own row
+        return f"[{len(value):,} bytes]"
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, date | datetime):
@@ -167,8 +170,11 @@ for _model in _AUDITED:
 
 @event.listens_for(Session, "before_flush")
 def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> None:
-    if any(isinstance(obj, AuditLog) for obj in (*session.dirty, *session.deleted)):
-        raise AuditError("The audit log is append-only: its rows cannot be changed or deleted")
+    for obj in (*session.dirty, *session.deleted):
+        if isinstance(obj, AuditLog):
+            raise AuditError("The audit log is append-only: its rows cannot be changed or deleted")
+        if isinstance(obj, DataCut):
+            raise AuditError(f"Data cut {obj.name} is frozen: a cut cannot be changed or deleted (make a new one)")
 
 
 @event.listens_for(Session, "after_flush")

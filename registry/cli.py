@@ -7,13 +7,15 @@ import getpass
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import sqlalchemy as sa
 import typer
@@ -34,7 +36,9 @@ from registry.violations import explain
 from registry.workbook import WorkbookError
 
 if TYPE_CHECKING:
-    from registry.quality import CheckRun
+    import pandas as pd
+
+    from registry.cuts import Cut
     from registry.report.build import Report
 
 # The data-quality, analysis and report modules (pandas, pandera, lifelines, matplotlib,
@@ -55,6 +59,11 @@ user_app = typer.Typer(
 app.add_typer(user_app, name="user")
 privacy_app = typer.Typer(help="Direct identifiers: scan files before they leave the registry.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+cut_app = typer.Typer(
+    help="Data cuts: freeze the analysable data at a cut-off, to report from it identically later.",
+    no_args_is_help=True,
+)
+app.add_typer(cut_app, name="cut")
 
 
 Actor = Annotated[
@@ -308,6 +317,13 @@ def user_list(ctx: typer.Context) -> None:
 ConfigOption = Annotated[
     Path, typer.Option("--config", help="Analysis configuration (TOML); defaults if the file is absent.")
 ]
+CutOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cut",
+        help="Read the frozen data cut NAME (registry cut list) instead of the live data; its cut-off is data_cutoff.",
+    ),
+]
 
 
 @app.command()
@@ -551,12 +567,13 @@ def analyze(
         "results.json"
     ),
     config_file: ConfigOption = Path("registry.toml"),
+    cut: CutOption = None,
 ) -> None:
     """Build the cohort and run every configured analysis; write the results as JSON.
 
     Example: registry analyze --json results.json --config registry.toml
     """
-    _analyze_to(_engine(ctx), _config(config_file), json_out)
+    _analyze_to(_source(_engine(ctx), _config(config_file), cut), json_out)
 
 
 def _config(config_file: Path) -> Config:
@@ -577,17 +594,20 @@ def check(
         bool, typer.Option("--all", help="List every rule in the summary, not only failing ones.")
     ] = False,
     config_file: ConfigOption = Path("registry.toml"),
+    cut: CutOption = None,
 ) -> None:
-    """Run every data-quality rule on the whole database and summarise the findings.
+    """Run every data-quality rule on the whole database (or a data cut) and summarise the findings.
 
-    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors.
+    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors (or an unknown data cut).
 
     Example: registry check --json findings.json --html findings.html
     """
-    config = _config(config_file)
+    from registry.quality import run_checks
     from registry.quality.output import findings_document, render_html, summary_text
 
-    run = _run_checks(_engine(ctx), config)
+    source = _source(_engine(ctx), _config(config_file), cut)
+    config = source.config
+    run = run_checks(source.tables, config, source.today)
     now = datetime.now(UTC)
     typer.echo(summary_text(run, all_rules=all_rules))
     if json_out:
@@ -600,13 +620,6 @@ def check(
         raise typer.Exit(2)
     if strict and run.warnings:
         raise typer.Exit(1)
-
-
-def _run_checks(engine: sa.Engine, config: Config) -> CheckRun:
-    from registry.quality import run_checks
-    from registry.tables import load_tables
-
-    return run_checks(load_tables(engine), config, date.today())
 
 
 class RulesFormat(StrEnum):
@@ -633,17 +646,16 @@ def rules(
         typer.echo(f"{rule.id}  {rule.severity:<7}  {rule.category:<26}  {rule.table:<13}  {rule.message}")
 
 
-def _analyze_to(engine: sa.Engine, config: Config, json_out: Path) -> None:
+def _analyze_to(source: DataSource, json_out: Path) -> None:
     """Cohort, analyses, JSON file, and a few lines a person can check at a glance."""
     from registry.analysis.run import analyze as analyze_cohort
     from registry.cohort import build_cohort
-    from registry.tables import load_tables
 
-    cohort = build_cohort(load_tables(engine), config)
+    cohort = build_cohort(source.tables, source.config)
     if cohort.table.empty:
         typer.echo("No patient can be analysed: " + json.dumps(cohort.exclusion_counts()), err=True)
         raise typer.Exit(1)
-    results = analyze_cohort(cohort, config)
+    results = analyze_cohort(cohort, source.config, data_cut=source.cut)
     json_out.write_text(_json(results), encoding="utf-8")
     _print_results(results)
     typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
@@ -693,11 +705,14 @@ def report(
         bool, typer.Option("--allow-dq-errors", help="Render despite data-quality errors (every page says so).")
     ] = False,
     config_file: ConfigOption = Path("registry.toml"),
+    cut: CutOption = None,
 ) -> None:
     """Check, analyse and render the PDF report (A4; every analysis, methods, data-quality status).
 
-    Exit codes: 0 written, 1 failed, 2 bad configuration, 3 refused (data-quality errors),
-    4 another run is writing to the archive.
+    With --cut NAME the report is made from the frozen data cut NAME and names it; the same cut gives the same numbers.
+
+    Exit codes: 0 written, 1 failed (or a corrupted data cut), 2 bad configuration (or an unknown data cut),
+    3 refused (data-quality errors), 4 another run is writing to the archive.
 
     Example: registry report --out report.pdf --html report.html
     """
@@ -713,8 +728,9 @@ def report(
         with locked(archive_dir) if archive_dir else contextlib.nullcontext():
             if logger:
                 logger.info("report run started (%s)", db.redacted(ctx.obj))
-            made = _build(_engine(ctx), config, allow_dq_errors)
-            written = _write_report(made, config, out, html_out, archive_dir)
+            source = _source(_engine(ctx), config, cut, logger)
+            made = _build(source, allow_dq_errors)
+            written = _write_report(made, source.config, out, html_out, archive_dir)
     except ArchiveBusy as error:
         _fail(logger, str(error), ReportExit.BUSY)
     except ReportRefused as refused:
@@ -732,6 +748,54 @@ def report(
             logger.info("wrote %s (data fingerprint %s)", path, made.fingerprint[:12])
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """What a check, analysis or report reads: the live tables, or the snapshot of a data cut."""
+
+    tables: dict[str, pd.DataFrame]
+    config: Config
+    today: date  # the day "in the future" is judged by: today, or the day the cut was made
+    cut: dict[str, Any] | None  # the cut's metadata (registry.cuts.Cut.as_dict), for the results and the report
+
+
+def _load_cut(
+    engine: sa.Engine, name: str, logger: logging.Logger | None = None
+) -> tuple[dict[str, pd.DataFrame], Cut]:
+    """The cut's verified snapshot; exit 2 for an unknown cut, 1 for a corrupted one."""
+    from registry.cuts import CorruptedCut, CutError, load_cut
+
+    try:
+        return load_cut(engine, name)
+    except CutError as error:
+        _fail(logger, str(error), ReportExit.FAILED if isinstance(error, CorruptedCut) else ReportExit.CONFIGURATION)
+
+
+def _source(
+    engine: sa.Engine, config: Config, cut_name: str | None, logger: logging.Logger | None = None
+) -> DataSource:
+    """The live data, or the data cut ``cut_name`` analysed at its own cut-off (which overrides the configuration's)."""
+    from registry.tables import load_tables
+
+    if cut_name is None:
+        return DataSource(load_tables(engine), config, date.today(), None)
+    tables, cut = _load_cut(engine, cut_name, logger)
+    if config.data_cutoff not in (None, cut.cutoff_date):
+        typer.echo(
+            f"data_cutoff {config.data_cutoff} of the configuration is not used: "
+            f"data cut {cut.name} is analysed at its own cut-off, {cut.cutoff_date}",
+            err=True,
+        )
+    read = f"Data cut {cut.name}: cut-off {cut.cutoff_date}, frozen {_when(cut)} by {cut.created_by}"
+    typer.echo(read)
+    if logger:
+        logger.info("%s, snapshot SHA-256 %s verified", read, cut.snapshot_sha256)
+    return DataSource(tables, cut.config(config), cut.created_at.date(), cut.as_dict())
+
+
+def _when(cut: Cut) -> str:
+    return f"{cut.created_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
 def _fail(logger: logging.Logger | None, message: str, code: ReportExit) -> NoReturn:
     typer.echo(message, err=True)
     if logger:
@@ -739,11 +803,12 @@ def _fail(logger: logging.Logger | None, message: str, code: ReportExit) -> NoRe
     raise typer.Exit(code)
 
 
-def _build(engine: sa.Engine, config: Config, allow_dq_errors: bool) -> Report:
+def _build(source: DataSource, allow_dq_errors: bool) -> Report:
     from registry.report.build import build_report
-    from registry.tables import load_tables
 
-    return build_report(load_tables(engine), config, today=date.today(), allow_dq_errors=allow_dq_errors)
+    return build_report(
+        source.tables, source.config, today=source.today, allow_dq_errors=allow_dq_errors, data_cut=source.cut
+    )
 
 
 def _write_report(
@@ -793,7 +858,7 @@ def demo(
     if result.errors:  # the bundled cohort is kept valid by the tests
         raise RuntimeError("\n".join(map(str, result.errors)))
     _print_summary(engine, url)
-    made = _build(engine, Config(), allow_dq_errors=False)
+    made = _build(_source(engine, Config(), None), allow_dq_errors=False)
     typer.echo("")
     typer.echo(summary_text(made.checks))
     typer.echo("")
@@ -839,3 +904,76 @@ def synth(
     typer.echo("Register the sites before importing (registry site add CODE NAME), e.g.:")
     typer.echo(f'  for code in {" ".join(made.sites)}; do registry site add "$code" "Synthetic site $code"; done')
     typer.echo(f"  registry import {out}")
+
+
+@cut_app.command("create")
+def cut_create(
+    ctx: typer.Context,
+    cutoff: Annotated[str, typer.Option("--date", help="The data cut-off, YYYY-MM-DD.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the cut (letters, digits, '.', '_', '-').")],
+    reason: Annotated[str | None, typer.Option(help="Why the cut is made, for the audit trail.")] = None,
+    actor: Actor = "",
+    config_file: ConfigOption = Path("registry.toml"),
+) -> None:
+    """Freeze the analysable data as they are now, with cut-off DATE, as the read-only data cut NAME.
+
+    Its data-quality status and data fingerprint are recorded under the configuration with DATE as data_cutoff.
+
+    Example: registry cut create --date 2022-06-30 --name interim-2022 --reason "interim analysis"
+    """
+    from registry.cuts import CutError, create_cut
+
+    config = _config(config_file)
+    if (day := _iso_date(cutoff)) is None:
+        typer.echo(f"Not made: --date {cutoff!r} is not a date written YYYY-MM-DD (e.g. 2022-06-30)", err=True)
+        raise typer.Exit(2)
+    try:
+        made = create_cut(_engine(ctx), name, day, actor=actor or getpass.getuser(), reason=reason, config=config)
+    except CutError as error:
+        typer.echo(f"Not made: {error}", err=True)
+        raise typer.Exit(2) from None
+    _print_cut(made)
+    typer.echo(f"Data cut {made.name} made: registry report --cut {made.name}")
+
+
+def _iso_date(text: str) -> date | None:
+    """``text`` as a date if it is one written YYYY-MM-DD (no other form is guessed)."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        with contextlib.suppress(ValueError):
+            return date.fromisoformat(text)
+    return None
+
+
+@cut_app.command("list")
+def cut_list(ctx: typer.Context) -> None:
+    """List the data cuts: name, cut-off, when and by whom frozen, patients, data-quality status.
+
+    Example: registry cut list
+    """
+    from registry.cuts import list_cuts
+
+    for made in list_cuts(_engine(ctx)):
+        typer.echo(
+            f"{made.name}\t{made.cutoff_date}\t{_when(made)}\t{made.created_by}\t{made.row_counts['patient']} patients"
+            f"\t{made.dq_errors} errors, {made.dq_warnings} warnings"
+        )
+
+
+@cut_app.command("show")
+def cut_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The cut's name.")]) -> None:
+    """Show one data cut and verify its snapshot against the SHA-256 recorded at creation.
+
+    Example: registry cut show interim-2022
+    """
+    _print_cut(_load_cut(_engine(ctx), name)[1])
+    typer.echo("Snapshot verified: it matches its SHA-256")
+
+
+def _print_cut(made: Cut) -> None:
+    typer.echo(f"Data cut     {made.name}")
+    typer.echo(f"Cut-off      {made.cutoff_date}")
+    typer.echo(f"Frozen       {_when(made)} by {made.created_by}" + (f" ({made.reason})" if made.reason else ""))
+    typer.echo(f"SHA-256      {made.snapshot_sha256}")
+    typer.echo(f"Fingerprint  {made.data_fingerprint or '(no patient could be analysed)'}")
+    typer.echo(f"Data quality {made.dq_errors} error and {made.dq_warnings} warning finding(s) at creation")
+    typer.echo("Rows         " + ", ".join(f"{table} {count}" for table, count in made.row_counts.items()))

@@ -516,6 +516,41 @@ class AuditLog(SQLModel, table=True):
         return list(dict.fromkeys([*(self.old_values or {}), *(self.new_values or {})]))
 
 
+#: What a data cut's name may hold: it is typed on command lines and shown in reports.
+CUT_NAME_PATTERN = (
+    r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    "holds only letters, digits, '.', '_' and '-', starts with a letter or digit",
+)
+
+
+class DataCut(SQLModel, table=True):
+    """The analysable data frozen at a cut-off, so that a report can be made again, identically, later.
+
+    Written once and never changed or deleted (the audit hooks refuse it): see registry/cuts.py.
+    """
+
+    __tablename__ = "data_cut"
+
+    id: int | None = identifier()
+    name: str = text(64, "Name the cut is known by (registry report --cut NAME)", unique=True,
+                     pattern=CUT_NAME_PATTERN)  # fmt: skip
+    cutoff_date: date = column("Data cut-off: every analysis of the cut censors follow-up here")
+    created_at: datetime = column("When the snapshot was taken (UTC)", sa_type=sa.DateTime(timezone=True))
+    created_by: str = text(100, "User or process that made the cut")
+    reason: str | None = text(500, "Why the cut was made, as given")
+    snapshot: bytes = column(
+        "The data tables as the analyses read them at creation (no identifiers): gzip-compressed JSON",
+        sa_type=sa.LargeBinary(),
+    )
+    snapshot_sha256: str = text(64, "SHA-256 of the snapshot's JSON text, verified each time the cut is read")
+    row_counts: dict[str, int] = column("Rows per table in the snapshot", sa_type=sa.JSON())
+    data_fingerprint: str | None = text(
+        64, "Fingerprint of the analysis table made from the snapshot at creation (empty: no patient analysable)"
+    )
+    dq_errors: int = column("Error-level data-quality findings in the snapshot at creation")
+    dq_warnings: int = column("Warning-level data-quality findings in the snapshot at creation")
+
+
 #: Every table, in the order a patient's records are entered; the audit log last.
 TABLES: tuple[type[SQLModel], ...] = (
     Site,
@@ -531,5 +566,6 @@ TABLES: tuple[type[SQLModel], ...] = (
     Account,
     AccountSite,
     FindingReview,
+    DataCut,
     AuditLog,
 )

@@ -87,7 +87,13 @@ def _read(connection: sa.Connection, query: sa.Select) -> pd.DataFrame:
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def load_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """Every data table's live records (:func:`live`), one query each, typed by :func:`typed`."""
-    with engine.connect() as connection:
-        return {name: typed(_read(connection, live(table)), table) for name, table in DATA_TABLES.items()}
+def load_tables(bind: sa.Engine | sa.Connection) -> dict[str, pd.DataFrame]:
+    """Every data table's live records (:func:`live`), one query each, typed by :func:`typed`.
+
+    Given a connection, the tables are read in its transaction: a data cut reads them in one
+    snapshot of the database, so that they agree with each other (registry.cuts).
+    """
+    if isinstance(bind, sa.Engine):
+        with bind.connect() as connection:
+            return load_tables(connection)
+    return {name: typed(_read(bind, live(table)), table) for name, table in DATA_TABLES.items()}

@@ -102,8 +102,12 @@ def _analyses(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     return result
 
 
-def analyze(cohort: Cohort, config: Config) -> dict[str, Any]:
-    """Every configured analysis of ``cohort``, overall and in the RPILD subgroup."""
+def analyze(cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every configured analysis of ``cohort``, overall and in the RPILD subgroup.
+
+    ``data_cut`` describes the frozen data cut the cohort was built from (registry.cuts), if any: it travels
+    with the results so that they name the snapshot they can be reproduced from.
+    """
     table = cohort.table
     rpild = table[table["rpild"].fillna(False).astype(bool)]
     document: dict[str, Any] = {
@@ -111,6 +115,7 @@ def analyze(cohort: Cohort, config: Config) -> dict[str, Any]:
         "software": {"mda5-registry": registry.__version__},
         "configuration": dataclasses.asdict(config),
         "data_fingerprint": fingerprint(table),
+        **({"data_cut": data_cut} if data_cut else {}),
         "flow": {
             "registered": cohort.registered,
             "excluded": cohort.exclusion_counts(),

@@ -46,16 +46,22 @@ class Report:
 
 
 def build_report(
-    tables: dict[str, pd.DataFrame], config: Config, *, today: date, allow_dq_errors: bool = False
+    tables: dict[str, pd.DataFrame],
+    config: Config,
+    *,
+    today: date,
+    allow_dq_errors: bool = False,
+    data_cut: dict[str, Any] | None = None,
 ) -> Report:
-    """Check, analyse and render ``tables`` (as :func:`registry.tables.load_tables` gives them)."""
+    """Check, analyse and render ``tables`` (as :func:`registry.tables.load_tables` gives them, or a data cut,
+    which ``data_cut`` then describes)."""
     checks = run_checks(tables, config, today)
     if checks.errors and not allow_dq_errors:
         raise ReportRefused(checks)
     cohort = build_cohort(tables, config)
     if cohort.table.empty:
         raise NothingToAnalyse(f"no patient can be analysed: {cohort.exclusion_counts()}")
-    results = analyze(cohort, config)
+    results = analyze(cohort, config, data_cut=data_cut)
     svg = figures(results)
     context = report_context(
         results,
