@@ -12,6 +12,9 @@ All data is synthetic (``registry synth`` and fixtures/demo).
 
 from __future__ import annotations
 
+import fcntl
+import io
+import json
 import os
 import re
 import signal
@@ -20,18 +23,22 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import add_demo_site
+from pypdf import PdfReader
 from sqlalchemy import orm
 from sqlmodel import SQLModel
 
 import registry.report.build  # noqa: F401  (loaded before the forks, like every module a run needs)
 from registry import db
 from registry.cli import app
+from registry.ingest import import_path
+from registry.report.archive import LOG_NAME, locked, recover, remove_stale_temporaries, store, write_atomically
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PATIENTS = 400  # an import of a few seconds
@@ -43,32 +50,28 @@ class Ran:
     returncode: int
     stdout: str
     stderr: str
+    pid: int
 
 
-class Registry:
-    """``registry ARGS`` in a child process forked from this one (the modules are loaded once, not per run).
+class Child:
+    """``target()`` in a child process forked from this one (every module is loaded once, not per run).
 
-    ``crash_at`` names where the child kills itself with SIGKILL: ``sql:REGEX`` before the
-    first statement matching REGEX, ``commit`` before the first commit, ``after-commit``
-    after it, ``audit:REGEX`` at the first audit event (a file opened, renamed, linked,
-    removed, a database connected...) whose description matches REGEX.
+    The child's exit status is what ``target`` raised with SystemExit (0 if it returned,
+    1 on another exception, its traceback on stderr), or -9 if it was killed.
     """
 
-    def __init__(self, *args: str, crash_at: str | None = None) -> None:
+    def __init__(self, target: Callable[[], object]) -> None:
         self.output = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by wait)
         self.pid = os.fork()
         if self.pid == 0:
-            os._exit(self._child(args, crash_at))
+            os._exit(self._child(target))
 
-    def _child(self, args: tuple[str, ...], crash_at: str | None) -> int:
+    def _child(self, target: Callable[[], object]) -> int:
         try:
             for stream, file in zip((1, 2), self.output, strict=True):
                 os.dup2(file.fileno(), stream)
             sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # noqa: SIM115
-            os.environ["REGISTRY_ACTOR"] = "crash test"
-            if crash_at:
-                _kill_at(crash_at)
-            app(list(args), prog_name="registry")
+            target()
         except SystemExit as exit:
             return exit.code if isinstance(exit.code, int) else 1
         except BaseException:
@@ -84,11 +87,29 @@ class Registry:
         stdout, stderr = (file.seek(0) or file.read().decode() for file in self.output)
         for file in self.output:
             file.close()
-        return Ran(os.waitstatus_to_exitcode(status), stdout, stderr)
+        return Ran(os.waitstatus_to_exitcode(status), stdout, stderr, self.pid)
 
     def kill(self) -> Ran:
         os.kill(self.pid, signal.SIGKILL)
         return self.wait()
+
+
+def command(*args: str, crash_at: str | None = None) -> Child:
+    """``registry ARGS`` in a child process, which kills itself with SIGKILL at ``crash_at``, if given.
+
+    ``crash_at``: ``sql:REGEX`` before the first statement matching REGEX, ``commit`` before
+    the first commit, ``after-commit`` after it (statements and commits of the registry's
+    database), ``audit:REGEX`` at the first audit event (a file opened, renamed, linked,
+    removed, a database connected...) whose description matches REGEX.
+    """
+
+    def run() -> None:
+        os.environ["REGISTRY_ACTOR"] = "crash test"
+        if crash_at:
+            _kill_at(crash_at)
+        app(list(args), prog_name="registry")
+
+    return Child(run)
 
 
 def _kill_at(crash_at: str) -> None:
@@ -111,12 +132,12 @@ def _kill_at(crash_at: str) -> None:
 
 def cli(*args: str) -> Ran:
     """Run ``registry ARGS`` to its end."""
-    return Registry(*args).wait()
+    return command(*args).wait()
 
 
 def killed(*args: str, crash_at: str) -> Ran:
     """Run ``registry ARGS`` to its death at ``crash_at``, which must come."""
-    run = Registry(*args, crash_at=crash_at).wait()
+    run = command(*args, crash_at=crash_at).wait()
     assert run.returncode == KILLED, f"{crash_at} was never reached (exit {run.returncode}): {run.stderr[-2000:]}"
     return run
 
@@ -206,7 +227,7 @@ def kill_when_writing_begins(url: str, path: Path, synthetic: Path) -> None:
     start = path.read_bytes()
     wal = path.with_name(path.name + "-wal")
     for _ in range(3):
-        run = Registry("--database", url, "import", str(synthetic))
+        run = command("--database", url, "import", str(synthetic))
         while os.waitid(os.P_PID, run.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None and not (
             wal.exists() and wal.stat().st_size > 0
         ):
@@ -243,3 +264,163 @@ def test_a_killed_postgresql_import_leaves_none_or_all_of_it(synthetic: Path, po
     again = cli("--database", url, "import", str(synthetic))
     assert again.returncode == 0 and "Nothing changed" in again.stdout, again.stderr
     assert counts(contents(url)) == reference
+
+
+# -- the report -------------------------------------------------------------------------
+
+CHANGES = {"os.rename", "os.link", "os.symlink", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree"}
+WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def pdf(run: int) -> bytes:
+    return f"%PDF-1.7 run {run} ".encode() + b"x" * 50_000 + b"\n%%EOF\n"
+
+
+def results(run: int) -> bytes:
+    return json.dumps({"run": run, "padding": "y" * 20_000}).encode()
+
+
+def run_of(data: bytes) -> int | None:
+    """Which run wrote these bytes, if they are a whole file of one."""
+    return next((run for run in (1, 2, 3) if data in (pdf(run), results(run))), None)
+
+
+def publish(folder: Path, out: Path, run: int, stem: str, kill_at_change: int | None = None) -> None:
+    """What a report run does with its bytes (``registry report --out OUT --archive FOLDER``).
+
+    With ``kill_at_change`` n, the process kills itself at its n-th change to the file
+    system once it holds the lock (a file opened for writing, renamed, linked, removed...).
+    """
+    with locked(folder):
+        if kill_at_change:
+            changes = 0
+
+            def count(event: str, args: tuple) -> None:
+                nonlocal changes
+                if event in CHANGES or (event == "open" and isinstance(args[2], int) and args[2] & WRITING):
+                    changes += 1
+                    if changes == kill_at_change:
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+            sys.addaudithook(count)
+        recover(folder)
+        write_atomically(out, pdf(run))
+        store(folder, stem, pdf(run), results(run))
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every report file a reader sees by name (following links), with its bytes; not the log."""
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and p.name != LOG_NAME)
+    return {p.name: p.read_bytes() for p in files}
+
+
+@pytest.mark.parametrize("stems", [("report-a", "report-b"), ("report-a", "report-a")], ids=["new data", "same data"])
+def test_a_report_killed_at_any_change_leaves_the_last_good_files_or_whole_new_ones(
+    stems: tuple[str, str], tmp_path: Path
+) -> None:
+    """Killed at each change in turn: out and latest.* are never a part, never a mix of two runs; the next run tidies up."""
+    (old_stem, new_stem), change = stems, 0
+    while True:
+        change += 1
+        folder, out = tmp_path / str(change) / "archive", tmp_path / str(change) / "out" / "report.pdf"
+        out.parent.mkdir(parents=True)
+        publish(folder, out, 1, old_stem)
+        good = files_of(folder)
+        run = Child(lambda: publish(folder, out, 2, new_stem, kill_at_change=change)).wait()  # noqa: B023
+        if run.returncode == 0:
+            break
+        assert run.returncode == KILLED, run.stderr
+        seen = {name: run_of(data) for name, data in files_of(folder).items()}
+        assert run_of(out.read_bytes()) in (1, 2), f"killed at change {change}"
+        assert (seen["latest.pdf"], seen["latest.json"]) in ((1, 1), (2, 2)), f"killed at change {change}: {seen}"
+        for name, data in files_of(folder).items():  # the dated files: the last good ones, or whole new ones
+            assert data == good.get(name) or (name.startswith(new_stem) and run_of(data) == 2), name
+
+        with locked(folder) as unfinished:  # the next run
+            assert unfinished is not None and unfinished.startswith(f"pid {run.pid}, started "), unfinished
+            recover(folder)
+            write_atomically(out, pdf(3))
+            store(folder, "report-c", pdf(3), results(3))
+        seen = files_of(folder)
+        assert (out.read_bytes(), seen["latest.pdf"], seen["latest.json"]) == (pdf(3), pdf(3), results(3))
+        assert [p.name for p in out.parent.iterdir()] == ["report.pdf"]
+        assert [p.name for p in folder.iterdir() if p.name.startswith(".") and not p.is_dir()] == [".report.lock"]
+        assert len(list((folder / ".pairs").glob("*"))) <= 2  # the latest, and the one it replaced
+    assert change > 10  # every change of a run was a kill point: more than a handful
+    assert files_of(folder)["latest.pdf"] == pdf(2) and files_of(folder)["latest.json"] == results(2)
+
+
+def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    names = [".report.pdf.k1ll3d_1", ".report.pdf.l1ve_abc", ".report.pdf.short", ".other.pdf.k1ll3d_2", ".hidden"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"part")
+    with (tmp_path / ".report.pdf.l1ve_abc").open("rb") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)  # a writer still at work
+        write_atomically(tmp_path / "report.pdf", pdf(1))
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted({*names, "report.pdf"} - {".report.pdf.k1ll3d_1"})
+        assert remove_stale_temporaries(tmp_path) == [".other.pdf.k1ll3d_2"]
+    assert remove_stale_temporaries(tmp_path) == [".report.pdf.l1ve_abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", ".report.pdf.short", "report.pdf"]
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'registry.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    add_demo_site(engine)
+    assert import_path(engine, FIXTURES / "demo", actor="test").written
+    engine.dispose()
+    return url
+
+
+def test_a_killed_report_run_keeps_the_last_good_report_and_the_next_run_succeeds(
+    demo_url: str, tmp_path: Path
+) -> None:
+    out, archive = tmp_path / "out" / "report.pdf", tmp_path / "archive"
+    run = ("--database", demo_url, "report", "--out", str(out), "--archive", str(archive))
+    out.parent.mkdir()
+    first = cli(*run)
+    assert first.returncode == 0, first.stderr
+    good = {"report.pdf": out.read_bytes(), **files_of(archive)}
+
+    building = killed(*run, crash_at=r"audit:^sqlite3\.connect")  # the lock held, reading the registry
+    publishing = killed(*run, crash_at=r"audit:^os\.symlink .*\.latest\.")  # the new files written, not yet latest
+    seen = files_of(archive)
+    assert (seen["latest.pdf"], seen["latest.json"]) == (good["latest.pdf"], good["latest.json"])
+    for name, data in {**seen, "report.pdf": out.read_bytes()}.items():  # the same data: same names, new bytes
+        assert data == good[name] or whole(name, data), name
+    published = Path(os.readlink(archive / "latest")).name
+    (unpublished,) = (p.name for p in (archive / ".pairs").iterdir() if p.name != published)  # the killed run's
+
+    last = cli(*run)
+    assert last.returncode == 0, last.stderr
+    seen = files_of(archive)
+    (dated,) = archive.glob("report-*.pdf")
+    assert seen["latest.pdf"] == dated.read_bytes() != good["latest.pdf"]
+    assert seen["latest.json"] == dated.with_suffix(".json").read_bytes() != good["latest.json"]
+    assert whole("latest.pdf", seen["latest.pdf"]) and whole("latest.json", seen["latest.json"])
+    assert sorted(p.name for p in archive.iterdir() if p.name.startswith(".")) == [".pairs", ".report.lock"]
+    log = [line.split(" ", 2)[2] for line in (archive / "report.log").read_text().splitlines()]
+    assert [line for line in log if not line.startswith("INFO wrote")] == [
+        f"INFO report run started ({demo_url})",
+        f"INFO report run started ({demo_url})",
+        f"INFO report run started ({demo_url})",
+        f"WARNING the previous run (pid {building.pid}, started {_started(log, building.pid)}) did not finish (killed or crashed)",
+        f"INFO report run started ({demo_url})",
+        f"WARNING the previous run (pid {publishing.pid}, started {_started(log, publishing.pid)}) did not finish (killed or crashed)",
+        f"WARNING removed what an unfinished run left: .pairs/{unpublished}",
+    ]  # fmt: skip
+
+
+def whole(name: str, data: bytes) -> bool:
+    """A complete report (every page readable, the end marker there) or a complete results document."""
+    if name.endswith(".json"):
+        return bool(json.loads(data)["data_fingerprint"])
+    return data.rstrip().endswith(b"%%EOF") and len(PdfReader(io.BytesIO(data), strict=True).pages) > 10
+
+
+def _started(log: list[str], pid: int) -> str:
+    """When the run ``pid`` started, as the next run found it in the lock file."""
+    (line,) = (line for line in log if f"(pid {pid}, started " in line)
+    return line.split(", started ", 1)[1].split(")", 1)[0]
