@@ -59,8 +59,8 @@ def locked(folder: Path) -> Iterator[str | None]:
             unfinished = handle.read().strip() or None
             _rewrite(handle, f"pid {os.getpid()}, started {datetime.now(UTC).isoformat(timespec='seconds')}")
             yield unfinished
-            _rewrite(handle, "")
         finally:
+            _rewrite(handle, "")  # finished, if with an error: only a killed run leaves its record
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -104,7 +104,7 @@ def remove_stale_temporaries(folder: Path, target: str | None = None) -> list[st
     temporary symbolic links (only an archive run, under the archive's lock, removes those).
     """
     removed = []
-    for candidate in sorted(folder.glob(f".{target}.*" if target else ".*")):
+    for candidate in sorted(folder.iterdir()):
         match = TEMPORARY.fullmatch(candidate.name)
         if not match or (target and match["target"] != target) or not candidate.is_file() or candidate.is_symlink():
             continue
@@ -127,19 +127,36 @@ def store(folder: Path, stem: str, pdf: bytes, results_json: bytes) -> Path:
     report, results = folder / f"{stem}.pdf", folder / f"{stem}.json"
     write_atomically(results, results_json)
     write_atomically(report, pdf)
+    links = [folder / name for name in PAIR_FILES]
+    if all(link.exists() for link in links) and not all(link.is_symlink() for link in links):
+        _adopt(folder)
+    for name, inside in PAIR_FILES.items():
+        if not (folder / name).is_symlink():
+            _point(folder / name, Path(LATEST) / inside)  # a new archive: nothing to read until a pair is published
+    pair = _pair(folder, stem, report, results)
+    replaced = _published(folder)
+    _point(folder / LATEST, Path(PAIRS) / pair.name)  # the moment the new pair becomes the latest
+    _remove_pairs(folder, keep={pair.name, replaced})  # the replaced pair stays for readers who resolved it
+    return report
+
+
+def _pair(folder: Path, stem: str, pdf: Path, results: Path) -> Path:
+    """A new folder in .pairs/ holding (hard links to) a PDF and its results."""
     (folder / PAIRS).mkdir(exist_ok=True)
     pair = folder / PAIRS / f"{stem}.{uuid.uuid4().hex[:8]}"
     pair.mkdir()
-    os.link(report, pair / PAIR_FILES["latest.pdf"])
+    os.link(pdf, pair / PAIR_FILES["latest.pdf"])
     os.link(results, pair / PAIR_FILES["latest.json"])
     _sync_folder(pair)
-    replaced = _published(folder)
-    _point(folder / LATEST, Path(PAIRS) / pair.name)  # the moment the new pair becomes the latest
+    return pair
+
+
+def _adopt(folder: Path) -> None:
+    """Turn plain latest.* files (an archive written before pairs) into a published pair, the same bytes throughout."""
+    pair = _pair(folder, "adopted", folder / "latest.pdf", folder / "latest.json")
+    _point(folder / LATEST, Path(PAIRS) / pair.name)
     for name, inside in PAIR_FILES.items():
-        if not (folder / name).is_symlink() or os.readlink(folder / name) != str(Path(LATEST) / inside):
-            _point(folder / name, Path(LATEST) / inside)  # once, in an archive written before pairs
-    _remove_pairs(folder, keep={pair.name, replaced})  # the replaced pair stays for readers who resolved it
-    return report
+        _point(folder / name, Path(LATEST) / inside)
 
 
 def recover(folder: Path) -> list[str]:
