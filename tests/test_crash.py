@@ -429,6 +429,15 @@ def test_a_killed_report_run_keeps_the_last_good_report_and_the_next_run_succeed
         f"WARNING the previous run (pid {publishing.pid}, started {_started(log, publishing.pid)}) did not finish (killed or crashed)",
         f"WARNING removed what an unfinished run left: .pairs/{unpublished}",
     ]  # fmt: skip
+    assert (archive / ".report.lock").read_text() == ""  # finished: no record of a run in progress
+
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    db.upgrade(db.make_engine(empty))
+    failed = cli("--database", empty, "report", "--archive", str(archive))
+    log_text = (archive / "report.log").read_text()
+    assert failed.returncode == 1 and log_text.rindex(" ERROR ") > log_text.rindex("report run started")
+    assert (archive / ".report.lock").read_text() == ""  # failed, but not killed: the next run will not say so
+    assert files_of(archive) == seen
 
 
 def whole(name: str, data: bytes) -> bool:
