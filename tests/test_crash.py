@@ -25,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -403,6 +404,8 @@ def test_a_killed_report_run_keeps_the_last_good_report_and_the_next_run_succeed
     good = {"report.pdf": out.read_bytes(), **files_of(archive)}
 
     building = killed(*run, crash_at=r"audit:^sqlite3\.connect")  # the lock held, reading the registry
+    writing = killed(*run, crash_at=r"audit:^os\.rename .*/\.report\.pdf\.")  # the new --out file not yet renamed
+    assert out.read_bytes() == good["report.pdf"] and len(list(out.parent.iterdir())) == 2  # and a temporary
     publishing = killed(*run, crash_at=r"audit:^os\.symlink .*\.latest\.")  # the new files written, not yet latest
     seen = files_of(archive)
     assert (seen["latest.pdf"], seen["latest.json"]) == (good["latest.pdf"], good["latest.json"])
@@ -419,6 +422,7 @@ def test_a_killed_report_run_keeps_the_last_good_report_and_the_next_run_succeed
     assert seen["latest.json"] == dated.with_suffix(".json").read_bytes() != good["latest.json"]
     assert whole("latest.pdf", seen["latest.pdf"]) and whole("latest.json", seen["latest.json"])
     assert sorted(p.name for p in archive.iterdir() if p.name.startswith(".")) == [".pairs", ".report.lock"]
+    assert [p.name for p in out.parent.iterdir()] == ["report.pdf"]  # the killed run's temporary removed
     log = [line.split(" ", 2)[2] for line in (archive / "report.log").read_text().splitlines()]
     assert [line for line in log if not line.startswith("INFO wrote")] == [
         f"INFO report run started ({demo_url})",
@@ -426,13 +430,17 @@ def test_a_killed_report_run_keeps_the_last_good_report_and_the_next_run_succeed
         f"INFO report run started ({demo_url})",
         f"WARNING the previous run (pid {building.pid}, started {_started(log, building.pid)}) did not finish (killed or crashed)",
         f"INFO report run started ({demo_url})",
+        f"WARNING the previous run (pid {writing.pid}, started {_started(log, writing.pid)}) did not finish (killed or crashed)",
+        f"INFO report run started ({demo_url})",
         f"WARNING the previous run (pid {publishing.pid}, started {_started(log, publishing.pid)}) did not finish (killed or crashed)",
         f"WARNING removed what an unfinished run left: .pairs/{unpublished}",
     ]  # fmt: skip
     assert (archive / ".report.lock").read_text() == ""  # finished: no record of a run in progress
 
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    db.upgrade(db.make_engine(empty))
+    engine = db.make_engine(empty)
+    db.upgrade(engine)
+    engine.dispose()
     failed = cli("--database", empty, "report", "--archive", str(archive))
     log_text = (archive / "report.log").read_text()
     assert failed.returncode == 1 and log_text.rindex(" ERROR ") > log_text.rindex("report run started")
@@ -450,4 +458,6 @@ def whole(name: str, data: bytes) -> bool:
 def _started(log: list[str], pid: int) -> str:
     """When the run ``pid`` started, as the next run found it in the lock file."""
     (line,) = (line for line in log if f"(pid {pid}, started " in line)
-    return line.split(", started ", 1)[1].split(")", 1)[0]
+    started = line.split(", started ", 1)[1].split(")", 1)[0]
+    assert datetime.fromisoformat(started).tzinfo == UTC
+    return started
