@@ -12,6 +12,7 @@ All data is synthetic (``registry synth`` and fixtures/demo).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -180,7 +181,7 @@ def counts(tables: dict[str, list[tuple]]) -> dict[str, int]:
 
 
 def sound_sqlite(path: Path) -> None:
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
 
