@@ -717,7 +717,7 @@ def report(
     Example: registry report --out report.pdf --html report.html
     """
     from registry.quality.output import summary_text
-    from registry.report.archive import ArchiveBusy, archive_logger, locked
+    from registry.report.archive import ArchiveBusy, archive_logger, locked, recover
     from registry.report.build import NothingToAnalyse, ReportRefused
 
     if out is None and html_out is None and archive_dir is None:
@@ -725,9 +725,13 @@ def report(
     config = _config(config_file)
     logger = archive_logger(archive_dir) if archive_dir else None
     try:
-        with locked(archive_dir) if archive_dir else contextlib.nullcontext():
-            if logger:
+        with locked(archive_dir) if archive_dir else contextlib.nullcontext() as unfinished:
+            if archive_dir and logger:
                 logger.info("report run started (%s)", db.redacted(ctx.obj))
+                if unfinished:
+                    logger.warning("the previous run (%s) did not finish (killed or crashed)", unfinished)
+                if leftovers := recover(archive_dir):
+                    logger.warning("removed what an unfinished run left: %s", ", ".join(leftovers))
             source = _source(_engine(ctx), config, cut, logger)
             made = _build(source, allow_dq_errors)
             written = _write_report(made, source.config, out, html_out, archive_dir)

@@ -1,10 +1,17 @@
 """Unattended report runs: one at a time, files replaced whole or not at all, a log.
 
 A scheduled run (cron, a systemd timer) writes ``report-<cut-off or date>-<fingerprint>.pdf``
-and its results JSON into the archive folder, then points ``latest.pdf`` and
-``latest.json`` at the new pair. Every file is written to a temporary file in the same
-folder and renamed over its name, so a reader (or a crash) never sees half a report.
-A lock file keeps two runs from writing at once.
+and its results JSON into the archive folder, then publishes the new pair as the latest.
+Every file is written to a temporary file in the same folder and renamed over its name,
+so a reader (or a crash) never sees half a file.
+
+``latest.pdf`` and ``latest.json`` are fixed symbolic links into ``latest``, itself a
+symbolic link to a folder in ``.pairs/`` holding (hard links to) one run's PDF and JSON.
+A run publishes its pair with one rename of ``latest``: both names change together or
+not at all, so they always come from the same run, whenever the writer is killed.
+
+A lock file keeps two runs from writing at once; it also holds the running run's process
+id and start, so the next run can tell that one was killed and remove what it left.
 """
 
 from __future__ import annotations
@@ -13,12 +20,21 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 LOCK_NAME = ".report.lock"
 LOG_NAME = "report.log"
+LATEST = "latest"  # symbolic link to the published pair's folder in PAIRS
+PAIRS = ".pairs"
+PAIR_FILES = {"latest.pdf": "report.pdf", "latest.json": "report.json"}  # name in the archive: name in a pair
+TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}")  # tempfile's names: .<target>.<8 random characters>
 
 
 class ArchiveBusy(RuntimeError):
@@ -26,37 +42,80 @@ class ArchiveBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def locked(folder: Path) -> Iterator[None]:
-    """Hold the archive's lock for the duration, or raise :class:`ArchiveBusy` at once."""
+def locked(folder: Path) -> Iterator[str | None]:
+    """Hold the archive's lock for the duration, or raise :class:`ArchiveBusy` at once.
+
+    Yields what a previous run that never finished (killed, crashed) left in the lock
+    file (its process id and start), else None; the kernel releases the lock of a dead run.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK_NAME).open("a") as handle:
+    with (folder / LOCK_NAME).open("a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ArchiveBusy(f"another report run is writing to {folder} (lock {folder / LOCK_NAME})") from None
         try:
-            yield
+            handle.seek(0)
+            unfinished = handle.read().strip() or None
+            _rewrite(handle, f"pid {os.getpid()}, started {datetime.now(UTC).isoformat(timespec='seconds')}")
+            yield unfinished
         finally:
+            _rewrite(handle, "")  # finished, if with an error: only a killed run leaves its record
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _rewrite(handle: IO[str], text: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text)
+    handle.flush()
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds the old bytes or the new, never a part."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        temporary = Path(handle.name)
+    """Write ``data`` to ``path`` so that ``path`` holds the old bytes or the new, never a part.
+
+    The temporary file is locked while it is written, so that a later call may remove the
+    temporaries of killed writers (unlocked) without touching a live writer's.
+    """
+    remove_stale_temporaries(path.parent, path.name)
+    while True:
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="")
+        with os.fdopen(descriptor, "wb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if os.fstat(handle.fileno()).st_nlink == 0:
+                continue  # removed as stale between its creation and the lock: take another
+            temporary = Path(name)
+            try:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.replace(temporary, path)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+        _sync_folder(path.parent)
+        return
+
+
+def remove_stale_temporaries(folder: Path, target: str | None = None) -> list[str]:
+    """Remove the temporary files of killed writers (of ``target``, or of any name); returns their names.
+
+    A temporary is stale when no writer holds its lock. Left alone: anything else, and
+    temporary symbolic links (only an archive run, under the archive's lock, removes those).
+    """
+    removed = []
+    for candidate in sorted(folder.iterdir()):
+        match = TEMPORARY.fullmatch(candidate.name)
+        if not match or (target and match["target"] != target) or not candidate.is_file() or candidate.is_symlink():
+            continue
         try:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+            with candidate.open("rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                candidate.unlink()
+        except (BlockingIOError, FileNotFoundError, PermissionError):
+            continue
+        removed.append(candidate.name)
+    return removed
 
 
 def archive_name(cutoff_or_date: str, fingerprint: str) -> str:
@@ -64,13 +123,81 @@ def archive_name(cutoff_or_date: str, fingerprint: str) -> str:
 
 
 def store(folder: Path, stem: str, pdf: bytes, results_json: bytes) -> Path:
-    """The report and its results under ``stem``, then ``latest.*``; returns the report's path."""
-    report = folder / f"{stem}.pdf"
-    write_atomically(folder / f"{stem}.json", results_json)
+    """The report and its results under ``stem``, then published as ``latest.*`` together; returns the PDF's path."""
+    report, results = folder / f"{stem}.pdf", folder / f"{stem}.json"
+    write_atomically(results, results_json)
     write_atomically(report, pdf)
-    write_atomically(folder / "latest.json", results_json)
-    write_atomically(folder / "latest.pdf", pdf)
+    links = [folder / name for name in PAIR_FILES]
+    if all(link.exists() for link in links) and not all(link.is_symlink() for link in links):
+        _adopt(folder)
+    for name, inside in PAIR_FILES.items():
+        if not (folder / name).is_symlink():
+            _point(folder / name, Path(LATEST) / inside)  # a new archive: nothing to read until a pair is published
+    pair = _pair(folder, stem, report, results)
+    replaced = _published(folder)
+    _point(folder / LATEST, Path(PAIRS) / pair.name)  # the moment the new pair becomes the latest
+    _remove_pairs(folder, keep={pair.name, replaced})  # the replaced pair stays for readers who resolved it
     return report
+
+
+def _pair(folder: Path, stem: str, pdf: Path, results: Path) -> Path:
+    """A new folder in .pairs/ holding (hard links to) a PDF and its results."""
+    (folder / PAIRS).mkdir(exist_ok=True)
+    pair = folder / PAIRS / f"{stem}.{uuid.uuid4().hex[:8]}"
+    pair.mkdir()
+    os.link(pdf, pair / PAIR_FILES["latest.pdf"])
+    os.link(results, pair / PAIR_FILES["latest.json"])
+    _sync_folder(pair)
+    return pair
+
+
+def _adopt(folder: Path) -> None:
+    """Turn plain latest.* files (an archive written before pairs) into a published pair, the same bytes throughout."""
+    pair = _pair(folder, "adopted", folder / "latest.pdf", folder / "latest.json")
+    _point(folder / LATEST, Path(PAIRS) / pair.name)
+    for name, inside in PAIR_FILES.items():
+        _point(folder / name, Path(LATEST) / inside)
+
+
+def recover(folder: Path) -> list[str]:
+    """Remove what killed runs left in the archive (run under its lock); returns the names removed."""
+    removed = remove_stale_temporaries(folder)
+    for candidate in sorted(folder.glob(".*")):
+        if candidate.is_symlink() and TEMPORARY.fullmatch(candidate.name):
+            candidate.unlink()
+            removed.append(candidate.name)
+    return removed + _remove_pairs(folder, keep={_published(folder)})
+
+
+def _published(folder: Path) -> str | None:
+    """The name of the pair ``latest`` points at."""
+    return Path(os.readlink(folder / LATEST)).name if (folder / LATEST).is_symlink() else None
+
+
+def _remove_pairs(folder: Path, keep: set[str | None]) -> list[str]:
+    pairs = folder / PAIRS
+    removed = []
+    for pair in sorted(pairs.iterdir()) if pairs.is_dir() else []:
+        if pair.name not in keep:
+            shutil.rmtree(pair)
+            removed.append(f"{PAIRS}/{pair.name}")
+    return removed
+
+
+def _point(link: Path, target: Path) -> None:
+    """Make ``link`` a symbolic link to ``target`` in one rename (whatever ``link`` was before)."""
+    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+    _sync_folder(link.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def archive_logger(folder: Path) -> logging.Logger:
