@@ -81,10 +81,16 @@ def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
 
 
 def _read(connection: sa.Connection, query: sa.Select) -> pd.DataFrame:
-    """The rows of ``query`` (which binds no parameters) as the driver returns them: no per-value conversion
-    in Python, dates stay text on SQLite and codes stay text; :func:`typed` converts whole columns after."""
-    result = connection.exec_driver_sql(str(query.compile(dialect=connection.dialect)))
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    """The rows of ``query`` (which binds no parameters) as the driver returns them, read with the driver's own
+    cursor: no row objects or per-value conversion in Python (dates stay text on SQLite, codes stay text);
+    :func:`typed` converts whole columns after."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(query.compile(dialect=connection.dialect)))
+        columns = [description[0] for description in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=columns)
+    finally:
+        cursor.close()
 
 
 def load_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
