@@ -70,12 +70,10 @@ def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
     for column in data_columns(table):
         values = frame[column.name] if column.name in frame else pd.Series(index=frame.index, dtype=object)
         dtype = dtype_of(column)
-        if dtype == "datetime64[ns]":
-            values = pd.to_datetime(values).astype(dtype)
-        elif dtype == "object":
+        if dtype == "object":
             values = values.astype(object).where(values.notna(), None)
-        else:
-            values = values.astype(dtype)
+        elif str(values.dtype) != dtype:  # a column in its dtype already (the checks re-type loaded frames) is kept
+            values = pd.to_datetime(values).astype(dtype) if dtype == "datetime64[ns]" else values.astype(dtype)
         columns[column.name] = values
     return pd.DataFrame(columns, index=frame.index)
 
