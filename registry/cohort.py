@@ -54,10 +54,13 @@ def _nearest(frame: pd.DataFrame, date_column: str, index: pd.DataFrame, window:
 
 
 def _baseline_labs(labs: pd.DataFrame, index: pd.DataFrame, window: int) -> pd.DataFrame:
-    columns = {}
-    for analyte in Analyte:
-        nearest = _nearest(labs[labs["analyte"] == analyte.value], "sample_date", index, window)
-        columns[analyte.value] = nearest["value"]
+    labs = labs[["patient_id", "analyte", "sample_date", "value"]]  # _nearest takes the first of each column
+    by_analyte = dict(tuple(labs.groupby("analyte", sort=False)))  # one pass over the labs, not one per analyte
+    none = labs.iloc[:0]
+    columns = {
+        analyte.value: _nearest(by_analyte.get(analyte.value, none), "sample_date", index, window)["value"]
+        for analyte in Analyte
+    }
     return pd.DataFrame(columns, index=index.index)
 
 

@@ -70,21 +70,25 @@ def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
     for column in data_columns(table):
         values = frame[column.name] if column.name in frame else pd.Series(index=frame.index, dtype=object)
         dtype = dtype_of(column)
-        if dtype == "datetime64[ns]":
-            values = pd.to_datetime(values).astype(dtype)
-        elif dtype == "object":
+        if dtype == "object":
             values = values.astype(object).where(values.notna(), None)
-        else:
-            values = values.astype(dtype)
+        elif str(values.dtype) != dtype:  # a column in its dtype already (the checks re-type loaded frames) is kept
+            values = pd.to_datetime(values).astype(dtype) if dtype == "datetime64[ns]" else values.astype(dtype)
         columns[column.name] = values
     return pd.DataFrame(columns, index=frame.index)
 
 
 def _read(connection: sa.Connection, query: sa.Select) -> pd.DataFrame:
-    """The rows of ``query`` (which binds no parameters) as the driver returns them: no per-value conversion
-    in Python, dates stay text on SQLite and codes stay text; :func:`typed` converts whole columns after."""
-    result = connection.exec_driver_sql(str(query.compile(dialect=connection.dialect)))
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    """The rows of ``query`` (which binds no parameters) as the driver returns them, read with the driver's own
+    cursor: no row objects or per-value conversion in Python (dates stay text on SQLite, codes stay text);
+    :func:`typed` converts whole columns after."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(query.compile(dialect=connection.dialect)))
+        columns = [description[0] for description in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=columns)
+    finally:
+        cursor.close()
 
 
 def load_tables(bind: sa.Engine | sa.Connection) -> dict[str, pd.DataFrame]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from firthmodels import FirthCoxPH
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from scipy import stats
@@ -82,6 +81,8 @@ def _separation(complete: pd.DataFrame, event: str, covariates: Sequence[str]) -
 
 def _fit_firth(complete: pd.DataFrame, duration: str, event: str, covariates: Sequence[str]) -> list[Term]:
     """Firth's penalised Cox model (Breslow ties): PL confidence limits, penalised LR p-values."""
+    from firthmodels import FirthCoxPH  # imported here: it loads scikit-learn, and few models need it
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

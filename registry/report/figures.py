@@ -1,10 +1,14 @@
 """Report figures as SVG text: Kaplan-Meier curves with numbers at risk, forest plots.
 
-Figures draw what the results document holds and compute nothing: the step data,
+Figures draw what the results document holds and compute no statistic: the step data,
 confidence bands, censoring times, numbers at risk and p-values all come from
-:func:`registry.analysis.run.analyze`. The SVG is deterministic (fixed id salt, no
-date), so the same results give byte-identical figure files, and its text stays
-text, so the numbers on a figure can be read back from the PDF.
+:func:`registry.analysis.run.analyze`. A large cohort has more steps and censoring times
+than the figure has points, so they are thinned to the figure's resolution (within a
+point, 1/72 inch, of the full curves) and the censoring marks are drawn as one path:
+the SVG, and the time to render it into the PDF, stay bounded however large the cohort.
+The SVG is deterministic (fixed id salt, no date), so the same results give
+byte-identical figure files, and its text stays text, so the numbers on a figure can
+be read back from the PDF.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from typing import Any
 
 import matplotlib as mpl
 import matplotlib.ticker
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.markers import MarkerStyle
+from matplotlib.patches import PathPatch
+from matplotlib.path import Path
 
 from registry.report.numbers import format_p
 
@@ -38,6 +47,10 @@ RC = {
 LOG_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 #: Largest number of labelled times on the x axis (and columns of the at-risk table).
 MAX_TICKS = 9
+#: Size of the censoring marks, in points.
+MARK_SIZE = 6.0
+#: Points per inch: the unit of matplotlib's SVG, and the resolution steps and marks are thinned to.
+POINTS_PER_INCH = 72
 
 
 def _style(group: str, n: int) -> tuple[str, str, str]:
@@ -66,21 +79,26 @@ def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> st
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 4.4))
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [4, 1.2], "hspace": 0.22})
+        top.set_xlim(0, horizon * 1.02 if horizon else 1)
+        top.set_ylim(0, 1.02)
+        per_point = data_per_point(top)
         ticks = tick_days([int(d) for d in next(iter(groups.values()))["at_risk"]], horizon) if groups else []
         for n, (name, group) in enumerate(groups.items()):
             colour, line, mark = _style(name, n)
             curve = group["curve"]
-            top.step(curve["time"], curve["survival"], where="post", color=colour, linestyle=line, linewidth=1.6,
+            time = np.asarray(curve["time"], dtype=float)
+            estimate = np.asarray(curve["survival"], dtype=float)
+            lower = np.array([math.nan if v is None else v for v in curve["lower"]], dtype=float)
+            upper = np.array([math.nan if v is None else v for v in curve["upper"]], dtype=float)
+            kept = thin_steps(time, [estimate, lower, upper], per_point[0])
+            top.step(time[kept], estimate[kept], where="post", color=colour, linestyle=line, linewidth=1.6,
                      label=f"{name} (n = {curve['n']}, deaths {curve['events']})")  # fmt: skip
-            lower = [v if v is not None else math.nan for v in curve["lower"]]
-            upper = [v if v is not None else math.nan for v in curve["upper"]]
-            top.fill_between(curve["time"], lower, upper, step="post", color=colour, alpha=0.13, linewidth=0)
-            censored = sorted(set(curve["censored_times"]))  # one mark per time: a large cohort stacks many
-            top.plot(censored, [_survival_at(curve, t) for t in censored], linestyle="none", marker=mark,
-                     color=colour, markersize=6)  # fmt: skip
+            top.fill_between(time[kept], lower[kept], upper[kept], step="post", color=colour, alpha=0.13, linewidth=0)
+            censored = np.asarray(curve["censored_times"], dtype=float)
+            marks = thin_marks(censored, step_values(time, estimate, censored), per_point)
+            top.add_patch(marks_patch(marks, mark, per_point, colour))
             for x in ticks:
                 bottom.text(x, -n, str(group["at_risk"][str(x)]), ha="center", va="center", color=colour)
-        top.set_ylim(0, 1.02)
         top.set_ylabel("Survival probability")
         top.set_title(title, loc="left", fontsize=10)
         top.legend(loc="upper right", frameon=False)
@@ -93,18 +111,70 @@ def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> st
         bottom.set_xticks(ticks)
         bottom.set_xlabel("Days since the first study-drug dose")
         bottom.set_title("Number at risk", loc="left", fontsize=8, pad=4)
-        top.set_xlim(0, horizon * 1.02 if horizon else 1)
         return _svg(figure)
 
 
-def _survival_at(curve: dict[str, Any], t: float) -> float:
-    """The step function's value at ``t`` (the last step at or before it)."""
-    value = 1.0
-    for time, survival in zip(curve["time"], curve["survival"], strict=True):
-        if time > t:
-            break
-        value = survival
-    return value
+def data_per_point(axes: Axes) -> tuple[float, float]:
+    """Data units per point of the figure along x and y of ``axes`` (linear scales, limits set)."""
+    box = axes.get_position()
+    width, height = axes.figure.get_size_inches() * POINTS_PER_INCH
+    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
+    return (x1 - x0) / (box.width * width), (y1 - y0) / (box.height * height)
+
+
+def step_values(time: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The step function's value at each of ``at`` (the last step at or before it; 1 before the first)."""
+    before = np.searchsorted(time, at, side="right") - 1
+    return np.where(before >= 0, values[np.maximum(before, 0)], 1.0)
+
+
+def thin_steps(time: np.ndarray, series: list[np.ndarray], width: float) -> np.ndarray:
+    """Indices of the steps to draw so that step functions over ``time`` stay within ``width`` of the full ones.
+
+    In each column ``width`` wide the first and last step are kept, and where each series is
+    lowest and highest: the drawn staircase then spans the column's values, so every point of
+    the full one lies within a column of it and the other way round. Steps whose value is
+    missing are all kept (a band has gaps there). ``time`` is sorted.
+    """
+    if len(time) == 0:
+        return np.arange(0)
+    column = np.floor(np.asarray(time) / width).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
+    ends = np.r_[starts[1:], len(time)] - 1
+    kept = [starts, ends]
+    for values in series:
+        missing = np.isnan(values)
+        kept.append(np.flatnonzero(missing))
+        for pick, fill in ((np.argmin, np.inf), (np.argmax, -np.inf)):
+            filled = np.where(missing, fill, values)
+            kept.append(
+                np.array([start + pick(filled[start : end + 1]) for start, end in zip(starts, ends, strict=True)])
+            )
+    return np.unique(np.concatenate(kept))
+
+
+def thin_marks(times: np.ndarray, values: np.ndarray, per_point: tuple[float, float]) -> np.ndarray:
+    """The censoring marks to draw, as (time, value) rows: one per point-sized cell of the figure
+    (the first there), so every mark of the full set is within a point of a drawn one."""
+    if len(times) == 0:
+        return np.empty((0, 2))
+    cells = np.column_stack([np.floor(times / per_point[0]), np.floor(values / per_point[1])])
+    _, first = np.unique(cells, axis=0, return_index=True)
+    first.sort()
+    return np.column_stack([times[first], values[first]])
+
+
+def marks_patch(marks: np.ndarray, marker: str, per_point: tuple[float, float], colour: str) -> PathPatch:
+    """Every censoring mark as one path (not an SVG element per mark): ``marker``'s strokes,
+    MARK_SIZE points wide, at each (time, value) of ``marks``."""
+    style = MarkerStyle(marker)
+    shape = style.get_path().transformed(style.get_transform())
+    codes = shape.codes if shape.codes is not None else [Path.MOVETO] + [Path.LINETO] * (len(shape.vertices) - 1)
+    offsets = shape.vertices * MARK_SIZE * np.asarray(per_point)
+    vertices = (marks[:, None, :] + offsets[None, :, :]).reshape(-1, 2)
+    path = Path(vertices, np.tile(codes, len(marks))) if len(marks) else Path(np.empty((0, 2)))
+    width = mpl.rcParams["lines.markeredgewidth"]
+    return PathPatch(path, fill=False, edgecolor=colour, linewidth=width, capstyle="butt")
 
 
 def forest_figure(terms: Sequence[dict[str, Any]], title: str) -> str:
