@@ -653,7 +653,7 @@ def _analyze_to(source: DataSource, json_out: Path) -> None:
 
     cohort = build_cohort(source.tables, source.config)
     if cohort.table.empty:
-        typer.echo("No patient can be analysed: " + json.dumps(cohort.exclusion_counts()), err=True)
+        typer.echo(f"No patient can be analysed: {cohort.why_empty()}", err=True)
         raise typer.Exit(1)
     results = analyze_cohort(cohort, source.config, data_cut=source.cut)
     json_out.write_text(_json(results), encoding="utf-8")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from registry.codes import AdverseEventTerm, Analyte, AntibodyGrade
 from registry.config import Config
-from registry.definitions import index_treatment, positive
+from registry.definitions import index_treatment, positive, with_index
 
 #: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
 GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
@@ -30,12 +30,17 @@ class Cohort:
     def exclusion_counts(self) -> dict[str, int]:
         return self.excluded["reason"].value_counts(sort=False).to_dict()
 
+    def why_empty(self) -> str:
+        """Why no patient can be analysed, in words (for an empty cohort)."""
+        if not self.registered:
+            return "the registry holds no patients"
+        counts = self.exclusion_counts()
+        return "every patient was excluded: " + ", ".join(f"{reason} {n}" for reason, n in counts.items())
+
 
 def _anti_mda5(antibody: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     """Positivity and the line-blot grade of the anti-MDA5 test nearest the index date."""
-    tests = antibody[antibody["antibody"] == "anti_mda5"].merge(
-        index[["index_date"]], left_on="patient_id", right_index=True
-    )
+    tests = with_index(antibody[antibody["antibody"] == "anti_mda5"], index, ["index_date"])
     tests["positive"] = positive(tests)
     tests["distance"] = (tests["sample_date"] - tests["index_date"]).abs()
     graded = tests[tests["grade"].notna()].sort_values(["patient_id", "distance", "sample_date"])
@@ -47,7 +52,7 @@ def _anti_mda5(antibody: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
 
 def _nearest(frame: pd.DataFrame, date_column: str, index: pd.DataFrame, window: int) -> pd.DataFrame:
     """For each patient the record nearest the index date, at most ``window`` days away."""
-    rows = frame.merge(index[["index_date"]], left_on="patient_id", right_index=True)
+    rows = with_index(frame, index, ["index_date"])
     rows["distance"] = (rows[date_column] - rows["index_date"]).dt.days.abs()
     rows = rows[rows["distance"] <= window].sort_values(["patient_id", "distance", date_column])
     return rows.groupby("patient_id").first()
@@ -65,9 +70,7 @@ def _baseline_labs(labs: pd.DataFrame, index: pd.DataFrame, window: int) -> pd.D
 
 
 def _steroid_sparing(treatment: pd.DataFrame, index: pd.DataFrame, config: Config) -> pd.Series:
-    courses = treatment[treatment["drug"].isin(config.steroid_sparing_drugs)].merge(
-        index[["index_date"]], left_on="patient_id", right_index=True
-    )
+    courses = with_index(treatment[treatment["drug"].isin(config.steroid_sparing_drugs)], index, ["index_date"])
     window = pd.Timedelta(days=config.steroid_sparing_window_days)
     end = courses["end_date"].fillna(pd.Timestamp.max)
     overlaps = (courses["start_date"] <= courses["index_date"] + window) & (end >= courses["index_date"] - window)
@@ -80,7 +83,7 @@ def _safety(events: pd.DataFrame, treatment: pd.DataFrame, index: pd.DataFrame) 
     Discontinuation: the index study-drug course stopped for an adverse event, or an
     event attributed to the index drug led to its discontinuation.
     """
-    rows = events.merge(index[["index_date", "group"]], left_on="patient_id", right_index=True)
+    rows = with_index(events, index, ["index_date", "group"])
     rows = rows[rows["onset_date"] >= rows["index_date"]]
     flags = pd.DataFrame(index=index.index)
     flags["ae_any"] = index.index.isin(rows["patient_id"])
@@ -88,7 +91,7 @@ def _safety(events: pd.DataFrame, treatment: pd.DataFrame, index: pd.DataFrame) 
     flags["ae_serious_or_grade3"] = index.index.isin(severe["patient_id"])
     for term in AdverseEventTerm:
         flags[f"ae_{term.value}"] = index.index.isin(rows.loc[rows["term"] == term.value, "patient_id"])
-    courses = treatment.merge(index[["index_date", "group"]], left_on="patient_id", right_index=True)
+    courses = with_index(treatment, index, ["index_date", "group"])
     index_course = courses[(courses["drug"] == courses["group"]) & (courses["start_date"] == courses["index_date"])]
     stopped = index_course.loc[index_course["stop_reason"] == "adverse_event", "patient_id"]
     attributed = rows.loc[

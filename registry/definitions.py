@@ -32,10 +32,19 @@ def index_treatment(treatment: pd.DataFrame) -> pd.DataFrame:
     those who started both on the first day, whose group cannot be decided.
     """
     study = treatment[treatment["drug"].isin([d.value for d in STUDY_DRUGS])].sort_values(["patient_id", "start_date"])
-    first = study.groupby("patient_id").first()[["drug", "start_date"]]
+    first = study.groupby("patient_id")[["drug", "start_date"]].first()
     first.columns = ["group", "index_date"]
     drugs = study.groupby("patient_id")["drug"].nunique()
     first["both_study_drugs"] = drugs.reindex(first.index) > 1
     first_day = study.groupby("patient_id")["start_date"].transform("min") == study["start_date"]
     first["same_day_start"] = study[first_day].groupby("patient_id")["drug"].nunique().reindex(first.index) > 1
     return first
+
+
+def with_index(frame: pd.DataFrame, index: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The rows of ``frame`` whose patient is in ``index``, with the patient's ``columns`` of it.
+
+    The result keeps a plain row index: for an empty result pandas would name it patient_id,
+    beside the patient_id column, and every later sort or grouping by patient would fail.
+    """
+    return frame.merge(index[columns], left_on="patient_id", right_index=True).rename_axis(None)

@@ -203,3 +203,12 @@ def test_template_and_export_commands(site_registry, tmp_path):
     run("import", str(EXAMPLE), database=site_registry)
     result = run("export", str(tmp_path / "out.xlsx"), database=site_registry)
     assert result.output == f"Exported 59 rows to {tmp_path / 'out.xlsx'}\n"
+
+
+def test_analyze_and_report_of_an_empty_registry_say_why(site_registry, tmp_path):
+    # An empty registry once crashed the cohort builder (pandas named an empty merge's index patient_id).
+    analysed = run("analyze", "--json", str(tmp_path / "r.json"), database=site_registry)
+    assert (analysed.exit_code, analysed.stderr) == (1, "No patient can be analysed: the registry holds no patients\n")
+    reported = run("report", "--out", str(tmp_path / "r.pdf"), database=site_registry)
+    assert (reported.exit_code, reported.stderr) == (1, "no patient can be analysed: the registry holds no patients\n")
+    assert not (tmp_path / "r.pdf").exists()

@@ -163,3 +163,16 @@ def test_safety_flags_count_events_from_the_index_date(cohort_of, migrated):
     assert t["ae_serious_or_grade3"].to_dict() == {"A": False, "B": False, "C": True}
     assert t["ae_herpes_zoster"].to_dict() == {"A": True, "B": False, "C": False}
     assert t["discontinuation"].to_dict() == {"A": True, "B": False, "C": False}
+
+
+def test_an_empty_registry_gives_an_empty_cohort(migrated):
+    cohort = build_cohort(load_tables(migrated), Config())
+    assert cohort.table.empty and cohort.registered == 0
+    assert cohort.why_empty() == "the registry holds no patients"
+
+
+def test_patients_without_a_study_drug_are_excluded_not_a_crash(cohort_of):
+    cohort = cohort_of([patient("A"), patient("B")], [mda5("A"), mda5("B")], [], [["A", "2020-01-01", "alive", ""]])
+    assert cohort.table.empty
+    assert cohort.exclusion_counts() == {"no tofacitinib or tacrolimus course": 2}
+    assert cohort.why_empty() == "every patient was excluded: no tofacitinib or tacrolimus course 2"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from registry.codes import OTHER_MYOSITIS_SPECIFIC, AdverseEventOutcome, Antibody, VitalStatus
 from registry.config import Config
-from registry.definitions import index_treatment, positive
+from registry.definitions import index_treatment, positive, with_index
 from registry.quality.catalogue import CATALOGUE, DUPLICATE_KEY, PREFIX, REFERENCE
 
 FINDING_COLUMNS = ["table", "record", "patient_id", "field", "value"]
@@ -161,7 +161,7 @@ def _no_follow_up(registry: Registry) -> pd.DataFrame:
 
 def _without_baseline(registry: Registry, table: str, date_field: str) -> pd.DataFrame:
     """Treated patients without a ``table`` record within the baseline window of the index date."""
-    rows = registry.tables[table].merge(registry.index[["index_date"]], left_on="patient_id", right_index=True)
+    rows = with_index(registry.tables[table], registry.index, ["index_date"])
     near = (rows[date_field] - rows["index_date"]).dt.days.abs() <= registry.config.baseline_window_days
     untreated = registry.patient_ids.difference(registry.index.index)  # TRT-010 reports them
     return patients_without(registry, untreated.append(pd.Index(rows.loc[near, "patient_id"])), date_field)

@@ -60,7 +60,7 @@ def build_report(
         raise ReportRefused(checks)
     cohort = build_cohort(tables, config)
     if cohort.table.empty:
-        raise NothingToAnalyse(f"no patient can be analysed: {cohort.exclusion_counts()}")
+        raise NothingToAnalyse(f"no patient can be analysed: {cohort.why_empty()}")
     results = analyze(cohort, config, data_cut=data_cut)
     svg = figures(results)
     context = report_context(
