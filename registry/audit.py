@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import Enum
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
@@ -134,9 +134,11 @@ def insert_audited_columns(
     template = "{{" + ", ".join(f"{json.dumps(key)}: {{}}" for key, _ in logged) + "}}"  # json.dumps' layout
     primary = [full[c.name] for c in table.primary_key.columns]
     varying = {
-        "record_key": ["/".join(map(str, key)) for key in zip(*primary, strict=True)],
-        "study_id": full["study_id"] if model is Patient else [study_ids.get(p) for p in full["patient_id"]],
-        "new_values": [template.format(*row) for row in zip(*texts, strict=True)],
+        "record_key": list(map(str, *primary))
+        if len(primary) == 1
+        else ["/".join(map(str, key)) for key in zip(*primary, strict=True)],
+        "study_id": full["study_id"] if model is Patient else list(map(study_ids.get, full["patient_id"])),
+        "new_values": list(map(template.format, *texts)),
     }
     log = AuditLog.__table__
     same = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None)
@@ -163,30 +165,40 @@ def _driver_values(column: sa.Column, values: Sequence[Any], dialect: sa.Dialect
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return values
-    if len({type(v) for v in values} - {type(None)}) > 1:  # True == 1 == 1.0: remember results within one type only
+    if len(set(map(type, values)) - {type(None)}) > 1:  # True == 1 == 1.0: remember results within one type only
         return [process(v) for v in values]
-    converted: dict[Any, Any] = {}
-    return [converted[v] if v in converted else converted.setdefault(v, process(v)) for v in values]
+    converted = {v: process(v) for v in set(values)}
+    return list(map(converted.__getitem__, values))
 
 
-def _json_float(value: float) -> str:
-    return float.__repr__(value) if math.isfinite(value) else json.dumps(value)
+def _json_floats(values: Sequence[float]) -> list[str]:
+    if all(map(math.isfinite, values)):
+        return list(map(float.__repr__, values))
+    return [json.dumps(v) for v in values]  # NaN, Infinity
 
 
-#: The JSON of a value of these types, as ``json.dumps`` writes it, by a faster route.
-_JSON_OF_TYPE = {str: encode_basestring_ascii, int: int.__repr__, float: _json_float}
+#: The JSON of values of these types (None excepted), as ``json.dumps`` writes them, by a faster route.
+_JSON_OF_TYPE: dict[type, Callable[[Sequence[Any]], list[str]]] = {
+    str: lambda values: list(map(encode_basestring_ascii, values)),
+    int: lambda values: list(map(int.__repr__, values)),
+    float: _json_floats,
+}
 
 
 def _json_texts(values: Sequence[Any]) -> list[str]:
     """``json.dumps(_jsonable(v))`` of each of ``values`` (one column), encoded once per distinct value."""
-    kinds = {type(v) for v in values} - {type(None)}
+    kinds = set(map(type, values)) - {type(None)}
     if len(kinds) > 1:  # True == 1 == 1.0: remember results within one type only
         return [json.dumps(_jsonable(v)) for v in values]
     fast = _JSON_OF_TYPE.get(next(iter(kinds), type(None)))
     if fast is not None:
-        return ["null" if v is None else fast(v) for v in values]
-    encoded: dict[Any, str] = {}
-    return [encoded[v] if v in encoded else encoded.setdefault(v, json.dumps(_jsonable(v))) for v in values]
+        present = [v for v in values if v is not None]
+        if len(present) == len(values):
+            return fast(values)
+        encoded = iter(fast(present))
+        return ["null" if v is None else next(encoded) for v in values]
+    distinct = {v: json.dumps(_jsonable(v)) for v in set(values)}
+    return list(map(distinct.__getitem__, values))
 
 
 def _entry(

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
-from itertools import chain, compress, islice, zip_longest
+from functools import cache
+from itertools import chain, compress, islice, repeat, zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from registry.violations import explain
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NUMERALS = "0123456789.+-eE"  # the characters of a plain decimal number
 _WHOLE = re.compile(r"[+-]?\d+")
 _QUALIFIED = re.compile(r"[<>≤≥]=?\s*[\d.]+")
 _WITH_UNIT = re.compile(r"[+-]?[\d.]+\s*[^\d\s.].*")
@@ -176,6 +178,11 @@ def _blank(cell: Any) -> bool:
     return cell is None or (isinstance(cell, str) and not cell.strip())
 
 
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
 def parse_cell(column: SheetColumn, value: Any) -> Any:
     """The cell's value as its column's type, or :class:`CellError`. Blank cells are None."""
     if _blank(value):
@@ -192,7 +199,7 @@ def parse_cell(column: SheetColumn, value: Any) -> Any:
     if isinstance(kind, sa.String):
         text = _text(value, kind.length)
         pattern, rule = column.source.info.get("pattern", (None, None))
-        if pattern is not None and not re.fullmatch(pattern, text):
+        if pattern is not None and not _compiled(pattern).fullmatch(text):
             raise CellError(rule)
         return text
     if isinstance(kind, sa.Date):
@@ -246,14 +253,29 @@ class _ColumnParser:
 
     def column_values(self, cells: Sequence[Any]) -> tuple[list[Any], set[int]]:
         """The values of ``cells`` (None for a cell that fails) and the positions of the cells that fail."""
-        kinds = {type(cell) for cell in cells} - {type(None)}
+        kinds = set(map(type, cells)) - {type(None)}
         if len(kinds) > 1 or float in kinds:  # True == 1 == 1.0 and 0.0 == -0.0: such cells one by one
             outcomes = [self(cell) for cell in cells]
             return [value for value, _ in outcomes], {i for i, (_, error) in enumerate(outcomes) if error}
-        outcomes = {cell: self(cell) for cell in dict.fromkeys(cells)}
+        distinct = list(dict.fromkeys(cells))
+        outcomes = self._numbers(distinct) if kinds == {str} and isinstance(self.column.source.type, sa.Float) else {}
+        outcomes.update((cell, self(cell)) for cell in distinct if cell not in outcomes)
         values = list(map({cell: value for cell, (value, _) in outcomes.items()}.__getitem__, cells))
         failing = {cell for cell, (_, error) in outcomes.items() if error is not None}
         return values, {i for i, cell in enumerate(cells) if cell in failing} if failing else set()
+
+    @staticmethod
+    def _numbers(texts: list[str]) -> dict[str, tuple[float, None]]:
+        """What :func:`parse_cell` makes of the plain decimal numbers among ``texts`` (digits, point, sign and
+        exponent only: there ``float`` accepts exactly what it does), all at once; {} if any is not one."""
+        plain = [text for text in texts if text and not text.strip(_NUMERALS)]
+        try:
+            numbers = list(map(float, plain))
+        except ValueError:
+            return {}
+        if not all(map(math.isfinite, numbers)):
+            return {}
+        return dict(zip(plain, zip(numbers, repeat(None)), strict=False))
 
 
 #: Rows read, checked and written at a time: memory stays bounded however long the sheet.
@@ -384,6 +406,11 @@ def _load(connection: sa.Connection) -> _Stored:
 
 def _check_references(rows: _Rows, stored: _Stored, known_patients: set[str], problems: list[Problem]) -> None:
     """Drop (and report) rows naming an unregistered site, an unknown patient or a deleted one."""
+    if rows.sheet.name == "patients":
+        if set(rows.values.get("site", ())) - {None} <= stored.sites.keys():
+            return  # the usual case, settled without a look at each row
+    elif (named := set(rows.values["study_id"])) <= known_patients and named.isdisjoint(stored.deleted_patients):
+        return
     good = []
     if rows.sheet.name == "patients":
         known = ", ".join(sorted(stored.sites)) or "none yet; add one with `registry site add`"
@@ -409,10 +436,13 @@ def _check_references(rows: _Rows, stored: _Stored, known_patients: set[str], pr
 
 def _check_duplicates(rows: _Rows, problems: list[Problem]) -> None:
     """Drop (and report) rows repeating an earlier row's natural key."""
+    keys = rows.keys()
+    if len(set(keys)) == len(keys):
+        return  # the usual case, settled without a look at each row
     first: dict[tuple, int] = {}
     good = []
     columns = " + ".join(rows.sheet.key)
-    for number, key in zip(rows.numbers, rows.keys(), strict=True):
+    for number, key in zip(rows.numbers, keys, strict=True):
         earlier = first.setdefault(key, number)
         good.append(earlier == number)
         if earlier != number:
@@ -446,12 +476,12 @@ class _Plan:
 
 def _plan(connection: sa.Connection, rows: _Rows, stored: _Stored, problems: list[Problem]) -> _Plan:
     """Match rows to stored records by natural key; refuse deleted records and locked patients' changes."""
-    sheet, records = rows.sheet, stored_rows(connection, rows.sheet)
+    sheet, records, keys = rows.sheet, stored_rows(connection, rows.sheet), rows.keys()
     plan, new = _Plan(rows, [], 0), []
+    if records.keys().isdisjoint(keys) and stored.locked_patients.isdisjoint(rows.values["study_id"]):
+        return plan  # all new, none of a locked patient: the usual case, settled without a look at each row
     columns = " + ".join(sheet.key)
-    for position, (number, key, study_id) in enumerate(
-        zip(rows.numbers, rows.keys(), rows.values["study_id"], strict=True)
-    ):
+    for position, (number, key, study_id) in enumerate(zip(rows.numbers, keys, rows.values["study_id"], strict=True)):
         existing = records.get(key)
         if existing is not None and existing["deleted"]:
             shown = " / ".join(show(v) for v in key)
