@@ -238,11 +238,17 @@ def _columns(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -> d
     return found if usable else None
 
 
+#: What :func:`parse_cell` made of cells: per cell type, cell -> (value, None) or (None, the rule broken).
+_Seen = dict[type, dict[Any, tuple[Any, str | None]]]
+
+
 class _ColumnParser:
     """:func:`parse_cell` for one column, once per distinct cell: codes, dates and flags repeat."""
 
-    def __init__(self, column: SheetColumn) -> None:
-        self.column = column
+    LIMIT = 100_000  # distinct cells remembered from chunk to chunk, per type (memory stays bounded)
+
+    def __init__(self, column: SheetColumn, seen: _Seen) -> None:
+        self.column, self.seen = column, seen  # seen: shared by the columns that read alike (study_id of each sheet)
 
     def __call__(self, cell: Any) -> tuple[Any, str | None]:
         """(value, None), or (None, the rule the cell breaks)."""
@@ -257,9 +263,14 @@ class _ColumnParser:
         if len(kinds) > 1 or float in kinds:  # True == 1 == 1.0 and 0.0 == -0.0: such cells one by one
             outcomes = [self(cell) for cell in cells]
             return [value for value, _ in outcomes], {i for i, (_, error) in enumerate(outcomes) if error}
-        distinct = list(dict.fromkeys(cells))
+        seen = self.seen.setdefault(next(iter(kinds), type(None)), {})
+        unique = dict.fromkeys(cells)
+        distinct = [cell for cell in unique if cell not in seen]
         outcomes = self._numbers(distinct) if kinds == {str} and isinstance(self.column.source.type, sa.Float) else {}
         outcomes.update((cell, self(cell)) for cell in distinct if cell not in outcomes)
+        if len(seen) < self.LIMIT:
+            seen.update(outcomes)
+        outcomes.update((cell, seen[cell]) for cell in unique if cell not in outcomes)
         values = list(map({cell: value for cell, (value, _) in outcomes.items()}.__getitem__, cells))
         failing = {cell for cell, (_, error) in outcomes.items() if error is not None}
         return values, {i for i, cell in enumerate(cells) if cell in failing} if failing else set()
@@ -333,12 +344,14 @@ def _row_problems(
     return problems
 
 
-def _parse_rows(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -> _Rows | None:
+def _parse_rows(
+    sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem], seen: dict[tuple[sa.Column, bool], _Seen]
+) -> _Rows | None:
     """The rows that read cleanly, column by column; problems for the others. None if the header is unusable."""
     found = _columns(sheet, raw, problems)
     if found is None:
         return None
-    parsers = {index: _ColumnParser(column) for index, column in found.items()}
+    parsers = {index: _ColumnParser(c, seen.setdefault((c.source, c.required), {})) for index, c in found.items()}
     unheaded = [index for index, cell in enumerate(raw.header) if _blank(cell)]
     rows = _Rows(sheet, raw.source, [], {column.name: [] for column in found.values()})
     stray = False
@@ -640,9 +653,9 @@ def import_sheets(
     plans = []
     with engine.connect() as connection:
         stored = _load(connection)
-        known_patients = set(stored.patients)
+        known_patients, seen = set(stored.patients), {}
         for sheet in (sheet for sheet in SHEETS if sheet.name in found):
-            rows = _parse_rows(sheet, found[sheet.name], problems)
+            rows = _parse_rows(sheet, found[sheet.name], problems, seen)
             if rows is None:
                 continue
             if sheet.name == "patients":

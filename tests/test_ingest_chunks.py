@@ -86,7 +86,7 @@ def _one_by_one(cell):
 @given(st.lists(st.text(alphabet="0123456789.+-eE _,<inf", max_size=8), min_size=1, max_size=30))
 def test_a_column_of_numbers_reads_as_each_cell_alone(cells):
     """Plain numbers are parsed a column at a time; the values and the failing cells are those of parse_cell."""
-    values, failing = ingest._ColumnParser(VALUE).column_values(cells)
+    values, failing = ingest._ColumnParser(VALUE, {}).column_values(cells)
     alone = [_one_by_one(cell) for cell in cells]
     assert values == [value for value, _ in alone]
     assert failing == {i for i, (_, error) in enumerate(alone) if error is not None}
