@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from datetime import UTC, date, datetime
 from enum import Enum
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
@@ -117,14 +118,13 @@ def insert_audited_columns(
         _insert_many(connection, table, bound)
         natural = [c.name for c in next(c for c in table.constraints if isinstance(c, sa.UniqueConstraint)).columns]
         quote = dialect.identifier_preparer.quote
-        cursor = connection.connection.cursor()  # rows as the driver gives them back: the values it was given
-        cursor.execute(
-            f"SELECT {', '.join(map(quote, [generated.name, *natural]))} FROM {quote(table.name)} "
-            f"WHERE {quote(generated.name)} > {_MARKERS[dialect.paramstyle]}",
-            (before,),
-        )
-        new = cursor.fetchall()
-        cursor.close()
+        with closing(connection.connection.cursor()) as cursor:  # rows as the driver gives them: the values it got
+            cursor.execute(
+                f"SELECT {', '.join(map(quote, [generated.name, *natural]))} FROM {quote(table.name)} "
+                f"WHERE {quote(generated.name)} > {_MARKERS[dialect.paramstyle]}",
+                (before,),
+            )
+            new = cursor.fetchall()
         ids = {tuple(found[1:]): found[0] for found in new}
         full[generated.name] = [ids[key] for key in zip(*(bound[name] for name in natural), strict=True)]
     logged = [(a.key, a.columns[0].name) for a in attrs]
