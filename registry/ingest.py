@@ -356,7 +356,8 @@ def _parse_rows(
     rows = _Rows(sheet, raw.source, [], {column.name: [] for column in found.values()})
     stray = False
     for chunk in _batches(raw.rows, _CHUNK):
-        cells_of = list(zip_longest(*(cells for _, cells in chunk), fillvalue=None))  # column by column
+        numbers, cells_by_row = zip(*chunk, strict=True)  # each row: (number, cells)
+        cells_of = list(zip_longest(*cells_by_row, fillvalue=None))  # column by column
         cells_of += [(None,) * len(chunk)] * (len(raw.header) - len(cells_of))  # short rows: blank trailing cells
         unread = [*unheaded, *range(len(raw.header), len(cells_of))]
         stray = stray or any(not _blank(cell) for index in unread for cell in cells_of[index])
@@ -367,8 +368,8 @@ def _parse_rows(
             failing |= failed
         for position in sorted(failing):
             problems += _row_problems(raw, *chunk[position], parsers)
-        clean = [position not in failing for position in range(len(chunk))]
-        rows.numbers += compress((number for number, _ in chunk), clean)
+        clean = [position not in failing for position in range(len(chunk))] if failing else [True] * len(chunk)
+        rows.numbers += compress(numbers, clean)
         for index, values in parsed.items():
             rows.values[parsers[index].column.name] += compress(values, clean)
     if stray:
