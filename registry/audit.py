@@ -9,9 +9,13 @@ identifiers are logged as changed, never copied.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from datetime import UTC, date, datetime
 from enum import Enum
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,49 +73,135 @@ def _logged_attrs(mapper: sa.orm.Mapper) -> list[sa.orm.ColumnProperty]:
 def insert_audited(
     connection: sa.Connection,
     model: type[SQLModel],
-    rows: list[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     *,
     actor: str,
     reason: str | None,
     study_ids: Mapping[int, str],
 ) -> list[Any]:
-    """Insert ``rows`` in one statement and log each as the flush hook logs an ORM insert; returns their keys.
+    """:func:`insert_audited_columns` for records given row by row (a column a row leaves out gets its default)."""
+    defaults = {
+        c.name: scalar_default(c) for c in model.__table__.columns if c is not model.__table__.autoincrement_column
+    }
+    columns = {name: [row.get(name, default) for row in rows] for name, default in defaults.items()}
+    return insert_audited_columns(connection, model, columns, actor=actor, reason=reason, study_ids=study_ids)
 
-    For bulk writes (an import of many thousand records), where building an ORM object
-    per row would cost more than the insert itself. Every column of the table is given
-    a value (its default where a row has none), so that the log shows the whole record.
+
+def insert_audited_columns(
+    connection: sa.Connection,
+    model: type[SQLModel],
+    columns: Mapping[str, Sequence[Any]],
+    *,
+    actor: str,
+    reason: str | None,
+    study_ids: Mapping[int, str],
+) -> list[Any]:
+    """Insert records given column by column and log each as the flush hook logs an ORM insert; returns their keys.
+
+    For bulk writes (an import of many thousand records), where an ORM object, or even
+    SQLAlchemy's parameter processing, per row would cost more than the insert itself:
+    values go to the driver's ``executemany``, converted by each column type's own bind
+    processor once per distinct value, and the audit entries' JSON is encoded column by
+    column. A column not given gets its default, so that the log shows the whole record.
     """
     if not actor.strip():
         raise AuditError("An actor (user or process name) is required to change registry data")
-    if not rows:
+    count = len(next(iter(columns.values()), ()))
+    if not count:
         return []
-    table, attrs = model.__table__, _logged_attrs(sa.inspect(model))
+    table, attrs, dialect = model.__table__, _logged_attrs(sa.inspect(model)), connection.dialect
     generated = table.autoincrement_column  # the row id the database assigns, if any
-    full = [{a.columns[0].name: row.get(a.columns[0].name, scalar_default(a.columns[0])) for a in attrs
-             if a.columns[0] is not generated} for row in rows]  # fmt: skip
+    full = {c.name: columns[c.name] if c.name in columns else [scalar_default(c)] * count
+            for c in (a.columns[0] for a in attrs) if c is not generated}  # fmt: skip
+    bound = {name: _driver_values(table.c[name], values, dialect) for name, values in full.items()}
     if generated is None:
-        connection.execute(sa.insert(table), full)
+        _insert_many(connection, table, bound)
     else:  # executemany without RETURNING (which would go row by row), then the new ids by natural key
         before = connection.execute(sa.select(sa.func.max(generated))).scalar() or 0
-        connection.execute(sa.insert(table), full)
-        natural = next(c for c in table.constraints if isinstance(c, sa.UniqueConstraint)).columns
-        new = connection.execute(sa.select(generated, *natural).where(generated > before))
-        ids = {tuple(_jsonable(v) for v in found[1:]): found[0] for found in new}
-        for row in full:
-            row[generated.name] = ids[tuple(_jsonable(row[c.name]) for c in natural)]
+        _insert_many(connection, table, bound)
+        natural = [c.name for c in next(c for c in table.constraints if isinstance(c, sa.UniqueConstraint)).columns]
+        quote = dialect.identifier_preparer.quote
+        with closing(connection.connection.cursor()) as cursor:  # rows as the driver gives them: the values it got
+            cursor.execute(
+                f"SELECT {', '.join(map(quote, [generated.name, *natural]))} FROM {quote(table.name)} "
+                f"WHERE {quote(generated.name)} > {_MARKERS[dialect.paramstyle]}",
+                (before,),
+            )
+            new = cursor.fetchall()
+        ids = {tuple(found[1:]): found[0] for found in new}
+        full[generated.name] = [ids[key] for key in zip(*(bound[name] for name in natural), strict=True)]
     logged = [(a.key, a.columns[0].name) for a in attrs]
     hidden = {a.key for a in attrs if _logged(a, "") == REDACTED}  # direct identifiers
-    now = datetime.now(UTC)
-    entries = [
-        _entry(now, actor, reason, AuditAction.INSERT, table.name,
-               "/".join(str(row[c.name]) for c in table.primary_key.columns),
-               row["study_id"] if model is Patient else study_ids.get(row["patient_id"]), None,
-               {key: REDACTED if key in hidden and row[name] is not None else _jsonable(row[name])
-                for key, name in logged})
-        for row in full
-    ]  # fmt: skip
-    connection.execute(sa.insert(AuditLog), entries)
-    return [row[table.primary_key.columns[0].name] for row in full]
+    texts = [_json_texts([None if v is None else REDACTED for v in full[name]] if key in hidden else full[name])
+             for key, name in logged]  # fmt: skip
+    template = "{{" + ", ".join(f"{json.dumps(key)}: {{}}" for key, _ in logged) + "}}"  # json.dumps' layout
+    primary = [full[c.name] for c in table.primary_key.columns]
+    varying = {
+        "record_key": list(map(str, *primary))
+        if len(primary) == 1
+        else ["/".join(map(str, key)) for key in zip(*primary, strict=True)],
+        "study_id": full["study_id"] if model is Patient else list(map(study_ids.get, full["patient_id"])),
+        "new_values": list(map(template.format, *texts)),
+    }
+    log = AuditLog.__table__
+    same = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None)
+    _insert_many(connection, log, {name: varying[name] if name in varying else
+                                   _driver_values(log.c[name], [value], dialect) * count
+                                   for name, value in same.items()})  # fmt: skip
+    return full[table.primary_key.columns[0].name]
+
+
+#: Where a value goes in a statement, by the driver's parameter style (sqlite3: qmark; psycopg: pyformat).
+_MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def _insert_many(connection: sa.Connection, table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> None:
+    """One ``executemany`` of driver values given column by column."""
+    quote = connection.dialect.identifier_preparer.quote
+    markers = ", ".join([_MARKERS[connection.dialect.paramstyle]] * len(columns))
+    statement = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) VALUES ({markers})"
+    connection.exec_driver_sql(statement, list(zip(*columns.values(), strict=True)))  # errors as SQLAlchemy's
+
+
+def _driver_values(column: sa.Column, values: Sequence[Any], dialect: sa.Dialect) -> Sequence[Any]:
+    """``values`` as the driver takes them: the column type's own bind processor, run once per distinct value."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return values
+    if len(set(map(type, values)) - {type(None)}) > 1:  # True == 1 == 1.0: remember results within one type only
+        return [process(v) for v in values]
+    converted = {v: process(v) for v in set(values)}
+    return list(map(converted.__getitem__, values))
+
+
+def _json_floats(values: Sequence[float]) -> list[str]:
+    if all(map(math.isfinite, values)):
+        return list(map(float.__repr__, values))
+    return [json.dumps(v) for v in values]  # NaN, Infinity
+
+
+#: The JSON of values of these types (None excepted), as ``json.dumps`` writes them, by a faster route.
+_JSON_OF_TYPE: dict[type, Callable[[Sequence[Any]], list[str]]] = {
+    str: lambda values: list(map(encode_basestring_ascii, values)),
+    int: lambda values: list(map(int.__repr__, values)),
+    float: _json_floats,
+}
+
+
+def _json_texts(values: Sequence[Any]) -> list[str]:
+    """``json.dumps(_jsonable(v))`` of each of ``values`` (one column), encoded once per distinct value."""
+    kinds = set(map(type, values)) - {type(None)}
+    if len(kinds) > 1:  # True == 1 == 1.0: remember results within one type only
+        return [json.dumps(_jsonable(v)) for v in values]
+    fast = _JSON_OF_TYPE.get(next(iter(kinds), type(None)))
+    if fast is not None:
+        present = [v for v in values if v is not None]
+        if len(present) == len(values):
+            return fast(values)
+        encoded = iter(fast(present))
+        return ["null" if v is None else next(encoded) for v in values]
+    distinct = {v: json.dumps(_jsonable(v)) for v in set(values)}
+    return list(map(distinct.__getitem__, values))
 
 
 def _entry(

@@ -13,10 +13,12 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
+from functools import cache
+from itertools import chain, compress, islice, repeat, zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,14 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from registry import workbook
-from registry.audit import audited_session, insert_audited
+from registry.audit import audited_session, insert_audited_columns
 from registry.models import Patient, Site, scalar_default
 from registry.sheets import HELPER_SHEETS, SHEETS, SHEETS_BY_NAME, Sheet, SheetColumn, stored_rows
 from registry.violations import explain
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NUMERALS = "0123456789.+-eE"  # the characters of a plain decimal number
 _WHOLE = re.compile(r"[+-]?\d+")
 _QUALIFIED = re.compile(r"[<>≤≥]=?\s*[\d.]+")
 _WITH_UNIT = re.compile(r"[+-]?[\d.]+\s*[^\d\s.].*")
@@ -177,6 +180,11 @@ def _blank(cell: Any) -> bool:
     return cell is None or (isinstance(cell, str) and not cell.strip())
 
 
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
 def parse_cell(column: SheetColumn, value: Any) -> Any:
     """The cell's value as its column's type, or :class:`CellError`. Blank cells are None."""
     if _blank(value):
@@ -193,7 +201,7 @@ def parse_cell(column: SheetColumn, value: Any) -> Any:
     if isinstance(kind, sa.String):
         text = _text(value, kind.length)
         pattern, rule = column.source.info.get("pattern", (None, None))
-        if pattern is not None and not re.fullmatch(pattern, text):
+        if pattern is not None and not _compiled(pattern).fullmatch(text):
             raise CellError(rule)
         return text
     if isinstance(kind, sa.Date):
@@ -205,18 +213,6 @@ def parse_cell(column: SheetColumn, value: Any) -> Any:
     if isinstance(kind, sa.Float):
         return _number(value)
     raise TypeError(f"no parser for {kind!r}")  # a model column type this module does not know
-
-
-@dataclass
-class Row:
-    sheet: Sheet
-    source: str
-    number: int
-    values: dict[str, Any]  # sheet column -> parsed value, for the columns the sheet has
-
-    @property
-    def key(self) -> tuple:
-        return tuple(self.values[name] for name in self.sheet.key)
 
 
 def _columns(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -> dict[int, SheetColumn] | None:
@@ -244,60 +240,140 @@ def _columns(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -> d
     return found if usable else None
 
 
+#: What :func:`parse_cell` made of cells: per cell type, cell -> (value, None) or (None, the rule broken).
+_Seen = dict[type, dict[Any, tuple[Any, str | None]]]
+
+
 class _ColumnParser:
-    """:func:`parse_cell` for one column, remembering what each distinct cell gave: codes, dates and flags repeat."""
+    """:func:`parse_cell` for one column, once per distinct cell: codes, dates and flags repeat."""
 
-    LIMIT = 50_000  # distinct cells remembered per column (measurements rarely repeat; memory stays bounded)
+    LIMIT = 100_000  # distinct cells remembered from chunk to chunk, per type (memory stays bounded)
 
-    def __init__(self, column: SheetColumn) -> None:
-        self.column, self.seen = column, {}
+    def __init__(self, column: SheetColumn, seen: _Seen) -> None:
+        self.column, self.seen = column, seen  # seen: shared by the columns that read alike (study_id of each sheet)
 
     def __call__(self, cell: Any) -> tuple[Any, str | None]:
         """(value, None), or (None, the rule the cell breaks)."""
-        key = (type(cell), cell)
-        found = self.seen.get(key)
-        if found is None:
-            try:
-                found = (parse_cell(self.column, cell), None)
-            except CellError as error:
-                found = (None, str(error))
-            if len(self.seen) < self.LIMIT:
-                self.seen[key] = found
-        return found
+        try:
+            return parse_cell(self.column, cell), None
+        except CellError as error:
+            return None, str(error)
+
+    def column_values(self, cells: Sequence[Any]) -> tuple[list[Any], set[int]]:
+        """The values of ``cells`` (None for a cell that fails) and the positions of the cells that fail."""
+        kinds = set(map(type, cells)) - {type(None)}
+        if len(kinds) > 1 or float in kinds:  # True == 1 == 1.0 and 0.0 == -0.0: such cells one by one
+            outcomes = [self(cell) for cell in cells]
+            return [value for value, _ in outcomes], {i for i, (_, error) in enumerate(outcomes) if error}
+        seen = self.seen.setdefault(next(iter(kinds), type(None)), {})
+        unique = dict.fromkeys(cells)
+        distinct = [cell for cell in unique if cell not in seen]
+        outcomes = self._numbers(distinct) if kinds == {str} and isinstance(self.column.source.type, sa.Float) else {}
+        outcomes.update((cell, self(cell)) for cell in distinct if cell not in outcomes)
+        if len(seen) < self.LIMIT:
+            seen.update(outcomes)
+        outcomes.update((cell, seen[cell]) for cell in unique if cell not in outcomes)
+        values = list(map({cell: value for cell, (value, _) in outcomes.items()}.__getitem__, cells))
+        failing = {cell for cell, (_, error) in outcomes.items() if error is not None}
+        return values, {i for i, cell in enumerate(cells) if cell in failing} if failing else set()
+
+    @staticmethod
+    def _numbers(texts: list[str]) -> dict[str, tuple[float, None]]:
+        """What :func:`parse_cell` makes of the plain decimal numbers among ``texts`` (digits, point, sign and
+        exponent only: there ``float`` accepts exactly what it does), all at once; {} if any is not one."""
+        plain = [text for text in texts if text and not text.strip(_NUMERALS)]
+        try:
+            numbers = list(map(float, plain))
+        except ValueError:
+            return {}
+        if not all(map(math.isfinite, numbers)):
+            return {}
+        return dict(zip(plain, zip(numbers, repeat(None)), strict=False))
 
 
-def _parse_rows(sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem]) -> list[Row]:
+#: Rows read, checked and written at a time: memory stays bounded however long the sheet.
+_CHUNK = 50_000
+
+
+@dataclass
+class _Rows:
+    """The rows of a sheet that read cleanly, column by column (the raw cells are not kept)."""
+
+    sheet: Sheet
+    source: str
+    numbers: list[int]  # the row numbers a spreadsheet shows
+    values: dict[str, list[Any]]  # sheet column -> parsed values, for the columns the sheet has
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def keys(self) -> list[tuple]:
+        return list(zip(*(self.values[name] for name in self.sheet.key), strict=True))
+
+    def keep(self, wanted: Sequence[bool]) -> None:
+        """Drop the rows that are not ``wanted``."""
+        self.numbers = list(compress(self.numbers, wanted))
+        self.values = {name: list(compress(values, wanted)) for name, values in self.values.items()}
+
+    def records(self, start: int, stop: int) -> dict[str, Sequence[Any]]:
+        """Rows ``start:stop`` as they will be stored, column by column: defaults where the sheet has none."""
+        count = len(self.numbers[start:stop])
+        return {c.name: self.values[c.name][start:stop] if c.name in self.values else [scalar_default(c.source)] * count
+                for c in self.sheet.columns}  # fmt: skip
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _row_problems(
+    raw: workbook.RawSheet, number: int, cells: list[Any], parsers: dict[int, _ColumnParser]
+) -> list[Problem]:
+    """What is wrong with one row that did not read cleanly, cell by cell (a blank row is not wrong)."""
+    if all(_blank(cell) for cell in cells):  # blank rows, trailing or not, carry nothing
+        return []
+    problems = []
+    for index, cell in enumerate(cells):
+        if index in parsers and (error := parsers[index](cell)[1]) is not None:
+            problems.append(
+                Problem(raw.source, number, parsers[index].column.name, None if _blank(cell) else cell, error)
+            )
+    for index, parse in parsers.items():  # short rows: missing trailing cells are blank; the first refusal is told
+        if index >= len(cells) and not problems and (error := parse(None)[1]) is not None:
+            problems.append(Problem(raw.source, number, parse.column.name, None, error))
+    return problems
+
+
+def _parse_rows(
+    sheet: Sheet, raw: workbook.RawSheet, problems: list[Problem], seen: dict[tuple[sa.Column, bool], _Seen]
+) -> _Rows | None:
+    """The rows that read cleanly, column by column; problems for the others. None if the header is unusable."""
     found = _columns(sheet, raw, problems)
     if found is None:
-        return []
-    columns = {index: _ColumnParser(column) for index, column in found.items()}
-    headed = {index for index, cell in enumerate(raw.header) if not _blank(cell)}
-    rows, stray = [], False
-    for number, cells in raw.rows:
-        if all(_blank(cell) for cell in cells):  # blank rows, trailing or not, carry nothing
-            continue
-        values, ok = {}, True
-        for index, cell in enumerate(cells):
-            if index not in columns:
-                stray = stray or (index not in headed and not _blank(cell))
-                continue
-            parse = columns[index]
-            value, error = parse(cell)
-            if error is None:
-                values[parse.column.name] = value
-            else:
-                problems.append(Problem(raw.source, number, parse.column.name, None if _blank(cell) else cell, error))
-                ok = False
-        for parse in columns.values():  # short rows: missing trailing cells are blank
-            if parse.column.name not in values and ok:
-                value, error = parse(None)
-                if error is None:
-                    values[parse.column.name] = value
-                else:
-                    problems.append(Problem(raw.source, number, parse.column.name, None, error))
-                    ok = False
-        if ok:
-            rows.append(Row(sheet, raw.source, number, values))
+        return None
+    parsers = {index: _ColumnParser(c, seen.setdefault((c.source, c.required), {})) for index, c in found.items()}
+    unheaded = [index for index, cell in enumerate(raw.header) if _blank(cell)]
+    rows = _Rows(sheet, raw.source, [], {column.name: [] for column in found.values()})
+    stray = False
+    for chunk in _batches(raw.rows, _CHUNK):
+        numbers, cells_by_row = zip(*chunk, strict=True)  # each row: (number, cells)
+        cells_of = list(zip_longest(*cells_by_row, fillvalue=None))  # column by column
+        cells_of += [(None,) * len(chunk)] * (len(raw.header) - len(cells_of))  # short rows: blank trailing cells
+        unread = [*unheaded, *range(len(raw.header), len(cells_of))]
+        stray = stray or any(not _blank(cell) for index in unread for cell in cells_of[index])
+        failing: set[int] = set()
+        parsed = {}
+        for index, parse in parsers.items():
+            parsed[index], failed = parse.column_values(cells_of[index])
+            failing |= failed
+        for position in sorted(failing):
+            problems += _row_problems(raw, *chunk[position], parsers)
+        clean = [position not in failing for position in range(len(chunk))] if failing else [True] * len(chunk)
+        rows.numbers += compress(numbers, clean)
+        for index, values in parsed.items():
+            rows.values[parsers[index].column.name] += compress(values, clean)
     if stray:
         problems.append(Problem(raw.source, None, None, None, "values in columns without a header, ignored", "warning"))
     return rows
@@ -323,16 +399,15 @@ def _find_sheets(raw_sheets: Sequence[workbook.RawSheet], problems: list[Problem
 
 @dataclass
 class _Stored:
-    """What the database holds now, keyed as the sheets key it."""
+    """What the database holds now about patients and sites."""
 
     sites: dict[str, int]
     patients: dict[str, int]
     deleted_patients: set[str]
     locked_patients: set[str]
-    rows: dict[str, dict[tuple, dict[str, Any]]]  # sheet -> natural key -> sheet-named values (+ "id")
 
 
-def _load(connection: sa.Connection, sheet_names: Sequence[str]) -> _Stored:
+def _load(connection: sa.Connection) -> _Stored:
     return _Stored(
         sites=dict(connection.execute(sa.select(Site.code, Site.id)).all()),
         patients=dict(connection.execute(sa.select(Patient.study_id, Patient.id)).all()),
@@ -342,98 +417,110 @@ def _load(connection: sa.Connection, sheet_names: Sequence[str]) -> _Stored:
         locked_patients=set(
             connection.execute(sa.select(Patient.study_id).where(Patient.locked_at.is_not(None))).scalars()
         ),
-        rows={name: stored_rows(connection, SHEETS_BY_NAME[name]) for name in sheet_names},
     )
 
 
-def _check_references(rows: list[Row], stored: _Stored, problems: list[Problem]) -> list[Row]:
-    new_patients = {row.values["study_id"] for row in rows if row.sheet.name == "patients"}
-    known_patients = new_patients | set(stored.patients)
+def _check_references(rows: _Rows, stored: _Stored, known_patients: set[str], problems: list[Problem]) -> None:
+    """Drop (and report) rows naming an unregistered site, an unknown patient or a deleted one."""
+    if rows.sheet.name == "patients":
+        if set(rows.values.get("site", ())) - {None} <= stored.sites.keys():
+            return  # the usual case, settled without a look at each row
+    elif (named := set(rows.values["study_id"])) <= known_patients and named.isdisjoint(stored.deleted_patients):
+        return
     good = []
-    for row in rows:
-        study_id = row.values["study_id"]
-        if row.sheet.name == "patients":
-            site = row.values.get("site")
-            if site is not None and site not in stored.sites:
-                known = ", ".join(sorted(stored.sites)) or "none yet; add one with `registry site add`"
+    if rows.sheet.name == "patients":
+        known = ", ".join(sorted(stored.sites)) or "none yet; add one with `registry site add`"
+        for number, site in zip(rows.numbers, rows.values.get("site", [None] * len(rows)), strict=True):
+            good.append(site is None or site in stored.sites)
+            if not good[-1]:
                 problems.append(
-                    Problem(row.source, row.number, "site", site, f"is not a registered site (known: {known})")
+                    Problem(rows.source, number, "site", site, f"is not a registered site (known: {known})")
                 )
-                continue
-        elif study_id not in known_patients:
-            problems.append(
-                Problem(
-                    row.source,
-                    row.number,
-                    "study_id",
-                    study_id,
-                    "is not a patient in the patients sheet or the registry",
-                )
-            )
-            continue
-        elif study_id in stored.deleted_patients:
-            message = "is a deleted patient: restore them in the web application first"
-            problems.append(Problem(row.source, row.number, "study_id", study_id, message))
-            continue
-        good.append(row)
-    return good
+    else:
+        for number, study_id in zip(rows.numbers, rows.values["study_id"], strict=True):
+            if study_id not in known_patients:
+                message = "is not a patient in the patients sheet or the registry"
+            elif study_id in stored.deleted_patients:
+                message = "is a deleted patient: restore them in the web application first"
+            else:
+                message = None
+            good.append(message is None)
+            if message is not None:
+                problems.append(Problem(rows.source, number, "study_id", study_id, message))
+    rows.keep(good)
 
 
-def _check_duplicates(rows: list[Row], problems: list[Problem]) -> list[Row]:
+def _check_duplicates(rows: _Rows, problems: list[Problem]) -> None:
+    """Drop (and report) rows repeating an earlier row's natural key."""
+    keys = rows.keys()
+    if len(set(keys)) == len(keys):
+        return  # the usual case, settled without a look at each row
     first: dict[tuple, int] = {}
     good = []
-    for row in rows:
-        key = (row.sheet.name, *row.key)
-        if key in first:
-            columns = " + ".join(row.sheet.key)
-            shown = " / ".join(show(v) for v in row.key)
-            problems.append(
-                Problem(
-                    row.source,
-                    row.number,
-                    columns,
-                    shown,
-                    f"repeats row {first[key]}: each row needs its own {columns}",
-                )
-            )
-            continue
-        first[key] = row.number
-        good.append(row)
-    return good
+    columns = " + ".join(rows.sheet.key)
+    for number, key in zip(rows.numbers, keys, strict=True):
+        earlier = first.setdefault(key, number)
+        good.append(earlier == number)
+        if earlier != number:
+            shown = " / ".join(show(v) for v in key)
+            message = f"repeats row {earlier}: each row needs its own {columns}"
+            problems.append(Problem(rows.source, number, columns, shown, message))
+    rows.keep(good)
 
 
 @dataclass
 class _Change:
-    row: Row
-    stored: dict[str, Any] | None  # None: a new record
-    changes: dict[str, Any]  # sheet column -> new value (all provided values for a new record)
+    """A stored record that a row changes."""
+
+    number: int
+    stored: dict[str, Any]
+    changes: dict[str, Any]  # sheet column -> new value
 
     def merged(self) -> dict[str, Any]:
-        """The record as it will be stored: defaults, then what is stored, then the changes."""
-        base = {c.name: scalar_default(c.source) for c in self.row.sheet.columns}
-        return {**base, **(self.stored or {}), **self.changes}
+        """The record as it will be stored."""
+        return {**self.stored, **self.changes}
 
 
-def _plan(rows: list[Row], stored: _Stored, problems: list[Problem]) -> list[_Change]:
-    plan = []
-    for row in rows:
-        existing = stored.rows[row.sheet.name].get(row.key)
+@dataclass
+class _Plan:
+    """What an import does to one sheet's table."""
+
+    new: _Rows  # records to insert
+    changed: list[_Change]
+    unchanged: int
+
+
+def _plan(connection: sa.Connection, rows: _Rows, stored: _Stored, problems: list[Problem]) -> _Plan:
+    """Match rows to stored records by natural key; refuse deleted records and locked patients' changes."""
+    sheet, records, keys = rows.sheet, stored_rows(connection, rows.sheet), rows.keys()
+    plan, new = _Plan(rows, [], 0), []
+    if records.keys().isdisjoint(keys) and stored.locked_patients.isdisjoint(rows.values["study_id"]):
+        return plan  # all new, none of a locked patient: the usual case, settled without a look at each row
+    columns = " + ".join(sheet.key)
+    for position, (number, key, study_id) in enumerate(zip(rows.numbers, keys, rows.values["study_id"], strict=True)):
+        existing = records.get(key)
         if existing is not None and existing["deleted"]:
-            columns = " + ".join(row.sheet.key)
-            shown = " / ".join(show(v) for v in row.key)
+            shown = " / ".join(show(v) for v in key)
             message = "is a deleted record (or belongs to a deleted patient): restore it in the web application first"
-            problems.append(Problem(row.source, row.number, columns, shown, message))
+            problems.append(Problem(rows.source, number, columns, shown, message))
+            new.append(False)
             continue
-        if existing is None:
-            change = _Change(row, None, dict(row.values))
-        else:
-            change = _Change(row, existing, {k: v for k, v in row.values.items() if existing.get(k) != v})
-        study_id = row.values["study_id"]
-        if change.changes and study_id in stored.locked_patients:  # unchanged rows of a locked patient are fine
+        changes = {} if existing is None else {
+            name: values[position] for name, values in rows.values.items() if existing.get(name) != values[position]
+        }  # fmt: skip
+        if (
+            existing is None or changes
+        ) and study_id in stored.locked_patients:  # unchanged rows of a locked patient are fine
             message = "is a patient locked by a data manager: ask them to unlock before changing their records"
-            problems.append(Problem(row.source, row.number, "study_id", study_id, message))
+            problems.append(Problem(rows.source, number, "study_id", study_id, message))
+            new.append(False)
             continue
-        plan.append(change)
+        new.append(existing is None)
+        if changes:
+            plan.changed.append(_Change(number, existing, changes))
+        elif existing is not None:
+            plan.unchanged += 1
+    rows.keep(new)
     return plan
 
 
@@ -450,6 +537,14 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+def _sqlite_values(column: SheetColumn, values: Sequence[Any]) -> Sequence[Any]:
+    """A column's values as SQLite compares them: dates and codes as text (once per distinct value)."""
+    if not isinstance(column.source.type, sa.Date | sa.Enum):
+        return values
+    converted: dict[Any, Any] = {}
+    return [converted[v] if v in converted else converted.setdefault(v, _sqlite_value(v)) for v in values]
+
+
 def rule_violations(sheet: Sheet, records: Sequence[dict[str, Any]]) -> list[tuple[int, str | None, str]]:
     """``(index, column, message)`` for each of ``records`` (sheet-named values) that breaks a CHECK rule.
 
@@ -457,73 +552,98 @@ def rule_violations(sheet: Sheet, records: Sequence[dict[str, Any]]) -> list[tup
     a scratch SQLite table, so what the database would refuse is reported for every
     record instead of the first, and with the column to show it at.
     """
-    rules = [c for c in sheet.table.constraints if isinstance(c, sa.CheckConstraint) and "message" in c.info]
-    if not records or not rules:
-        return []
-    found = []
-    scratch = sa.create_engine("sqlite://")
-    with scratch.begin() as connection:
-        targets = [c.target for c in sheet.columns]
-        connection.exec_driver_sql(f"CREATE TABLE {sheet.table.name} (_index, {', '.join(targets)})")
-        placeholders = ", ".join("?" * (len(targets) + 1))
-        connection.exec_driver_sql(
-            f"INSERT INTO {sheet.table.name} VALUES ({placeholders})",
-            [(i, *(_sqlite_value(record[c.name]) for c in sheet.columns)) for i, record in enumerate(records)],
-        )
-        for rule in rules:
-            condition = str(rule.sqltext)
-            broken = connection.exec_driver_sql(f"SELECT _index FROM {sheet.table.name} WHERE NOT ({condition})")
-            columns = _rule_columns(sheet, condition)
-            found += [(index, columns[0] if columns else None, rule.info["message"]) for (index,) in broken]
-    scratch.dispose()
-    return found
+    with _RuleChecker(sheet) as checker:
+        return checker.violations(len(records), _by_column(sheet, records))
 
 
-def _check_rules(plan: list[_Change], problems: list[Problem]) -> None:
-    for sheet in SHEETS:
-        changes = [c for c in plan if c.row.sheet is sheet and c.changes]
-        merged = [change.merged() for change in changes]
-        for index, column, message in rule_violations(sheet, merged):
-            row = changes[index].row
-            value = merged[index].get(column) if column else None
-            problems.append(Problem(row.source, row.number, column, value, message))
+class _RuleChecker:
+    """The CHECK rules of a sheet's table, run in a scratch SQLite table over records given column by column."""
+
+    def __init__(self, sheet: Sheet) -> None:
+        self.sheet = sheet
+        self.rules = [c for c in sheet.table.constraints if isinstance(c, sa.CheckConstraint) and "message" in c.info]
+        read = {name for rule in self.rules for name in _rule_columns(sheet, str(rule.sqltext))}
+        self.columns = [c for c in sheet.columns if c.name in read]  # only these go to the scratch table
+        self.scratch = sa.create_engine("sqlite://")
+
+    def __enter__(self) -> _RuleChecker:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.scratch.dispose()
+
+    def violations(self, count: int, columns: Mapping[str, Sequence[Any]]) -> list[tuple[int, str | None, str]]:
+        """``(index, column, message)`` for each of ``count`` records (sheet column -> values) that breaks a rule."""
+        if not count or not self.rules:
+            return []
+        table, targets = self.sheet.table.name, [c.target for c in self.columns]
+        found = []
+        with self.scratch.begin() as connection:
+            connection.exec_driver_sql(f"CREATE TABLE {table} ({', '.join(['_index', *targets])})")
+            values = [range(count), *(_sqlite_values(c, columns[c.name]) for c in self.columns)]
+            connection.exec_driver_sql(
+                f"INSERT INTO {table} VALUES ({', '.join('?' * len(values))})", list(zip(*values, strict=True))
+            )
+            for rule in self.rules:
+                condition = str(rule.sqltext)
+                broken = connection.exec_driver_sql(f"SELECT _index FROM {table} WHERE NOT ({condition})")
+                names = _rule_columns(self.sheet, condition)
+                found += [(index, names[0] if names else None, rule.info["message"]) for (index,) in broken]
+            connection.exec_driver_sql(f"DROP TABLE {table}")
+        return found
 
 
-def _lock_changed(session: Session, plan: list[_Change]) -> None:
+def _check_rules(plan: _Plan, problems: list[Problem]) -> None:
+    """Report every new or changed record that breaks a CHECK rule of its table, a chunk of records at a time."""
+    new, changed = plan.new, [change.merged() for change in plan.changed]
+    batches = ((new.numbers[start : start + _CHUNK], new.records(start, start + _CHUNK))
+               for start in range(0, len(new), _CHUNK))  # fmt: skip
+    with _RuleChecker(new.sheet) as checker:
+        for numbers, columns in chain(batches, [([c.number for c in plan.changed], _by_column(new.sheet, changed))]):
+            for index, column, message in checker.violations(len(numbers), columns):
+                value = columns[column][index] if column else None
+                problems.append(Problem(new.source, numbers[index], column, value, message))
+
+
+def _by_column(sheet: Sheet, records: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {c.name: [record[c.name] for record in records] for c in sheet.columns}
+
+
+def _lock_changed(session: Session, plans: list[_Plan]) -> None:
     """Lock the stored records the import changes before changing any, in the web forms' order (a patient's records,
     then the patient; each table by id), so that an import and a form saving the same patient queue, not deadlock."""
-    for sheet in sorted(SHEETS, key=lambda s: s.model is Patient):
-        ids = sorted(c.stored["id"] for c in plan if c.row.sheet is sheet and c.stored is not None and c.changes)
-        key = sheet.table.primary_key.columns[0]
+    for plan in sorted(plans, key=lambda plan: plan.new.sheet.model is Patient):
+        ids = sorted(change.stored["id"] for change in plan.changed)
+        key = plan.new.sheet.table.primary_key.columns[0]
         for start in range(0, len(ids), _LOCK_CHUNK):
             chunk = ids[start : start + _LOCK_CHUNK]
             session.execute(sa.select(key).where(key.in_(chunk)).order_by(key).with_for_update())
 
 
-def _write(engine: sa.Engine, plan: list[_Change], actor: str, reason: str) -> None:
-    """All changes in one audited transaction: new records in bulk, changed ones through the ORM."""
+def _write(engine: sa.Engine, plans: list[_Plan], actor: str, reason: str) -> None:
+    """All changes in one audited transaction: new records in bulk and in chunks, changed ones through the ORM."""
     with audited_session(engine, actor=actor, reason=reason) as session:
-        _lock_changed(session, plan)
+        _lock_changed(session, plans)
         connection = session.connection()
         sites = dict(session.execute(sa.select(Site.code, Site.id)).all())
         patients: dict[str, int] = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
-        for sheet in SHEETS:
-            new, changed = [], []
-            for change in (c for c in plan if c.row.sheet is sheet and c.changes):
-                values = {}
-                for name, value in change.changes.items():
-                    column = sheet.column(name)
-                    if column.is_reference:
-                        value = (patients if name == "study_id" else sites)[value]
-                    values[column.target] = value
-                (new if change.stored is None else changed).append((change, values))
+        for plan in plans:
+            sheet, new = plan.new.sheet, plan.new
             study_ids = {id_: study_id for study_id, id_ in patients.items()}
-            insert_audited(connection, sheet.model, [values for _, values in new], actor=actor, reason=reason,
-                           study_ids=study_ids)  # fmt: skip
-            for change, values in changed:
+            ids = {c.name: patients if c.name == "study_id" else sites for c in sheet.columns if c.is_reference}
+            for start in range(0, len(new), _CHUNK):
+                columns = {
+                    sheet.column(name).target: list(map(ids[name].__getitem__, values[start : start + _CHUNK]))
+                    if name in ids else values[start : start + _CHUNK]
+                    for name, values in new.values.items()
+                }  # fmt: skip
+                insert_audited_columns(
+                    connection, sheet.model, columns, actor=actor, reason=reason, study_ids=study_ids
+                )
+            for change in plan.changed:
                 record = session.get(sheet.model, change.stored["id"])
-                for target, value in values.items():
-                    setattr(record, target, value)
+                for name, value in change.changes.items():
+                    setattr(record, sheet.column(name).target, ids[name][value] if name in ids else value)
             session.flush()
             if sheet.name == "patients":
                 patients = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
@@ -538,29 +658,35 @@ def import_sheets(
     reason: str,
     dry_run: bool = False,
 ) -> ImportResult:
-    """Validate every row of ``raw_sheets``; write them in one transaction if none is wrong."""
+    """Validate every row of ``raw_sheets``; write them in one transaction if none is wrong.
+
+    Sheet by sheet (patients first), each read in chunks into columns of parsed values,
+    so that the raw cells of only one chunk are held at a time.
+    """
     problems: list[Problem] = []
     found = _find_sheets(raw_sheets, problems)
-    rows = [row for sheet in SHEETS if sheet.name in found for row in _parse_rows(sheet, found[sheet.name], problems)]
+    plans = []
     with engine.connect() as connection:
-        stored = _load(connection, list(found))
-    rows = _check_duplicates(_check_references(rows, stored, problems), problems)
-    plan = _plan(rows, stored, problems)
-    _check_rules(plan, problems)
+        stored = _load(connection)
+        known_patients, seen = set(stored.patients), {}
+        for sheet in (sheet for sheet in SHEETS if sheet.name in found):
+            rows = _parse_rows(sheet, found[sheet.name], problems, seen)
+            if rows is None:
+                continue
+            if sheet.name == "patients":
+                known_patients |= set(rows.values["study_id"])
+            _check_references(rows, stored, known_patients, problems)
+            _check_duplicates(rows, problems)
+            plans.append(_plan(connection, rows, stored, problems))
+            _check_rules(plans[-1], problems)
     counts = {sheet.name: Counts() for sheet in SHEETS if sheet.name in found}
-    for change in plan:
-        tally = counts[change.row.sheet.name]
-        if change.stored is None:
-            tally.inserted += 1
-        elif change.changes:
-            tally.updated += 1
-        else:
-            tally.unchanged += 1
+    for plan in plans:
+        counts[plan.new.sheet.name] = Counts(len(plan.new), len(plan.changed), plan.unchanged)
     result = ImportResult(sorted(problems, key=_reading_order), counts)
     if result.errors or dry_run or not result.changed:
         return result
     try:
-        _write(engine, plan, actor, reason)
+        _write(engine, plans, actor, reason)
     except sa.exc.IntegrityError as error:  # a concurrent change the validation could not see
         result.problems.append(Problem("database", None, None, None, f"refused the import: {explain(error).message}"))
         return result

@@ -11,9 +11,11 @@ import csv
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ class RawSheet:
     name: str  # the sheet name, or the CSV file's stem
     source: str  # how messages name it: the sheet name, or the CSV file name
     header: list[Any]
-    rows: list[tuple[int, list[Any]]] = field(default_factory=list)  # (row number, cells)
+    rows: Sequence[tuple[int, list[Any]]] = field(default_factory=list)  # (row number, cells)
 
 
 def _raw_sheet(name: str, source: str, rows: Iterable[Sequence[Any]]) -> RawSheet:
@@ -72,12 +74,43 @@ def read(path: Path) -> list[RawSheet]:
 
 def _read_csv(file: Path) -> RawSheet:
     try:
-        text = file.read_text(encoding="utf-8-sig")  # a byte-order mark, if any, is not data
+        file.read_text(encoding="utf-8-sig")  # a byte-order mark, if any, is not data
     except UnicodeDecodeError as error:
         raise WorkbookError(
             f"{file.name}: not UTF-8 text (byte {error.start}); save it as 'CSV UTF-8' and import again"
         ) from error
-    return _raw_sheet(file.stem, file.name, csv.reader(io.StringIO(text, newline="")))
+    rows = _CsvRows(file)
+    with rows.reader() as reader:
+        header = next(reader, [])
+    return RawSheet(file.stem, file.name, header, rows)
+
+
+class _CsvRows(Sequence[tuple[int, list[str]]]):
+    """A CSV file's data rows, read from the file as they are gone through: a large file is never
+    held whole (indexing, which only small inputs need, reads it whole once and keeps it)."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    @contextmanager
+    def reader(self) -> Iterator[Iterator[list[str]]]:
+        with self.file.open(encoding="utf-8-sig") as handle:  # line ends as read_text gives them
+            yield csv.reader(handle)
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        with self.reader() as reader:
+            next(reader, None)  # the header
+            yield from enumerate(reader, start=2)
+
+    @cached_property
+    def _all(self) -> list[tuple[int, list[str]]]:
+        return list(iter(self))  # list(self) would ask len(self) first
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204 (an index or a slice, as any sequence)
+        return self._all[index]
 
 
 @dataclass
