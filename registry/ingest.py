@@ -620,6 +620,36 @@ def _lock_changed(session: Session, plans: list[_Plan]) -> None:
             session.execute(sa.select(key).where(key.in_(chunk)).order_by(key).with_for_update())
 
 
+class _ClosedMeanwhile(Exception):
+    """Patients the import writes to were locked or deleted after it was validated."""
+
+    def __init__(self, study_ids: list[str]) -> None:
+        super().__init__(study_ids)
+        self.study_ids = study_ids
+
+
+def _refuse_closed_since_validation(session: Session, plans: list[_Plan]) -> None:
+    """Ask again, after every write is flushed, whether a patient the import writes to is now locked or deleted.
+
+    The patient rows are read FOR SHARE on PostgreSQL (after the records, the web forms' order), so a lock
+    committed since the validation is seen and one still under way waits for this import; on SQLite this
+    transaction holds the write lock by now, so it reads the newest state.
+    """
+    touched = sorted(
+        {study_id for plan in plans for study_id in plan.new.values.get("study_id", [])}
+        | {change.stored["study_id"] for plan in plans for change in plan.changed}
+    )
+    closed = []
+    for start in range(0, len(touched), _LOCK_CHUNK):
+        query = sa.select(Patient.study_id).where(
+            Patient.study_id.in_(touched[start : start + _LOCK_CHUNK]),
+            Patient.locked_at.is_not(None) | Patient.deleted_at.is_not(None),
+        )
+        closed += session.execute(query.order_by(Patient.id).with_for_update(read=True)).scalars()
+    if closed:
+        raise _ClosedMeanwhile(sorted(closed))
+
+
 def _write(engine: sa.Engine, plans: list[_Plan], actor: str, reason: str) -> None:
     """All changes in one audited transaction: new records in bulk and in chunks, changed ones through the ORM."""
     with audited_session(engine, actor=actor, reason=reason) as session:
@@ -647,6 +677,7 @@ def _write(engine: sa.Engine, plans: list[_Plan], actor: str, reason: str) -> No
             session.flush()
             if sheet.name == "patients":
                 patients = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
+        _refuse_closed_since_validation(session, plans)
         session.commit()
 
 
@@ -689,6 +720,10 @@ def import_sheets(
         _write(engine, plans, actor, reason)
     except sa.exc.IntegrityError as error:  # a concurrent change the validation could not see
         result.problems.append(Problem("database", None, None, None, f"refused the import: {explain(error).message}"))
+        return result
+    except _ClosedMeanwhile as closed:
+        message = "was locked by a data manager or deleted while the import was being checked: nothing was written"
+        result.problems += [Problem("database", None, "study_id", study_id, message) for study_id in closed.study_ids]
         return result
     result.written = True
     return result

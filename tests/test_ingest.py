@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from conftest import add_demo_site
 from openpyxl import Workbook
 
-from registry import db
-from registry.entry import form_values, save_record
+from registry import db, ingest
+from registry.entry import form_values, save_record, set_locked
 from registry.ingest import import_path, import_sheets, write_problems
 from registry.models import TABLES, AuditLog, LabResult, Patient
 from registry.sheets import SHEETS_BY_NAME
@@ -380,3 +380,39 @@ def test_an_import_and_a_form_saving_the_same_patient_queue_instead_of_deadlocki
             ).scalar_one()
         check.dispose()
         assert deadlocks == 0
+
+
+@pytest.mark.parametrize("new_record", [True, False], ids=["new record", "changed record"])
+def test_a_patient_locked_while_the_import_is_checked_is_not_written_to(registry, monkeypatch, new_record):
+    # The lock is committed after the validation (which saw the patient open) and before the write.
+    with registry.connect() as connection:
+        patient_id = connection.execute(sa.select(Patient.id).where(Patient.study_id == "EX-002")).scalar_one()
+    validated_write = ingest._write
+
+    def lock_then_write(*args, **kwargs):
+        set_locked(registry, patient_id, locked=True, actor="dm", reason="source data verification")
+        before.update(snapshot(registry))
+        return validated_write(*args, **kwargs)
+
+    before = {}
+    monkeypatch.setattr(ingest, "_write", lock_then_write)
+    value = "2018-05-04" if new_record else "2019-02-12"  # a new day, or the stored ferritin's day with a new value
+    result = import_sheets(
+        registry,
+        [
+            raw(
+                "labs",
+                LABS,
+                ["EX-001", "crp", "2018-05-04", "5", "mg/L"],
+                ["EX-002", "ferritin", value, "777", "ng/mL"],
+            )
+        ],
+        actor="c",
+        reason="r",
+    )
+    assert [str(p) for p in result.errors] == [
+        'database, column study_id: "EX-002" was locked by a data manager or deleted while the import was being '
+        "checked: nothing was written"
+    ]
+    assert not result.written
+    assert snapshot(registry) == before  # EX-001's row is not written either
