@@ -120,9 +120,9 @@ def main() -> None:
         "schemas per table, vectorised cross-table rules; rows/s over all data rows); *cohort + analyses* is",
         "`build_cohort` and `analyze` (Table 1, mortality, Kaplan-Meier, log-rank, Cox models with R's",
         "`cox.zph`, safety, overall and RPILD); *report figures* draws the SVG figures; *report PDF* is",
-        "weasyprint. Peak memory is the whole process's (all steps, one size per process). Censoring marks",
-        "are drawn once per distinct time, so the figures (and the PDF) stay the same size however large",
-        "the cohort.",
+        "weasyprint. Peak memory is the whole process's (all steps, one size per process). Kaplan-Meier",
+        "steps, bands and censoring marks are thinned to the figure's resolution (one point), so the",
+        "figures (and the PDF) stay the same size however large the cohort.",
         "",
     ]
     write_section("pipeline", lines, args.output)
