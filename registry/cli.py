@@ -444,27 +444,40 @@ def export(
 def privacy_scan(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (scanned recursively).")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option("--key-file", help="The key of pseudonymised exports: check each row against its own patient."),
+    ] = None,
 ) -> None:
     """Scan files for direct identifiers: stored names and hospital numbers, phones, e-mails, identity numbers,
-    registered patients' birth dates. Values are shown masked.
+    registered patients' birth dates. Values are shown masked. In a pseudonymised export (dates shifted) a row is
+    checked for its own patient's true birth date, which needs the export's key.
 
-    Exit code: 0 nothing found, 1 identifiers found, 2 a file could not be read (or no such path).
+    Exit code: 0 nothing found, 1 identifiers found, 2 a file could not be read (or no such path, or a bad key).
 
-    Example: registry privacy scan reports/ results.json shared/
+    Example: registry privacy scan reports/ results.json shared/ --key-file /etc/registry/export.key
     """
     from registry.privacy import Scanner, registered_identifiers
+    from registry.pseudonymise import PseudonymiseError, read_key
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         typer.echo(f"No such file or folder: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
+    try:
+        key = None if key_file is None else read_key(key_file)
+    except PseudonymiseError as error:
+        typer.echo(f"Not scanned: {error}", err=True)
+        raise typer.Exit(2) from None
     with _engine(ctx).connect() as connection:
-        scanner = Scanner(registered_identifiers(connection))
+        scanner = Scanner(registered_identifiers(connection), key)
     result = scanner.scan(paths)
     for finding in result.findings:
         typer.echo(str(finding))
     for label, count in result.allowed.items():
         typer.echo(f"allowed: {label}: {count} birth dates (the full export, for registry staff only)")
+    for label, count in result.unchecked.items():
+        typer.echo(f"birth dates not checked: {label}: {count} pseudonymised rows (give the export's --key-file)")
     for problem in result.unreadable:
         typer.echo(f"not scanned: {problem}", err=True)
     typer.echo(f"{_count(result.scanned, 'file')} scanned, {_count(result.findings, 'identifier')} found")

@@ -27,7 +27,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -60,16 +60,18 @@ class Identifiers:
     names: frozenset[str] = frozenset()
     hospital_numbers: frozenset[str] = frozenset()
     birth_dates: frozenset[date] = frozenset()
+    birth_date_of: Mapping[str, date] = field(default_factory=dict)  # study_id -> birth date
 
 
 def registered_identifiers(connection: sa.Connection) -> Identifiers:
     """Every stored identifier, deleted patients' included (deleted records are still somebody's)."""
     stored = connection.execute(sa.select(PatientIdentifier.full_name, PatientIdentifier.hospital_number)).all()
-    births = connection.execute(sa.select(Patient.birth_date)).scalars()
+    births = dict(connection.execute(sa.select(Patient.study_id, Patient.birth_date)).all())
     return Identifiers(
         names=frozenset(name for name, _ in stored if name and name.strip()),
         hospital_numbers=frozenset(number for _, number in stored if number and number.strip()),
-        birth_dates=frozenset(births),
+        birth_dates=frozenset(births.values()),
+        birth_date_of=births,
     )
 
 
@@ -90,6 +92,7 @@ class ScanResult:
     scanned: list[Path] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # "file: why", files that could not be read at all
     allowed: dict[str, int] = field(default_factory=dict)  # "file column": birth dates in the full export
+    unchecked: dict[str, int] = field(default_factory=dict)  # "file sheet": pseudonymised rows, scanned without the key
 
 
 def mask(value: str) -> str:
@@ -203,14 +206,26 @@ def _end(text: str, start: int, characters: int) -> int | None:
 
 
 class Scanner:
-    """Finds direct identifiers in text, cells and files."""
+    """Finds direct identifiers in text, cells and files.
 
-    def __init__(self, identifiers: Identifiers) -> None:
+    In a pseudonymised export every date is shifted, so a cell may fall on some other patient's
+    birth date by chance; what must never appear there is a row's own patient's true birth date.
+    With the export's ``key`` each row is checked against exactly that date (the pseudonym names
+    the patient); without it those rows' birth dates are counted as unchecked, never guessed at.
+    """
+
+    def __init__(self, identifiers: Identifiers, key: bytes | None = None) -> None:
+        from registry.pseudonymise import pseudonym
+
         self.birth_dates = identifiers.birth_dates
         self.stored = _Stored(identifiers)
+        self.own_birth_date = (
+            None if key is None else {pseudonym(key, sid): day for sid, day in identifiers.birth_date_of.items()}
+        )
 
-    def in_text(self, text: str) -> Iterator[tuple[str, str]]:
-        """(kind, value found) for every identifier in ``text``."""
+    def in_text(self, text: str, birth_dates: frozenset[date] | None = None) -> Iterator[tuple[str, str]]:
+        """(kind, value found) for every identifier in ``text`` (birth dates: ``birth_dates``, else every one)."""
+        birth_dates = self.birth_dates if birth_dates is None else birth_dates
         yield from self.stored.find(text)
         for match in _PHONES.finditer(text):
             if 8 <= len(_digits(match[0])) <= 15:
@@ -222,24 +237,25 @@ class Scanner:
                 yield RESIDENT_ID, match[0]
         for pattern in _DATES:
             for match in pattern.finditer(text):
-                if any(day in self.birth_dates for day in _candidate_dates(match)):
+                if any(day in birth_dates for day in _candidate_dates(match)):
                     yield BIRTH_DATE, match[0]
 
-    def in_cell(self, value: Any) -> Iterator[tuple[str, str]]:
+    def in_cell(self, value: Any, birth_dates: frozenset[date] | None = None) -> Iterator[tuple[str, str]]:
         """Identifiers in a spreadsheet cell: text, a date cell, or a number (an Excel date serial, a phone)."""
+        birth_dates = self.birth_dates if birth_dates is None else birth_dates
         if isinstance(value, datetime | date):
             day = value.date() if isinstance(value, datetime) else value
-            if day in self.birth_dates:
+            if day in birth_dates:
                 yield BIRTH_DATE, day.isoformat()
             return
         if isinstance(value, int | float) and not isinstance(value, bool):
             if float(value).is_integer() and 0 < value < 2_958_466:
                 day = from_excel(int(value)).date()
-                if day in self.birth_dates:
+                if day in birth_dates:
                     yield BIRTH_DATE, str(int(value))
             value = str(int(value)) if float(value).is_integer() else str(value)
         if isinstance(value, str):
-            yield from self.in_text(value)
+            yield from self.in_text(value, birth_dates)
 
     def scan(self, paths: Iterable[Path]) -> ScanResult:
         """Scan files and folders (recursively)."""
@@ -303,16 +319,26 @@ class Scanner:
     def _table(
         self, file: Path, sheet: str, rows: list[list[Any]], result: ScanResult, where: CellName
     ) -> Iterator[tuple[str, str, str]]:
-        """A sheet's cells, named by ``where``; birth dates in the full export's birth_date column are only counted."""
+        """A sheet's cells, named by ``where``; birth dates in the full export's birth_date column are only counted,
+        and a pseudonymised export's rows are checked against their own patient's birth date (see the class)."""
         header = [str(c) if c is not None else "" for c in (rows[0] if rows else [])]
+        pseudonym_column = header.index("study_id") if _pseudonymised(file) and "study_id" in header else None
         exempt = (
             header.index("birth_date")
-            if sheet == "patients" and tuple(header[:4]) == _FULL_EXPORT_PATIENTS and not _pseudonymised(file)
+            if sheet == "patients" and tuple(header[:4]) == _FULL_EXPORT_PATIENTS and pseudonym_column is None
             else None
         )
         for r, row in enumerate(rows, start=1):
+            births = None
+            if pseudonym_column is not None and r > 1:
+                name = row[pseudonym_column] if pseudonym_column < len(row) else None
+                own = None if self.own_birth_date is None else self.own_birth_date.get(name)
+                births = frozenset() if own is None else frozenset({own})
+                if own is None:  # no key, or a pseudonym the key does not give: the row's birth date is unknown
+                    label = f"{file} {sheet}"
+                    result.unchecked[label] = result.unchecked.get(label, 0) + 1
             for c, value in enumerate(row):
-                for kind, found in self.in_cell(value):
+                for kind, found in self.in_cell(value, births):
                     if kind == BIRTH_DATE and c == exempt and r > 1:
                         label = f"{file} {sheet} column birth_date"
                         result.allowed[label] = result.allowed.get(label, 0) + 1

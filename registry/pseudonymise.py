@@ -8,9 +8,10 @@ secret key the registry keeps:
   key gives the same pseudonym, so successive exports link up; without the key they
   cannot be traced back;
 - every date of a patient, the birth date included, moves by one whole number of days,
-  derived from the key, in +/-MAX_SHIFT_DAYS and never 0: intervals and ages stay exact;
-  an offset that would land any of the patient's dates on a registered birth date is
-  drawn again, so no date in the export is anybody's birth date;
+  derived from the key, in +/-MAX_SHIFT_DAYS and never 0: intervals and ages stay exact,
+  and no patient's true birth date is in their rows (`registry privacy scan --key-file`
+  checks exactly that; a shifted date may fall on another person's birth date by chance,
+  which identifies nobody);
 - free-text columns, which could carry names or numbers, are left out (TEXT_KEPT lists
   the only text kept and why); codes, numbers and yes/no answers are kept;
 - optionally only one site's patients;
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 import registry
 from registry.export import workbook_sheets, write
 from registry.models import Site
-from registry.privacy import PSEUDONYMISED_NOTICE, registered_identifiers
+from registry.privacy import PSEUDONYMISED_NOTICE
 from registry.sheets import SHEETS_BY_NAME
 from registry.workbook import SheetData
 
@@ -65,9 +66,9 @@ def pseudonym(key: bytes, study_id: str) -> str:
     return "PS-" + _digest(key, "study_id", study_id).hex()[:16].upper()
 
 
-def shift_days(key: bytes, study_id: str, attempt: int = 0) -> int:
-    """A non-zero number of days in +/-MAX_SHIFT_DAYS, the same for the same key, study_id and attempt."""
-    drawn = int.from_bytes(_digest(key, f"date shift {attempt}", study_id)[:8]) % (2 * MAX_SHIFT_DAYS)
+def shift_days(key: bytes, study_id: str) -> int:
+    """A non-zero number of days in +/-MAX_SHIFT_DAYS, the same for the same key and study_id."""
+    drawn = int.from_bytes(_digest(key, "date shift 0", study_id)[:8]) % (2 * MAX_SHIFT_DAYS)
     return drawn - MAX_SHIFT_DAYS if drawn < MAX_SHIFT_DAYS else drawn - MAX_SHIFT_DAYS + 1
 
 
@@ -102,27 +103,6 @@ class PseudonymisedExport:
     notice: Path
 
 
-#: Draws of an offset before a patient whose every shifted date lands on a registered birth date is given up on.
-MAX_DRAWS = 1000
-
-
-def _offsets(key: bytes, dates: dict[str, set[date]], birth_dates: frozenset[date]) -> dict[str, int]:
-    """Each patient's offset: the first draw that puts none of the patient's dates on a registered birth date."""
-    offsets = {}
-    for study_id, days in dates.items():
-        for attempt in range(MAX_DRAWS):
-            shift = timedelta(days=shift_days(key, study_id, attempt))
-            if not any(day + shift in birth_dates for day in days):
-                offsets[study_id] = shift.days
-                break
-        else:
-            raise PseudonymiseError(
-                f"{study_id}: no date shift within +/-{MAX_SHIFT_DAYS} days keeps its dates off the registered birth"
-                f" dates ({len(birth_dates)} distinct); nothing was written"
-            )
-    return offsets
-
-
 def pseudonymised_export(engine: sa.Engine, path: Path, key: bytes, site: str | None = None) -> PseudonymisedExport:
     """Write the pseudonymised export of ``site`` (every site when None) to ``path`` and its notice."""
     with engine.connect() as connection:
@@ -130,17 +110,10 @@ def pseudonymised_export(engine: sa.Engine, path: Path, key: bytes, site: str | 
         if site is not None and site not in sites:
             raise PseudonymiseError(f"site {site} is not registered (registered: {', '.join(sites) or 'none'})")
         sheets = workbook_sheets(connection)
-        birth_dates = registered_identifiers(connection).birth_dates
     patients = sheets[0]
     site_column = patients.header.index("site")
     kept = {row[0] for row in patients.rows if site is None or row[site_column] == site}
-    dates: dict[str, set[date]] = {study_id: set() for study_id in kept}
-    for sheet in sheets:
-        columns = _date_columns(sheet)
-        for row in sheet.rows:
-            if columns and row[_STUDY_ID] in kept:
-                dates[row[_STUDY_ID]].update(row[i] for i in columns if row[i] is not None)
-    offsets = _offsets(key, dates, birth_dates)
+    offsets = {study_id: shift_days(key, study_id) for study_id in kept}
     names = {study_id: pseudonym(key, study_id) for study_id in kept}
     if len(set(names.values())) != len(names):  # 64-bit pseudonyms: not expected in any registry's lifetime
         raise PseudonymiseError("two study_ids got the same pseudonym; nothing was written")
@@ -197,8 +170,8 @@ def notice_text(site: str | None, patients: int, dropped: list[str]) -> str:
             "always gives the same pseudonym, so later exports link up; without the key they cannot be reversed.",
             "Dates: every date of a patient, the birth date included, is shifted by one whole number of days,",
             f"between -{MAX_SHIFT_DAYS} and +{MAX_SHIFT_DAYS} and never 0, drawn for each patient from the key.",
-            "Intervals between a patient's dates, and ages, are exact; calendar dates are not, and no date here",
-            "is a registered patient's birth date. Calendar-based selections (enrolment window, data cut-off)",
+            "Intervals between a patient's dates, and ages, are exact; calendar dates are not, and no row holds",
+            "its patient's true birth date. Calendar-based selections (enrolment window, data cut-off)",
             f"must be widened by {MAX_SHIFT_DAYS} days on each side.",
             f"Columns left out (free text that could carry identifiers): {', '.join(dropped) or 'none'}.",
             f"Text kept: codes, and {kept}.",

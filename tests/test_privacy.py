@@ -108,7 +108,7 @@ def test_nothing_the_package_writes_holds_an_identifier(written):
     out = written["out"]
     kinds = {p.suffix for p in out.rglob("*") if p.is_file()}
     assert kinds >= {".pdf", ".html", ".json", ".csv", ".xlsx", ".log", ".txt"}
-    result = run(written["url"], "privacy", "scan", str(out))
+    result = run(written["url"], "privacy", "scan", str(out), "--key-file", str(written["base"] / "key"))
     files = sum(1 for p in out.rglob("*") if p.is_file())
     assert result.stdout.splitlines() == [
         f"allowed: {out / 'full' / 'patients.csv'} patients column birth_date: 61 birth dates (the full export, for registry staff only)",
@@ -138,10 +138,11 @@ def test_identifiers_planted_in_real_outputs_are_found_masked(written, tmp_path)
     _plant(out / "full" / "patients.csv", "DM-001,DEMO,female,1942-08-30,never,2018-05-27",
            "DM-001,DEMO,female,1942-08-30,never,30/08/1942")  # fmt: skip
     shared = (out / "shared" / "patients.csv").read_text().splitlines()
-    shared[3] = ",".join([*shared[3].split(",")[:3], "1971-05-18", *shared[3].split(",")[4:]])  # DM-002's birth
+    row = next(i for i, line in enumerate(shared) if line.startswith(_reference_pseudonym(KEY, "DM-002") + ","))
+    shared[row] = ",".join([*shared[row].split(",")[:3], "1971-05-18", *shared[row].split(",")[4:]])  # DM-002's birth
     (out / "shared" / "patients.csv").write_text("\n".join(shared) + "\n")
 
-    result = run(written["url"], "privacy", "scan", str(out))
+    result = run(written["url"], "privacy", "scan", str(out), "--key-file", str(written["base"] / "key"))
     assert result.exit_code == 1
     found = [line for line in result.stdout.splitlines() if not line.startswith("allowed:")]
     log_lines = (out / "archive" / "report.log").read_text().count("\n")
@@ -149,7 +150,7 @@ def test_identifiers_planted_in_real_outputs_are_found_masked(written, tmp_path)
         f"{out / 'archive' / 'report.log'}: line {log_lines}: name Z*******N",
         f"{out / 'full' / 'patients.csv'}: row 2, column dm_diagnosis_date: birth date 3********2",
         f"{out / 'results.json'}: $.overall.note: hospital number H******5",
-        f"{out / 'shared' / 'patients.csv'}: row 4, column birth_date: birth date 1********8",
+        f"{out / 'shared' / 'patients.csv'}: row {row + 1}, column birth_date: birth date 1********8",
     ]
     assert found[-1].endswith("files scanned, 4 identifiers found")
     for raw in (name.upper(), number, "30/08/1942", "1971-05-18"):
@@ -201,12 +202,13 @@ def test_registered_identifiers_are_read_from_the_database(migrated):
     _store_identities(migrated)
     with migrated.connect() as connection:
         identifiers = registered_identifiers(connection)
+    births = {r["study_id"]: date.fromisoformat(r["birth_date"])
+              for r in csv.DictReader((FIXTURES / "example" / "patients.csv").open())}  # fmt: skip
     assert identifiers == Identifiers(
         names=frozenset({"Zhang Wei", "Zhang Fang", "Zhang Min", "Zhang Jing"}),
         hospital_numbers=frozenset({"H2300000", "H2300037", "H2300074", "H2300111"}),
-        birth_dates=frozenset(
-            date.fromisoformat(r["birth_date"]) for r in csv.DictReader((FIXTURES / "example" / "patients.csv").open())
-        ),
+        birth_dates=frozenset(births.values()),
+        birth_date_of=births,
     )
 
 
@@ -322,10 +324,9 @@ def test_birth_dates_only_allowed_in_the_full_exports_birth_date_column(tmp_path
     result = SCANNER.scan([tmp_path])
     assert [str(f) for f in result.findings] == [
         f"{tmp_path / 'full' / 'patients.csv'}: row 2, column smoking: birth date 1********4",
-        f"{tmp_path / 'shared' / 'patients.csv'}: row 2, column birth_date: birth date 1********4",
-        f"{tmp_path / 'shared' / 'patients.csv'}: row 2, column smoking: birth date 1********4",
     ]
     assert result.allowed == {f"{tmp_path / 'full' / 'patients.csv'} patients column birth_date": 1}
+    assert result.unchecked == {f"{tmp_path / 'shared' / 'patients.csv'} patients": 1}  # no key: cannot tell whose
 
 
 def test_scan_command_exit_codes_and_unreadable_files(tmp_path):
@@ -387,21 +388,24 @@ def test_pseudonymised_export_shifts_each_patients_dates_by_one_offset(written):
 
 def test_pseudonymised_export_holds_no_study_id_birth_date_or_key(written):
     out = written["out"]
-    births = [r["birth_date"] for r in _read(out / "full", "patients")]
+    own_birth = {_reference_pseudonym(KEY, r["study_id"]): r["birth_date"] for r in _read(out / "full", "patients")}
     ids = [r["study_id"] for r in _read(out / "full", "patients")]
     for file in [*(out / "shared").iterdir(), out / "shared.xlsx", out / "shared.PSEUDONYMISED.txt"]:
         if file.suffix == ".xlsx":
             book = load_workbook(file, read_only=True)
-            text = "\n".join(str(v) for ws in book.worksheets for row in ws.iter_rows(values_only=True) for v in row)
+            rows = [[str(v)[:10] for v in row] for ws in book.worksheets for row in ws.iter_rows(values_only=True)]
             book.close()
+            text = "\n".join("\t".join(row) for row in rows)
         else:
             text = file.read_text()
+            rows = list(csv.reader(text.splitlines())) if file.suffix == ".csv" else []
         assert not [s for s in ids if s in text], file
-        assert not [b for b in births if b in text], file
+        assert not [row for row in rows if row and row[0] in own_birth and own_birth[row[0]] in row], file
         assert KEY not in text
         assert "term_detail" not in text or file.name.endswith("PSEUDONYMISED.txt")  # the notice names it
-    result = run(written["url"], "privacy", "scan", str(out / "shared"), str(out / "shared.xlsx"))
-    assert result.exit_code == 0 and "allowed" not in result.stdout
+    key = str(written["base"] / "key")
+    result = run(written["url"], "privacy", "scan", str(out / "shared"), str(out / "shared.xlsx"), "--key-file", key)
+    assert result.exit_code == 0 and "allowed" not in result.stdout and "not checked" not in result.stdout
     notice = (out / "shared" / "PSEUDONYMISED.txt").read_text()
     assert notice == (out / "shared.PSEUDONYMISED.txt").read_text()
     for words in ("HMAC-SHA256", "between -180 and +180 and never 0, drawn for each patient from the key", "adverse_events.term_detail",
@@ -528,20 +532,24 @@ def test_every_data_sheet_names_its_patient_first():
     assert {sheet.columns[0].name for sheet in SHEETS} == {"study_id"}
 
 
-def test_no_offset_is_used_that_lands_on_a_registered_birth_date():
-    """Offsets are drawn again until none of the patient's dates is a registered birth date; where every day within
-    reach is somebody's birth date the export is refused rather than written with one."""
-    from registry.pseudonymise import PseudonymiseError, _offsets, shift_days
-
-    key, born = KEY.encode(), date(1961, 3, 4)
-    first = shift_days(key, "DM-001")
-    taken = frozenset({born + timedelta(days=first)})
-    (offset,) = _offsets(key, {"DM-001": {born}}, taken).values()
-    assert offset not in (0, first) and -180 <= offset <= 180
-    every_day = frozenset(born + timedelta(days=d) for d in range(-180, 181))
-    with pytest.raises(PseudonymiseError) as refused:
-        _offsets(key, {"DM-001": {born}}, every_day)
-    assert str(refused.value) == (
-        "DM-001: no date shift within +/-180 days keeps its dates off the registered birth dates (361 distinct);"
-        " nothing was written"
-    )
+def test_a_pseudonymised_row_is_checked_against_its_own_patients_birth_date(tmp_path):
+    """A shifted date may fall on another patient's birth date by chance, which identifies nobody; a row holding
+    its own patient's true birth date is a leak. With the key the scan tells the two apart; without it, it says
+    the rows went unchecked."""
+    identifiers = Identifiers(birth_dates=frozenset({date(1961, 3, 4), date(1950, 1, 1)}),
+                              birth_date_of={"DM-001": date(1961, 3, 4), "DM-002": date(1950, 1, 1)})  # fmt: skip
+    one, two = _reference_pseudonym(KEY, "DM-001"), _reference_pseudonym(KEY, "DM-002")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "PSEUDONYMISED.txt").write_text("pseudonymised\n")
+    with (tmp_path / "shared" / "labs.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["study_id", "analyte", "sample_date", "value", "unit"],
+                                      [one, "crp", "1950-01-01", "5", "mg/L"],  # DM-002's birth date: nobody's leak
+                                      [two, "crp", "1950-01-01", "5", "mg/L"],  # DM-002's own: a leak
+                                      ["PS-0000000000000000", "crp", "1961-03-04", "5", "mg/L"]])  # fmt: skip
+    keyed = Scanner(identifiers, KEY.encode()).scan([tmp_path])
+    assert [str(f) for f in keyed.findings] == [
+        f"{tmp_path / 'shared' / 'labs.csv'}: row 3, column sample_date: birth date 1********1"
+    ]
+    assert keyed.unchecked == {f"{tmp_path / 'shared' / 'labs.csv'} labs": 1}  # a pseudonym the key does not give
+    unkeyed = Scanner(identifiers).scan([tmp_path])
+    assert (unkeyed.findings, unkeyed.unchecked) == ([], {f"{tmp_path / 'shared' / 'labs.csv'} labs": 3})
