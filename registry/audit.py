@@ -166,12 +166,15 @@ def _insert_many(connection: sa.Connection, table: sa.Table, columns: Mapping[st
 def _driver_values(column: sa.Column, values: Sequence[Any], dialect: sa.Dialect) -> Sequence[Any]:
     """``values`` as the driver takes them: the column type's own bind processor, run once per distinct value."""
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    if process is None:
-        return values
+    return values if process is None else _per_distinct(process, values)
+
+
+def _per_distinct(function: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    """``function`` of each of ``values``, called once per distinct value: columns repeat their values."""
     if len(set(map(type, values)) - {type(None)}) > 1:  # True == 1 == 1.0: remember results within one type only
-        return [process(v) for v in values]
-    converted = {v: process(v) for v in set(values)}
-    return list(map(converted.__getitem__, values))
+        return [function(v) for v in values]
+    results = {v: function(v) for v in set(values)}
+    return list(map(results.__getitem__, values))
 
 
 def _json_floats(values: Sequence[float]) -> list[str]:
@@ -191,17 +194,14 @@ _JSON_OF_TYPE: dict[type, Callable[[Sequence[Any]], list[str]]] = {
 def _json_texts(values: Sequence[Any]) -> list[str]:
     """``json.dumps(_jsonable(v))`` of each of ``values`` (one column), encoded once per distinct value."""
     kinds = set(map(type, values)) - {type(None)}
-    if len(kinds) > 1:  # True == 1 == 1.0: remember results within one type only
-        return [json.dumps(_jsonable(v)) for v in values]
-    fast = _JSON_OF_TYPE.get(next(iter(kinds), type(None)))
-    if fast is not None:
-        present = [v for v in values if v is not None]
-        if len(present) == len(values):
-            return fast(values)
-        encoded = iter(fast(present))
-        return ["null" if v is None else next(encoded) for v in values]
-    distinct = {v: json.dumps(_jsonable(v)) for v in set(values)}
-    return list(map(distinct.__getitem__, values))
+    fast = _JSON_OF_TYPE.get(next(iter(kinds))) if len(kinds) == 1 else None
+    if fast is None:
+        return _per_distinct(lambda v: json.dumps(_jsonable(v)), values)
+    present = [v for v in values if v is not None]
+    if len(present) == len(values):
+        return fast(values)
+    encoded = iter(fast(present))
+    return ["null" if v is None else next(encoded) for v in values]
 
 
 def _entry(

@@ -79,7 +79,7 @@ class Cut:
 _METADATA = [DataCut.__table__.c[field.name] for field in dataclasses.fields(Cut)]
 
 
-def _cut(row: sa.Row) -> Cut:
+def _cut(row: sa.Row | DataCut) -> Cut:
     values = {field.name: getattr(row, field.name) for field in dataclasses.fields(Cut)}
     created = values["created_at"]  # SQLite returns it without its zone; it was stored in UTC
     values["created_at"] = created if created.tzinfo else created.replace(tzinfo=UTC)
@@ -181,7 +181,7 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
         except sa.exc.IntegrityError:  # made under the same name meanwhile
             session.rollback()
             raise _duplicate(_existing(engine, name)) from None
-    return load_cut(engine, name)[1]
+        return _cut(made)  # as stored and read back (SQLite gives the time without its zone)
 
 
 def list_cuts(engine: sa.Engine) -> list[Cut]:
