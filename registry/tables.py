@@ -11,6 +11,7 @@ and deleted records, with every record of a deleted patient, are never loaded.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -64,35 +65,67 @@ def dtype_of(column: sa.Column) -> str:
     return "object"
 
 
+def _text(values: np.ndarray) -> np.ndarray:
+    """Text cells with one string object per distinct value, and ``None`` (never NaN) where missing.
+
+    Codes repeat (an analyte's name in a million lab rows): with one object per value,
+    every later comparison and look-up of the column is a pointer test, not a string
+    compare; the checks of a 100,000-patient registry take half the time.
+    """
+    codes, uniques = pd.factorize(values)  # missing cells (None, NaN, NA) get code -1
+    return np.append(uniques, None)[codes]
+
+
+def as_dtype(values: pd.Series, column: sa.Column) -> pd.Series:
+    """``values`` in ``column``'s dtype (:func:`dtype_of`); missing text as ``None``, never NaN."""
+    dtype = dtype_of(column)
+    if dtype == "object":
+        return pd.Series(_text(values.to_numpy(dtype=object)), index=values.index, name=values.name)
+    if str(values.dtype) == dtype:  # in its dtype already (the checks re-type loaded frames)
+        return values
+    return pd.to_datetime(values).astype(dtype) if dtype == "datetime64[ns]" else values.astype(dtype)
+
+
 def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
     """``frame`` with every data column of ``table`` in its dtype (an empty table keeps its columns)."""
-    columns = {}
-    for column in data_columns(table):
-        values = frame[column.name] if column.name in frame else pd.Series(index=frame.index, dtype=object)
-        dtype = dtype_of(column)
-        if dtype == "object":
-            values = values.astype(object).where(values.notna(), None)
-        elif str(values.dtype) != dtype:  # a column in its dtype already (the checks re-type loaded frames) is kept
-            values = pd.to_datetime(values).astype(dtype) if dtype == "datetime64[ns]" else values.astype(dtype)
-        columns[column.name] = values
+    empty = pd.Series(index=frame.index, dtype=object)
+    columns = {c.name: as_dtype(frame.get(c.name, empty), c) for c in data_columns(table)}
     return pd.DataFrame(columns, index=frame.index)
 
 
-def _read(connection: sa.Connection, query: sa.Select) -> pd.DataFrame:
-    """The rows of ``query`` (which binds no parameters) as the driver returns them, read with the driver's own
-    cursor: no row objects or per-value conversion in Python (dates stay text on SQLite, codes stay text);
-    :func:`typed` converts whole columns after."""
+def _column(values: np.ndarray, dtype: str) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """One column of driver values (an object array, ``None`` for NULL) in ``dtype``, converted as a whole."""
+    if dtype == "object":
+        return _text(values)
+    if dtype == "float64":
+        return values.astype(np.float64)  # None becomes NaN
+    if dtype == "datetime64[ns]":
+        return pd.to_datetime(values).astype(dtype).to_numpy()  # ISO text on SQLite, dates on PostgreSQL
+    missing = np.equal(values, None)
+    filled = np.where(missing, 0, values)
+    if dtype == "boolean":  # 0/1 on SQLite, booleans on PostgreSQL
+        return pd.arrays.BooleanArray(filled.astype(bool), missing)
+    return pd.arrays.IntegerArray(filled.astype(np.int64), missing)
+
+
+def _read(connection: sa.Connection, table: sa.Table) -> pd.DataFrame:
+    """The live records of ``table`` (:func:`live`), read with the driver's own cursor and typed a whole column at a
+    time: no row objects, no per-value conversion in Python, no type inference."""
+    columns = data_columns(table)
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(str(query.compile(dialect=connection.dialect)))
-        columns = [description[0] for description in cursor.description]
-        return pd.DataFrame(cursor.fetchall(), columns=columns)
+        cursor.execute(str(live(table).compile(dialect=connection.dialect)))
+        rows = cursor.fetchall()
     finally:
         cursor.close()
+    cells = np.array(rows, dtype=object) if rows else np.empty((0, len(columns)), dtype=object)
+    return pd.DataFrame(
+        {column.name: _column(cells[:, n], dtype_of(column)) for n, column in enumerate(columns)}, copy=False
+    )
 
 
 def load_tables(bind: sa.Engine | sa.Connection) -> dict[str, pd.DataFrame]:
-    """Every data table's live records (:func:`live`), one query each, typed by :func:`typed`.
+    """Every data table's live records (:func:`live`), one query each, in the dtypes of :func:`dtype_of`.
 
     Given a connection, the tables are read in its transaction: a data cut reads them in one
     snapshot of the database, so that they agree with each other (registry.cuts).
@@ -100,4 +133,4 @@ def load_tables(bind: sa.Engine | sa.Connection) -> dict[str, pd.DataFrame]:
     if isinstance(bind, sa.Engine):
         with bind.connect() as connection:
             return load_tables(connection)
-    return {name: typed(_read(bind, live(table)), table) for name, table in DATA_TABLES.items()}
+    return {name: _read(bind, table) for name, table in DATA_TABLES.items()}

@@ -21,7 +21,7 @@ from registry.config import Config
 from registry.quality.catalogue import CATALOGUE, CODE_LIST, PREFIX, REQUIRED, RULES, TYPE, Severity
 from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, OWNER, RECORD_KEY, Registry
 from registry.quality.schemas import SCHEMAS
-from registry.tables import DATA_TABLES, data_columns, dtype_of, typed
+from registry.tables import DATA_TABLES, as_dtype, data_columns, dtype_of
 
 COLUMNS = ["rule", "severity", "category", "table", "record", "study_id", "field", "value", "message"]
 
@@ -78,14 +78,14 @@ def _conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     for column in data_columns(DATA_TABLES[table]):
         values, dtype = frame[column.name], dtype_of(column)
         if infer_dtype(values, skipna=True) in ("string", "empty") if dtype == "object" else str(values.dtype) == dtype:
-            columns[column.name] = values
+            columns[column.name] = values  # as load_tables gives it: kept, not copied or scanned again
             continue
         well_typed = values.map(_is_a(dtype), na_action="ignore").astype("boolean").fillna(True)
         mistyped = values.notna() & ~well_typed.astype(bool)
         bad.append(pd.DataFrame({"column": column.name, "record": frame.loc[mistyped, RECORD_KEY[table]],
                                  "value": values[mistyped]}))  # fmt: skip
-        columns[column.name] = values.where(~mistyped, None)
-    readable = typed(pd.DataFrame(columns, index=frame.index), DATA_TABLES[table])
+        columns[column.name] = as_dtype(values.where(~mistyped, None), column)
+    readable = frame if not bad and list(frame.columns) == list(columns) else pd.DataFrame(columns, index=frame.index)
     bad = [b for b in bad if len(b)]
     if not bad:
         return readable, pd.DataFrame(columns=[*FINDING_COLUMNS, "rule"])
