@@ -1,3 +1,3 @@
-from registry.cli import app
+from registry.cli import run
 
-app(prog_name="registry")
+run()

@@ -26,10 +26,13 @@ def run(*args: str, database: str | None = None):
     return runner.invoke(app, [*prefix, *args], catch_exceptions=False)
 
 
-def test_console_script_prints_version():
-    done = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("command", [[str(SCRIPT)], [sys.executable, "-m", "registry"]], ids=["script", "module"])
+def test_console_script_prints_version_and_passes_exit_codes_on(command):
+    done = subprocess.run([*command, "--version"], capture_output=True, text=True, check=True)
     assert done.stdout == f"mda5-registry {registry.__version__}\n"
     assert registry.__version__ != "0+unknown"
+    usage = subprocess.run([*command, "no-such-command"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "No such command 'no-such-command'" in usage.stderr
 
 
 def test_help_lists_the_commands():
