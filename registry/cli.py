@@ -33,7 +33,7 @@ from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Account, Site
 from registry.resources import resource_dir
-from registry.violations import explain
+from registry.sites import SiteError, register_site
 from registry.workbook import WorkbookError
 
 if TYPE_CHECKING:
@@ -208,13 +208,13 @@ def site_add(
 
     Example: registry site add NJ1 "University hospital" --country CN
     """
-    with audited_session(_engine(ctx), actor=actor or getpass.getuser(), reason="site registered") as session:
-        session.add(Site(code=code, name=name, country=country))
-        try:
-            session.commit()
-        except sa.exc.IntegrityError as error:
-            typer.echo(f"Not added: {explain(error).message}", err=True)
-            raise typer.Exit(1) from None
+    try:
+        code = register_site(
+            _engine(ctx), {"code": code, "name": name, "country": country}, actor=actor or getpass.getuser()
+        )
+    except SiteError as error:
+        typer.echo(f"Not added: {error}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"Site {code} added")
 
 

@@ -155,9 +155,13 @@ def site_registry(migrated, database_url):
     return database_url
 
 
-def test_site_add_refuses_a_duplicate_code(site_registry):
-    result = runner.invoke(app, ["--database", site_registry, "site", "add", "DEMO", "Again", "--actor", "admin"])
-    assert (result.exit_code, result.output) == (1, "Not added: site: another record already has the same code\n")
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [("DEMO", "site: another record already has the same code"), ("X" * 17, "code is longer than 16 characters")],
+)
+def test_site_add_refuses_a_duplicate_or_too_long_code(site_registry, code, message):
+    result = runner.invoke(app, ["--database", site_registry, "site", "add", code, "Again", "--actor", "admin"])
+    assert (result.exit_code, result.output) == (1, f"Not added: {message}\n")
     assert run("site", "list", database=site_registry).output == "DEMO\tDemo centre\t\n"
 
 

@@ -16,17 +16,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from registry.accounts import AccountError, create_account, disable, set_password, site_codes
 from registry.audit import audited_session
 from registry.codes import Role
-from registry.ingest import CellError, parse_cell
 from registry.models import Account, Site
-from registry.sheets import SheetColumn
-from registry.violations import explain
+from registry.sites import SITE_FIELDS, SiteError, register_site
 from registry.web.pages import Signed, engine_of, page, require
 from registry.web.security import check_csrf
 
 router = APIRouter()
 ADMINS = (Role.ADMIN,)
-#: The fields of a new site, read by the import's cell parser (lengths, required).
-SITE_FIELDS = [SheetColumn(c.name, c.name, c, not c.nullable) for c in Site.__table__.columns if c.name != "id"]
 CSRF = Annotated[str | None, Form(alias="csrf_token")]
 
 
@@ -107,19 +103,8 @@ async def add_site(request: Request, me: Signed) -> Response:
     form = await request.form()
     check_csrf(request, form.get("csrf_token"))
     require(me, ADMINS)
-    values, errors = {}, []
-    for field in SITE_FIELDS:
-        try:
-            values[field.target] = parse_cell(field, form.get(field.name))
-        except CellError as error:
-            errors.append(f"{field.name} {error}")
-    if not errors:
-        with audited_session(engine_of(request), actor=me.username, reason="site registered") as session:
-            session.add(Site(**values))
-            try:
-                session.commit()
-            except sa.exc.IntegrityError as error:
-                errors.append(explain(error).message)
-    if errors:
-        return _admin_page(request, me, 422, error=f"Site not added: {'; '.join(errors)}.")
-    return _done(request, f"Site {values['code']} added.")
+    try:
+        code = register_site(engine_of(request), form, actor=me.username)
+    except SiteError as error:
+        return _admin_page(request, me, 422, error=f"Site not added: {error}.")
+    return _done(request, f"Site {code} added.")
