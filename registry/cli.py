@@ -424,7 +424,11 @@ def export(
         if key_file is not None or site is not None:
             typer.echo("Nothing written: --key-file and --site go with --pseudonymise", err=True)
             raise typer.Exit(2)
-        counts = export_module.export(_engine(ctx), out)
+        try:
+            counts = export_module.export(_engine(ctx), out)
+        except WorkbookError as error:
+            typer.echo(f"Nothing written: {error}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"Exported {sum(counts.values())} rows to {out}")
         return
     from registry.pseudonymise import PseudonymiseError, pseudonymised_export, read_key
@@ -433,7 +437,7 @@ def export(
         if key_file is None:
             raise PseudonymiseError("--pseudonymise needs --key-file KEY (there is no default key)")
         made = pseudonymised_export(_engine(ctx), out, read_key(key_file), site)
-    except PseudonymiseError as error:
+    except (PseudonymiseError, WorkbookError) as error:
         typer.echo(f"Nothing written: {error}", err=True)
         raise typer.Exit(2) from None
     dropped = ", ".join(made.dropped) or "none"
@@ -911,7 +915,11 @@ def synth(
     except ValueError as error:
         typer.echo(f"Nothing written: {error}", err=True)
         raise typer.Exit(2) from None
-    written = synth_module.write(made, out)
+    try:
+        written = synth_module.write(made, out)
+    except WorkbookError as error:
+        typer.echo(f"Nothing written: {error}", err=True)
+        raise typer.Exit(2) from None
     width = max(map(len, made.rows))
     typer.echo(f"Synthetic registry: {patients:,} patients, seed {seed}, {sum(made.rows.values()):,} rows")
     typer.echo(f"{'sheet'.ljust(width)}  {'rows':>9}")

@@ -924,6 +924,9 @@ def write(synthetic: Synthetic, path: Path) -> list[Path]:
     written beside it (``NAME.SYNTHETIC.txt``). Returns the files written.
     """
     if path.suffix.lower() == ".xlsx":
+        from registry.workbook import require_xlsx_fits
+
+        require_xlsx_fits(path, synthetic.rows)  # before the cells are built: a large registry never fits
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_xlsx(synthetic, path)
         written, notice_path = [path], path.with_name(f"{path.stem}.{NOTICE}")

@@ -11,7 +11,7 @@ import csv
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -32,10 +32,26 @@ _FIXED_TIME = datetime(2000, 1, 1)
 _MODIFIED = re.compile(r"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)")
 #: Rows of a sheet that get the drop-down lists.
 _VALIDATED_ROWS = 10_000
+#: The most rows an .xlsx sheet holds (Excel's limit), its header's included.
+XLSX_MAX_ROWS = 1_048_576
 
 
 class WorkbookError(Exception):
-    """The file could not be read as a workbook at all."""
+    """The file could not be read as a workbook at all, or the registry not written as one."""
+
+
+def require_xlsx_fits(path: Path, rows: Mapping[str, int]) -> None:
+    """Refuse, before anything is written, a workbook a sheet of which would pass Excel's row limit.
+
+    ``rows``: data rows per sheet. A large registry (the lab results of some 80,000
+    patients) does not fit; a folder of CSV files has no limit.
+    """
+    over = [f"sheet {name} would have {count:,} rows" for name, count in rows.items() if count >= XLSX_MAX_ROWS]
+    if over:
+        raise WorkbookError(
+            f"{path}: {'; '.join(over)}, and an .xlsx sheet holds at most {XLSX_MAX_ROWS - 1:,} "
+            "below its header; write a folder of CSV files instead (a path without .xlsx)"
+        )
 
 
 @dataclass
@@ -201,6 +217,7 @@ def write_xlsx(path: Path, sheets: list[SheetData]) -> None:
 
     Timestamps are fixed so that identical content gives identical bytes.
     """
+    require_xlsx_fits(path, {sheet.name: len(sheet.rows) for sheet in sheets})
     book = Workbook()
     book.remove(book.active)
     lists = _Lists(book)

@@ -1,18 +1,22 @@
 """Export and template: the import format, lossless and free of direct identifiers."""
 
 import filecmp
+import re
 from pathlib import Path
 
 import pytest
 from conftest import add_demo_site
 from openpyxl import load_workbook
+from typer.testing import CliRunner
 
-from registry import db
+from registry import db, workbook
 from registry.audit import audited_session
+from registry.cli import app
 from registry.export import export, template
 from registry.ingest import import_path
 from registry.models import PatientIdentifier
 from registry.sheets import SHEETS, sheet_dictionary
+from registry.workbook import XLSX_MAX_ROWS, WorkbookError, require_xlsx_fits
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
 
@@ -116,3 +120,44 @@ def test_template_imports_as_nothing(migrated, tmp_path):
     result = import_path(migrated, tmp_path / "t.xlsx", actor="c")
     assert result.errors == [] and not result.written
     assert all((c.inserted, c.updated, c.unchanged) == (0, 0, 0) for c in result.counts.values())
+
+
+def test_a_workbook_is_refused_exactly_at_excels_row_limit(tmp_path):
+    fits = {"patients": 100_000, "labs": XLSX_MAX_ROWS - 1}  # 1,048,575 rows below the header: the last that fit
+    require_xlsx_fits(tmp_path / "r.xlsx", fits)
+    with pytest.raises(WorkbookError) as refused:
+        require_xlsx_fits(tmp_path / "r.xlsx", {**fits, "labs": XLSX_MAX_ROWS, "treatments": 2_000_000})
+    assert str(refused.value) == (
+        f"{tmp_path / 'r.xlsx'}: sheet labs would have 1,048,576 rows; sheet treatments would have "
+        "2,000,000 rows, and an .xlsx sheet holds at most 1,048,575 below its header; write a folder of CSV files "
+        "instead (a path without .xlsx)"
+    )
+
+
+@pytest.mark.parametrize("pseudonymised", [False, True], ids=["full", "pseudonymised"])
+def test_export_of_a_registry_too_large_for_a_workbook_writes_nothing(migrated, tmp_path, monkeypatch, pseudonymised):
+    _registry_with_example(migrated)
+    monkeypatch.setattr(workbook, "XLSX_MAX_ROWS", 20)  # the example's 20 lab results (and a header) pass it
+    key, folder = tmp_path / "export.key", tmp_path / "exports"
+    key.write_bytes(b"k" * 32)
+    folder.mkdir()
+    options = ["--pseudonymise", "--key-file", str(key)] if pseudonymised else []
+    out = folder / "registry.xlsx"
+    result = CliRunner().invoke(app, ["--database", migrated.url.render_as_string(hide_password=False), "export",
+                                      str(out), *options])  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Nothing written: {out}: sheet labs would have 20 rows; ")
+    assert result.output.endswith(", and an .xlsx sheet holds at most 19 below its header; write a folder of CSV "
+                                  "files instead (a path without .xlsx)\n")  # fmt: skip
+    assert list(folder.iterdir()) == []
+
+
+def test_synth_refuses_a_workbook_too_large_before_writing_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(workbook, "XLSX_MAX_ROWS", 100)
+    out = tmp_path / "synthetic.xlsx"
+    result = CliRunner().invoke(app, ["synth", "--patients", "40", "--out", str(out)])
+    assert result.exit_code == 2
+    assert re.match(
+        rf"Nothing written: {re.escape(str(out))}: sheet labs would have \d+ rows", result.output
+    )
+    assert list(tmp_path.iterdir()) == []
