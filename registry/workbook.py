@@ -16,16 +16,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook, load_workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.comments import Comment
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.utils.exceptions import InvalidFileException
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet.datavalidation import DataValidation
-from openpyxl.worksheet.worksheet import Worksheet
 
 #: Fixed timestamp inside an XLSX, so the same content gives the same bytes.
 _FIXED_TIME = datetime(2000, 1, 1)
@@ -167,64 +169,64 @@ def _xlsx_cell(value: Any) -> Any:
     return value
 
 
-class _Lists:
-    """The hidden ``lists`` sheet holding drop-down values (Excel caps inline lists at 255 characters)."""
-
-    def __init__(self, book: Workbook) -> None:
-        self.book, self.sheet, self.ranges = book, None, {}
-
-    def range_of(self, choices: tuple[str, ...]) -> str:
-        if self.sheet is None:
-            self.sheet = self.book.create_sheet("lists")
-            self.sheet.sheet_state = "hidden"
-        if choices not in self.ranges:
-            column = get_column_letter(len(self.ranges) + 1)
-            for row_number, choice in enumerate(choices, start=1):
-                self.sheet[f"{column}{row_number}"] = choice
-            self.ranges[choices] = f"lists!${column}$1:${column}${len(choices)}"
-        return self.ranges[choices]
+def _dropdown_ranges(sheets: list[SheetData]) -> dict[tuple[str, ...], str]:
+    """Where each distinct list of choices is held on the hidden ``lists`` sheet (Excel caps inline lists at 255
+    characters): a column each, in the order of first use."""
+    ranges: dict[tuple[str, ...], str] = {}
+    for sheet in sheets:
+        for choices in (tuple(sheet.choices.get(name, ())) for name in sheet.header):
+            if choices and choices not in ranges:
+                column = get_column_letter(len(ranges) + 1)
+                ranges[choices] = f"lists!${column}$1:${column}${len(choices)}"
+    return ranges
 
 
-def _add_dropdown(ws: Worksheet, letter: str, name: str, source: str) -> None:
+def _add_dropdown(ws: WriteOnlyWorksheet, letter: str, name: str, source: str) -> None:
     validation = DataValidation(type="list", formula1=source, allow_blank=True)
     validation.error = f"Choose one of the allowed values for {name}"
     validation.showErrorMessage = True
-    ws.add_data_validation(validation)
+    ws.data_validations.append(validation)
     validation.add(f"{letter}2:{letter}{_VALIDATED_ROWS}")
 
 
-def _write_sheet(ws: Worksheet, sheet: SheetData, lists: _Lists) -> None:
-    ws.append(sheet.header)
-    for cell in ws[1]:
-        cell.font = Font(bold=True)
-        if note := sheet.notes.get(cell.value):
-            cell.comment = Comment(note, "mda5-registry")
+def _header_cell(ws: WriteOnlyWorksheet, name: str, note: str | None) -> WriteOnlyCell:
+    cell = WriteOnlyCell(ws, value=name)
+    cell.font = Font(bold=True)
+    if note:
+        cell.comment = Comment(note, "mda5-registry")
+    return cell
+
+
+def _write_sheet(ws: WriteOnlyWorksheet, sheet: SheetData, ranges: dict[tuple[str, ...], str]) -> None:
+    """Column widths, frozen header and drop-downs first (a streamed sheet takes them only before its rows), then
+    the rows; date cells get ``yyyy-mm-dd`` from openpyxl."""
     ws.freeze_panes = "A2"
-    for row in sheet.rows:
-        ws.append([_xlsx_cell(v) for v in row])
     for index, name in enumerate(sheet.header, start=1):
         letter = get_column_letter(index)
         ws.column_dimensions[letter].width = max(12, len(name) + 2)
-        for (cell,) in ws.iter_rows(min_row=2, min_col=index, max_col=index):
-            if isinstance(cell.value, date):
-                cell.number_format = "yyyy-mm-dd"
         if choices := tuple(sheet.choices.get(name, ())):
-            _add_dropdown(ws, letter, name, lists.range_of(choices))
+            _add_dropdown(ws, letter, name, ranges[choices])
+    ws.append([_header_cell(ws, name, sheet.notes.get(name)) for name in sheet.header])
+    for row in sheet.rows:
+        ws.append([_xlsx_cell(v) for v in row])
 
 
 def write_xlsx(path: Path, sheets: list[SheetData]) -> None:
     """An XLSX workbook: bold frozen header, ISO-formatted date cells, drop-down lists.
 
-    Timestamps are fixed so that identical content gives identical bytes.
+    Sheets are streamed (openpyxl's write-only mode), so memory does not grow with the
+    rows; timestamps are fixed so that identical content gives identical bytes.
     """
     require_xlsx_fits(path, {sheet.name: len(sheet.rows) for sheet in sheets})
-    book = Workbook()
-    book.remove(book.active)
-    lists = _Lists(book)
+    book = Workbook(write_only=True)
+    ranges = _dropdown_ranges(sheets)
     for sheet in sheets:
-        _write_sheet(book.create_sheet(sheet.name), sheet, lists)
-    if lists.sheet is not None:
-        book.move_sheet("lists", offset=len(book.sheetnames) - 1 - book.sheetnames.index("lists"))
+        _write_sheet(book.create_sheet(sheet.name), sheet, ranges)
+    if ranges:
+        lists = book.create_sheet("lists")
+        lists.sheet_state = "hidden"
+        for row in zip_longest(*ranges):
+            lists.append(list(row))
     book.properties.creator = "mda5-registry"
     book.properties.created = book.properties.modified = _FIXED_TIME
     buffer = io.BytesIO()

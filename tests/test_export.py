@@ -157,7 +157,18 @@ def test_synth_refuses_a_workbook_too_large_before_writing_anything(tmp_path, mo
     out = tmp_path / "synthetic.xlsx"
     result = CliRunner().invoke(app, ["synth", "--patients", "40", "--out", str(out)])
     assert result.exit_code == 2
-    assert re.match(
-        rf"Nothing written: {re.escape(str(out))}: sheet labs would have \d+ rows", result.output
-    )
+    assert re.match(rf"Nothing written: {re.escape(str(out))}: sheet labs would have \d+ rows", result.output)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_exported_workbook_has_bold_noted_frozen_headers_and_iso_dates(migrated, tmp_path):
+    _registry_with_example(migrated)
+    export(migrated, tmp_path / "out.xlsx")
+    patients = load_workbook(tmp_path / "out.xlsx")["patients"]
+    header = {cell.value: cell for cell in patients[1]}
+    assert all(cell.font.b for cell in header.values()) and patients.freeze_panes == "A2"
+    assert header["sex"].comment.text == "Sex recorded at birth (required)"
+    assert header["sex"].comment.author == "mda5-registry"
+    birth = patients.cell(row=2, column=list(header).index("birth_date") + 1)
+    assert (birth.value.date().isoformat(), birth.number_format) == ("1968-03-14", "yyyy-mm-dd")
+    assert patients.column_dimensions["D"].width == len("birth_date") + 2
