@@ -659,7 +659,6 @@ def _write(engine: sa.Engine, plans: list[_Plan], actor: str, reason: str) -> No
         patients: dict[str, int] = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
         for plan in plans:
             sheet, new = plan.new.sheet, plan.new
-            study_ids = {id_: study_id for study_id, id_ in patients.items()}
             ids = {c.name: patients if c.name == "study_id" else sites for c in sheet.columns if c.is_reference}
             for start in range(0, len(new), _CHUNK):
                 columns = {
@@ -667,9 +666,7 @@ def _write(engine: sa.Engine, plans: list[_Plan], actor: str, reason: str) -> No
                     if name in ids else values[start : start + _CHUNK]
                     for name, values in new.values.items()
                 }  # fmt: skip
-                insert_audited_columns(
-                    connection, sheet.model, columns, actor=actor, reason=reason, study_ids=study_ids
-                )
+                insert_audited_columns(connection, sheet.model, columns, actor=actor, reason=reason)
             for change in plan.changed:
                 record = session.get(sheet.model, change.stored["id"])
                 for name, value in change.changes.items():
