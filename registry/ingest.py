@@ -14,13 +14,13 @@ import csv
 import gc
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
 from functools import cache
-from itertools import chain, compress, islice, repeat, zip_longest
+from itertools import chain, compress, repeat
 from pathlib import Path
 from typing import Any
 
@@ -324,12 +324,6 @@ class _Rows:
                 for c in self.sheet.columns}  # fmt: skip
 
 
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 def _row_problems(
     raw: workbook.RawSheet, number: int, cells: list[Any], parsers: dict[int, _ColumnParser]
 ) -> list[Problem]:
@@ -359,10 +353,9 @@ def _parse_rows(
     unheaded = [index for index, cell in enumerate(raw.header) if _blank(cell)]
     rows = _Rows(sheet, raw.source, [], {column.name: [] for column in found.values()})
     stray = False
-    for chunk in _batches(raw.rows, _CHUNK):
-        numbers, cells_by_row = zip(*chunk, strict=True)  # each row: (number, cells)
-        cells_of = list(zip_longest(*cells_by_row, fillvalue=None))  # column by column
-        cells_of += [(None,) * len(chunk)] * (len(raw.header) - len(cells_of))  # short rows: blank trailing cells
+    for chunk in raw.chunks(_CHUNK):
+        numbers = chunk.numbers
+        cells_of = chunk.columns + [(None,) * len(numbers)] * (len(raw.header) - len(chunk.columns))  # blank cells
         unread = [*unheaded, *range(len(raw.header), len(cells_of))]
         stray = stray or any(not _blank(cell) for index in unread for cell in cells_of[index])
         failing: set[int] = set()
@@ -371,8 +364,8 @@ def _parse_rows(
             parsed[index], failed = parse.column_values(cells_of[index])
             failing |= failed
         for position in sorted(failing):
-            problems += _row_problems(raw, *chunk[position], parsers)
-        clean = [position not in failing for position in range(len(chunk))] if failing else [True] * len(chunk)
+            problems += _row_problems(raw, numbers[position], chunk.row(position), parsers)
+        clean = [position not in failing for position in range(len(numbers))] if failing else [True] * len(numbers)
         rows.numbers += compress(numbers, clean)
         for index, values in parsed.items():
             rows.values[parsers[index].column.name] += compress(values, clean)
