@@ -134,7 +134,9 @@ def insert_audited_columns(
         before = connection.execute(sa.select(sa.func.max(generated))).scalar() or 0
         _insert_many(connection, table, bound)
         keys = _ids_by_natural_key(connection, table, before, bound)
-    _log_inserts(connection, model, attrs, keys, actor, reason)
+    long_floats = {name for name, values in full.items() if isinstance(table.c[name].type, sa.Float)
+                   and dialect.name == "sqlite" and not _fifteen_digits_suffice(values)}  # fmt: skip
+    _log_inserts(connection, model, attrs, keys, actor, reason, long_floats)
     return keys
 
 
@@ -166,18 +168,21 @@ def _log_inserts(
     keys: Sequence[Any],
     actor: str,
     reason: str | None,
+    long_floats: set[str],
 ) -> None:
     """One ``audit_log`` insert entry per record of ``keys``, written by the database from the stored rows.
 
     Each value is turned into JSON by the database as ``json.dumps`` writes the Python value the ORM
-    logs (read back, the same keys in the same order and the same values); only SQLite's floats need
-    Python's ``repr`` (SQLite prints 15 digits, which does not give every float back).
+    logs (read back, the same keys in the same order and the same values). SQLite writes floats with
+    15 significant digits: the columns named in ``long_floats``, where that does not give every value
+    back, are written with Python's ``repr`` instead.
     """
     table, log, dialect = model.__table__, AuditLog.__table__, connection.dialect
     (key,) = table.primary_key.columns  # every table written in bulk has a one-column key
-    if dialect.name == "sqlite":
+    if long_floats:
         connection.connection.driver_connection.create_function(_FLOAT_JSON, 1, _float_json, deterministic=True)
-    pairs = [(sa.literal_column(f"'{a.key}'"), _json_value(a, dialect.name)) for a in attrs]
+    pairs = [(sa.literal_column(f"'{a.key}'"), _json_value(a, dialect.name, a.columns[0].name in long_floats))
+             for a in attrs]  # fmt: skip
     build = sa.func.json_object if dialect.name == "sqlite" else sa.func.json_build_object
     patient = Patient.__table__
     if model is Patient:
@@ -202,7 +207,12 @@ def _float_json(value: float | None) -> str | None:
     return None if value is None else float.__repr__(value)
 
 
-def _json_value(attr: sa.orm.ColumnProperty, dialect: str) -> sa.ColumnElement[Any]:
+def _fifteen_digits_suffice(values: Sequence[float | None]) -> bool:
+    """Whether each of ``values`` is given back by its 15 significant digits (as typed numbers are), once per value."""
+    return all(float(f"{value:.15g}") == value for value in set(values) if value is not None)
+
+
+def _json_value(attr: sa.orm.ColumnProperty, dialect: str, long_float: bool) -> sa.ColumnElement[Any]:
     """The JSON the ORM logs for ``attr``'s stored value, computed by the database (NULL as null)."""
     column = attr.columns[0]
     if _logged(attr, "") == REDACTED:  # a direct identifier: whether there is a value, never the value
@@ -212,8 +222,10 @@ def _json_value(attr: sa.orm.ColumnProperty, dialect: str) -> sa.ColumnElement[A
         flag = sa.case((column, sa.literal_column("'true'")), else_=sa.literal_column("'false'"))
         return sa.case((column.is_(None), sa.null()), else_=as_json(flag))
     if isinstance(column.type, sa.Float):
-        if dialect == "sqlite":
+        if long_float:
             return sa.func.json(getattr(sa.func, _FLOAT_JSON)(column))
+        if dialect == "sqlite":
+            return column
         text = sa.cast(sa.func.to_json(column), sa.Text)  # the shortest exact digits, but 100 for Python's 100.0
         whole = text.regexp_match("^-?[0-9]+$")
         return sa.cast(sa.case((whole, text + sa.literal_column("'.0'")), else_=text), sa.JSON)

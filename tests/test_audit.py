@@ -189,9 +189,11 @@ def test_a_bulk_insert_is_logged_exactly_as_an_orm_insert(patient):
     assert (bulk_treatment.study_id, bulk_treatment.record_key) == ("P001", str(bulk_treatment.new_values["id"]))
 
 
-#: Values whose JSON is easy to get wrong: floats SQLite would print to 15 digits only, whole floats,
-#: booleans, NULLs, text with quotes, control characters and characters outside ASCII, at full length.
+#: Values whose JSON is easy to get wrong: floats that need more than 15 significant digits (SQLite prints 15)
+#: beside some that do not, floats that print like whole numbers or in exponent form, booleans, NULLs, text with
+#: quotes, control characters and characters outside ASCII, at full length.
 _FLOATS = [0.1 + 0.2, 1e-7, 100.0, 123456789.12345679, 2.0**60, 1e15, 1e300, 5e-324, 0.0, 1 / 3]
+_SHORT_FLOATS = [1e-7, 100.0, 1e15, 1e300, 5e-324, 0.0, 10.6, None, 2046.0, 1e16]
 _TEXT = ('"quoted" \\ back\nslash\ttab \x01 é 肺 🫁 ' * 10)[:200]
 
 
@@ -201,8 +203,8 @@ def _tricky_records(patient_id: int, offset: int) -> dict[type, list[dict]]:
     return {
         AntibodyTest: [
             {"patient_id": patient_id, "antibody": "anti_mda5", "assay": "elisa", "unit": "index",
-             "sample_date": date.fromordinal(day + n), "value": value, "cutoff": None if n % 2 else 32.0}
-            for n, value in enumerate(_FLOATS)
+             "sample_date": date.fromordinal(day + n), "value": value, "cutoff": cutoff}
+            for n, (value, cutoff) in enumerate(zip(_FLOATS, _SHORT_FLOATS, strict=True))
         ] + [{"patient_id": patient_id, "antibody": "anti_ro52", "assay": "line_blot", "grade": "weak",
               "sample_date": date.fromordinal(day)}],
         AdverseEvent: [
@@ -254,5 +256,7 @@ def test_bulk_entries_keep_every_kind_of_value_as_the_orm_logs_it(patient):
                 b.table_name, name)  # fmt: skip
     values = sorted(e.new_values["value"] for e in bulk if e.table_name == "antibody_test" and e.new_values["value"])
     assert values == sorted(v for v in _FLOATS if v)  # exactly the floats given, none rounded
+    cutoffs = [e.new_values["cutoff"] for e in bulk if e.table_name == "antibody_test"]
+    assert sorted(c for c in cutoffs if c is not None) == sorted(c for c in _SHORT_FLOATS if c is not None)
     assert [e.new_values["full_name"] for e in bulk if e.table_name == "patient_identifier"] == [REDACTED]
     assert [e.record_key for e in bulk if e.table_name in ("follow_up", "patient_identifier")] == [str(bulk_id)] * 2
