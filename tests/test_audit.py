@@ -1,6 +1,6 @@
 """Every change made through the ORM is logged with who, when, old, new and why."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -260,3 +260,18 @@ def test_bulk_entries_keep_every_kind_of_value_as_the_orm_logs_it(patient):
     assert sorted(c for c in cutoffs if c is not None) == sorted(c for c in _SHORT_FLOATS if c is not None)
     assert [e.new_values["full_name"] for e in bulk if e.table_name == "patient_identifier"] == [REDACTED]
     assert [e.record_key for e in bulk if e.table_name in ("follow_up", "patient_identifier")] == [str(bulk_id)] * 2
+
+
+def test_a_bulk_insert_refuses_values_it_could_not_log_as_the_orm_does(patient):
+    """A date-time's time zone is not stored by SQLite, so its entry could not match the ORM's: refused, nothing written."""
+    from registry.audit import insert_audited
+
+    before = len(_log(patient))
+    row = {"study_id": "P009", "site_id": 1, "sex": "male", "birth_date": date(1960, 1, 2)}
+    refused = r"^patient.deleted_at: a bulk insert cannot log such values as the ORM does; use the ORM$"
+    with audited_session(patient, actor="importer", reason="bulk") as session, pytest.raises(TypeError, match=refused):
+        insert_audited(session.connection(), Patient, [{**row, "deleted_at": datetime.now(UTC)}],
+                       actor="importer", reason="bulk")  # fmt: skip
+    with Session(patient) as session:
+        assert session.exec(select(Patient.study_id)).all() == ["P001"]
+    assert len(_log(patient)) == before
