@@ -19,7 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlmodel import Session as SQLModelSession
 from sqlmodel import SQLModel, select
@@ -237,7 +236,7 @@ def _among(column: sa.Column, keys: Sequence[Any], dialect: sa.Dialect) -> sa.Co
     if dialect.name == "sqlite":
         listed = sa.func.json_each(json.dumps(list(keys))).table_valued("value")
         return column.in_(sa.select(listed.c.value))
-    return column == sa.any_(sa.bindparam("keys", list(keys), type_=ARRAY(column.type)))
+    return column == sa.any_(sa.bindparam("keys", list(keys), type_=sa.ARRAY(column.type)))
 
 
 #: Where a value goes in a statement, by the driver's parameter style (sqlite3: qmark; psycopg: pyformat).
