@@ -18,15 +18,11 @@ from datetime import date, datetime
 from functools import cached_property
 from itertools import islice, zip_longest
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openpyxl import Workbook, load_workbook
-from openpyxl.comments import Comment
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.utils.exceptions import InvalidFileException
-from openpyxl.worksheet.datavalidation import DataValidation
-from openpyxl.worksheet.worksheet import Worksheet
+if TYPE_CHECKING:
+    from openpyxl import Workbook
+    from openpyxl.worksheet.worksheet import Worksheet
 
 #: Fixed timestamp inside an XLSX, so the same content gives the same bytes.
 _FIXED_TIME = datetime(2000, 1, 1)
@@ -92,6 +88,9 @@ def read(path: Path) -> list[RawSheet]:
         raise WorkbookError(f"{path}: no such file or folder")
     if path.suffix.lower() != ".xlsx":
         raise WorkbookError(f"{path}: expected an .xlsx workbook or a folder of .csv files")
+    from openpyxl import load_workbook  # here, as every openpyxl import: a CSV import never needs it (start-up time)
+    from openpyxl.utils.exceptions import InvalidFileException
+
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, ValueError) as error:
@@ -224,6 +223,8 @@ class _Lists:
             self.sheet = self.book.create_sheet("lists")
             self.sheet.sheet_state = "hidden"
         if choices not in self.ranges:
+            from openpyxl.utils import get_column_letter
+
             column = get_column_letter(len(self.ranges) + 1)
             for row_number, choice in enumerate(choices, start=1):
                 self.sheet[f"{column}{row_number}"] = choice
@@ -232,6 +233,8 @@ class _Lists:
 
 
 def _add_dropdown(ws: Worksheet, letter: str, name: str, source: str) -> None:
+    from openpyxl.worksheet.datavalidation import DataValidation
+
     validation = DataValidation(type="list", formula1=source, allow_blank=True)
     validation.error = f"Choose one of the allowed values for {name}"
     validation.showErrorMessage = True
@@ -240,6 +243,10 @@ def _add_dropdown(ws: Worksheet, letter: str, name: str, source: str) -> None:
 
 
 def _write_sheet(ws: Worksheet, sheet: SheetData, lists: _Lists) -> None:
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
     ws.append(sheet.header)
     for cell in ws[1]:
         cell.font = Font(bold=True)
@@ -263,6 +270,8 @@ def write_xlsx(path: Path, sheets: list[SheetData]) -> None:
 
     Timestamps are fixed so that identical content gives identical bytes.
     """
+    from openpyxl import Workbook
+
     book = Workbook()
     book.remove(book.active)
     lists = _Lists(book)
