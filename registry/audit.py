@@ -10,12 +10,11 @@ identifiers are logged as changed, never copied.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, date, datetime
 from enum import Enum
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -77,14 +76,18 @@ def insert_audited(
     *,
     actor: str,
     reason: str | None,
-    study_ids: Mapping[int, str],
+    study_ids: Mapping[int, str] | None = None,
 ) -> list[Any]:
-    """:func:`insert_audited_columns` for records given row by row (a column a row leaves out gets its default)."""
+    """:func:`insert_audited_columns` for records given row by row (a column a row leaves out gets its default).
+
+    ``study_ids`` is no longer needed (each entry's study_id is read from its patient's row); callers that still
+    pass it are not refused.
+    """
     defaults = {
         c.name: scalar_default(c) for c in model.__table__.columns if c is not model.__table__.autoincrement_column
     }
     columns = {name: [row.get(name, default) for row in rows] for name, default in defaults.items()}
-    return insert_audited_columns(connection, model, columns, actor=actor, reason=reason, study_ids=study_ids)
+    return insert_audited_columns(connection, model, columns, actor=actor, reason=reason)
 
 
 def insert_audited_columns(
@@ -94,15 +97,15 @@ def insert_audited_columns(
     *,
     actor: str,
     reason: str | None,
-    study_ids: Mapping[int, str],
 ) -> list[Any]:
     """Insert records given column by column and log each as the flush hook logs an ORM insert; returns their keys.
 
     For bulk writes (an import of many thousand records), where an ORM object, or even
     SQLAlchemy's parameter processing, per row would cost more than the insert itself:
     values go to the driver's ``executemany``, converted by each column type's own bind
-    processor once per distinct value, and the audit entries' JSON is encoded column by
-    column. A column not given gets its default, so that the log shows the whole record.
+    processor once per distinct value, and the database writes the audit entries itself
+    from the rows just stored (one ``INSERT ... SELECT``), so that no entry is built in
+    Python. A column not given gets its default, so that the log shows the whole record.
     """
     if not actor.strip():
         raise AuditError("An actor (user or process name) is required to change registry data")
@@ -113,42 +116,127 @@ def insert_audited_columns(
     generated = table.autoincrement_column  # the row id the database assigns, if any
     full = {c.name: columns[c.name] if c.name in columns else [scalar_default(c)] * count
             for c in (a.columns[0] for a in attrs) if c is not generated}  # fmt: skip
+    for name, values in full.items():
+        if isinstance(table.c[name].type, _NOT_BULK_LOGGED) and values.count(None) < count:
+            raise TypeError(f"{table.name}.{name}: a bulk insert cannot log such values as the ORM does; use the ORM")
     bound = {name: _driver_values(table.c[name], values, dialect) for name, values in full.items()}
     if generated is None:
         _insert_many(connection, table, bound)
-    else:  # executemany without RETURNING (which would go row by row), then the new ids by natural key
+        keys = list(full[table.primary_key.columns[0].name])
+    elif dialect.name == "sqlite":
+        # This transaction holds SQLite's only write lock from its first insert on, so the rows of one executemany
+        # take the consecutive ids after the largest before them: the newest ``count`` ids, in the order given.
+        _insert_many(connection, table, bound)
+        last = connection.execute(sa.select(sa.func.max(generated))).scalar_one()
+        keys = list(range(last - count + 1, last + 1))
+    else:  # other writers' ids interleave with ours: ours are found by natural key
         before = connection.execute(sa.select(sa.func.max(generated))).scalar() or 0
         _insert_many(connection, table, bound)
-        natural = [c.name for c in next(c for c in table.constraints if isinstance(c, sa.UniqueConstraint)).columns]
-        quote = dialect.identifier_preparer.quote
-        with closing(connection.connection.cursor()) as cursor:  # rows as the driver gives them: the values it got
-            cursor.execute(
-                f"SELECT {', '.join(map(quote, [generated.name, *natural]))} FROM {quote(table.name)} "
-                f"WHERE {quote(generated.name)} > {_MARKERS[dialect.paramstyle]}",
-                (before,),
-            )
-            new = cursor.fetchall()
-        ids = {tuple(found[1:]): found[0] for found in new}
-        full[generated.name] = [ids[key] for key in zip(*(bound[name] for name in natural), strict=True)]
-    logged = [(a.key, a.columns[0].name) for a in attrs]
-    hidden = {a.key for a in attrs if _logged(a, "") == REDACTED}  # direct identifiers
-    texts = [_json_texts([None if v is None else REDACTED for v in full[name]] if key in hidden else full[name])
-             for key, name in logged]  # fmt: skip
-    template = "{{" + ", ".join(f"{json.dumps(key)}: {{}}" for key, _ in logged) + "}}"  # json.dumps' layout
-    primary = [full[c.name] for c in table.primary_key.columns]
-    varying = {
-        "record_key": list(map(str, *primary))
-        if len(primary) == 1
-        else ["/".join(map(str, key)) for key in zip(*primary, strict=True)],
-        "study_id": full["study_id"] if model is Patient else list(map(study_ids.get, full["patient_id"])),
-        "new_values": list(map(template.format, *texts)),
-    }
-    log = AuditLog.__table__
-    same = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None)
-    _insert_many(connection, log, {name: varying[name] if name in varying else
-                                   _driver_values(log.c[name], [value], dialect) * count
-                                   for name, value in same.items()})  # fmt: skip
-    return full[table.primary_key.columns[0].name]
+        keys = _ids_by_natural_key(connection, table, before, bound)
+    long_floats = {name for name, values in full.items() if isinstance(table.c[name].type, sa.Float)
+                   and dialect.name == "sqlite" and not _fifteen_digits_suffice(values)}  # fmt: skip
+    _log_inserts(connection, model, attrs, keys, actor, reason, long_floats)
+    return keys
+
+
+#: Column types whose stored form does not give back the text the ORM logs (a date-time's time zone, a snapshot's
+#: size): the bulk insert takes no values of them (an import has none: they are bookkeeping or data cuts).
+_NOT_BULK_LOGGED = (sa.DateTime, sa.LargeBinary, sa.JSON)
+
+
+def _ids_by_natural_key(
+    connection: sa.Connection, table: sa.Table, before: int, bound: Mapping[str, Sequence[Any]]
+) -> list[int]:
+    """The ids the database gave the rows of ``bound`` (driver values by column), in their order."""
+    generated, quote = table.autoincrement_column, connection.dialect.identifier_preparer.quote
+    natural = [c.name for c in next(c for c in table.constraints if isinstance(c, sa.UniqueConstraint)).columns]
+    with closing(connection.connection.cursor()) as cursor:  # rows as the driver gives them: the values it got
+        cursor.execute(
+            f"SELECT {', '.join(map(quote, [generated.name, *natural]))} FROM {quote(table.name)} "
+            f"WHERE {quote(generated.name)} > {_MARKERS[connection.dialect.paramstyle]}",
+            (before,),
+        )
+        ids = {tuple(found[1:]): found[0] for found in cursor.fetchall()}
+    return [ids[key] for key in zip(*(bound[name] for name in natural), strict=True)]
+
+
+def _log_inserts(
+    connection: sa.Connection,
+    model: type[SQLModel],
+    attrs: Sequence[sa.orm.ColumnProperty],
+    keys: Sequence[Any],
+    actor: str,
+    reason: str | None,
+    long_floats: set[str],
+) -> None:
+    """One ``audit_log`` insert entry per record of ``keys``, written by the database from the stored rows.
+
+    Each value is turned into JSON by the database as ``json.dumps`` writes the Python value the ORM
+    logs (read back, the same keys in the same order and the same values). SQLite writes floats with
+    15 significant digits: the columns named in ``long_floats``, where that does not give every value
+    back, are written with Python's ``repr`` instead.
+    """
+    table, log, dialect = model.__table__, AuditLog.__table__, connection.dialect
+    (key,) = table.primary_key.columns  # every table written in bulk has a one-column key
+    if long_floats:
+        connection.connection.driver_connection.create_function(_FLOAT_JSON, 1, _float_json, deterministic=True)
+    pairs = [(sa.literal_column(f"'{a.key}'"), _json_value(a, dialect.name, a.columns[0].name in long_floats))
+             for a in attrs]  # fmt: skip
+    build = sa.func.json_object if dialect.name == "sqlite" else sa.func.json_build_object
+    patient = Patient.__table__
+    if model is Patient:
+        study_id, source = table.c.study_id, table
+    elif "patient_id" in table.c:
+        study_id, source = patient.c.study_id, table.outerjoin(patient, patient.c.id == table.c.patient_id)
+    else:
+        study_id, source = sa.null(), table
+    entry = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None)
+    varying = {"record_key": sa.cast(key, sa.String), "study_id": study_id, "new_values": build(*chain(*pairs))}
+    same = {name: sa.literal(value, log.c[name].type)
+            for name, value in entry.items() if name not in varying and value is not None}  # fmt: skip
+    chosen = sa.select(*same.values(), *varying.values()).select_from(source).where(_among(key, keys, dialect))
+    connection.execute(sa.insert(log).from_select([*same, *varying], chosen.order_by(key)))
+
+
+#: The SQLite function giving a float's JSON as ``json.dumps`` writes it.
+_FLOAT_JSON = "registry_float_json"
+
+
+def _float_json(value: float | None) -> str | None:
+    return None if value is None else float.__repr__(value)
+
+
+def _fifteen_digits_suffice(values: Sequence[float | None]) -> bool:
+    """Whether each of ``values`` is given back by its 15 significant digits (as typed numbers are), once per value."""
+    return all(float(f"{value:.15g}") == value for value in set(values) if value is not None)
+
+
+def _json_value(attr: sa.orm.ColumnProperty, dialect: str, long_float: bool) -> sa.ColumnElement[Any]:
+    """The JSON the ORM logs for ``attr``'s stored value, computed by the database (NULL as null)."""
+    column = attr.columns[0]
+    if _logged(attr, "") == REDACTED:  # a direct identifier: whether there is a value, never the value
+        return sa.case((column.is_(None), sa.null()), else_=sa.literal_column(f"'{REDACTED}'"))
+    if isinstance(column.type, sa.Boolean):  # SQLite stores 0 and 1
+        as_json = sa.func.json if dialect == "sqlite" else (lambda text: sa.cast(text, sa.JSON))
+        flag = sa.case((column, sa.literal_column("'true'")), else_=sa.literal_column("'false'"))
+        return sa.case((column.is_(None), sa.null()), else_=as_json(flag))
+    if isinstance(column.type, sa.Float):
+        if long_float:
+            return sa.func.json(getattr(sa.func, _FLOAT_JSON)(column))
+        if dialect == "sqlite":
+            return column
+        text = sa.cast(sa.func.to_json(column), sa.Text)  # the shortest exact digits, but 100 for Python's 100.0
+        whole = text.regexp_match("^-?[0-9]+$")
+        return sa.cast(sa.case((whole, text + sa.literal_column("'.0'")), else_=text), sa.JSON)
+    return column  # text, codes, whole numbers; dates are ISO text in both databases' JSON
+
+
+def _among(column: sa.Column, keys: Sequence[Any], dialect: sa.Dialect) -> sa.ColumnElement[bool]:
+    """``column IN keys`` with the keys as one parameter (one chunk holds more keys than a statement may have)."""
+    if dialect.name == "sqlite":
+        listed = sa.func.json_each(json.dumps(list(keys))).table_valued("value")
+        return column.in_(sa.select(listed.c.value))
+    return column == sa.any_(sa.bindparam("keys", list(keys), type_=sa.ARRAY(column.type)))
 
 
 #: Where a value goes in a statement, by the driver's parameter style (sqlite3: qmark; psycopg: pyformat).
@@ -175,33 +263,6 @@ def _per_distinct(function: Callable[[Any], Any], values: Sequence[Any]) -> list
         return [function(v) for v in values]
     results = {v: function(v) for v in set(values)}
     return list(map(results.__getitem__, values))
-
-
-def _json_floats(values: Sequence[float]) -> list[str]:
-    if all(map(math.isfinite, values)):
-        return list(map(float.__repr__, values))
-    return [json.dumps(v) for v in values]  # NaN, Infinity
-
-
-#: The JSON of values of these types (None excepted), as ``json.dumps`` writes them, by a faster route.
-_JSON_OF_TYPE: dict[type, Callable[[Sequence[Any]], list[str]]] = {
-    str: lambda values: list(map(encode_basestring_ascii, values)),
-    int: lambda values: list(map(int.__repr__, values)),
-    float: _json_floats,
-}
-
-
-def _json_texts(values: Sequence[Any]) -> list[str]:
-    """``json.dumps(_jsonable(v))`` of each of ``values`` (one column), encoded once per distinct value."""
-    kinds = set(map(type, values)) - {type(None)}
-    fast = _JSON_OF_TYPE.get(next(iter(kinds))) if len(kinds) == 1 else None
-    if fast is None:
-        return _per_distinct(lambda v: json.dumps(_jsonable(v)), values)
-    present = [v for v in values if v is not None]
-    if len(present) == len(values):
-        return fast(values)
-    encoded = iter(fast(present))
-    return ["null" if v is None else next(encoded) for v in values]
 
 
 def _entry(

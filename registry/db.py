@@ -12,15 +12,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from registry import audit  # noqa: F401  (registers the audit trail on every session)
 from registry.resources import resource_dir
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 URL_VARIABLE = "REGISTRY_DATABASE_URL"
 DEFAULT_URL = "sqlite:///registry.db"
@@ -55,8 +55,13 @@ def migrations_dir() -> Path:
     return resource_dir("alembic", "_alembic", "env.py")
 
 
+# Alembic is imported where a migration command runs, not at the top: most commands never need it (start-up time).
+
+
 @contextmanager
 def _alembic(engine: sa.Engine) -> Iterator[Config]:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     with engine.begin() as connection:
@@ -65,21 +70,30 @@ def _alembic(engine: sa.Engine) -> Iterator[Config]:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    from alembic import command
+
     with _alembic(engine) as config:
         command.upgrade(config, revision)
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
+    from alembic import command
+
     with _alembic(engine) as config:
         command.downgrade(config, revision)
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     return ScriptDirectory.from_config(config).get_current_head()

@@ -1,13 +1,13 @@
 """Every change made through the ORM is logged with who, when, old, new and why."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from registry.audit import REDACTED, AuditError, audited_session
-from registry.models import AuditLog, Patient, PatientIdentifier, Site, Treatment
+from registry.models import AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, PatientIdentifier, Site, Treatment
 
 
 def _log(engine) -> list[AuditLog]:
@@ -187,3 +187,91 @@ def test_a_bulk_insert_is_logged_exactly_as_an_orm_insert(patient):
         assert list(bulk.new_values) == list(orm.new_values)
         assert differ <= {"id", "study_id", "start_date"}, differ
     assert (bulk_treatment.study_id, bulk_treatment.record_key) == ("P001", str(bulk_treatment.new_values["id"]))
+
+
+#: Values whose JSON is easy to get wrong: floats that need more than 15 significant digits (SQLite prints 15)
+#: beside some that do not, floats that print like whole numbers or in exponent form, booleans, NULLs, text with
+#: quotes, control characters and characters outside ASCII, at full length.
+_FLOATS = [0.1 + 0.2, 1e-7, 100.0, 123456789.12345679, 2.0**60, 1e15, 1e300, 5e-324, 0.0, 1 / 3]
+_SHORT_FLOATS = [1e-7, 100.0, 1e15, 1e300, 5e-324, 0.0, 10.6, None, 2046.0, 1e16]
+_TEXT = ('"quoted" \\ back\nslash\ttab \x01 é 肺 🫁 ' * 10)[:200]
+
+
+def _tricky_records(patient_id: int, offset: int) -> dict[type, list[dict]]:
+    """Records of every kind the bulk path logs; ``offset`` moves their dates, so two sets never share a key."""
+    day = date(2020, 1, 1).toordinal() + offset
+    return {
+        AntibodyTest: [
+            {"patient_id": patient_id, "antibody": "anti_mda5", "assay": "elisa", "unit": "index",
+             "sample_date": date.fromordinal(day + n), "value": value, "cutoff": cutoff}
+            for n, (value, cutoff) in enumerate(zip(_FLOATS, _SHORT_FLOATS, strict=True))
+        ] + [{"patient_id": patient_id, "antibody": "anti_ro52", "assay": "line_blot", "grade": "weak",
+              "sample_date": date.fromordinal(day)}],
+        AdverseEvent: [
+            {"patient_id": patient_id, "onset_date": date.fromordinal(day + n), "term": term, "term_detail": detail,
+             "ctcae_grade": 1 + n, "serious": serious, "led_to_discontinuation": not serious}
+            for n, (term, detail, serious) in enumerate([("pjp", _TEXT, True), ("herpes_zoster", None, False)])
+        ],
+        FollowUp: [{"patient_id": patient_id, "last_contact_date": date.fromordinal(day), "vital_status": "alive"}],
+        PatientIdentifier: [{"patient_id": patient_id, "full_name": "Jane Synthetic", "hospital_number": None}],
+    }  # fmt: skip
+
+
+def test_bulk_entries_keep_every_kind_of_value_as_the_orm_logs_it(patient):
+    """Floats to the last digit (and still floats), booleans, NULLs, long and non-ASCII text, redacted identifiers:
+    the entries the database writes for a bulk insert read back as the flush hook's (synthetic values)."""
+    from registry.audit import insert_audited
+
+    with Session(patient) as session:
+        site_id = session.exec(select(Patient.site_id)).first()
+    flags = {"gottron": True, "fever": False, "arthritis": None, "birth_date": date(1960, 1, 2), "smoking": "never"}
+    with audited_session(patient, actor="importer", reason="bulk") as session:
+        connection = session.connection()
+        (bulk_id,) = insert_audited(connection, Patient, [{"study_id": "B1", "site_id": site_id, "sex": "male",
+                                                           **flags}], actor="importer", reason="bulk")  # fmt: skip
+        for model, rows in _tricky_records(bulk_id, 0).items():
+            insert_audited(connection, model, rows, actor="importer", reason="bulk")
+        session.commit()
+    with audited_session(patient, actor="importer", reason="bulk") as session:
+        orm_patient = Patient(study_id="O1", site_id=site_id, sex="male", **flags)
+        session.add(orm_patient)
+        session.flush()
+        for model, rows in _tricky_records(orm_patient.id, 1000).items():
+            session.add_all(model(**row) for row in rows)
+        session.commit()
+    entries = _log(patient)
+    bulk = [e for e in entries if e.study_id == "B1"]
+    orm = [e for e in entries if e.study_id == "O1"]
+    assert len(bulk) == len(orm) == 1 + len(_FLOATS) + 1 + 2 + 1 + 1
+    keyed = {"id", "study_id", "patient_id", "sample_date", "onset_date", "last_contact_date"}
+    for made in (bulk, orm):  # the flush hook logs in its own order: compare each table's entries in key order
+        made.sort(key=lambda e: (e.table_name, e.new_values.get("sample_date") or "", e.new_values.get("antibody", ""),
+                                 e.new_values.get("onset_date") or ""))  # fmt: skip
+    for b, o in zip(bulk, orm, strict=True):
+        assert (b.action, b.table_name, b.actor, b.reason, b.old_values) == (
+            o.action, o.table_name, o.actor, o.reason, o.old_values)  # fmt: skip
+        assert list(b.new_values) == list(o.new_values)
+        for name in o.new_values.keys() - keyed:
+            assert (type(b.new_values[name]), b.new_values[name]) == (type(o.new_values[name]), o.new_values[name]), (
+                b.table_name, name)  # fmt: skip
+    values = sorted(e.new_values["value"] for e in bulk if e.table_name == "antibody_test" and e.new_values["value"])
+    assert values == sorted(v for v in _FLOATS if v)  # exactly the floats given, none rounded
+    cutoffs = [e.new_values["cutoff"] for e in bulk if e.table_name == "antibody_test"]
+    assert sorted(c for c in cutoffs if c is not None) == sorted(c for c in _SHORT_FLOATS if c is not None)
+    assert [e.new_values["full_name"] for e in bulk if e.table_name == "patient_identifier"] == [REDACTED]
+    assert [e.record_key for e in bulk if e.table_name in ("follow_up", "patient_identifier")] == [str(bulk_id)] * 2
+
+
+def test_a_bulk_insert_refuses_values_it_could_not_log_as_the_orm_does(patient):
+    """A date-time's time zone is not stored by SQLite, so its entry could not match the ORM's: refused, nothing written."""
+    from registry.audit import insert_audited
+
+    before = len(_log(patient))
+    row = {"study_id": "P009", "site_id": 1, "sex": "male", "birth_date": date(1960, 1, 2)}
+    refused = r"^patient.deleted_at: a bulk insert cannot log such values as the ORM does; use the ORM$"
+    with audited_session(patient, actor="importer", reason="bulk") as session, pytest.raises(TypeError, match=refused):
+        insert_audited(session.connection(), Patient, [{**row, "deleted_at": datetime.now(UTC)}],
+                       actor="importer", reason="bulk")  # fmt: skip
+    with Session(patient) as session:
+        assert session.exec(select(Patient.study_id)).all() == ["P001"]
+    assert len(_log(patient)) == before
