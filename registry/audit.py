@@ -76,13 +76,8 @@ def insert_audited(
     *,
     actor: str,
     reason: str | None,
-    study_ids: Mapping[int, str] | None = None,
 ) -> list[Any]:
-    """:func:`insert_audited_columns` for records given row by row (a column a row leaves out gets its default).
-
-    ``study_ids`` is no longer needed (each entry's study_id is read from its patient's row); callers that still
-    pass it are not refused.
-    """
+    """:func:`insert_audited_columns` for records given row by row (a column a row leaves out gets its default)."""
     defaults = {
         c.name: scalar_default(c) for c in model.__table__.columns if c is not model.__table__.autoincrement_column
     }

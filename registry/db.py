@@ -3,6 +3,8 @@
 The URL comes from ``--database``, else ``REGISTRY_DATABASE_URL``, else a SQLite
 file in the working directory. SQLite connections enforce foreign keys (off by
 default in SQLite) and use the write-ahead log so readers never block the writer.
+Alembic is imported by the functions that migrate, not here: most commands never
+need it (start-up time).
 """
 
 from __future__ import annotations
@@ -53,9 +55,6 @@ def make_engine(url: str | None = None) -> sa.Engine:
 def migrations_dir() -> Path:
     """Alembic scripts: shipped inside the wheel, or ``alembic/`` in a source checkout."""
     return resource_dir("alembic", "_alembic", "env.py")
-
-
-# Alembic is imported where a migration command runs, not at the top: most commands never need it (start-up time).
 
 
 @contextmanager

@@ -166,10 +166,8 @@ def test_a_bulk_insert_is_logged_exactly_as_an_orm_insert(patient):
     }
     with audited_session(patient, actor="importer", reason="bulk") as session:
         connection = session.connection()
-        keys = insert_audited(connection, Patient, rows, actor="importer", reason="bulk", study_ids={})
-        insert_audited(
-            connection, Treatment, [treatment], actor="importer", reason="bulk", study_ids={first_id: "P001"}
-        )
+        keys = insert_audited(connection, Patient, rows, actor="importer", reason="bulk")
+        insert_audited(connection, Treatment, [treatment], actor="importer", reason="bulk")
         session.commit()
     with audited_session(patient, actor="importer", reason="bulk") as session:  # the same rows through the ORM
         session.add(Patient(**{**rows[0], "study_id": "P004"}))
