@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,12 +45,28 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 (DB-API 
     cursor.close()
 
 
+#: The engines made by :func:`make_engine` and still in use, for :func:`dispose_engines`.
+_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
 def make_engine(url: str | None = None) -> sa.Engine:
     """An engine for ``url`` (see :func:`database_url`), with SQLite made strict."""
     engine = sa.create_engine(database_url(url))
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    _ENGINES.add(engine)
     return engine
+
+
+def dispose_engines() -> None:
+    """Close the pooled connections of every engine still in use, as a process ends.
+
+    Closing the last connection to a SQLite file folds its write-ahead log back into
+    the file (and removes the ``-wal`` and ``-shm`` files), so the database is one file
+    again; the command does it itself rather than leave it to the interpreter's exit.
+    """
+    for engine in list(_ENGINES):
+        engine.dispose()
 
 
 def migrations_dir() -> Path:

@@ -3,6 +3,7 @@
 import csv
 import io
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,12 @@ def test_demo_builds_a_fresh_registry(tmp_path):
     assert (tmp_path / "demo" / "results.json").exists()
     assert lines[-1] == f"Report written to {tmp_path / 'demo' / 'report.pdf'}"
     assert (tmp_path / "demo" / "report.pdf").read_bytes().startswith(b"%PDF-")
+    assert sorted(path.name for path in (tmp_path / "demo").iterdir()) == ["registry.db", "report.pdf", "results.json"]
+    alone = tmp_path / "copied.db"  # the database file alone holds everything: no write-ahead log left beside it
+    alone.write_bytes((tmp_path / "demo" / "registry.db").read_bytes())
+    with sqlite3.connect(alone) as copy:
+        assert copy.execute("SELECT count(*) FROM patient").fetchone() == (61,)
+    copy.close()
     again = subprocess.run([str(SCRIPT), "demo", "--dir", "demo"], cwd=tmp_path, capture_output=True, text=True)
     assert again.stdout == done.stdout  # rebuilt from scratch, not appended to; same data, same fingerprint
 
