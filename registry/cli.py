@@ -400,6 +400,12 @@ def import_(
         typer.echo(f"Imported {path.name}.")
 
 
+def _nothing_written(reason: object) -> NoReturn:
+    """Refuse a command that writes files, saying why, with nothing written (exit code 2)."""
+    typer.echo(f"Nothing written: {reason}", err=True)
+    raise typer.Exit(2)
+
+
 @app.command()
 def export(
     ctx: typer.Context,
@@ -422,13 +428,11 @@ def export(
     """
     if not pseudonymise:
         if key_file is not None or site is not None:
-            typer.echo("Nothing written: --key-file and --site go with --pseudonymise", err=True)
-            raise typer.Exit(2)
+            _nothing_written("--key-file and --site go with --pseudonymise")
         try:
             counts = export_module.export(_engine(ctx), out)
         except WorkbookError as error:
-            typer.echo(f"Nothing written: {error}", err=True)
-            raise typer.Exit(2) from None
+            _nothing_written(error)
         typer.echo(f"Exported {sum(counts.values())} rows to {out}")
         return
     from registry.pseudonymise import PseudonymiseError, pseudonymised_export, read_key
@@ -438,8 +442,7 @@ def export(
             raise PseudonymiseError("--pseudonymise needs --key-file KEY (there is no default key)")
         made = pseudonymised_export(_engine(ctx), out, read_key(key_file), site)
     except (PseudonymiseError, WorkbookError) as error:
-        typer.echo(f"Nothing written: {error}", err=True)
-        raise typer.Exit(2) from None
+        _nothing_written(error)
     dropped = ", ".join(made.dropped) or "none"
     typer.echo(f"Pseudonymised export of {made.patients} patients ({sum(made.rows.values())} rows) written to {out}")
     typer.echo(f"Columns left out: {dropped}; what was done: {made.notice}")
@@ -913,13 +916,11 @@ def synth(
     try:
         made = synth_module.generate(patients, seed, sites)
     except ValueError as error:
-        typer.echo(f"Nothing written: {error}", err=True)
-        raise typer.Exit(2) from None
+        _nothing_written(error)
     try:
         written = synth_module.write(made, out)
     except WorkbookError as error:
-        typer.echo(f"Nothing written: {error}", err=True)
-        raise typer.Exit(2) from None
+        _nothing_written(error)
     width = max(map(len, made.rows))
     typer.echo(f"Synthetic registry: {patients:,} patients, seed {seed}, {sum(made.rows.values()):,} rows")
     typer.echo(f"{'sheet'.ljust(width)}  {'rows':>9}")
