@@ -3,6 +3,7 @@
 Driven over HTTP with FastAPI's TestClient against a real database (both engines).
 """
 
+import html
 import re
 import socket
 import subprocess
@@ -124,3 +125,30 @@ def test_registry_serve_answers_on_loopback(web_registry, database_url):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_patient_list_comes_a_page_at_a_time_with_its_filters_kept(client, monkeypatch):
+    from registry.web import patients
+
+    monkeypatch.setattr(patients, "PAGE_SIZE", 2)
+    sign_in(client, "dana")
+
+    def listed(**params) -> tuple[list[str], dict[str, str], str]:
+        text = client.get("/patients", params=params).text
+        links = {rel: html.unescape(href) for href, rel in re.findall(r'<a href="([^"]+)" rel="(prev|next)"', text)}
+        counted = re.search(r"(\d+ patient\(s\)[^<]*)</p>", text).group(1)
+        return re.findall(r">(EX-\d+)</a>", text), links, counted
+
+    assert listed() == (["EX-001", "EX-002"], {"next": "/patients?page=2"}, "5 patient(s), 1–2 shown")
+    assert listed(page=2) == (
+        ["EX-003", "EX-004"],
+        {"prev": "/patients?page=1", "next": "/patients?page=3"},
+        "5 patient(s), 3–4 shown",
+    )
+    last = (["EX-901"], {"prev": "/patients?page=2"}, "5 patient(s), 5–5 shown")
+    assert listed(page=3) == last
+    assert listed(page=99) == last  # past the end: the last page
+    assert listed(q="EX-00", page=2) == (["EX-003", "EX-004"], {"prev": "/patients?q=EX-00&page=1"},
+                                         "4 patient(s), 3–4 shown")  # fmt: skip
+    assert listed(q="EX-9") == (["EX-901"], {}, "1 patient(s)")  # one page: no links
+    assert client.get("/patients", params={"page": 0}).status_code == 422

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from registry.audit import audit_history
@@ -61,6 +62,39 @@ def _open_findings_by_patient(request: Request) -> dict[str, int]:
     return open_findings(checks.findings(engine_of(request)))["study_id"].dropna().value_counts().to_dict()
 
 
+#: Patients listed per page: a registry of 100,000 would be a 20 MB page (REDCap pages its record lists too).
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Where one page of the patient list stands among all the patients the filters match."""
+
+    total: int
+    number: int  # 1, 2, ...
+    count: int  # pages in all (1 for an empty list)
+    size: int
+    links: dict[str, str]  # "previous" / "next": the list's address for that page, filters kept
+
+    @property
+    def first(self) -> int:  # the position (1, 2, ...) of the page's first patient
+        return min(self.total, (self.number - 1) * self.size + 1)
+
+    @property
+    def last(self) -> int:
+        return min(self.total, self.number * self.size)
+
+
+def _pages(total: int, wanted: int, filters: dict[str, str]) -> Pages:
+    """The page numbered ``wanted`` (the last one if there are fewer), with links to its neighbours."""
+    count = max(1, -(-total // PAGE_SIZE))
+    number = min(wanted, count)
+    kept = {name: value for name, value in filters.items() if value}
+    neighbours = {"previous": number - 1, "next": number + 1}
+    links = {name: "/patients?" + urlencode({**kept, "page": n}) for name, n in neighbours.items() if 1 <= n <= count}
+    return Pages(total, number, count, PAGE_SIZE, links)
+
+
 @router.get("/patients", response_class=HTMLResponse)
 def patient_list(
     request: Request,
@@ -71,44 +105,55 @@ def patient_list(
     missing: str = "",
     findings: str = "",
     deleted: str = "",
+    number: Annotated[int, Query(alias="page", ge=1)] = 1,
 ) -> HTMLResponse:
-    group_column = _group().label("group")
-    query = (
-        sa.select(
-            Patient.study_id, Site.code, Patient.sex, Patient.ild_diagnosis_date, Patient.rpild, group_column,
-            Patient.deleted_at, Patient.locked_at,
-        )
+    """The patients the filters match, a page at a time: their study_ids are listed whole (one column), the
+    page's rows alone are read with their details (the analysis group is a subquery per patient)."""
+    matching = (
+        sa.select(Patient.study_id)
         .join(Site, Site.id == Patient.site_id)
         .where(Patient.id.in_(visible_patients(me)))
         .order_by(Patient.study_id)
-    )  # fmt: skip
+    )
     if "\x00" in q:  # no study_id holds one (and PostgreSQL refuses to compare with it)
-        query = query.where(sa.false())
+        matching = matching.where(sa.false())
     elif q:
-        query = query.where(Patient.study_id.contains(q, autoescape=True))
+        matching = matching.where(Patient.study_id.contains(q, autoescape=True))
     if site:
-        query = query.where(Site.code == site)
+        matching = matching.where(Site.code == site)
     if group == "none":
-        query = query.where(_group().is_(None))
+        matching = matching.where(_group().is_(None))
     elif group:
-        query = query.where(_group() == group)
+        matching = matching.where(_group() == group)
     if missing in MISSING:
-        query = query.where(MISSING[missing][1]())
+        matching = matching.where(MISSING[missing][1]())
     if deleted != "show":
-        query = query.where(Patient.deleted_at.is_(None))
+        matching = matching.where(Patient.deleted_at.is_(None))
     counts = _open_findings_by_patient(request)
+    filters = {"q": q, "site": site, "group": group, "missing": missing, "findings": findings, "deleted": deleted}
     with engine_of(request).connect() as connection:
-        rows = connection.execute(query).mappings().all()
+        study_ids = connection.execute(matching).scalars().all()
+        if findings == "open":
+            study_ids = [study_id for study_id in study_ids if counts.get(study_id)]
+        pages = _pages(len(study_ids), number, filters)
+        shown = study_ids[pages.first - 1 : pages.last]
+        rows = connection.execute(
+            sa.select(
+                Patient.study_id, Site.code, Patient.sex, Patient.ild_diagnosis_date, Patient.rpild,
+                _group().label("group"), Patient.deleted_at, Patient.locked_at,
+            )
+            .join(Site, Site.id == Patient.site_id)
+            .where(Patient.study_id.in_(shown))
+            .order_by(Patient.study_id)
+        ).mappings().all()  # fmt: skip
         sites = connection.execute(
             sa.select(Site.code).join(Patient, Patient.site_id == Site.id)
             .where(Patient.id.in_(visible_patients(me))).distinct().order_by(Site.code)
         ).scalars().all()  # fmt: skip
-    if findings == "open":
-        rows = [row for row in rows if counts.get(row["study_id"])]
-    filters = {"q": q, "site": site, "group": group, "missing": missing, "findings": findings, "deleted": deleted}
     return page(
-        request, "patients.html", me=me, rows=rows, sites=sites, filters=filters, missing_filters=MISSING,
-        study_drugs=[drug.value for drug in STUDY_DRUGS], counts=counts, checks=latest_checks(request),
+        request, "patients.html", me=me, rows=rows, pages=pages, sites=sites, filters=filters,
+        missing_filters=MISSING, study_drugs=[drug.value for drug in STUDY_DRUGS], counts=counts,
+        checks=latest_checks(request),
     )  # fmt: skip
 
 
