@@ -128,9 +128,9 @@ def test_registry_serve_answers_on_loopback(web_registry, database_url):
 
 
 def test_the_patient_list_comes_a_page_at_a_time_with_its_filters_kept(client, monkeypatch):
-    from registry.web import patients
+    from registry.web import pages
 
-    monkeypatch.setattr(patients, "PAGE_SIZE", 2)
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
     sign_in(client, "dana")
 
     def listed(**params) -> tuple[list[str], dict[str, str], str]:

@@ -4,6 +4,7 @@ Driven with FastAPI's TestClient against a real database (both engines); the
 database is read back after each step, never mocked.
 """
 
+import html
 import re
 
 import pytest
@@ -434,6 +435,35 @@ def test_checks_run_from_the_web_and_their_findings_lead_to_the_field(client, we
     assert refused.status_code == 409 and "The report is not rendered" in refused.text
 
 
+def test_the_findings_of_the_checks_come_a_page_at_a_time_and_by_rule(client, monkeypatch):
+    from registry.web import pages
+
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+    sign_in(client, "dana")
+    for study_id in ("EX-001", "EX-002", "EX-003"):
+        path = f"/patients/{study_id}/edit"
+        post(client, path, {**_form_values(client, path), "smoking": "", "reason": "history not known after all"})
+    post(client, "/checks", {}, form="/checks")
+
+    def findings(**params) -> tuple[list[tuple[str, str]], list[str]]:
+        text = client.get("/checks", params=params).text
+        rows = re.findall(r'<a href="/patients/(EX-\d+)#findings">EX-\d+</a></td>\s*<td>([A-Z]+-\d+)</td>', text)
+        return rows, [html.unescape(href) for href in re.findall(r'<a href="([^"]+)" rel="(?:prev|next)"', text)]
+
+    unknown = [("EX-001", "PAT-015"), ("EX-002", "PAT-015"), ("EX-003", "PAT-015")]  # the three smoking histories
+    assert findings() == (unknown[:2], ["/checks?page=2"])
+    assert findings(page=2) == findings(page=99) == (unknown[2:], ["/checks?page=1"])  # past the end: the last page
+    assert findings(rule="PAT-015", page=1) == (unknown[:2], ["/checks?rule=PAT-015&page=2"])
+    assert findings(rule="PAT-015", page=2) == (unknown[2:], ["/checks?rule=PAT-015&page=1"])
+    assert findings(rule="LAB-010") == ([], [])
+    summary = client.get("/checks").text
+    assert '<a href="/checks?rule=PAT-015#findings">PAT-015</a>' in summary and "3 finding(s), 1–2 shown" in summary
+    (form,) = verify_forms(client.get("/checks", params={"rule": "PAT-015", "page": 2}).text)
+    verified = post(client, "/findings/verify", {**form, "comment": "no history at source"}, form="/checks")
+    assert verified.headers["location"] == "/checks?rule=PAT-015&page=2#findings"  # back to the same page
+    assert client.get("/checks", params={"page": 0}).status_code == 422
+
+
 def test_two_concurrent_edits_of_one_record_keep_one_and_refuse_the_other(web_registry):
     """Both edits start from the same version at the same moment: one is stored, the other refused, none lost."""
     import threading
@@ -481,7 +511,8 @@ def test_two_concurrent_edits_of_one_record_keep_one_and_refuse_the_other(web_re
 def verify_forms(page: str) -> list[dict[str, str]]:
     """The hidden fields of each "verified at source" form of a page."""
     forms = re.findall(r'<form class="inline" method="post" action="/findings/verify">(.*?)</form>', page, re.S)
-    return [dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form)) for form in forms]
+    fields = [re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form) for form in forms]
+    return [{name: html.unescape(value) for name, value in found} for found in fields]  # as a browser sends them
 
 
 def test_a_data_manager_verifies_a_warning_at_source_and_can_reopen_it(client, web_registry):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import pandas as pd
 import sqlalchemy as sa
@@ -85,6 +86,41 @@ def local_path(target: str, default: str) -> str:
     """``target`` if it is a path on this site, else ``default``: a form never redirects elsewhere."""
     local = target.startswith("/") and not target.startswith("//") and "\\" not in target
     return target if local else default
+
+
+#: Rows of a long list (patients, findings) on one page: 100,000 patients would be a 20 MB page (REDCap pages its
+#: record lists too).
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Where one page of a list stands among all the rows its filters match."""
+
+    total: int
+    number: int  # 1, 2, ...
+    count: int  # pages in all (1 for an empty list)
+    size: int
+    links: dict[str, str]  # "previous" / "next": the list's address for that page, filters kept
+
+    @property
+    def first(self) -> int:  # the position (1, 2, ...) of the page's first row
+        return min(self.total, (self.number - 1) * self.size + 1)
+
+    @property
+    def last(self) -> int:
+        return min(self.total, self.number * self.size)
+
+
+def paged(total: int, wanted: int, path: str, filters: dict[str, str]) -> Pages:
+    """The page numbered ``wanted`` of a list at ``path`` (the last page if there are fewer), with links to its
+    neighbours that keep the list's ``filters``."""
+    count = max(1, -(-total // PAGE_SIZE))
+    number = min(wanted, count)
+    kept = {name: value for name, value in filters.items() if value}
+    neighbours = {"previous": number - 1, "next": number + 1}
+    links = {name: f"{path}?{urlencode({**kept, 'page': n})}" for name, n in neighbours.items() if 1 <= n <= count}
+    return Pages(total, number, count, PAGE_SIZE, links)
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
@@ -18,7 +17,16 @@ from registry.ingest import show
 from registry.models import AntibodyTest, FollowUp, Patient, Site, Treatment
 from registry.reviews import open_findings
 from registry.sheets import SHEETS_BY_NAME
-from registry.web.pages import RECORD_SHEETS, SHEET_OF_TABLE, Signed, engine_of, find_patient, latest_checks, page
+from registry.web.pages import (
+    RECORD_SHEETS,
+    SHEET_OF_TABLE,
+    Signed,
+    engine_of,
+    find_patient,
+    latest_checks,
+    page,
+    paged,
+)
 from registry.web.security import visible_patients
 
 router = APIRouter()
@@ -62,39 +70,6 @@ def _open_findings_by_patient(request: Request) -> dict[str, int]:
     return open_findings(checks.findings(engine_of(request)))["study_id"].dropna().value_counts().to_dict()
 
 
-#: Patients listed per page: a registry of 100,000 would be a 20 MB page (REDCap pages its record lists too).
-PAGE_SIZE = 100
-
-
-@dataclass(frozen=True)
-class Pages:
-    """Where one page of the patient list stands among all the patients the filters match."""
-
-    total: int
-    number: int  # 1, 2, ...
-    count: int  # pages in all (1 for an empty list)
-    size: int
-    links: dict[str, str]  # "previous" / "next": the list's address for that page, filters kept
-
-    @property
-    def first(self) -> int:  # the position (1, 2, ...) of the page's first patient
-        return min(self.total, (self.number - 1) * self.size + 1)
-
-    @property
-    def last(self) -> int:
-        return min(self.total, self.number * self.size)
-
-
-def _pages(total: int, wanted: int, filters: dict[str, str]) -> Pages:
-    """The page numbered ``wanted`` (the last one if there are fewer), with links to its neighbours."""
-    count = max(1, -(-total // PAGE_SIZE))
-    number = min(wanted, count)
-    kept = {name: value for name, value in filters.items() if value}
-    neighbours = {"previous": number - 1, "next": number + 1}
-    links = {name: "/patients?" + urlencode({**kept, "page": n}) for name, n in neighbours.items() if 1 <= n <= count}
-    return Pages(total, number, count, PAGE_SIZE, links)
-
-
 @router.get("/patients", response_class=HTMLResponse)
 def patient_list(
     request: Request,
@@ -135,7 +110,7 @@ def patient_list(
         study_ids = connection.execute(matching).scalars().all()
         if findings == "open":
             study_ids = [study_id for study_id in study_ids if counts.get(study_id)]
-        pages = _pages(len(study_ids), number, filters)
+        pages = paged(len(study_ids), number, "/patients", filters)
         shown = study_ids[pages.first - 1 : pages.last]
         rows = connection.execute(
             sa.select(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Path, Request
+from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -31,6 +31,7 @@ from registry.web.pages import (
     latest_checks,
     local_path,
     page,
+    paged,
     require,
 )
 from registry.web.records import LARGEST_KEY
@@ -40,21 +41,30 @@ router = APIRouter()
 
 
 @router.get("/checks", response_class=HTMLResponse)
-def checks_page(request: Request, me: Signed) -> HTMLResponse:
+def checks_page(
+    request: Request, me: Signed, rule: str = "", number: Annotated[int, Query(alias="page", ge=1)] = 1
+) -> HTMLResponse:
     require(me, READERS_OF_RESULTS)
-    return _checks_page(request, me)
+    return _checks_page(request, me, rule=rule, number=number)
 
 
-def _checks_page(request: Request, me: Account, message: str | None = None, status_code: int = 200) -> HTMLResponse:
+def _checks_page(
+    request: Request, me: Account, message: str | None = None, status_code: int = 200, rule: str = "", number: int = 1
+) -> HTMLResponse:
+    """The last run's summary, and its findings (of one ``rule``, or all) a page at a time."""
     checks = latest_checks(request)
     if checks is None:
         return page(request, "checks.html", status_code, me=me, checks=None, message=message)
     failing = checks.run.summary[checks.run.summary["failing"] > 0]
     findings = checks.findings(engine_of(request))
+    open_count = len(open_findings(findings))
+    if rule:
+        findings = findings[findings["rule"] == rule]
+    pages = paged(len(findings), number, "/checks", {"rule": rule})
     return page(
-        request, "checks.html", status_code, me=me, checks=checks, message=message,
-        rules=failing.to_dict("records"), findings=findings.to_dict("records"),
-        open_count=len(open_findings(findings)), sheet_of_table=SHEET_OF_TABLE,
+        request, "checks.html", status_code, me=me, checks=checks, message=message, rule=rule, pages=pages,
+        rules=failing.to_dict("records"), findings=findings.iloc[pages.first - 1 : pages.last].to_dict("records"),
+        open_count=open_count, sheet_of_table=SHEET_OF_TABLE,
     )  # fmt: skip
 
 
