@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import pandas as pd
 import sqlalchemy as sa
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
@@ -91,6 +91,8 @@ def local_path(target: str, default: str) -> str:
 #: Rows of a long list (patients, findings) on one page: 100,000 patients would be a 20 MB page (REDCap pages its
 #: record lists too).
 PAGE_SIZE = 100
+#: The ``page`` query parameter of a long list: 1, 2, ...
+PageNumber = Annotated[int, Query(alias="page", ge=1)]
 
 
 @dataclass(frozen=True)

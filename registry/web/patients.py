@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from registry.audit import audit_history
@@ -20,6 +20,7 @@ from registry.sheets import SHEETS_BY_NAME
 from registry.web.pages import (
     RECORD_SHEETS,
     SHEET_OF_TABLE,
+    PageNumber,
     Signed,
     engine_of,
     find_patient,
@@ -80,7 +81,7 @@ def patient_list(
     missing: str = "",
     findings: str = "",
     deleted: str = "",
-    number: Annotated[int, Query(alias="page", ge=1)] = 1,
+    number: PageNumber = 1,
 ) -> HTMLResponse:
     """The patients the filters match, a page at a time: their study_ids are listed whole (one column), the
     page's rows alone are read with their details (the analysis group is a subquery per patient)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +26,7 @@ from registry.web.pages import (
     READERS_OF_RESULTS,
     SHEET_OF_TABLE,
     LatestChecks,
+    PageNumber,
     Signed,
     engine_of,
     latest_checks,
@@ -41,9 +42,7 @@ router = APIRouter()
 
 
 @router.get("/checks", response_class=HTMLResponse)
-def checks_page(
-    request: Request, me: Signed, rule: str = "", number: Annotated[int, Query(alias="page", ge=1)] = 1
-) -> HTMLResponse:
+def checks_page(request: Request, me: Signed, rule: str = "", number: PageNumber = 1) -> HTMLResponse:
     require(me, READERS_OF_RESULTS)
     return _checks_page(request, me, rule=rule, number=number)
 
