@@ -16,6 +16,7 @@ import pandas as pd
 from registry.codes import AdverseEventTerm, Analyte, AntibodyGrade
 from registry.config import Config
 from registry.definitions import index_treatment, positive, with_index
+from registry.tables import DAY, NEVER
 
 #: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
 GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
@@ -71,8 +72,8 @@ def _baseline_labs(labs: pd.DataFrame, index: pd.DataFrame, window: int) -> pd.D
 
 def _steroid_sparing(treatment: pd.DataFrame, index: pd.DataFrame, config: Config) -> pd.Series:
     courses = with_index(treatment[treatment["drug"].isin(config.steroid_sparing_drugs)], index, ["index_date"])
-    window = pd.Timedelta(days=config.steroid_sparing_window_days)
-    end = courses["end_date"].fillna(pd.Timestamp.max)
+    window = config.steroid_sparing_window_days * DAY
+    end = courses["end_date"].fillna(NEVER)
     overlaps = (courses["start_date"] <= courses["index_date"] + window) & (end >= courses["index_date"] - window)
     return courses[overlaps].groupby("patient_id").size().reindex(index.index, fill_value=0) > 0
 

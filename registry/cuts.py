@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -88,9 +89,10 @@ def _cut(row: sa.Row | DataCut) -> Cut:
 
 def _column_values(values: pd.Series) -> list[Any]:
     """A column as JSON values: dates as ISO text, missing values as null."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        values = values.dt.strftime("%Y-%m-%d")
-    return values.astype(object).where(values.notna(), None).tolist()
+    present = values.notna()
+    if pd.api.types.is_datetime64_any_dtype(values):  # numpy writes year 1 as 0001 (strftime: as 1)
+        values = pd.Series(np.datetime_as_string(values.to_numpy(), unit="D"), index=values.index)
+    return values.astype(object).where(present, None).tolist()
 
 
 def snapshot_text(tables: dict[str, pd.DataFrame]) -> bytes:

@@ -2,7 +2,7 @@
 
 Everything downstream of the database (data-quality checks, the cohort builder)
 reads these frames, never the ORM. Column dtypes follow the model's column types, so
-a check sees the same types whatever the database: dates as ``datetime64[ns]``,
+a check sees the same types whatever the database: dates as ``datetime64[s]`` (:data:`DATE`),
 measurements as ``float64``, whole numbers as ``Int64``, flags as nullable
 ``boolean`` and codes and text as strings (``object``). Direct identifiers
 (``patient_identifier``), bookkeeping columns (edit counters, deletion and lock times)
@@ -35,6 +35,25 @@ DATA_TABLES: dict[str, sa.Table] = {
 }
 
 
+#: The dtype of dates: second resolution spans years 1 to 9999 and beyond, so every date a database can store is
+#: held as it is (``datetime64[ns]``, pandas' default, ends in 1677 and 2262: one lab dated 0001-01-01 stopped every
+#: check and analysis). Arithmetic on them stays in seconds too: see :data:`DAY`.
+DATE = "datetime64[s]"
+#: One day in :data:`DATE`'s unit: ``pd.Timedelta(days=n)`` is in nanoseconds and would drag a date column into them.
+DAY = np.timedelta64(1, "D").astype("timedelta64[s]")
+#: Later than any storable date, with room for windows added to it: the end of a course that has not ended.
+NEVER = np.datetime64(1_000_000 * 365, "D").astype(DATE)
+
+
+def as_dates(values: np.ndarray) -> np.ndarray:
+    """Dates (``datetime.date``, ISO text, timestamps; ``None``/NaN/NaT where missing) as a :data:`DATE` array.
+
+    Converted once per distinct date (numpy converts date objects one by one, and dates repeat).
+    """
+    codes, uniques = pd.factorize(values)  # missing cells get code -1
+    return np.append(np.asarray(uniques, dtype=object).astype(DATE), np.datetime64("NaT", "s"))[codes]
+
+
 def data_columns(table: sa.Table) -> list[sa.Column]:
     """The columns of ``table`` that hold data (bookkeeping columns left out)."""
     return [column for column in table.columns if not is_bookkeeping(column)]
@@ -55,7 +74,7 @@ def dtype_of(column: sa.Column) -> str:
     """The pandas dtype a column's values are held in."""
     kind = column.type
     if isinstance(kind, sa.Date):
-        return "datetime64[ns]"
+        return DATE
     if isinstance(kind, sa.Float):
         return "float64"
     if isinstance(kind, sa.Boolean):
@@ -83,7 +102,9 @@ def as_dtype(values: pd.Series, column: sa.Column) -> pd.Series:
         return pd.Series(_text(values.to_numpy(dtype=object)), index=values.index, name=values.name)
     if str(values.dtype) == dtype:  # in its dtype already (the checks re-type loaded frames)
         return values
-    return pd.to_datetime(values).astype(dtype) if dtype == "datetime64[ns]" else values.astype(dtype)
+    if dtype == DATE:
+        return pd.Series(as_dates(values.to_numpy(dtype=object)), index=values.index, name=values.name)
+    return values.astype(dtype)
 
 
 def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
@@ -99,8 +120,8 @@ def _column(values: np.ndarray, dtype: str) -> np.ndarray | pd.api.extensions.Ex
         return _text(values)
     if dtype == "float64":
         return values.astype(np.float64)  # None becomes NaN
-    if dtype == "datetime64[ns]":
-        return pd.to_datetime(values).astype(dtype).to_numpy()  # ISO text on SQLite, dates on PostgreSQL
+    if dtype == DATE:
+        return as_dates(values)  # ISO text on SQLite, dates on PostgreSQL
     missing = np.equal(values, None)
     filled = np.where(missing, 0, values)
     if dtype == "boolean":  # 0/1 on SQLite, booleans on PostgreSQL

@@ -59,7 +59,7 @@ def test_missing_values_are_none_in_text_and_na_elsewhere(example):
     assert done["not_done_reason"] is None and np.isnan(done["tlc_pct_pred"])  # None, never NaN, in a text column
     events = tables["adverse_event"]
     assert events["serious"].dtype == "boolean" and events["ctcae_grade"].dtype == "Int64"
-    assert events["resolution_date"].isna().any() and events["resolution_date"].dtype == "datetime64[ns]"
+    assert events["resolution_date"].isna().any() and events["resolution_date"].dtype == "datetime64[s]"
     text = [c.name for c in data_columns(DATA_TABLES["adverse_event"]) if dtype_of(c) == "object"]
     assert all(value is None or isinstance(value, str) for value in events[text].to_numpy().ravel())
 

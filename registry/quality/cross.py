@@ -19,6 +19,7 @@ from registry.codes import OTHER_MYOSITIS_SPECIFIC, AdverseEventOutcome, Antibod
 from registry.config import Config
 from registry.definitions import index_treatment, positive, with_index
 from registry.quality.catalogue import CATALOGUE, DUPLICATE_KEY, PREFIX, REFERENCE
+from registry.tables import DAY, NEVER
 
 FINDING_COLUMNS = ["table", "record", "patient_id", "field", "value"]
 #: Primary key of each table (follow_up has one row per patient).
@@ -233,7 +234,7 @@ def _second_myositis_antibody(registry: Registry) -> pd.DataFrame:
 def _overlapping_courses(registry: Registry) -> pd.DataFrame:
     courses = registry.tables["treatment"].sort_values(["patient_id", "drug", "start_date"])
     keys = [courses["patient_id"], courses["drug"]]
-    latest_end = courses["end_date"].fillna(pd.Timestamp.max).groupby(keys).cummax()  # ongoing: never ends
+    latest_end = courses["end_date"].fillna(NEVER).groupby(keys).cummax()  # ongoing: never ends
     previous_end = latest_end.groupby(keys).shift()
     return found(courses[courses["start_date"] <= previous_end], "treatment", "start_date")
 
@@ -250,9 +251,9 @@ def _events_with_courses(registry: Registry) -> pd.DataFrame:
 def _onset_outside_course(registry: Registry) -> pd.DataFrame:
     pairs = _events_with_courses(registry)
     pairs = pairs[pairs["start_date"].notna()]
-    window = pd.Timedelta(days=registry.config.adverse_event_window_days)
+    window = registry.config.adverse_event_window_days * DAY
     within = (pairs["onset_date"] >= pairs["start_date"]) & (
-        pairs["onset_date"] <= pairs["end_date"].fillna(pd.Timestamp.max - window) + window
+        pairs["onset_date"] <= pairs["end_date"].fillna(NEVER) + window
     )
     inside = within.groupby(pairs["id"]).any()
     events = registry.tables["adverse_event"]

@@ -21,7 +21,7 @@ from registry.config import Config
 from registry.quality.catalogue import CATALOGUE, CODE_LIST, PREFIX, REQUIRED, RULES, TYPE, Severity
 from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, OWNER, RECORD_KEY, Registry
 from registry.quality.schemas import SCHEMAS
-from registry.tables import DATA_TABLES, as_dtype, data_columns, dtype_of
+from registry.tables import DATA_TABLES, DATE, as_dtype, data_columns, dtype_of
 
 COLUMNS = ["rule", "severity", "category", "table", "record", "study_id", "field", "value", "message"]
 
@@ -63,7 +63,7 @@ def _is_a(dtype: str) -> Callable[[object], bool]:
         )
     if dtype == "boolean":
         return lambda v: isinstance(v, bool | np.bool_)
-    if dtype == "datetime64[ns]":
+    if dtype == DATE:
         return lambda v: isinstance(v, datetime | date)
     return lambda v: isinstance(v, str)
 
