@@ -14,6 +14,7 @@ possible but rare enough to deserve a second look.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 
 
@@ -133,6 +134,13 @@ class Analyte(CodeList):
     PAO2 = "pao2", "Arterial oxygen partial pressure"
     FIO2 = "fio2", "Fraction of inspired oxygen"
     TACROLIMUS_TROUGH = "tacrolimus_trough", "Tacrolimus trough concentration"
+
+
+#: The dates entry and import accept: a birth date or a clinical date outside them is a typing error (0001-01-01
+#: for 2001-01-01, 2202 for 2022), refused with the row's message. Dates inside them that are merely implausible (a
+#: birth in 1905, a visit next year) are for the data-quality rules.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
 
 
 @dataclass(frozen=True)

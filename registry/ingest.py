@@ -29,6 +29,7 @@ from sqlmodel import Session
 
 from registry import workbook
 from registry.audit import audited_session, insert_audited_columns
+from registry.codes import EARLIEST_DATE, LATEST_DATE
 from registry.models import Patient, Site, scalar_default
 from registry.sheets import HELPER_SHEETS, SHEETS, SHEETS_BY_NAME, Sheet, SheetColumn, stored_rows
 from registry.violations import explain
@@ -39,6 +40,7 @@ _NUMERALS = "0123456789.+-eE"  # the characters of a plain decimal number
 _WHOLE = re.compile(r"[+-]?\d+")
 _QUALIFIED = re.compile(r"[<>≤≥]=?\s*[\d.]+")
 _WITH_UNIT = re.compile(r"[+-]?[\d.]+\s*[^\d\s.].*")
+_CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, line feed, carriage return
 _DAY_MONTH = re.compile(r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}")
 _LARGEST_INTEGER = 2**31 - 1  # the INTEGER column of both databases
 _YES = {"yes", "y", "true", "1"}
@@ -140,6 +142,13 @@ def _whole(value: Any) -> int:
 
 
 def _date(value: Any) -> date:
+    day = _calendar_date(value)
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise CellError(f"is outside {EARLIEST_DATE} to {LATEST_DATE}: a date so far off is a typing error")
+    return day
+
+
+def _calendar_date(value: Any) -> date:
     if isinstance(value, datetime):
         if value.time() != datetime.min.time():
             raise CellError("has a time of day: enter the date only")
@@ -175,6 +184,9 @@ def _text(value: Any, length: int) -> str:
         raise CellError(f"is longer than {length} characters")
     if "\x00" in value:
         raise CellError("contains a NUL character")
+    if control := _CONTROL.search(value):
+        raise CellError(f"contains the control character U+{ord(control.group()):04X} (text may hold tabs and line "
+                        "breaks, no other control character: an .xlsx cell cannot hold one)")  # fmt: skip
     return value
 
 

@@ -268,6 +268,7 @@ def _write_sheet(ws: WriteOnlyWorksheet, sheet: SheetData, ranges: dict[tuple[st
     """Column widths, frozen header and drop-downs first (a streamed sheet takes them only before its rows), then
     the rows; date cells get ``yyyy-mm-dd`` from openpyxl."""
     from openpyxl.utils import get_column_letter
+    from openpyxl.utils.exceptions import IllegalCharacterError
 
     ws.freeze_panes = "A2"
     for index, name in enumerate(sheet.header, start=1):
@@ -276,8 +277,23 @@ def _write_sheet(ws: WriteOnlyWorksheet, sheet: SheetData, ranges: dict[tuple[st
         if choices := tuple(sheet.choices.get(name, ())):
             _add_dropdown(ws, letter, name, ranges[choices])
     ws.append([_header_cell(ws, name, sheet.notes.get(name)) for name in sheet.header])
-    for row in sheet.rows:
-        ws.append([_xlsx_cell(v) for v in row])
+    for number, row in enumerate(sheet.rows, start=2):
+        try:
+            ws.append([_xlsx_cell(v) for v in row])
+        except IllegalCharacterError:
+            raise WorkbookError(_unwritable(sheet, number, row)) from None
+
+
+def _unwritable(sheet: SheetData, number: int, row: Sequence[Any]) -> str:
+    """Where a row holds a control character, which XML, and so an .xlsx cell, cannot hold (a CSV file can)."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    name, value = next((n, v) for n, v in zip(sheet.header, row, strict=True) if ILLEGAL_CHARACTERS_RE.search(str(v)))
+    character = ILLEGAL_CHARACTERS_RE.search(str(value)).group()
+    return (
+        f"sheet {sheet.name} row {number}, column {name} holds the control character U+{ord(character):04X}, "
+        "which an .xlsx cell cannot hold: correct the value, or write a folder of CSV files (a path without .xlsx)"
+    )
 
 
 def write_xlsx(path: Path, sheets: list[SheetData]) -> None:
@@ -291,8 +307,13 @@ def write_xlsx(path: Path, sheets: list[SheetData]) -> None:
     require_xlsx_fits(path, {sheet.name: len(sheet.rows) for sheet in sheets})
     book = Workbook(write_only=True)
     ranges = _dropdown_ranges(sheets)
-    for sheet in sheets:
-        _write_sheet(book.create_sheet(sheet.name), sheet, ranges)
+    try:
+        for sheet in sheets:
+            _write_sheet(book.create_sheet(sheet.name), sheet, ranges)
+    except WorkbookError:
+        for ws in book.worksheets:  # end each sheet's writer, which would otherwise write to its closed file later
+            ws.close()
+        raise
     if ranges:
         lists = book.create_sheet("lists")
         lists.sheet_state = "hidden"
