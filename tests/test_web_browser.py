@@ -7,14 +7,11 @@ step go to test-artifacts/ (REGISTRY_TEST_ARTIFACTS overrides the folder).
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from conftest import WEB_PASSWORD as PASSWORD
+from conftest import served
 
 import registry
 from registry.web.app import create_app
@@ -34,20 +31,8 @@ if not Path(CHROMIUM).exists():
 
 @pytest.fixture
 def server(web_registry):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    web = uvicorn.Server(uvicorn.Config(create_app(web_registry, secret_key="browser-test"), host="127.0.0.1", port=port,
-                                        log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if web.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    web.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(web_registry, secret_key="browser-test")) as url:
+        yield url
 
 
 @pytest.fixture
