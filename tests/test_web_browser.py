@@ -124,6 +124,29 @@ def rows(page, table: str) -> list[list[str]]:
     return [row.locator("td").all_inner_texts() for row in page.locator(f"{table} tbody tr").all()]
 
 
+def test_after_sign_out_a_copied_session_cookie_is_refused_in_another_browser(server, page):
+    page.goto(f"{server}/login")
+    page.fill("#username", "cora")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{server}/patients"
+    copied = [cookie for cookie in page.context.cookies() if cookie["name"] == "registry_session"]
+    assert len(copied) == 1 and copied[0]["httpOnly"] and copied[0]["sameSite"] == "Strict"
+    other = page.context.browser.new_context()
+    try:
+        thief = other.new_page()
+        other.add_cookies(copied)
+        thief.goto(f"{server}/patients/EX-001")
+        assert thief.url == f"{server}/patients/EX-001"  # the copy works while the session lasts
+        page.click("text=Sign out")
+        assert page.url == f"{server}/login"
+        thief.goto(f"{server}/patients/EX-001")
+        assert thief.url == f"{server}/login?next=/patients/EX-001" and "EX-001" not in thief.text_content("main")
+        shot(thief, "09-copied-cookie-refused-after-sign-out")
+    finally:
+        other.close()
+
+
 def test_a_coordinator_enters_and_corrects_a_patient(server, page):
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
