@@ -121,6 +121,12 @@ def _check_sites(role: Role, sites: Sequence[str]) -> None:
         raise AccountError(f"only coordinators are tied to sites; the {role.value} role sees every site")
 
 
+def typed_name(username: str) -> str:
+    """A user name as typed at sign-in, as the sign-in log and throttle keep it: trimmed, lower-cased, no NUL
+    (PostgreSQL text refuses it), cut to the column's width."""
+    return username.replace("\x00", "").strip().lower()[:USERNAME_LENGTH]
+
+
 def record_event(
     connection: sa.Connection,
     username: str,
@@ -130,9 +136,9 @@ def record_event(
     client: str | None = None,
     actor: str | None = None,
 ) -> None:
-    """One row of the sign-in log (the name as typed, trimmed, lower-cased and cut to the column's width)."""
+    """One row of the sign-in log."""
     connection.execute(sa.insert(SignInEvent).values(
-        at=datetime.now(UTC), username=username.strip().lower()[:USERNAME_LENGTH], account_id=account_id,
+        at=datetime.now(UTC), username=typed_name(username), account_id=account_id,
         client_address=client, outcome=outcome, actor=actor,
     ))  # fmt: skip
 
@@ -191,5 +197,5 @@ def sign_in_events(connection: sa.Connection, username: str | None = None, limit
     query = sa.select(SignInEvent.at, SignInEvent.username, SignInEvent.outcome, SignInEvent.client_address,
                       SignInEvent.actor).order_by(SignInEvent.id.desc()).limit(limit)  # fmt: skip
     if username is not None:
-        query = query.where(SignInEvent.username == username.strip().lower())
+        query = query.where(SignInEvent.username == typed_name(username))
     return [dict(row) for row in connection.execute(query).mappings()]

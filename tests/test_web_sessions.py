@@ -137,7 +137,7 @@ def hasher(monkeypatch) -> CountingHasher:
 
 def test_an_unknown_name_costs_the_same_argon2_verification(app, hasher):
     client = TestClient(app)
-    for username in ("nobody", "cora", "gone"):  # unknown, wrong password, disabled
+    for username in ("nobody", "cora", "gone", "co\x00ra", "x" * 5000):  # unknown, wrong, disabled, odd, long
         before = hasher.verified
         assert sign_in(client, username, "not the password").status_code == 401
         assert hasher.verified - before == 1, username

@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 
 import registry
-from registry.accounts import password_matches, record_event
+from registry.accounts import password_matches, record_event, typed_name
 from registry.codes import SignInOutcome
 from registry.config import Config
 from registry.entry import shown
@@ -31,7 +31,7 @@ from registry.models import Account
 from registry.resources import resource_dir
 from registry.web import admin, patients, records, results, sessions
 from registry.web.pages import NotSignedIn, Signed, client_address, local_path, page
-from registry.web.security import VISITOR_COOKIE, check_csrf, claim_sign_in, signed_in_after_claim
+from registry.web.security import VISITOR_COOKIE, check_csrf, claim_sign_in, sign_in_succeeded
 from registry.web.sessions import SESSION_COOKIE, SessionLimits
 
 #: A one-shot message lives at most this long in its cookie.
@@ -97,7 +97,7 @@ def create_app(
         next: Annotated[str, Form()] = "/patients",
     ) -> Response:
         check_csrf(request, csrf)
-        client, name = client_address(request), username.strip().lower()
+        client, name = client_address(request), typed_name(username)
         wait = claim_sign_in(engine, client, name)
         if wait:
             with engine.begin() as connection:
@@ -107,14 +107,16 @@ def create_app(
             response = page(request, "login.html", 429, next=next, error=message, username=username)
             response.headers["Retry-After"] = str(seconds)
             return response
-        with engine.connect() as connection:
-            row = connection.execute(sa.select(Account).where(Account.username == username)).mappings().first()
+        row = None
+        if "\x00" not in username:  # no name holds one (and PostgreSQL refuses to compare with it)
+            with engine.connect() as connection:
+                row = connection.execute(sa.select(Account).where(Account.username == username)).mappings().first()
         found = Account(**row) if row else None
         if not password_matches(found, password) or not found.active:  # an unknown name costs the same Argon2 work
             with engine.begin() as connection:
                 record_event(connection, name, SignInOutcome.FAILURE, account_id=found and found.id, client=client)
             return page(request, "login.html", 401, next=next, error="Wrong user name or password.", username=username)
-        signed_in_after_claim(engine, client, name)
+        sign_in_succeeded(engine, client, name)
         with engine.begin() as connection:
             if old := request.cookies.get(SESSION_COOKIE):
                 sessions.end(connection, old, SignInOutcome.SIGNED_OUT)  # a new session on sign-in: no fixation

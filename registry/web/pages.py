@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
 from registry.codes import Role
-from registry.models import Account, AccountSite, Patient, Site
+from registry.models import Account, AccountSite, Patient, SignInEvent, Site
 from registry.quality import CheckRun
 from registry.reviews import load_reviews, with_reviews
 from registry.sheets import SHEETS
@@ -61,10 +61,13 @@ def engine_of(request: Request) -> sa.Engine:
     return request.app.state.engine
 
 
+CLIENT_LENGTH = SignInEvent.__table__.c.client_address.type.length
+
+
 def client_address(request: Request) -> str:
     """The address the request came from, as the server saw it (uvicorn takes X-Forwarded-For from a proxy on
     127.0.0.1 only, its FORWARDED_ALLOW_IPS default)."""
-    return request.client.host if request.client else "unknown"
+    return request.client.host[:CLIENT_LENGTH] if request.client else "unknown"
 
 
 def account(request: Request) -> Account:

@@ -25,7 +25,7 @@ from fastapi import HTTPException, Request
 
 from registry.codes import Role
 from registry.models import Account, AccountSite, Patient, SignInThrottle
-from registry.web.sessions import SESSION_COOKIE
+from registry.web.sessions import SESSION_COOKIE, as_utc
 
 VISITOR_COOKIE = "registry_visitor"
 
@@ -57,10 +57,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _claim(engine: sa.Engine, key: str, policy: ThrottlePolicy) -> timedelta:
     """Count one attempt under ``key`` if its turn has come (returns 0), else the wait left, counting nothing.
 
@@ -78,10 +74,10 @@ def _claim(engine: sa.Engine, key: str, policy: ThrottlePolicy) -> timedelta:
                     connection.execute(sa.insert(table).values(key=key, failures=1, last_failure_at=moment,
                                                                next_allowed_at=moment + policy.delay(1)))  # fmt: skip
                     return timedelta(0)
-                last = _utc(row["last_failure_at"])
+                last = as_utc(row["last_failure_at"])
                 counted = 0 if moment - last > policy.forget else row["failures"]
-                if counted and moment < _utc(row["next_allowed_at"]):
-                    return _utc(row["next_allowed_at"]) - moment
+                if counted and moment < as_utc(row["next_allowed_at"]):
+                    return as_utc(row["next_allowed_at"]) - moment
                 changed = connection.execute(
                     sa.update(table)
                     .where(table.c.key == key, table.c.failures == row["failures"], table.c.last_failure_at == last)
@@ -104,7 +100,7 @@ def claim_sign_in(engine: sa.Engine, client: str, name: str) -> timedelta:
     return _claim(engine, address, ADDRESS) or _claim(engine, name_at_address, NAME_AT_ADDRESS)
 
 
-def signed_in_after_claim(engine: sa.Engine, client: str, name: str) -> None:
+def sign_in_succeeded(engine: sa.Engine, client: str, name: str) -> None:
     """A claimed attempt succeeded: the name starts afresh from this address, and the address counts it not."""
     address, name_at_address = _keys(client, name)
     table = SignInThrottle.__table__

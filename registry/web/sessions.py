@@ -37,7 +37,8 @@ def token_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC time."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives back naive UTC times
 
 
@@ -74,8 +75,8 @@ def signed_in(request: Request) -> Account | None:
         ).mappings().first()  # fmt: skip
     if row is None or not row["active"]:
         return None
-    last_seen = _utc(row["seen"])
-    if now - last_seen > limits.idle or now - _utc(row["began"]) > limits.absolute:
+    last_seen = as_utc(row["seen"])
+    if now - last_seen > limits.idle or now - as_utc(row["began"]) > limits.absolute:
         return None
     if now - last_seen > TOUCH_EVERY:
         with engine.begin() as connection:
