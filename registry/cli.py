@@ -13,7 +13,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -25,7 +25,17 @@ from sqlmodel import Session
 import registry
 from registry import db
 from registry import export as export_module
-from registry.accounts import AccountError, create_account, disable, set_password, site_codes
+from registry.accounts import (
+    ABSOLUTE_TIMEOUT,
+    IDLE_TIMEOUT,
+    AccountError,
+    create_account,
+    disable,
+    set_password,
+    set_role,
+    sign_in_events,
+    site_codes,
+)
 from registry.audit import audit_history, audited_session
 from registry.codes import Role
 from registry.config import Config, ConfigError, load_config
@@ -301,6 +311,45 @@ def user_disable(
         disable(s, username)
 
 
+@user_app.command("role")
+def user_role(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    role: Annotated[Role, typer.Option(help="coordinator, data_manager, analyst or admin.")],
+    site: Annotated[list[str] | None, typer.Option(help="A site the coordinator works for (repeat for more).")] = None,
+    actor: Actor = "",
+) -> None:
+    """Give an account a new role and exactly the sites listed; its sessions end.
+
+    Example: registry user role alice --role coordinator --site NJ1 --site SH2
+    """
+    with _account_change(ctx, actor, f"role of {username} changed", f"Role of {username} is now {role.value}") as s:
+        set_role(s, username, role, site or [])
+
+
+@user_app.command("events")
+def user_events(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", help="Only the events of this user name.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list instead of lines.")] = False,
+) -> None:
+    """List sign-ins, failures, refusals, sign-outs and account changes: when (UTC), name, outcome, address, by whom.
+
+    Example: registry user events --user alice --limit 20
+    """
+    with _engine(ctx).connect() as connection:
+        events = sign_in_events(connection, user, limit)
+    if as_json:
+        typer.echo(json.dumps([{**e, "at": e["at"].isoformat(), "outcome": e["outcome"].value} for e in events],
+                              indent=2))  # fmt: skip
+        return
+    for e in events:
+        fields = (e["at"].strftime("%Y-%m-%d %H:%M:%S"), e["username"], e["outcome"].value, e["client_address"],
+                  e["actor"])  # fmt: skip
+        typer.echo("\t".join(field or "" for field in fields))
+
+
 @user_app.command("list")
 def user_list(ctx: typer.Context) -> None:
     """List the accounts: sign-in name, role, active or disabled, sites.
@@ -334,17 +383,26 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     https: Annotated[bool, typer.Option("--https", help="Served behind HTTPS: session cookies marked Secure.")] = False,
     config_file: ConfigOption = Path("registry.toml"),
+    idle_minutes: Annotated[
+        int, typer.Option("--idle-minutes", min=1, help="A session unused this long ends.")
+    ] = IDLE_TIMEOUT // timedelta(minutes=1),
+    session_hours: Annotated[
+        int, typer.Option("--session-hours", min=1, help="A session ends this long after sign-in.")
+    ] = ABSOLUTE_TIMEOUT // timedelta(hours=1),
 ) -> None:
-    """Start the web application for data entry. Set REGISTRY_SECRET_KEY so sessions survive restarts.
+    """Start the web application for data entry. Set REGISTRY_SECRET_KEY so open forms survive restarts.
 
-    Example: REGISTRY_SECRET_KEY=... registry serve --port 8000
+    Example: REGISTRY_SECRET_KEY=... registry serve --port 8000 --idle-minutes 30 --session-hours 8
     """
     import uvicorn
 
     from registry.web.app import create_app
+    from registry.web.sessions import SessionLimits
 
     config = _config(config_file)
-    web = create_app(_engine(ctx), secret_key=os.environ.get("REGISTRY_SECRET_KEY"), https=https, config=config)
+    limits = SessionLimits(idle=timedelta(minutes=idle_minutes), absolute=timedelta(hours=session_hours))
+    web = create_app(_engine(ctx), secret_key=os.environ.get("REGISTRY_SECRET_KEY"), https=https, config=config,
+                     session_limits=limits)  # fmt: skip
     uvicorn.run(web, host=host, port=port, log_level="info")
 
 

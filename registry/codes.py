@@ -440,6 +440,18 @@ class Role(CodeList):
     ADMIN = "admin", "Administrator: accounts and sites"
 
 
+class SignInOutcome(CodeList):
+    """What a sign-in event of the web application was (registry user events lists them)."""
+
+    SUCCESS = "success", "Signed in"
+    FAILURE = "failure", "Wrong user name or password, or a disabled account"
+    THROTTLED = "throttled", "Refused unchecked: too many recent failures from this address"
+    SIGNED_OUT = "signed_out", "Signed out (the session ended)"
+    PASSWORD_CHANGED = "password_changed", "Password changed (every session of the account ended)"
+    ROLE_CHANGED = "role_changed", "Role or sites changed (every session of the account ended)"
+    DISABLED = "disabled", "Account disabled (every session of the account ended)"
+
+
 class AuditAction(CodeList):
     INSERT = "insert", "Record created"
     UPDATE = "update", "Record changed"

@@ -41,6 +41,7 @@ from registry.codes import (
     Role,
     RpildDefinition,
     Sex,
+    SignInOutcome,
     Smoking,
     StopReason,
     VitalStatus,
@@ -164,11 +165,18 @@ STUDY_ID_PATTERN = (
 )
 
 
+#: Site codes: capitals, digits, '_' and '-' (no markup, no look-alike or invisible characters, no '/').
+SITE_CODE_PATTERN = (
+    r"[A-Z0-9][A-Z0-9_-]*",
+    "may hold only capital letters A-Z, digits, '_' and '-', and starts with a letter or digit",
+)
+
+
 class Site(SQLModel, table=True):
     __tablename__ = "site"
 
     id: int | None = identifier()
-    code: str = text(16, "Short site code used in study_ids and reports", unique=True)
+    code: str = text(16, "Short site code used in study_ids and reports", unique=True, pattern=SITE_CODE_PATTERN)
     name: str = text(200, "Hospital or centre name")
     country: str | None = text(2, "ISO 3166-1 alpha-2 country code")
 
@@ -471,6 +479,61 @@ class AccountSite(SQLModel, table=True):
     site_id: int = column("Site", foreign_key="site.id", ondelete="RESTRICT", primary_key=True)
 
 
+class WebSession(SQLModel, table=True):
+    """A signed-in session of the web application, checked on every request.
+
+    The browser holds a random token; only its SHA-256 is stored, so a copy of the
+    database signs no one in. A security log, not registry data: written directly,
+    not through the audit trail.
+    """
+
+    __tablename__ = "web_session"
+
+    id: str = column("SHA-256 (hex) of the session token the browser holds", sa_type=sa.String(64), primary_key=True)
+    account_id: int = column("Account signed in", foreign_key="account.id", ondelete="RESTRICT", index=True)
+    created_at: datetime = column("When the session began (UTC)", sa_type=sa.DateTime(timezone=True))
+    last_seen_at: datetime = column("Latest request of the session (UTC, to the minute)",
+                                    sa_type=sa.DateTime(timezone=True))  # fmt: skip
+    ended_at: datetime | None = column("When the session ended (UTC); empty while it lasts",
+                                       sa_type=sa.DateTime(timezone=True))  # fmt: skip
+    end_reason: SignInOutcome | None = code(SignInOutcome, "web_session_end", "Why the session ended")
+
+
+class SignInEvent(SQLModel, table=True):
+    """A sign-in, failure, refusal, sign-out or account change, for administrators (no patient data).
+
+    A security log, not registry data: written directly, not through the audit trail;
+    passwords and session tokens are never recorded.
+    """
+
+    __tablename__ = "sign_in_event"
+
+    id: int | None = identifier()
+    at: datetime = column("When it happened (UTC)", sa_type=sa.DateTime(timezone=True), index=True)
+    username: str = text(64, "User name as typed, trimmed and lower-cased (cut at 64 characters)", index=True)
+    account_id: int | None = column("The account of that name, if there is one", foreign_key="account.id",
+                                    ondelete="RESTRICT")  # fmt: skip
+    client_address: str | None = text(45, "Client address of the request (empty from the command line)")
+    outcome: SignInOutcome = code(SignInOutcome, "sign_in_outcome", "What happened")
+    actor: str | None = text(100, "Who made an account change (an administrator, or the command line's user)")
+
+
+class SignInThrottle(SQLModel, table=True):
+    """Failed sign-ins counted per client address and per user name from an address, changed atomically.
+
+    Every attempt claims its turn by a conditional UPDATE before its password is checked,
+    so parallel requests and several server processes cannot check more than allowed.
+    """
+
+    __tablename__ = "sign_in_throttle"
+
+    key: str = column("addr:ADDRESS, or name:ADDRESS:NAME", sa_type=sa.String(200), primary_key=True)
+    failures: int = column("Failed (or not yet answered) attempts since the last success or quiet hour")
+    last_failure_at: datetime = column("Latest counted attempt (UTC)", sa_type=sa.DateTime(timezone=True))
+    next_allowed_at: datetime = column("No attempt is checked before this time (UTC)",
+                                       sa_type=sa.DateTime(timezone=True))  # fmt: skip
+
+
 class FindingReview(SQLModel, table=True):
     """A data manager's verdict on a data-quality warning: the value was checked at source and is right.
 
@@ -567,5 +630,8 @@ TABLES: tuple[type[SQLModel], ...] = (
     AccountSite,
     FindingReview,
     DataCut,
+    WebSession,
+    SignInEvent,
+    SignInThrottle,
     AuditLog,
 )

@@ -67,6 +67,11 @@ def test_refusals_are_explained_and_change_nothing(web_registry, admin):
          "an account named &#39;cora&#39; exists already"),
         ({"username": "y" * 65, "role": "analyst", "password": "a long enough secret"},
          "a sign-in name has at most 64 characters"),
+        ({"username": "<b>x</b>", "role": "analyst", "password": "a long enough secret"},
+         "&#39;&lt;b&gt;x&lt;/b&gt;&#39; is not a usable sign-in name: lower-case letters a-z, digits, &#39;.&#39;, "
+         "&#39;_&#39; and &#39;-&#39;, starting with a letter or digit"),
+        ({"username": "xavier", "role": "analyst", "password": "xavier's password"},
+         "the password must not contain the user name"),
         ({"username": "x", "role": "boss", "password": "a long enough secret"}, "choose a role"),
     ]  # fmt: skip
     for data, message in cases:
@@ -107,3 +112,23 @@ def test_an_administrator_adds_a_site_and_bad_input_is_refused(web_registry, adm
     for data, message in cases:
         answer = post(admin, "/admin/sites", data, form="/admin")
         assert answer.status_code == 422 and f"Site not added: {message}." in answer.text, message
+
+
+def test_an_administrator_changes_a_role_and_sites_and_every_change_ends_the_sessions(web_registry, admin):
+    cora = TestClient(create_app(web_registry, secret_key="test-secret"))
+    sign_in(cora, "cora")
+    assert re.findall(r">(EX-\d+)</a>", cora.get("/patients").text) == ["EX-001", "EX-002", "EX-003", "EX-004"]
+    changed = post(admin, "/admin/accounts/cora/role", {"role": "coordinator", "site": "OTHER"}, form="/admin")
+    assert changed.status_code == 303 and "Role of cora changed." in admin.get("/admin").text
+    assert cora.get("/patients", follow_redirects=False).status_code == 303  # signed out by the change
+    sign_in(cora, "cora")
+    assert re.findall(r">(EX-\d+)</a>", cora.get("/patients").text) == ["EX-901"]
+    for action, data in (("password", {"password": "another long secret"}), ("disable", {})):
+        assert post(admin, f"/admin/accounts/cora/{action}", data, form="/admin").status_code == 303
+        assert cora.get("/patients", follow_redirects=False).status_code == 303, action
+        sign_in(cora, "cora", "another long secret")
+    mine = post(admin, "/admin/accounts/adam/role", {"role": "analyst"}, form="/admin")
+    assert mine.status_code == 409 and "Not done: you cannot change your own role." in mine.text
+    events = admin.get("/admin").text.split('id="sign-in-events"')[1]
+    assert events.index("Account disabled") < events.index("Password changed") < events.index("Role or sites changed")
+    assert "testclient" in events and "adam" in events

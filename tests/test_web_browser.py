@@ -7,14 +7,11 @@ step go to test-artifacts/ (REGISTRY_TEST_ARTIFACTS overrides the folder).
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from conftest import WEB_PASSWORD as PASSWORD
+from conftest import served
 
 import registry
 from registry.web.app import create_app
@@ -34,20 +31,8 @@ if not Path(CHROMIUM).exists():
 
 @pytest.fixture
 def server(web_registry):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    web = uvicorn.Server(uvicorn.Config(create_app(web_registry, secret_key="browser-test"), host="127.0.0.1", port=port,
-                                        log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if web.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    web.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(web_registry, secret_key="browser-test")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -137,6 +122,29 @@ def save(page) -> int:
 def rows(page, table: str) -> list[list[str]]:
     """The cells of each body row of ``table`` (a selector), as text."""
     return [row.locator("td").all_inner_texts() for row in page.locator(f"{table} tbody tr").all()]
+
+
+def test_after_sign_out_a_copied_session_cookie_is_refused_in_another_browser(server, page):
+    page.goto(f"{server}/login")
+    page.fill("#username", "cora")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{server}/patients"
+    copied = [cookie for cookie in page.context.cookies() if cookie["name"] == "registry_session"]
+    assert len(copied) == 1 and copied[0]["httpOnly"] and copied[0]["sameSite"] == "Strict"
+    other = page.context.browser.new_context()
+    try:
+        thief = other.new_page()
+        other.add_cookies(copied)
+        thief.goto(f"{server}/patients/EX-001")
+        assert thief.url == f"{server}/patients/EX-001"  # the copy works while the session lasts
+        page.click("text=Sign out")
+        assert page.url == f"{server}/login"
+        thief.goto(f"{server}/patients/EX-001")
+        assert thief.url == f"{server}/login?next=/patients/EX-001" and "EX-001" not in thief.text_content("main")
+        shot(thief, "09-copied-cookie-refused-after-sign-out")
+    finally:
+        other.close()
 
 
 def test_a_coordinator_enters_and_corrects_a_patient(server, page):

@@ -2,7 +2,9 @@
 
 Every change goes through the same library calls as the command line (Argon2id hashes,
 a coordinator tied to at least one site, accounts disabled and never deleted) and is
-audited with the administrator's name; passwords are never shown or logged.
+audited with the administrator's name; passwords are never shown or logged. A new
+password, role or sites, or disabling, ends every session of the account. The newest
+sign-in events are listed below the accounts.
 """
 
 from __future__ import annotations
@@ -13,17 +15,22 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from registry.accounts import AccountError, create_account, disable, set_password, site_codes
+from registry.accounts import AccountError, create_account, disable, set_password, set_role, sign_in_events, site_codes
 from registry.audit import audited_session
 from registry.codes import Role
 from registry.models import Account, Site
 from registry.sites import SITE_FIELDS, SiteError, register_site
-from registry.web.pages import Signed, engine_of, page, require
+from registry.web.pages import Signed, client_address, engine_of, page, require
 from registry.web.security import check_csrf
 
 router = APIRouter()
 ADMINS = (Role.ADMIN,)
 CSRF = Annotated[str | None, Form(alias="csrf_token")]
+#: Sign-in events on the page (registry user events lists more).
+EVENTS_SHOWN = 50
+#: What an administrator may not do to their own account (and so lock out the last administrator).
+NOT_ONESELF = {"disable": "disable your own account", "role": "change your own role"}
+REASONS = {"disable": "account {} disabled", "password": "password of {} changed", "role": "role of {} changed"}
 
 
 def _admin_page(request: Request, me: Account, status_code: int = 200, **context: object) -> HTMLResponse:
@@ -36,9 +43,10 @@ def _admin_page(request: Request, me: Account, status_code: int = 200, **context
             ).mappings()
         ]  # fmt: skip
         sites = connection.execute(sa.select(Site.code, Site.name, Site.country).order_by(Site.code)).all()
+        events = sign_in_events(connection, limit=EVENTS_SHOWN)
     context.setdefault("error", None)
     return page(request, "admin.html", status_code, me=me, accounts=accounts, sites=sites, roles=list(Role),
-                site_fields=SITE_FIELDS, **context)  # fmt: skip
+                site_fields=SITE_FIELDS, events=events, **context)  # fmt: skip
 
 
 def _done(request: Request, message: str) -> Response:
@@ -77,24 +85,29 @@ def change_account(
     username: str,
     action: str,
     password: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "",
+    site: Annotated[list[str] | None, Form()] = None,
     csrf: CSRF = None,
 ) -> Response:
     check_csrf(request, csrf)
     require(me, ADMINS)
-    if action not in ("disable", "password"):
+    if action not in REASONS:
         raise HTTPException(status_code=404, detail="No such action")
-    if action == "disable" and username == me.username:
-        return _admin_page(request, me, 409, error="Not done: you cannot disable your own account.")
-    reason = f"account {username} disabled" if action == "disable" else f"password of {username} changed"
+    if action in NOT_ONESELF and username == me.username:
+        return _admin_page(request, me, 409, error=f"Not done: you cannot {NOT_ONESELF[action]}.")
+    reason, client = REASONS[action].format(username), client_address(request)
     try:
         with audited_session(engine_of(request), actor=me.username, reason=reason) as session:
             if action == "disable":
-                disable(session, username)
+                disable(session, username, client)
+            elif action == "password":
+                set_password(session, username, password, client)
             else:
-                set_password(session, username, password)
+                set_role(session, username, Role(role), site or [], client)
             session.commit()
-    except AccountError as error:
-        return _admin_page(request, me, 422, error=f"Not done: {error}.")
+    except (AccountError, ValueError) as error:
+        message = str(error) if isinstance(error, AccountError) else "choose a role"
+        return _admin_page(request, me, 422, error=f"Not done: {message}.")
     return _done(request, f"{reason[0].upper()}{reason[1:]}.")
 
 

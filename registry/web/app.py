@@ -2,11 +2,16 @@
 
 Sign-in and sessions live here; the patient list and page in :mod:`registry.web.patients`,
 the entry forms in :mod:`registry.web.records`, the data-quality and report pages in
-:mod:`registry.web.results`. Sessions are signed cookies (HttpOnly, SameSite=Strict,
-Secure when served over HTTPS); every form carries a CSRF token.
+:mod:`registry.web.results`. Sessions are kept in the database (:mod:`registry.web.sessions`);
+their cookie holds a random token alone (HttpOnly, SameSite=Strict, Secure when served
+over HTTPS). Every form carries a CSRF token, an HMAC of the session's token, or before
+sign-in of a random visitor cookie's, with the server's key. The one-shot messages shown
+after a change travel in a separate signed cookie that holds nothing else.
 """
 
+import math
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -18,28 +23,37 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 
 import registry
-from registry.accounts import password_matches
+from registry.accounts import password_matches, record_event, typed_name
+from registry.codes import SignInOutcome
 from registry.config import Config
 from registry.entry import shown
 from registry.models import Account
 from registry.resources import resource_dir
-from registry.web import admin, patients, records, results
-from registry.web.pages import NotSignedIn, Signed, local_path, page
-from registry.web.security import Throttle, check_csrf
+from registry.web import admin, patients, records, results, sessions
+from registry.web.pages import NotSignedIn, Signed, client_address, local_path, page
+from registry.web.security import VISITOR_COOKIE, check_csrf, claim_sign_in, sign_in_succeeded
+from registry.web.sessions import SESSION_COOKIE, SessionLimits
 
-SESSION_SECONDS = 8 * 60 * 60
+#: A one-shot message lives at most this long in its cookie.
+FLASH_SECONDS = 60
 
 
 def create_app(
-    engine: sa.Engine, *, secret_key: str | None = None, https: bool = False, config: Config | None = None
+    engine: sa.Engine,
+    *,
+    secret_key: str | None = None,
+    https: bool = False,
+    config: Config | None = None,
+    session_limits: SessionLimits | None = None,
 ) -> FastAPI:
-    """The application over ``engine``. Without ``secret_key`` sessions last as long as the process."""
+    """The application over ``engine``. Without ``secret_key`` forms opened before a restart must be reloaded."""
     app = FastAPI(title="MDA5-ILD registry", docs_url=None, redoc_url=None, openapi_url=None)
+    secret_key = secret_key or secrets.token_urlsafe(32)
     app.add_middleware(
-        SessionMiddleware,
-        secret_key=secret_key or secrets.token_urlsafe(32),
-        session_cookie="registry_session",
-        max_age=SESSION_SECONDS,
+        SessionMiddleware,  # request.session: the one-shot message after a change, nothing else
+        secret_key=secret_key,
+        session_cookie="registry_flash",
+        max_age=FLASH_SECONDS,
         same_site="strict",
         https_only=https,
     )
@@ -51,7 +65,19 @@ def create_app(
     app.state.templates = templates
     app.state.config = config or Config()
     app.state.latest_checks = None
-    throttle = Throttle()
+    app.state.secret_key, app.state.https = secret_key, https
+    app.state.session_limits = session_limits or SessionLimits()
+
+    @app.middleware("http")
+    async def _visitor(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """A random visitor token for every browser, which the CSRF token of a not-signed-in form is bound to."""
+        known = request.cookies.get(VISITOR_COOKIE)
+        request.state.visitor = known or secrets.token_urlsafe(32)
+        response = await call_next(request)
+        if not known:
+            response.set_cookie(VISITOR_COOKIE, request.state.visitor, httponly=True, samesite="strict", secure=https,
+                                path="/")  # fmt: skip
+        return response
 
     @app.exception_handler(NotSignedIn)
     async def _sign_in_first(request: Request, _: NotSignedIn) -> Response:
@@ -71,25 +97,46 @@ def create_app(
         next: Annotated[str, Form()] = "/patients",
     ) -> Response:
         check_csrf(request, csrf)
-        if throttle.blocked(username):
-            message = "Too many failed sign-ins for this name: wait 15 minutes, or ask an administrator."
-            return page(request, "login.html", 429, next=next, error=message, username=username)
-        with engine.connect() as connection:
-            row = connection.execute(sa.select(Account).where(Account.username == username)).mappings().first()
+        client, name = client_address(request), typed_name(username)
+        wait = claim_sign_in(engine, client, name)
+        if wait:
+            with engine.begin() as connection:
+                record_event(connection, name, SignInOutcome.THROTTLED, client=client)
+            seconds = math.ceil(wait.total_seconds())
+            message = f"Too many failed sign-ins from this address: try again in {seconds} s."
+            response = page(request, "login.html", 429, next=next, error=message, username=username)
+            response.headers["Retry-After"] = str(seconds)
+            return response
+        row = None
+        if "\x00" not in username:  # no name holds one (and PostgreSQL refuses to compare with it)
+            with engine.connect() as connection:
+                row = connection.execute(sa.select(Account).where(Account.username == username)).mappings().first()
         found = Account(**row) if row else None
-        if found is None or not found.active or not password_matches(found, password):
-            throttle.failed(username)
+        if not password_matches(found, password) or not found.active:  # an unknown name costs the same Argon2 work
+            with engine.begin() as connection:
+                record_event(connection, name, SignInOutcome.FAILURE, account_id=found and found.id, client=client)
             return page(request, "login.html", 401, next=next, error="Wrong user name or password.", username=username)
-        throttle.succeeded(username)
-        request.session.clear()  # a new session on sign-in: no fixation
-        request.session["account_id"] = found.id
-        return RedirectResponse(local_path(next, "/patients"), status_code=303)
+        sign_in_succeeded(engine, client, name)
+        with engine.begin() as connection:
+            if old := request.cookies.get(SESSION_COOKIE):
+                sessions.end(connection, old, SignInOutcome.SIGNED_OUT)  # a new session on sign-in: no fixation
+            record_event(connection, name, SignInOutcome.SUCCESS, account_id=found.id, client=client)
+        response = RedirectResponse(local_path(next, "/patients"), status_code=303)
+        sessions.set_cookie(request, response, sessions.start(engine, found.id))
+        return response
 
     @app.post("/logout")
     def logout(request: Request, csrf: Annotated[str | None, Form(alias="csrf_token")] = None) -> Response:
         check_csrf(request, csrf)
-        request.session.clear()
-        return RedirectResponse("/login", status_code=303)
+        with engine.begin() as connection:
+            token = request.cookies.get(SESSION_COOKIE, "")
+            if (account_id := sessions.end(connection, token, SignInOutcome.SIGNED_OUT)) is not None:
+                username = connection.execute(sa.select(Account.username).where(Account.id == account_id)).scalar_one()
+                record_event(connection, username, SignInOutcome.SIGNED_OUT, account_id=account_id,
+                             client=client_address(request))  # fmt: skip
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
 
     @app.get("/")
     def home(_: Signed) -> Response:

@@ -18,11 +18,12 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
 from registry.codes import Role
-from registry.models import Account, AccountSite, Patient, Site
+from registry.models import Account, AccountSite, Patient, SignInEvent, Site
 from registry.quality import CheckRun
 from registry.reviews import load_reviews, with_reviews
 from registry.sheets import SHEETS
 from registry.web.security import csrf_token, visible_patients
+from registry.web.sessions import signed_in
 
 #: Who may enter and correct data, run the checks and read reports, lock records.
 WRITERS = (Role.COORDINATOR, Role.DATA_MANAGER)
@@ -60,17 +61,21 @@ def engine_of(request: Request) -> sa.Engine:
     return request.app.state.engine
 
 
+CLIENT_LENGTH = SignInEvent.__table__.c.client_address.type.length
+
+
+def client_address(request: Request) -> str:
+    """The address the request came from, as the server saw it (uvicorn takes X-Forwarded-For from a proxy on
+    127.0.0.1 only, its FORWARDED_ALLOW_IPS default)."""
+    return request.client.host[:CLIENT_LENGTH] if request.client else "unknown"
+
+
 def account(request: Request) -> Account:
-    """The signed-in, active account; otherwise :class:`NotSignedIn`."""
-    account_id = request.session.get("account_id")
-    if account_id is None:
+    """The active account of the request's live session (checked in the database); otherwise :class:`NotSignedIn`."""
+    found = signed_in(request)
+    if found is None:
         raise NotSignedIn
-    with engine_of(request).connect() as connection:
-        row = connection.execute(sa.select(Account).where(Account.id == account_id)).mappings().first()
-    if row is None or not row["active"]:
-        request.session.clear()
-        raise NotSignedIn
-    return Account(**row)
+    return found
 
 
 Signed = Annotated[Account, Depends(account)]
