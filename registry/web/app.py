@@ -2,8 +2,9 @@
 
 Sign-in and sessions live here; the patient list and page in :mod:`registry.web.patients`,
 the entry forms in :mod:`registry.web.records`, the data-quality and report pages in
-:mod:`registry.web.results`. Sessions are signed cookies (HttpOnly, SameSite=Strict,
-Secure when served over HTTPS); every form carries a CSRF token.
+:mod:`registry.web.results`, the header policy of every response in :mod:`registry.web.headers`.
+Sessions are signed cookies (HttpOnly, SameSite=Strict, Secure when served over HTTPS);
+every form carries a CSRF token.
 """
 
 import secrets
@@ -24,6 +25,7 @@ from registry.entry import shown
 from registry.models import Account
 from registry.resources import resource_dir
 from registry.web import admin, patients, records, results
+from registry.web.headers import Guard
 from registry.web.pages import NotSignedIn, Signed, local_path, page
 from registry.web.security import Throttle, check_csrf
 
@@ -35,6 +37,7 @@ def create_app(
 ) -> FastAPI:
     """The application over ``engine``. Without ``secret_key`` sessions last as long as the process."""
     app = FastAPI(title="MDA5-ILD registry", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Guard, https=https)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret_key or secrets.token_urlsafe(32),
@@ -43,7 +46,9 @@ def create_app(
         same_site="strict",
         https_only=https,
     )
-    templates = Jinja2Templates(directory=Path(resource_dir("templates", "_templates", "report.html")) / "web")
+    template_dir = Path(resource_dir("templates", "_templates", "report.html")) / "web"
+    templates = Jinja2Templates(directory=template_dir)
+    stylesheet = (template_dir / "registry.css").read_text()
     templates.env.globals["version"] = registry.__version__
     templates.env.filters["shown"] = shown
     templates.env.filters["urlpart"] = lambda value: quote(str(value), safe="")  # a path segment: "/" quoted too
@@ -90,6 +95,10 @@ def create_app(
         check_csrf(request, csrf)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
+
+    @app.get("/registry.css", include_in_schema=False)
+    def _stylesheet() -> Response:
+        return Response(stylesheet, media_type="text/css", headers={"Cache-Control": "max-age=3600"})  # no patient data
 
     @app.get("/")
     def home(_: Signed) -> Response:
