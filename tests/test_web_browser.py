@@ -51,13 +51,23 @@ def server(web_registry):
 
 
 @pytest.fixture
-def page():
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.set_default_timeout(5000)
-        yield page
+        yield browser
         browser.close()
+
+
+def new_page(browser):
+    """A page of its own browser context: its own cookies, so its own session."""
+    page = browser.new_context().new_page()
+    page.set_default_timeout(5000)
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    return new_page(browser)
 
 
 def shot(page, name: str) -> None:
@@ -221,3 +231,41 @@ def test_a_coordinator_enters_and_corrects_a_patient(server, page):
     assert history[-1][3:] == ["dose: 5 → 10", REASON]
     shot(page, "18-history-of-the-treatment")
     assert dialogs == []
+
+
+def sign_in(page, server: str, username: str, path: str) -> None:
+    """Open ``path``, sign in as ``username`` on the way, and arrive there."""
+    page.goto(f"{server}{path}")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{server}{path}"
+
+
+def test_focus_goes_to_the_first_error_and_typed_work_survives_the_end_of_a_session(server, browser):
+    page = new_page(browser)
+    sign_in(page, server, "cora", "/patients/EX-002/treatments/new")
+    fill(page, {**TREATMENT, "start_date": "2021-13-01", "end_date": "2021-01-10"})
+    assert save(page) == 422
+    assert page.evaluate("document.activeElement.id") == "start_date"  # the first field in error
+    shot(page, "23-focus-on-the-first-error")
+
+    fill(page, {**TREATMENT, "end_date": ""})
+    page.context.clear_cookies()  # the session ends while the form is open
+    assert save(page) == 401
+    assert page.text_content("[role=alert]") == (
+        "You were signed out before this was saved: sign in again to go back to the form with what you typed."
+    )
+    shot(page, "24-signed-out-before-saving")
+    page.fill("#username", "cora")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{server}/patients/EX-002/treatments/new"
+    assert (
+        page.text_content("#note")
+        == "Not saved yet: you were signed out before saving. Check what you typed, then save."
+    )
+    assert entered(page, TREATMENT) == TREATMENT
+    shot(page, "25-back-at-the-form")
+    assert save(page) == 303
+    assert page.text_content("[role=status]").startswith("Saved: drug, start_date, ")

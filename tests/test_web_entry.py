@@ -54,6 +54,12 @@ def field_error(page: str, name: str) -> str:
     return match.group(1) if match else ""
 
 
+def refusal(page: str) -> tuple[str, list[str]]:
+    """The title of an error page and the problems it lists."""
+    title = re.search(r"<h1>([^<]*)</h1>", page).group(1)
+    return title, [html.unescape(p) for p in re.findall(r'<p class="error">([^<]*)</p>', page)]
+
+
 def patient_row(engine, study_id: str) -> Patient:
     with sa.orm.Session(engine) as session:
         return session.execute(sa.select(Patient).where(Patient.study_id == study_id)).scalar_one()
@@ -364,7 +370,10 @@ def test_every_form_refuses_a_missing_or_forged_csrf_token(client, web_registry)
         for token in ({}, {"csrf_token": "forged"}):
             answer = client.post(path, data={**NEW_PATIENT, **token, "reason": "x", "version": "1"})
             assert answer.status_code == 403, path
-            assert answer.json() == {"detail": "The form has expired or did not come from this site: reload it."}
+            assert refusal(answer.text) == (
+                "Not allowed",
+                ["The form has expired or did not come from this site: reload it."],
+            ), path
     assert snapshot(web_registry) == before
 
 

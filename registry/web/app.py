@@ -2,9 +2,9 @@
 
 Sign-in and sessions live here; the patient list and page in :mod:`registry.web.patients`,
 the entry forms in :mod:`registry.web.records`, the data-quality and report pages in
-:mod:`registry.web.results`, the header policy of every response in :mod:`registry.web.headers`.
-Sessions are signed cookies (HttpOnly, SameSite=Strict, Secure when served over HTTPS);
-every form carries a CSRF token.
+:mod:`registry.web.results`, the header policy of every response in :mod:`registry.web.headers`,
+the error pages in :mod:`registry.web.errors`. Sessions are signed cookies (HttpOnly,
+SameSite=Strict, Secure when served over HTTPS); every form carries a CSRF token.
 """
 
 import secrets
@@ -24,9 +24,9 @@ from registry.config import Config
 from registry.entry import shown
 from registry.models import Account
 from registry.resources import resource_dir
-from registry.web import admin, patients, records, results
+from registry.web import admin, errors, patients, records, results
 from registry.web.headers import Guard
-from registry.web.pages import NotSignedIn, Signed, local_path, page
+from registry.web.pages import TYPED, Signed, local_path, page
 from registry.web.security import Throttle, check_csrf
 
 SESSION_SECONDS = 8 * 60 * 60
@@ -37,7 +37,7 @@ def create_app(
 ) -> FastAPI:
     """The application over ``engine``. Without ``secret_key`` sessions last as long as the process."""
     app = FastAPI(title="MDA5-ILD registry", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(Guard, https=https)
+    app.add_middleware(Guard, https=https, failed=errors.failed)  # inside the sessions: its error page is a page
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret_key or secrets.token_urlsafe(32),
@@ -58,10 +58,7 @@ def create_app(
     app.state.latest_checks = None
     throttle = Throttle()
 
-    @app.exception_handler(NotSignedIn)
-    async def _sign_in_first(request: Request, _: NotSignedIn) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
+    errors.install(app)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/patients") -> HTMLResponse:
@@ -74,20 +71,24 @@ def create_app(
         password: Annotated[str, Form()],
         csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
         next: Annotated[str, Form()] = "/patients",
+        typed: Annotated[str, Form()] = "",  # what a form held when its session ended (registry.web.errors)
     ) -> Response:
         check_csrf(request, csrf)
         if throttle.blocked(username):
             message = "Too many failed sign-ins for this name: wait 15 minutes, or ask an administrator."
-            return page(request, "login.html", 429, next=next, error=message, username=username)
+            return page(request, "login.html", 429, next=next, error=message, username=username, typed=typed)
         with engine.connect() as connection:
             row = connection.execute(sa.select(Account).where(Account.username == username)).mappings().first()
         found = Account(**row) if row else None
         if found is None or not found.active or not password_matches(found, password):
             throttle.failed(username)
-            return page(request, "login.html", 401, next=next, error="Wrong user name or password.", username=username)
+            return page(request, "login.html", 401, next=next, error="Wrong user name or password.",
+                        username=username, typed=typed)  # fmt: skip
         throttle.succeeded(username)
         request.session.clear()  # a new session on sign-in: no fixation
         request.session["account_id"] = found.id
+        if typed:
+            request.session[TYPED] = {"path": local_path(next, "/patients"), "values": typed}
         return RedirectResponse(local_path(next, "/patients"), status_code=303)
 
     @app.post("/logout")
@@ -108,9 +109,5 @@ def create_app(
     app.include_router(patients.router)
     app.include_router(results.router)
     app.include_router(admin.router)
-
-    @app.exception_handler(404)
-    async def _not_found(request: Request, _: Exception) -> HTMLResponse:
-        return templates.TemplateResponse(request, "not_found.html", {}, status_code=404)
 
     return app

@@ -6,6 +6,7 @@ routers of the other modules reach them through the request and stay plain modul
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -80,6 +81,25 @@ def require(me: Account, roles: tuple[Role, ...]) -> None:
     """403 unless ``me`` has one of ``roles`` (what a role may not do is forbidden, not hidden)."""
     if me.role not in roles:
         raise HTTPException(status_code=403, detail=f"Your role ({me.role.value}) may not do this.")
+
+
+#: The session's entry for what a form held when the session ended: its address and its fields (JSON), from sign-in
+#: until that form opens again.
+TYPED = "typed"
+
+
+def resumed(request: Request) -> dict[str, str] | None:
+    """What was typed into the form at this address before the session ended, once; None if nothing was."""
+    typed = request.session.pop(TYPED, None)
+    if not isinstance(typed, dict) or typed.get("path") != request.url.path:
+        return None
+    try:
+        values = json.loads(typed.get("values", ""))
+    except ValueError:
+        return None
+    if not isinstance(values, dict) or not all(isinstance(value, str) for value in values.values()):
+        return None
+    return values
 
 
 def local_path(target: str, default: str) -> str:

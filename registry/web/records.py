@@ -8,7 +8,7 @@ kept. Correcting saved data asks for a reason; every change lands in the audit t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -46,12 +46,14 @@ from registry.web.pages import (
     find_patient,
     page,
     require,
+    resumed,
 )
 from registry.web.security import check_csrf
 
 router = APIRouter()
 YES_NO = [("yes", "yes"), ("no", "no")]
 LARGEST_KEY = 2**31 - 1  # INTEGER on both databases
+NOT_SAVED_YET = "Not saved yet: you were signed out before saving. Check what you typed, then save."
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class Field:
 
 
 def _fields(
-    sheet: Sheet, *, creating: bool, values: dict[str, str], errors: dict[str, str], sites: list[str]
+    sheet: Sheet, *, creating: bool, values: Mapping[str, str], errors: dict[str, str], sites: list[str]
 ) -> list[Field]:
     fields = []
     for column in form_columns(sheet, creating=creating):
@@ -138,7 +140,7 @@ def _form_page(
     *,
     patient: FoundPatient | None,
     key: int | None,
-    values: dict[str, str],
+    values: Mapping[str, str],
     version: int | None,
     errors: dict[str, str] | None = None,
     stale: Stale | None = None,
@@ -146,17 +148,25 @@ def _form_page(
     reason: str = "",
     status_code: int = 200,
 ) -> HTMLResponse:
+    """The form; opened (GET) after signing in again, it holds what was typed before the session ended."""
     creating = key is None
+    note = None
+    if request.method == "GET" and (typed := resumed(request)) is not None:
+        values, reason, note = typed, typed.get(REASON, ""), NOT_SAVED_YET
+        if not creating:
+            version = _version(typed.get("version"))
     with engine_of(request).connect() as connection:
         sites = entry_sites(connection, me)
     errors = errors or {}
+    fields = _fields(sheet, creating=creating, values=values, errors=errors, sites=sites)
+    first = [f.name for f in fields if f.error] + ([REASON] if REASON in errors else [])
+    refused = errors.get(WHOLE_RECORD) or message or stale
     return page(
         request, "record_form.html", status_code, me=me, sheet=sheet, patient=patient, key=key, creating=creating,
-        fields=_fields(sheet, creating=creating, values=values, errors=errors, sites=sites), record_version=version,
-        record_error=errors.get(WHOLE_RECORD), reason_error=errors.get(REASON), stale=stale, message=message,
-        reason=reason,
-        kind=RECORD_SHEETS.get(sheet.name, PATIENT),
+        fields=fields, record_version=version, record_error=errors.get(WHOLE_RECORD), reason_error=errors.get(REASON),
+        stale=stale, message=message, note=note, reason=reason, kind=RECORD_SHEETS.get(sheet.name, PATIENT),
         history=[] if creating else _record_history(request, sheet, key),
+        focus=first[0] if first else "refusal" if refused else None,
     )  # fmt: skip
 
 
@@ -294,6 +304,11 @@ async def update_record(request: Request, me: Signed, study_id: str, sheet_name:
         return _save(request, me, sheet, form, patient=patient, key=number)
 
     return await run_in_threadpool(save)
+
+
+#: The saves of the entry forms, each at its form's address: a form sent after the session ended opens again there
+#: (:mod:`registry.web.errors`).
+FORM_SAVES = (create_patient, update_patient, create_record, update_record)
 
 
 def _act(request: Request, study_id: str, form: dict[str, str], action: Callable[[], None], done: str) -> Response:
