@@ -381,7 +381,7 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    https: Annotated[bool, typer.Option("--https", help="Served behind HTTPS: session cookies marked Secure.")] = False,
+    https: Annotated[bool, typer.Option("--https", help="Served behind HTTPS: Secure session cookies, HSTS.")] = False,
     config_file: ConfigOption = Path("registry.toml"),
     idle_minutes: Annotated[
         int, typer.Option("--idle-minutes", min=1, help="A session unused this long ends.")

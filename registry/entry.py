@@ -51,6 +51,7 @@ class Stale(EntryError):
 
     changes: list[AuditLog] = field(default_factory=list)
     stored_version: int | None = None  # the version to open the form at again
+    stored: dict[str, str] | None = None  # the record as a form shows it now (None: not known)
 
     def __str__(self) -> str:
         return "this record was changed by someone else since you opened it: review their change and edit again"
@@ -185,7 +186,9 @@ def _stale(engine: sa.Engine, sheet: Sheet, key: Any, version: int | None) -> St
         stored = session.get(sheet.model, key)
         if stored is None or version is None:
             return Stale()
-        return Stale(changes_since(session, sheet, str(key), version, stored.version), stored.version)
+        site_code = _site_code(session, stored) if sheet.name == "patients" else None
+        changes = changes_since(session, sheet, str(key), version, stored.version)
+        return Stale(changes, stored.version, form_values(stored, sheet, site_code))
 
 
 @dataclass
@@ -300,10 +303,10 @@ def save_record(
         _refuse_if_closed(session, patient_id)
         if record is not None and record.deleted_at is not None:
             raise EntryError("this record is deleted: restore it before changing it")
-        if record is not None and record.version != version:
-            raise Stale(changes_since(session, sheet, str(key), version or 0, record.version), record.version)
         site_code = _site_code(session, record) if sheet.name == "patients" else None
         stored = form_values(record, sheet, site_code)
+        if record is not None and record.version != version:
+            raise Stale(changes_since(session, sheet, str(key), version or 0, record.version), record.version, stored)
         changed = [name for name in values if shown(values[name]) != stored.get(name, "")]
         if not changed and not creating:
             return Saved(key, [])

@@ -497,6 +497,10 @@ class WebSession(SQLModel, table=True):
     ended_at: datetime | None = column("When the session ended (UTC); empty while it lasts",
                                        sa_type=sa.DateTime(timezone=True))  # fmt: skip
     end_reason: SignInOutcome | None = code(SignInOutcome, "web_session_end", "Why the session ended")
+    resumed_form: str | None = column(
+        "What a form held when the previous session ended (JSON: its address and fields), until it opens",
+        sa_type=sa.Text,
+    )
 
 
 class SignInEvent(SQLModel, table=True):

@@ -36,13 +36,23 @@ def server(web_registry):
 
 
 @pytest.fixture
-def page():
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.set_default_timeout(5000)
-        yield page
+        yield browser
         browser.close()
+
+
+def new_page(browser):
+    """A page of its own browser context: its own cookies, so its own session."""
+    page = browser.new_context().new_page()
+    page.set_default_timeout(5000)
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    return new_page(browser)
 
 
 def shot(page, name: str) -> None:
@@ -229,3 +239,105 @@ def test_a_coordinator_enters_and_corrects_a_patient(server, page):
     assert history[-1][3:] == ["dose: 5 → 10", REASON]
     shot(page, "18-history-of-the-treatment")
     assert dialogs == []
+
+
+def sign_in(page, server: str, username: str, path: str) -> None:
+    """Open ``path``, sign in as ``username`` on the way, and arrive there."""
+    page.goto(f"{server}{path}")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{server}{path}"
+
+
+def pft_path(page, server: str) -> str:
+    page.goto(f"{server}/patients/EX-002")
+    return page.locator("#pfts a", has_text="Edit").first.get_attribute("href")
+
+
+def test_two_users_correct_one_record_and_no_update_is_lost(server, browser):
+    violations = []
+    a, b = new_page(browser), new_page(browser)
+    for page in (a, b):
+        page.on(
+            "console", lambda message: violations.append(message.text) if "Content Security" in message.text else None
+        )
+    sign_in(a, server, "cora", "/patients/EX-002")
+    path = pft_path(a, server)
+    sign_in(b, server, "dana", path)
+    a.goto(f"{server}{path}")
+    assert entered(a, ["fvc_l", "fvc_pct_pred"]) == {"fvc_l": "2.61", "fvc_pct_pred": "74.5"}
+    assert a.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor") == "rgb(31, 78, 121)"
+
+    b.fill("#fvc_l", "2.11")  # B corrects fvc_l while A has the form open
+    b.fill("#reason", "spirometry report: 2.11 L")
+    assert save(b) == 303
+    a.fill("#fvc_pct_pred", "75")  # A corrects another field of the form opened before
+    a.fill("#reason", "predicted value recomputed")
+    assert save(a) == 409
+    assert a.text_content("#stale strong") == (
+        "Not saved: this record was changed by someone else since you opened it: review their change and edit again."
+    )
+    assert entered(a, ["fvc_l", "fvc_pct_pred"]) == {"fvc_l": "2.11", "fvc_pct_pred": "75"}  # theirs, mine
+    assert a.evaluate("document.activeElement.id") == "stale"  # focus on what went wrong
+    shot(a, "20-conflict-other-fields")
+    assert save(a) == 303  # "Save again"
+    assert a.text_content("[role=status]") == "Saved: fvc_pct_pred."
+    assert a.locator("#pfts tbody td").all_inner_texts()[1:3] == ["2.11", "75"]  # no lost update
+
+    a.goto(f"{server}{path}")
+    b.goto(f"{server}{path}")
+    b.fill("#fvc_l", "2.2")  # now both change fvc_l
+    b.fill("#reason", "second reading")
+    assert save(b) == 303
+    a.fill("#fvc_l", "2.5")
+    a.fill("#reason", "my reading")
+    assert save(a) == 409
+    choice = a.locator("#field-fvc_l")
+    assert re.fullmatch(r"stored: 2.2 \(dana, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: second reading\)",
+                        choice.locator("label").nth(0).inner_text().strip())  # fmt: skip
+    assert choice.locator("label").nth(1).inner_text().strip() == "yours: 2.5"
+    assert a.evaluate("document.activeElement.id") == "fvc_l-theirs"  # focus on what needs a choice
+    shot(a, "21-conflict-same-field")
+    assert save(a) == 422  # no choice made: refused
+    assert a.text_content("#error-fvc_l") == "choose the stored value or yours"
+    a.check("#fvc_l-yours")
+    assert save(a) == 303
+    assert a.text_content("[role=status]") == "Saved: fvc_l."
+    assert a.locator("#pfts tbody td").all_inner_texts()[1] == "2.5"
+    history = rows(a, "#history")
+    assert [row[1:2] + row[4:] for row in history[-2:]] == [
+        ["dana", "fvc_l: 2.11 → 2.2", "second reading"],
+        ["cora", "fvc_l: 2.2 → 2.5", "my reading"],
+    ]
+    shot(a, "22-conflict-resolved")
+    assert violations == []
+
+
+def test_focus_goes_to_the_first_error_and_typed_work_survives_the_end_of_a_session(server, browser):
+    page = new_page(browser)
+    sign_in(page, server, "cora", "/patients/EX-002/treatments/new")
+    fill(page, {**TREATMENT, "start_date": "2021-13-01", "end_date": "2021-01-10"})
+    assert save(page) == 422
+    assert page.evaluate("document.activeElement.id") == "start_date"  # the first field in error
+    shot(page, "23-focus-on-the-first-error")
+
+    fill(page, {**TREATMENT, "end_date": ""})
+    page.context.clear_cookies()  # the session ends while the form is open
+    assert save(page) == 401
+    assert page.text_content("[role=alert]") == (
+        "You were signed out before this was saved: sign in again to go back to the form with what you typed."
+    )
+    shot(page, "24-signed-out-before-saving")
+    page.fill("#username", "cora")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{server}/patients/EX-002/treatments/new"
+    assert (
+        page.text_content("#note")
+        == "Not saved yet: you were signed out before saving. Check what you typed, then save."
+    )
+    assert entered(page, TREATMENT) == TREATMENT
+    shot(page, "25-back-at-the-form")
+    assert save(page) == 303
+    assert page.text_content("[role=status]").startswith("Saved: drug, start_date, ")

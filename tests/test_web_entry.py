@@ -15,7 +15,16 @@ from test_web import sign_in
 
 from registry.audit import audit_history
 from registry.export import export
-from registry.models import STUDY_ID_PATTERN, AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, Treatment
+from registry.models import (
+    STUDY_ID_PATTERN,
+    AdverseEvent,
+    AntibodyTest,
+    AuditLog,
+    FollowUp,
+    Patient,
+    Pft,
+    Treatment,
+)
 from registry.tables import load_tables
 from registry.web.app import create_app
 
@@ -52,6 +61,12 @@ def post(client: TestClient, path: str, data: dict, form: str | None = None):
 def field_error(page: str, name: str) -> str:
     match = re.search(rf'<span class="field-error" id="error-{name}">([^<]*)</span>', page)
     return match.group(1) if match else ""
+
+
+def refusal(page: str) -> tuple[str, list[str]]:
+    """The title of an error page and the problems it lists."""
+    title = re.search(r"<h1>([^<]*)</h1>", page).group(1)
+    return title, [html.unescape(p) for p in re.findall(r'<p class="error">([^<]*)</p>', page)]
 
 
 def patient_row(engine, study_id: str) -> Patient:
@@ -163,15 +178,28 @@ def test_a_correction_needs_a_reason_and_is_audited_with_it(client, web_registry
     assert "Nothing changed." in client.get("/patients/EX-002").text
 
 
+def as_sent(page: str, **chosen: str) -> dict[str, str]:
+    """What the form on ``page`` sends as it stands (hidden fields too), with the radio button ``chosen`` per field."""
+    form = page[page.index('<form method="post" novalidate>') :]
+    sent = {
+        name: html.unescape(value)
+        for name, value in re.findall(
+            r'<input type="(?:hidden|text|date)" (?:id="[^"]+" )?name="([^"]+)" value="([^"]*)"', form
+        )
+    }
+    for name, options in re.findall(r'<select id="[^"]+" name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
+        selected = re.search(r'<option value="([^"]*)" selected>', options)
+        sent[name] = selected.group(1) if selected else ""
+    for name, value in re.findall(r'<textarea id="[^"]+" name="([^"]+)"[^>]*>([^<]*)</textarea>', form):
+        sent[name] = html.unescape(value)
+    for name, which in chosen.items():
+        sent[name] = html.unescape(re.search(rf'id="{name}-{which}" name="{name}" value="([^"]*)"', form).group(1))
+    return sent
+
+
 def _form_values(client: TestClient, path: str) -> dict[str, str]:
     """What the edit form at ``path`` would submit unchanged."""
-    page = client.get(path).text
-    values = dict(re.findall(r'<input type="(?:text|date)" id="[^"]+" name="([^"]+)" value="([^"]*)"', page))
-    for name, options in re.findall(r'<select id="[^"]+" name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
-        chosen = re.search(r'<option value="([^"]*)" selected>', options)
-        values[name] = chosen.group(1) if chosen else ""
-    values["version"] = re.search(r'name="version" value="(\d+)"', page).group(1)
-    return values
+    return as_sent(client.get(path).text)
 
 
 def test_a_stale_form_is_refused_and_shows_what_changed(client, web_registry):
@@ -197,6 +225,53 @@ def test_a_stale_form_is_refused_and_shows_what_changed(client, web_registry):
     assert post(client, path, {**mine, "version": again, "dose": "3", "reason": "my correction"}).status_code == 303
     with sa.orm.Session(web_registry) as session:
         assert session.get(Treatment, int(key)).dose == 3
+
+
+def pft(engine, key: int) -> tuple:
+    with sa.orm.Session(engine) as session:
+        stored = session.get(Pft, key)
+        return stored.fvc_l, stored.fvc_pct_pred, stored.version
+
+
+def test_saving_again_after_a_conflict_applies_only_what_this_user_changed(client, web_registry):
+    """Another user's correction of one field survives this user's save of another, made from an older form."""
+    other = TestClient(create_app(web_registry, secret_key="test-secret"))
+    sign_in(client, "cora")
+    sign_in(other, "dana")
+    key = int(re.search(r"/patients/EX-002/pfts/(\d+)/edit", client.get("/patients/EX-002").text).group(1))
+    path = f"/patients/EX-002/pfts/{key}/edit"
+    mine = as_sent(client.get(path).text)
+    assert (mine["fvc_l"], mine["fvc_pct_pred"]) == ("2.61", "74.5")
+    theirs = {**as_sent(other.get(path).text), "fvc_l": "2.11", "reason": "spirometry report: 2.11 L"}
+    assert other.post(path, data=theirs, follow_redirects=False).status_code == 303
+    refused = client.post(path, data={**mine, "fvc_pct_pred": "75", "reason": "predicted value recomputed"})
+    assert refused.status_code == 409 and pft(web_registry, key) == (2.11, 74.5, 2)
+    again = as_sent(refused.text)  # "Save again": the refused form as it stands
+    assert client.post(path, data=again, follow_redirects=False).status_code == 303
+    assert pft(web_registry, key) == (2.11, 75, 3)  # their correction stands, mine is applied
+    assert "fields you did not change show the stored value." in refused.text
+    assert (again["fvc_l"], again["original.fvc_l"], again["fvc_pct_pred"], again["version"]) == ("2.11", "2.11",
+                                                                                                  "75", "2")  # fmt: skip
+    assert 'class="conflict' not in refused.text  # nothing to choose: they changed one field, I another
+    last = audit_history(web_registry, "EX-002")[-1]
+    assert (last.actor, last.old_values, last.new_values) == ("cora", {"fvc_pct_pred": 74.5}, {"fvc_pct_pred": 75.0})
+
+    mine = as_sent(client.get(path).text)  # both change fvc_l
+    theirs = {**as_sent(other.get(path).text), "fvc_l": "2.2", "reason": "second reading"}
+    assert other.post(path, data=theirs, follow_redirects=False).status_code == 303
+    refused = client.post(path, data={**mine, "fvc_l": "2.5", "reason": "my reading"})
+    assert refused.status_code == 409 and pft(web_registry, key) == (2.2, 75, 4)
+    assert re.search(r'id="fvc_l-theirs" name="fvc_l" value="2.2" autofocus>\s*stored: <strong>2.2</strong> '
+                     r'\(dana, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: second reading\)', refused.text)  # fmt: skip
+    assert 'id="fvc_l-yours" name="fvc_l" value="2.5"> yours: <strong>2.5</strong>' in refused.text
+    unchosen = client.post(path, data=as_sent(refused.text))
+    assert unchosen.status_code == 422 and field_error(unchosen.text, "fvc_l") == "choose the stored value or yours"
+    assert pft(web_registry, key) == (2.2, 75, 4)
+    assert client.post(path, data=as_sent(unchosen.text, fvc_l="yours"), follow_redirects=False).status_code == 303
+    assert pft(web_registry, key) == (2.5, 75, 5)
+    last = audit_history(web_registry, "EX-002")[-1]
+    assert (last.actor, last.reason, last.old_values, last.new_values) == ("cora", "my reading", {"fvc_l": 2.2},
+                                                                          {"fvc_l": 2.5})  # fmt: skip
 
 
 def test_a_deleted_record_leaves_checks_analyses_and_exports_and_can_be_restored(client, web_registry, tmp_path):
@@ -364,7 +439,10 @@ def test_every_form_refuses_a_missing_or_forged_csrf_token(client, web_registry)
         for token in ({}, {"csrf_token": "forged"}):
             answer = client.post(path, data={**NEW_PATIENT, **token, "reason": "x", "version": "1"})
             assert answer.status_code == 403, path
-            assert answer.json() == {"detail": "The form has expired or did not come from this site: reload it."}
+            assert refusal(answer.text) == (
+                "Not allowed",
+                ["The form has expired or did not come from this site: reload it."],
+            ), path
     assert snapshot(web_registry) == before
 
 

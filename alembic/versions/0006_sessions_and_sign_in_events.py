@@ -124,6 +124,12 @@ def upgrade() -> None:
             nullable=True,
             comment="Why the session ended",
         ),
+        sa.Column(
+            "resumed_form",
+            sa.Text(),
+            nullable=True,
+            comment="What a form held when the previous session ended (JSON: its address and fields), until it opens",
+        ),
         sa.ForeignKeyConstraint(
             ["account_id"], ["account.id"], name=op.f("fk_web_session_account_id_account"), ondelete="RESTRICT"
         ),

@@ -2,13 +2,15 @@
 
 Sign-in and sessions live here; the patient list and page in :mod:`registry.web.patients`,
 the entry forms in :mod:`registry.web.records`, the data-quality and report pages in
-:mod:`registry.web.results`. Sessions are kept in the database (:mod:`registry.web.sessions`);
+:mod:`registry.web.results`, the header policy of every response in :mod:`registry.web.headers`,
+the error pages in :mod:`registry.web.errors`. Sessions are kept in the database (:mod:`registry.web.sessions`);
 their cookie holds a random token alone (HttpOnly, SameSite=Strict, Secure when served
 over HTTPS). Every form carries a CSRF token, an HMAC of the session's token, or before
 sign-in of a random visitor cookie's, with the server's key. The one-shot messages shown
 after a change travel in a separate signed cookie that holds nothing else.
 """
 
+import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable
@@ -29,8 +31,9 @@ from registry.config import Config
 from registry.entry import shown
 from registry.models import Account
 from registry.resources import resource_dir
-from registry.web import admin, patients, records, results, sessions
-from registry.web.pages import NotSignedIn, Signed, client_address, local_path, page
+from registry.web import admin, errors, patients, records, results, sessions
+from registry.web.headers import Guard
+from registry.web.pages import Signed, client_address, local_path, page
 from registry.web.security import VISITOR_COOKIE, check_csrf, claim_sign_in, sign_in_succeeded
 from registry.web.sessions import SESSION_COOKIE, SessionLimits
 
@@ -49,6 +52,7 @@ def create_app(
     """The application over ``engine``. Without ``secret_key`` forms opened before a restart must be reloaded."""
     app = FastAPI(title="MDA5-ILD registry", docs_url=None, redoc_url=None, openapi_url=None)
     secret_key = secret_key or secrets.token_urlsafe(32)
+    app.add_middleware(Guard, https=https, failed=errors.failed)  # inside the sessions: its error page is a page
     app.add_middleware(
         SessionMiddleware,  # request.session: the one-shot message after a change, nothing else
         secret_key=secret_key,
@@ -57,7 +61,9 @@ def create_app(
         same_site="strict",
         https_only=https,
     )
-    templates = Jinja2Templates(directory=Path(resource_dir("templates", "_templates", "report.html")) / "web")
+    template_dir = Path(resource_dir("templates", "_templates", "report.html")) / "web"
+    templates = Jinja2Templates(directory=template_dir)
+    stylesheet = (template_dir / "registry.css").read_text()
     templates.env.globals["version"] = registry.__version__
     templates.env.filters["shown"] = shown
     templates.env.filters["urlpart"] = lambda value: quote(str(value), safe="")  # a path segment: "/" quoted too
@@ -79,10 +85,7 @@ def create_app(
                                 path="/")  # fmt: skip
         return response
 
-    @app.exception_handler(NotSignedIn)
-    async def _sign_in_first(request: Request, _: NotSignedIn) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
+    errors.install(app)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/patients") -> HTMLResponse:
@@ -95,6 +98,7 @@ def create_app(
         password: Annotated[str, Form()],
         csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
         next: Annotated[str, Form()] = "/patients",
+        typed: Annotated[str, Form()] = "",  # what a form held when its session ended (registry.web.errors)
     ) -> Response:
         check_csrf(request, csrf)
         client, name = client_address(request), typed_name(username)
@@ -104,7 +108,7 @@ def create_app(
                 record_event(connection, name, SignInOutcome.THROTTLED, client=client)
             seconds = math.ceil(wait.total_seconds())
             message = f"Too many failed sign-ins from this address: try again in {seconds} s."
-            response = page(request, "login.html", 429, next=next, error=message, username=username)
+            response = page(request, "login.html", 429, next=next, error=message, username=username, typed=typed)
             response.headers["Retry-After"] = str(seconds)
             return response
         row = None
@@ -115,14 +119,17 @@ def create_app(
         if not password_matches(found, password) or not found.active:  # an unknown name costs the same Argon2 work
             with engine.begin() as connection:
                 record_event(connection, name, SignInOutcome.FAILURE, account_id=found and found.id, client=client)
-            return page(request, "login.html", 401, next=next, error="Wrong user name or password.", username=username)
+            return page(request, "login.html", 401, next=next, error="Wrong user name or password.",
+                        username=username, typed=typed)  # fmt: skip
         sign_in_succeeded(engine, client, name)
         with engine.begin() as connection:
             if old := request.cookies.get(SESSION_COOKIE):
                 sessions.end(connection, old, SignInOutcome.SIGNED_OUT)  # a new session on sign-in: no fixation
             record_event(connection, name, SignInOutcome.SUCCESS, account_id=found.id, client=client)
-        response = RedirectResponse(local_path(next, "/patients"), status_code=303)
-        sessions.set_cookie(request, response, sessions.start(engine, found.id))
+        target = local_path(next, "/patients")
+        resume = json.dumps({"path": target, "values": typed}) if typed else None  # kept with the new session
+        response = RedirectResponse(target, status_code=303)
+        sessions.set_cookie(request, response, sessions.start(engine, found.id, resume))
         return response
 
     @app.post("/logout")
@@ -138,6 +145,10 @@ def create_app(
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
+    @app.get("/registry.css", include_in_schema=False)
+    def _stylesheet() -> Response:
+        return Response(stylesheet, media_type="text/css", headers={"Cache-Control": "max-age=3600"})  # no patient data
+
     @app.get("/")
     def home(_: Signed) -> Response:
         return RedirectResponse("/patients", status_code=303)
@@ -146,9 +157,5 @@ def create_app(
     app.include_router(patients.router)
     app.include_router(results.router)
     app.include_router(admin.router)
-
-    @app.exception_handler(404)
-    async def _not_found(request: Request, _: Exception) -> HTMLResponse:
-        return templates.TemplateResponse(request, "not_found.html", {}, status_code=404)
 
     return app

@@ -6,6 +6,7 @@ routers of the other modules reach them through the request and stay plain modul
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from registry.quality import CheckRun
 from registry.reviews import load_reviews, with_reviews
 from registry.sheets import SHEETS
 from registry.web.security import csrf_token, visible_patients
-from registry.web.sessions import signed_in
+from registry.web.sessions import signed_in, take_resumed_form
 
 #: Who may enter and correct data, run the checks and read reports, lock records.
 WRITERS = (Role.COORDINATOR, Role.DATA_MANAGER)
@@ -85,6 +86,19 @@ def require(me: Account, roles: tuple[Role, ...]) -> None:
     """403 unless ``me`` has one of ``roles`` (what a role may not do is forbidden, not hidden)."""
     if me.role not in roles:
         raise HTTPException(status_code=403, detail=f"Your role ({me.role.value}) may not do this.")
+
+
+def resumed(request: Request) -> dict[str, str] | None:
+    """What was typed into the form at this address before the session ended, once; None if nothing was."""
+    text = take_resumed_form(request)
+    try:
+        typed = json.loads(text) if text else {}
+        values = json.loads(typed["values"]) if typed.get("path") == request.url.path else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(values, dict) or not all(isinstance(value, str) for value in values.values()):
+        return None
+    return values
 
 
 def local_path(target: str, default: str) -> str:

@@ -4,12 +4,20 @@ The forms are built from the sheets (so from the models): a code list is a drop-
 a date a date field, everything else text that the server reads by the import's rules
 (:mod:`registry.entry`), with each error shown beside its field and every entered value
 kept. Correcting saved data asks for a reason; every change lands in the audit trail.
+
+An edit form carries, beside each field, the value it was opened with (``original.<field>``),
+so a save refused because someone else changed the record meanwhile (409) can tell which
+fields this user changed: the form comes back at the stored version with the other's values
+in the fields this user left alone, this user's in the fields only they changed, and both
+side by side, to choose from, where both changed one. Saving it again then changes only
+what this user changed or chose.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -46,12 +54,29 @@ from registry.web.pages import (
     find_patient,
     page,
     require,
+    resumed,
 )
 from registry.web.security import check_csrf
 
 router = APIRouter()
 YES_NO = [("yes", "yes"), ("no", "no")]
 LARGEST_KEY = 2**31 - 1  # INTEGER on both databases
+#: Prefix of the hidden field that holds the value a field was shown with, and of the one that holds this user's value
+#: of a field in conflict (its radio buttons may be left unchosen).
+ORIGINAL, YOURS = "original.", "yours."
+NOT_SAVED_YET = "Not saved yet: you were signed out before saving. Check what you typed, then save."
+CHOOSE = "choose the stored value or yours"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A field both this user and someone else changed since the form opened, to different values."""
+
+    theirs: str  # stored now
+    yours: str
+    by: str  # who stored theirs, when and why, as the record's audit trail tells ("" if it does not)
+    at: datetime | None
+    why: str
 
 
 @dataclass(frozen=True)
@@ -65,10 +90,19 @@ class Field:
     help: str
     value: str
     error: str | None
+    original: str | None  # the value the form was opened with (None for a new record)
+    conflict: Conflict | None
 
 
 def _fields(
-    sheet: Sheet, *, creating: bool, values: dict[str, str], errors: dict[str, str], sites: list[str]
+    sheet: Sheet,
+    *,
+    creating: bool,
+    values: Mapping[str, str],
+    errors: dict[str, str],
+    sites: list[str],
+    originals: Mapping[str, str] | None,
+    conflicts: dict[str, Conflict],
 ) -> list[Field]:
     fields = []
     for column in form_columns(sheet, creating=creating):
@@ -79,9 +113,47 @@ def _fields(
         help_text = entry.description + (f" ({'; '.join(notes)})" if notes else "")
         if column.name == "site":
             help_text = "The recruiting site"
-        value = values.get(column.name, "")
-        fields.append(Field(column.name, kind, options, column.required, help_text, value, errors.get(column.name)))
+        name = column.name
+        original = None if originals is None else originals.get(name, "")
+        fields.append(Field(name, kind, options, column.required, help_text, values.get(name, ""), errors.get(name),
+                            original, conflicts.get(name)))  # fmt: skip
     return fields
+
+
+def _conflicts(yours: Mapping[str, str], theirs: Mapping[str, str], history: list[AuditLog]) -> dict[str, Conflict]:
+    """Each field of ``yours`` beside the stored value, with the latest audited change of that field."""
+    conflicts = {}
+    for name, value in yours.items():
+        last = next((e for e in reversed(history) if name in (e.new_values or {})), None)
+        by, at, why = (last.actor, last.changed_at, last.reason or "") if last else ("", None, "")
+        conflicts[name] = Conflict(theirs.get(name, ""), value, by, at, why)
+    return conflicts
+
+
+def _originals(form: Mapping[str, str]) -> dict[str, str]:
+    """The values the submitted form was opened with, by field."""
+    return {name.removeprefix(ORIGINAL): value for name, value in form.items() if name.startswith(ORIGINAL)}
+
+
+def _merged(form: Mapping[str, str], stale: Stale, names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """After a conflict: the form over the record as stored now, and this user's values of the fields both changed.
+
+    A field this user did not change (submitted as it was opened) shows the stored value;
+    one only this user changed keeps theirs; one changed by both to different values shows
+    the stored value, with this user's beside it. Without the opened values (``original.``)
+    every submitted field counts as changed.
+    """
+    originals = _originals(form)
+    stored = dict(form) if stale.stored is None else stale.stored
+    values, yours = dict(form), {}
+    for name in names:
+        mine = name not in originals or form.get(name, "") != originals[name]
+        now = stored.get(name, "")
+        if not mine:
+            values[name] = now
+        elif name in originals and now not in (originals[name], form.get(name, "")):
+            values[name], yours[name] = now, form.get(name, "")
+    return values, yours
 
 
 def _widget(column: SheetColumn, sites: list[str]) -> tuple[str, list[tuple[str, str]]]:
@@ -138,25 +210,37 @@ def _form_page(
     *,
     patient: FoundPatient | None,
     key: int | None,
-    values: dict[str, str],
+    values: Mapping[str, str],
     version: int | None,
+    originals: Mapping[str, str] | None = None,
+    yours: Mapping[str, str] | None = None,
     errors: dict[str, str] | None = None,
     stale: Stale | None = None,
     message: str | None = None,
     reason: str = "",
     status_code: int = 200,
 ) -> HTMLResponse:
+    """The form; opened (GET) after signing in again, it holds what was typed before the session ended."""
     creating = key is None
+    note = None
+    if request.method == "GET" and (typed := resumed(request)) is not None:
+        values, reason, note = typed, typed.get(REASON, ""), NOT_SAVED_YET
+        if not creating:
+            originals, version = _originals(typed), _version(typed.get("version"))
     with engine_of(request).connect() as connection:
         sites = entry_sites(connection, me)
     errors = errors or {}
+    history = [] if creating else _record_history(request, sheet, key)
+    conflicts = _conflicts(yours or {}, values, history)
+    fields = _fields(sheet, creating=creating, values=values, errors=errors, sites=sites,
+                     originals=None if creating else originals or {}, conflicts=conflicts)  # fmt: skip
+    first = [f.name for f in fields if f.error or f.conflict] + ([REASON] if REASON in errors else [])
+    refused = errors.get(WHOLE_RECORD) or message or stale
     return page(
         request, "record_form.html", status_code, me=me, sheet=sheet, patient=patient, key=key, creating=creating,
-        fields=_fields(sheet, creating=creating, values=values, errors=errors, sites=sites), record_version=version,
-        record_error=errors.get(WHOLE_RECORD), reason_error=errors.get(REASON), stale=stale, message=message,
-        reason=reason,
-        kind=RECORD_SHEETS.get(sheet.name, PATIENT),
-        history=[] if creating else _record_history(request, sheet, key),
+        fields=fields, record_version=version, record_error=errors.get(WHOLE_RECORD), reason_error=errors.get(REASON),
+        stale=stale, message=message, note=note, reason=reason, kind=RECORD_SHEETS.get(sheet.name, PATIENT),
+        history=history, focus=first[0] if first else "refusal" if refused else None,
     )  # fmt: skip
 
 
@@ -176,7 +260,14 @@ def _save(
     engine = engine_of(request)
     with engine.connect() as connection:
         sites = entry_sites(connection, me)
-    again: dict[str, Any] = {"patient": patient, "key": key, "values": form, "version": version, "reason": reason}
+    again: dict[str, Any] = {"patient": patient, "key": key, "values": form, "version": version, "reason": reason,
+                             "originals": _originals(form)}  # fmt: skip
+    names = [column.name for column in form_columns(sheet, creating=key is None)]
+    if unchosen := [name for name in again["originals"] if name in names and name not in form]:
+        yours = {name: form.get(YOURS + name, "") for name in unchosen}
+        again["values"] = form | {name: again["originals"][name] for name in unchosen}
+        return _form_page(request, me, sheet, **again, yours=yours, errors=dict.fromkeys(unchosen, CHOOSE),
+                          status_code=422)  # fmt: skip
     try:
         saved = save_record(
             engine, sheet.name, form, actor=me.username, reason=reason, patient_id=patient.id if patient else None,
@@ -185,8 +276,9 @@ def _save(
     except Invalid as invalid:
         return _form_page(request, me, sheet, **again, errors=invalid.errors, status_code=422)
     except Stale as stale:
-        again["version"] = stale.stored_version
-        return _form_page(request, me, sheet, **again, stale=stale, status_code=409)
+        values, yours = _merged(form, stale, names)
+        again |= {"values": values, "version": stale.stored_version, "originals": stale.stored or again["originals"]}
+        return _form_page(request, me, sheet, **again, yours=yours, stale=stale, status_code=409)
     except LookupError:
         raise HTTPException(status_code=404, detail="No such record") from None
     except EntryError as refused:
@@ -237,7 +329,7 @@ def edit_patient(request: Request, me: Signed, study_id: str) -> HTMLResponse:
     values = form_values(record, SHEETS_BY_NAME["patients"], patient.site_code)
     key = str(patient.id)
     return _form_page(request, me, SHEETS_BY_NAME["patients"], patient=patient, key=key, values=values,
-                      version=record.version)  # fmt: skip
+                      version=record.version, originals=values)  # fmt: skip
 
 
 @router.post("/patients/{study_id}/edit", response_class=HTMLResponse, response_model=None)
@@ -280,7 +372,7 @@ def edit_record(request: Request, me: Signed, study_id: str, sheet_name: str, ke
         request.session["flash"] = "This record is deleted: restore it before changing it."
         return RedirectResponse(f"/patients/{quote(study_id, safe='')}#{sheet.name}", status_code=303)
     key = number
-    return _form_page(request, me, sheet, patient=patient, key=key, values=values, version=version)
+    return _form_page(request, me, sheet, patient=patient, key=key, values=values, version=version, originals=values)
 
 
 @router.post("/patients/{study_id}/{sheet_name}/{key}/edit", response_class=HTMLResponse, response_model=None)
@@ -294,6 +386,11 @@ async def update_record(request: Request, me: Signed, study_id: str, sheet_name:
         return _save(request, me, sheet, form, patient=patient, key=number)
 
     return await run_in_threadpool(save)
+
+
+#: The saves of the entry forms, each at its form's address: a form sent after the session ended opens again there
+#: (:mod:`registry.web.errors`).
+FORM_SAVES = (create_patient, update_patient, create_record, update_record)
 
 
 def _act(request: Request, study_id: str, form: dict[str, str], action: Callable[[], None], done: str) -> Response:

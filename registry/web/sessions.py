@@ -42,13 +42,30 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives back naive UTC times
 
 
-def start(engine: sa.Engine, account_id: int) -> str:
-    """A new session of ``account_id``; returns the token for the cookie (never stored)."""
+def start(engine: sa.Engine, account_id: int, resumed_form: str | None = None) -> str:
+    """A new session of ``account_id``; returns the token for the cookie (never stored).
+
+    ``resumed_form``: what a form held when the previous session ended, kept here (on the server, not in a cookie)
+    until that form opens again (:func:`take_resumed_form`).
+    """
     token, now = secrets.token_urlsafe(32), datetime.now(UTC)
     with engine.begin() as connection:
         connection.execute(sa.insert(WebSession).values(id=token_id(token), account_id=account_id, created_at=now,
-                                                        last_seen_at=now))  # fmt: skip
+                                                        last_seen_at=now, resumed_form=resumed_form))  # fmt: skip
     return token
+
+
+def take_resumed_form(request: Request) -> str | None:
+    """The request's session's resumed form, once: it is cleared as it is read."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    session = WebSession.__table__.c
+    with request.app.state.engine.begin() as connection:
+        resumed = connection.execute(sa.select(session.resumed_form).where(session.id == token_id(token))).scalar()
+        if resumed is not None:
+            connection.execute(sa.update(WebSession).where(session.id == token_id(token)).values(resumed_form=None))
+    return resumed
 
 
 def end(connection: sa.Connection, token: str, why: SignInOutcome) -> int | None:
