@@ -3,12 +3,14 @@
 Driven over HTTP with FastAPI's TestClient against a real database (both engines).
 """
 
+import base64
 import html
 import json
 import logging
 import re
 
 import pytest
+import sqlalchemy as sa
 from conftest import WEB_PASSWORD
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
@@ -140,6 +142,15 @@ def signed_out_form(client: TestClient, path: str, changes: dict[str, str]) -> d
     return {"next": hidden["next"], "typed": html.unescape(hidden["typed"])}
 
 
+def _readable_cookies(client: TestClient) -> str:
+    """The cookies as whoever holds them can read them: a signed cookie is base64 JSON before its signature."""
+    texts = []
+    for value in client.cookies.values():
+        head = value.split(".")[0]
+        texts += [value, base64.b64decode(head + "=" * (-len(head) % 4), altchars=b"-_").decode("utf-8", "ignore")]
+    return " ".join(texts)
+
+
 def test_a_form_sent_after_the_session_ended_opens_again_with_what_was_typed(client, web_registry):
     sign_in(client, "cora")
     key = treatment_keys(client, "EX-002")[0]
@@ -151,6 +162,11 @@ def test_a_form_sent_after_the_session_ended_opens_again_with_what_was_typed(cli
     assert wrong.status_code == 401 and 'name="typed"' in wrong.text  # a mistyped password keeps it too
     back = sign_in(client, "cora", **carried)
     assert (back.status_code, back.headers["location"]) == (303, path)
+    assert "per pharmacy" not in back.headers.get("set-cookie", "")  # kept on the server, with the new session
+    assert "pharmacy" not in _readable_cookies(client)
+    with web_registry.connect() as connection:
+        stored = connection.execute(sa.text("SELECT resumed_form FROM web_session WHERE resumed_form IS NOT NULL"))
+        assert "per pharmacy" in stored.scalar_one()
     form = client.get(path).text
     assert re.search(r'<p class="warning-box" role="status" id="note">([^<]*)</p>', form).group(1) == (
         "Not saved yet: you were signed out before saving. Check what you typed, then save."
