@@ -41,7 +41,7 @@ from benchmarks.common import DOCS, REPO, fixture_tables, fresh_registry, insert
 from registry import db
 from registry.config import Config
 from registry.quality import Severity, run_checks
-from registry.tables import DATA_TABLES, load_tables
+from registry.tables import DATA_TABLES, DATE, load_tables
 
 EXAMPLE = REPO / "fixtures" / "example"
 TODAY = date(2026, 11, 25)  # fixed, so that the in-the-future rule sees the same data every run
@@ -77,14 +77,14 @@ def synthetic_tables(patients: int, scratch: Path, config: Config) -> dict[str, 
     new["days"] = days
     patient["id"] = new["patient_id"].astype("Int64")
     patient["study_id"] = pd.Series(np.arange(1, patients + 1)).map("SY-{:06d}".format)
-    for column in patient.columns[patient.dtypes == "datetime64[ns]"]:
+    for column in patient.columns[patient.dtypes == DATE]:
         patient[column] = patient[column] + (pd.to_timedelta(birth_shift, unit="D") if column == "birth_date" else days)
     tables = {"site": example["site"], "patient": patient}
     for name, frame in example.items():
         if name in tables:
             continue
         rows = new.merge(frame.rename(columns={"patient_id": "original"}), on="original")
-        for column in frame.columns[frame.dtypes == "datetime64[ns]"]:
+        for column in frame.columns[frame.dtypes == DATE]:
             rows[column] = rows[column] + rows["days"]
         if "id" in frame:
             rows["id"] = pd.array(np.arange(1, len(rows) + 1), dtype="Int64")

@@ -22,7 +22,7 @@ from registry import db
 from registry.audit import audited_session
 from registry.ingest import import_path
 from registry.models import Site
-from registry.tables import DATA_TABLES, load_tables, typed
+from registry.tables import DATA_TABLES, DATE, load_tables, typed
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "fixtures" / "demo"
@@ -93,7 +93,7 @@ def insert(engine: sa.Engine, tables: dict[str, pd.DataFrame], chunk: int = 50_0
         for name, table in DATA_TABLES.items():
             frame = tables[name].astype(object).where(tables[name].notna(), None)
             for column in frame.columns:
-                if tables[name][column].dtype == "datetime64[ns]":
+                if tables[name][column].dtype == DATE:
                     frame[column] = [v.date() if v is not None else None for v in frame[column]]
             records = frame.to_dict("records")
             for start in range(0, len(records), chunk):
