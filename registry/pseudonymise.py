@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -134,7 +134,7 @@ def pseudonymised_export(engine: sa.Engine, path: Path, key: bytes, site: str | 
             if study_id not in kept:
                 continue
             shift = timedelta(days=offsets[study_id])
-            moved = [names[study_id] if i == _STUDY_ID else (v + shift if i in columns and v is not None else v)
+            moved = [names[study_id] if i == _STUDY_ID else (_shifted(sheet, i, row, shift) if i in columns else v)
                      for i, v in enumerate(row)]  # fmt: skip
             rows.append([moved[i] for i in keep])
         rows.sort(key=lambda r: tuple("" if v is None else str(v) for v in r))
@@ -150,6 +150,19 @@ def pseudonymised_export(engine: sa.Engine, path: Path, key: bytes, site: str | 
     notice.write_text(notice_text(site, len(kept), dropped), encoding="utf-8")
     return PseudonymisedExport(len(kept), {s.name: len(s.rows) for s in written if s.name in SHEETS_BY_NAME},
                                dropped, notice)  # fmt: skip
+
+
+def _shifted(sheet: SheetData, column: int, row: list, shift: timedelta) -> date | None:
+    """The row's date in ``column`` moved by ``shift``; refused where the calendar ends (a year-1 or year-9999 date,
+    stored before entry refused them), rather than shared unshifted."""
+    value = row[column]
+    try:
+        return None if value is None else value + shift
+    except OverflowError:
+        raise PseudonymiseError(
+            f"{sheet.name}: {sheet.header[column]} {value} of {row[_STUDY_ID]} cannot be shifted by {shift.days} days "
+            "(the calendar ends at years 1 and 9999): correct the date first"
+        ) from None
 
 
 def _subset(mapping: dict, header: list[str]) -> dict:

@@ -106,6 +106,10 @@ def _runs_everywhere(engine: sa.Engine, out: Path, study_ids: list[str]) -> None
     assert code == 0 or (
         code == 2 and "which an .xlsx cell cannot hold" in output and not (out / "export.xlsx").exists()
     )
+    key = out / "registry.key"
+    key.write_bytes(bytes(range(48)))
+    code, output = _invoke(url, "export", str(out / "shared"), "--pseudonymise", "--key-file", str(key))
+    assert code == 0 or (code == 2 and "cannot be shifted by" in output and not (out / "shared").exists()), output
     client = _signed_in(engine)
     for path in ("/patients", "/checks", *(f"/patients/{quote(sid, safe='')}" for sid in study_ids)):
         assert client.get(path).status_code == 200, path
@@ -120,8 +124,9 @@ def _runs_everywhere(engine: sa.Engine, out: Path, study_ids: list[str]) -> None
 def test_a_lab_dated_year_1_and_a_birth_in_1600_stop_nothing(demo_registry, tmp_path):
     """Stored before entry refused such dates (here by SQL): every command and page still works."""
     with demo_registry.begin() as connection:
-        lab = connection.execute(sa.select(sa.func.min(LabResult.id))).scalar_one()
-        connection.execute(sa.update(LabResult).where(LabResult.id == lab).values(sample_date=date(1, 1, 1)))
+        first, last = connection.execute(sa.select(LabResult.id).where(LabResult.patient_id == 1).limit(2)).scalars()
+        connection.execute(sa.update(LabResult).where(LabResult.id == first).values(sample_date=date(1, 1, 1)))
+        connection.execute(sa.update(LabResult).where(LabResult.id == last).values(sample_date=date(9999, 12, 31)))
         connection.execute(sa.update(Patient).where(Patient.id == 2).values(birth_date=date(1600, 1, 1)))
         study_id = connection.execute(sa.select(Patient.study_id).where(Patient.id == 2)).scalar_one()
     _runs_everywhere(demo_registry, tmp_path, [study_id])
@@ -130,6 +135,15 @@ def test_a_lab_dated_year_1_and_a_birth_in_1600_stop_nothing(demo_registry, tmp_
     exported = (tmp_path / "export" / "labs.csv").read_text()
     assert ",0001-01-01," in exported  # the stored date, exported as it is
     assert _invoke(_url(demo_registry), "backup", str(tmp_path / "backup"))[0] == 0
+    code, output = _invoke(_url(demo_registry), "export", str(tmp_path / "shared-2"), "--pseudonymise", "--key-file",
+                           str(tmp_path / "registry.key"))  # fmt: skip
+    # The patient's one shift cannot move both dates (it is never 0): refused rather than shared unshifted.
+    assert code == 2 and not (tmp_path / "shared-2").exists()
+    assert re.fullmatch(
+        r"Nothing written: labs: sample_date (0001-01-01 of DM-\d{3} cannot be shifted by -|9999-12-31 of DM-\d{3} "
+        r"cannot be shifted by )\d+ days \(the calendar ends at years 1 and 9999\): correct the date first\n",
+        output,
+    ), output
 
 
 def _patients(*rows: list[str]) -> RawSheet:
