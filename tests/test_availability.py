@@ -35,6 +35,7 @@ from registry.accounts import create_account
 from registry.audit import audited_session
 from registry.cli import app
 from registry.codes import Role
+from registry.cuts import load_cut, snapshot_text
 from registry.ingest import import_path, import_sheets
 from registry.models import (
     AdverseEvent,
@@ -135,6 +136,13 @@ def test_a_lab_dated_year_1_and_a_birth_in_1600_stop_nothing(demo_registry, tmp_
     exported = (tmp_path / "export" / "labs.csv").read_text()
     assert ",0001-01-01," in exported  # the stored date, exported as it is
     assert _invoke(_url(demo_registry), "backup", str(tmp_path / "backup"))[0] == 0
+    assert _invoke(_url(demo_registry), "cut", "create", "--date", "2021-06-30", "--name", "odd")[0] == 0
+    code, output = _invoke(_url(demo_registry), "analyze", "--cut", "odd", "--json", str(tmp_path / "cut.json"))
+    assert code == 0, output
+    frozen = load_cut(demo_registry, "odd")[0]
+    dates = frozen["lab_result"]["sample_date"]  # the snapshot gives both dates back
+    assert {str(d.date()) for d in dates if d.year in (1, 9999)} == {"0001-01-01", "9999-12-31"}
+    assert b'"0001-01-01"' in snapshot_text(frozen)  # ISO 8601 (strftime wrote "1-01-01")
     code, output = _invoke(_url(demo_registry), "export", str(tmp_path / "shared-2"), "--pseudonymise", "--key-file",
                            str(tmp_path / "registry.key"))  # fmt: skip
     # The patient's one shift cannot move both dates (it is never 0): refused rather than shared unshifted.
