@@ -38,6 +38,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -380,11 +381,8 @@ def load(url: str, label: str, clients: int, seconds: float, weights: list[float
     with running_server(url, log) as server:
         people = [Client(server.base, name, own[n], registry.study_ids, seed=n)
                   for n, (name, _) in enumerate(registry.accounts)]  # fmt: skip
-        signing = [threading.Thread(target=person.sign_in) for person in people]
-        for thread in signing:
-            thread.start()
-        for thread in signing:
-            thread.join()
+        with ThreadPoolExecutor(len(people)) as pool:  # at once; a client that could not sign in stops the run
+            list(pool.map(Client.sign_in, people))
         for person in people:  # warm-up, not counted: templates compiled, connections opened
             person.http.get("/patients")
         start = threading.Barrier(clients + 1)

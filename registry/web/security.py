@@ -76,7 +76,9 @@ def _claim(engine: sa.Engine, key: str, policy: ThrottlePolicy) -> timedelta:
                     return timedelta(0)
                 last = as_utc(row["last_failure_at"])
                 counted = 0 if moment - last > policy.forget else row["failures"]
-                if counted and moment < as_utc(row["next_allowed_at"]):
+                # A free attempt is never refused: a parallel one that read the clock a moment later may have
+                # counted first, leaving next_allowed_at just after this attempt's moment.
+                if counted >= policy.free and moment < as_utc(row["next_allowed_at"]):
                     return as_utc(row["next_allowed_at"]) - moment
                 changed = connection.execute(
                     sa.update(table)
