@@ -112,6 +112,8 @@ def read(path: Path) -> list[RawSheet]:
     except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, ValueError) as error:
         raise WorkbookError(f"{path}: not a readable .xlsx workbook ({error})") from error
     try:
+        for ws in book.worksheets:
+            ws.reset_dimensions()  # read every row there is: a sheet's <dimension> tag may be wrong, and was trusted
         return [_raw_sheet(ws.title, ws.title, ws.iter_rows(values_only=True)) for ws in book.worksheets]
     finally:
         book.close()

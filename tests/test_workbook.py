@@ -4,6 +4,8 @@ All content here is made up (random text), no person's data.
 """
 
 import csv
+import re
+import zipfile
 from itertools import zip_longest
 from pathlib import Path
 
@@ -78,3 +80,37 @@ def test_a_plain_grid_is_read_by_the_fast_reader_and_anything_else_by_the_csv_mo
         assert (header, rows) == (_reference(file)[0], list(enumerate(_reference(file)[1], start=2)))
     file.write_text(grid, encoding="utf-8", newline="")
     assert _read_back(file, 2)[1] == [(2, ["EX-1", "5"]), (3, ["EX-2", " 6 "]), (4, ["EX-3", ""])]
+
+
+def _with_dimension(path: Path, ref: str) -> None:
+    """Rewrite the first sheet's ``<dimension>`` tag, as some tools write it wrong (openpyxl's read-only mode trusts it)."""
+    with zipfile.ZipFile(path) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet], count = re.subn(rb'<dimension ref="[^"]*"', f'<dimension ref="{ref}"'.encode(), parts[sheet])
+    assert count == 1
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as book:
+        for name, content in parts.items():
+            book.writestr(name, content)
+
+
+def test_every_row_of_a_sheet_is_read_whatever_its_dimension_tag_says(tmp_path):
+    """A sheet of 20 data rows whose tag says A1:B3 gave 2 rows, without a word (issue 17)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "labs"
+    sheet.append(["study_id", "analyte"])
+    for number in range(1, 21):
+        sheet.append([f"EX-{number:03d}", "ferritin", *(["wider"] if number == 20 else [])])  # the last row wider
+    sheet.append([])  # a blank row in between is kept as one
+    sheet.append(["EX-999", "ldh"])
+    path = tmp_path / "cases.xlsx"
+    book.save(path)
+    _with_dimension(path, "A1:B3")
+    (labs,) = read(path)
+    assert labs.header == ["study_id", "analyte"]
+    assert [number for number, _ in labs.rows] == list(range(2, 24))
+    assert labs.rows[0] == (2, ["EX-001", "ferritin"]) and labs.rows[19] == (21, ["EX-020", "ferritin", "wider"])
+    assert labs.rows[-1] == (23, ["EX-999", "ldh"]) and not any(labs.rows[20][1])
