@@ -224,9 +224,17 @@ def write_csv_folder(folder: Path, sheets: list[SheetData]) -> None:
             writer.writerows([_csv_cell(v) for v in row] for row in sheet.rows)
 
 
-def _xlsx_cell(value: Any) -> Any:
+def _xlsx_cell(ws: WriteOnlyWorksheet, value: Any) -> Any:
+    """A value as its cell: yes/no for flags; text that starts with '=' as text (openpyxl would write it as a formula,
+    with no value: an AE detail "=HYPERLINK(...)" came back blank)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, str) and value.startswith("="):
+        from openpyxl.cell import WriteOnlyCell
+
+        cell = WriteOnlyCell(ws, value=value)
+        cell.data_type = "s"
+        return cell
     return value
 
 
@@ -281,7 +289,7 @@ def _write_sheet(ws: WriteOnlyWorksheet, sheet: SheetData, ranges: dict[tuple[st
     ws.append([_header_cell(ws, name, sheet.notes.get(name)) for name in sheet.header])
     for number, row in enumerate(sheet.rows, start=2):
         try:
-            ws.append([_xlsx_cell(v) for v in row])
+            ws.append([_xlsx_cell(ws, v) for v in row])
         except IllegalCharacterError:
             raise WorkbookError(_unwritable(sheet, number, row)) from None
 

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import add_demo_site
 from openpyxl import load_workbook
 from typer.testing import CliRunner
@@ -14,7 +15,7 @@ from registry.audit import audited_session
 from registry.cli import app
 from registry.export import export, template
 from registry.ingest import import_path
-from registry.models import PatientIdentifier
+from registry.models import AdverseEvent, PatientIdentifier
 from registry.sheets import SHEETS, sheet_dictionary
 from registry.workbook import XLSX_MAX_ROWS, WorkbookError, require_xlsx_fits
 
@@ -172,3 +173,20 @@ def test_an_exported_workbook_has_bold_noted_frozen_headers_and_iso_dates(migrat
     birth = patients.cell(row=2, column=list(header).index("birth_date") + 1)
     assert (birth.value.date().isoformat(), birth.number_format) == ("1968-03-14", "yyyy-mm-dd")
     assert patients.column_dimensions["D"].width == len("birth_date") + 2
+
+
+def test_text_that_starts_with_an_equals_sign_is_exported_to_xlsx_as_text_and_comes_back(migrated, tmp_path):
+    """An AE detail '=HYPERLINK(...)' was written as a live formula with no value; imported back, the field was
+    blanked by an audited update (issue 17, point 1)."""
+    _registry_with_example(migrated)
+    detail = '=HYPERLINK("http://example.org","see note")'
+    with audited_session(migrated, actor="test") as session:
+        event = session.exec(sa.select(AdverseEvent).order_by(AdverseEvent.id)).scalars().first()
+        event.term_detail = detail
+        session.commit()
+    export(migrated, tmp_path / "out.xlsx")
+    cell = next(c for row in load_workbook(tmp_path / "out.xlsx")["adverse_events"].iter_rows() for c in row
+                if c.value == detail)  # fmt: skip
+    assert cell.data_type == "s"  # a string, not a formula
+    result = import_path(migrated, tmp_path / "out.xlsx", actor="test")
+    assert result.problems == [] and not result.changed  # nothing blanked, nothing updated
