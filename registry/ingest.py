@@ -394,6 +394,9 @@ def _find_sheets(raw_sheets: Sequence[workbook.RawSheet], problems: list[Problem
             problems.append(Problem(raw.source, None, None, None, f"is a second {name} sheet; merge the two"))
         elif name in SHEETS_BY_NAME:
             found[name] = raw
+            if raw.hidden:
+                message = "is hidden in the workbook: imported all the same (unhide it to see what is imported)"
+                problems.append(Problem(raw.source, None, None, None, message, "warning"))
         elif name not in HELPER_SHEETS:
             expected = ", ".join(SHEETS_BY_NAME)
             problems.append(

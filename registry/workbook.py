@@ -73,6 +73,7 @@ class RawSheet:
     source: str  # how messages name it: the sheet name, or the CSV file name
     header: list[Any]
     rows: Sequence[tuple[int, list[Any]]] = field(default_factory=list)  # (row number, cells)
+    hidden: bool = False  # a workbook sheet its author hid (imported all the same, and said so)
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         """The rows, ``size`` at a time, column by column."""
@@ -88,18 +89,18 @@ def _chunks(rows: Iterable[tuple[int, list[Any]]], size: int) -> Iterator[Chunk]
         yield Chunk(numbers, list(zip_longest(*cells, fillvalue=None)), cells)
 
 
-def _raw_sheet(name: str, source: str, rows: Iterable[Sequence[Any]]) -> RawSheet:
+def _raw_sheet(name: str, source: str, rows: Iterable[Sequence[Any]], hidden: bool = False) -> RawSheet:
     rows = iter(rows)
     header = list(next(rows, []))
-    sheet = RawSheet(name, source, header)
+    sheet = RawSheet(name, source, header, hidden=hidden)
     sheet.rows = [(number, list(cells)) for number, cells in enumerate(rows, start=2)]
     return sheet
 
 
 def read(path: Path) -> list[RawSheet]:
     """Every sheet of an XLSX workbook, or every ``*.csv`` file of a folder."""
-    if path.is_dir():
-        return [_read_csv(file) for file in sorted(path.glob("*.csv"))]
+    if path.is_dir():  # LABS.CSV as labs.csv: a file's case never decides whether it is read
+        return [_read_csv(file) for file in sorted(path.iterdir()) if file.suffix.lower() == ".csv" and file.is_file()]
     if not path.exists():
         raise WorkbookError(f"{path}: no such file or folder")
     if path.suffix.lower() != ".xlsx":
@@ -114,7 +115,8 @@ def read(path: Path) -> list[RawSheet]:
     try:
         for ws in book.worksheets:
             ws.reset_dimensions()  # read every row there is: a sheet's <dimension> tag may be wrong, and was trusted
-        return [_raw_sheet(ws.title, ws.title, ws.iter_rows(values_only=True)) for ws in book.worksheets]
+        return [_raw_sheet(ws.title, ws.title, ws.iter_rows(values_only=True), hidden=ws.sheet_state != "visible")
+                for ws in book.worksheets]  # fmt: skip
     finally:
         book.close()
 

@@ -416,3 +416,35 @@ def test_a_patient_locked_while_the_import_is_checked_is_not_written_to(registry
     ]
     assert not result.written
     assert snapshot(registry) == before  # EX-001's row is not written either
+
+
+def test_csv_files_named_in_capitals_are_imported_like_any_other(migrated, tmp_path):
+    """LABS.CSV was skipped without a word (the folder was read with a case-sensitive *.csv; issue 17, point 1)."""
+    add_demo_site(migrated)
+    folder = tmp_path / "sheets"
+    folder.mkdir()
+    for file in EXAMPLE.glob("*.csv"):
+        (folder / (file.stem.upper() + ".CSV" if file.stem == "labs" else file.name)).write_bytes(file.read_bytes())
+    result = import_path(migrated, folder, actor="test")
+    assert result.written and result.counts["labs"].inserted == 20
+    assert not result.warnings
+
+
+def test_a_hidden_sheet_is_imported_and_the_import_says_so(migrated, tmp_path):
+    """A sheet its author hid was imported without a word (issue 17, point 1): it still is, with a warning."""
+    add_demo_site(migrated)
+    book = Workbook()
+    book.remove(book.active)
+    for file in sorted(EXAMPLE.glob("*.csv")):
+        sheet = book.create_sheet(file.stem)
+        with file.open(encoding="utf-8", newline="") as handle:
+            for row in csv.reader(handle):
+                sheet.append(row)
+        if file.stem == "hrct":
+            sheet.sheet_state = "hidden"
+    book.save(tmp_path / "cases.xlsx")
+    result = import_path(migrated, tmp_path / "cases.xlsx", actor="test")
+    assert [str(problem) for problem in result.warnings] == [
+        "hrct: is hidden in the workbook: imported all the same (unhide it to see what is imported)"
+    ]
+    assert result.written and result.counts["hrct"].inserted == 4
