@@ -56,9 +56,10 @@ def start(engine: sa.Engine, account_id: int, resumed_form: str | None = None) -
 
 
 def take_resumed_form(request: Request) -> str | None:
-    """The request's session's resumed form, once: it is cleared as it is read."""
+    """The request's session's resumed form, once: it is cleared as it is read. Asks the database only when
+    :func:`signed_in` saw that the session holds one, so opening a form costs no extra query."""
     token = request.cookies.get(SESSION_COOKIE)
-    if not token:
+    if not token or not getattr(request.state, "resuming", False):
         return None
     session = WebSession.__table__.c
     with request.app.state.engine.begin() as connection:
@@ -86,7 +87,8 @@ def signed_in(request: Request) -> Account | None:
     engine, limits, now = request.app.state.engine, request.app.state.session_limits, datetime.now(UTC)
     with engine.connect() as connection:
         row = connection.execute(
-            sa.select(Account, WebSession.created_at.label("began"), WebSession.last_seen_at.label("seen"))
+            sa.select(Account, WebSession.created_at.label("began"), WebSession.last_seen_at.label("seen"),
+                      WebSession.resumed_form.is_not(None).label("resuming"))
             .join(Account, Account.id == WebSession.account_id)
             .where(WebSession.id == token_id(token), WebSession.ended_at.is_(None))
         ).mappings().first()  # fmt: skip
@@ -98,6 +100,7 @@ def signed_in(request: Request) -> Account | None:
     if now - last_seen > TOUCH_EVERY:
         with engine.begin() as connection:
             connection.execute(sa.update(WebSession).where(WebSession.id == token_id(token)).values(last_seen_at=now))
+    request.state.resuming = bool(row["resuming"])  # a form to open again: read (and cleared) only then
     return Account(**{column.name: row[column.name] for column in Account.__table__.columns})
 
 
