@@ -40,7 +40,6 @@ _NUMERALS = "0123456789.+-eE"  # the characters of a plain decimal number
 _WHOLE = re.compile(r"[+-]?\d+")
 _QUALIFIED = re.compile(r"[<>≤≥]=?\s*[\d.]+")
 _WITH_UNIT = re.compile(r"[+-]?[\d.]+\s*[^\d\s.].*")
-_CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but tab, line feed, carriage return
 _DAY_MONTH = re.compile(r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}")
 _LARGEST_INTEGER = 2**31 - 1  # the INTEGER column of both databases
 _YES = {"yes", "y", "true", "1"}
@@ -184,7 +183,7 @@ def _text(value: Any, length: int) -> str:
         raise CellError(f"is longer than {length} characters")
     if "\x00" in value:
         raise CellError("contains a NUL character")
-    if control := _CONTROL.search(value):
+    if control := workbook.CONTROL_CHARACTERS.search(value):  # NUL told apart above
         raise CellError(f"contains the control character U+{ord(control.group()):04X} (text may hold tabs and line "
                         "breaks, no other control character: an .xlsx cell cannot hold one)")  # fmt: skip
     return value

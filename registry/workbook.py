@@ -33,6 +33,11 @@ _VALIDATED_ROWS = 10_000
 XLSX_MAX_ROWS = 1_048_576
 
 
+#: The control characters XML, and so an .xlsx cell, cannot hold (openpyxl's ILLEGAL_CHARACTERS_RE): all of C0 but
+#: tab, line feed and carriage return. Entry refuses them in text (registry.ingest).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 class WorkbookError(Exception):
     """The file could not be read as a workbook at all, or the registry not written as one."""
 
@@ -298,10 +303,8 @@ def _write_sheet(ws: WriteOnlyWorksheet, sheet: SheetData, ranges: dict[tuple[st
 
 def _unwritable(sheet: SheetData, number: int, row: Sequence[Any]) -> str:
     """Where a row holds a control character, which XML, and so an .xlsx cell, cannot hold (a CSV file can)."""
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    name, value = next((n, v) for n, v in zip(sheet.header, row, strict=True) if ILLEGAL_CHARACTERS_RE.search(str(v)))
-    character = ILLEGAL_CHARACTERS_RE.search(str(value)).group()
+    name, value = next((n, v) for n, v in zip(sheet.header, row, strict=True) if CONTROL_CHARACTERS.search(str(v)))
+    character = CONTROL_CHARACTERS.search(str(value)).group()
     return (
         f"sheet {sheet.name} row {number}, column {name} holds the control character U+{ord(character):04X}, "
         "which an .xlsx cell cannot hold: correct the value, or write a folder of CSV files (a path without .xlsx)"
