@@ -29,6 +29,8 @@ from conftest import WEB_PASSWORD, add_demo_site
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
+from test_web import sign_in
+from test_web_entry import csrf_of
 from typer.testing import CliRunner
 
 from registry.accounts import create_account
@@ -81,14 +83,9 @@ def _url(engine: sa.Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-def _token(client: TestClient, path: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text).group(1)
-
-
 def _signed_in(engine: sa.Engine) -> TestClient:
     client = TestClient(create_app(engine, secret_key="test-secret"))
-    data = {"username": "dana", "password": WEB_PASSWORD, "csrf_token": _token(client, "/login")}
-    assert client.post("/login", data=data, follow_redirects=False).status_code == 303
+    assert sign_in(client, "dana").status_code == 303
     return client
 
 
@@ -114,7 +111,7 @@ def _runs_everywhere(engine: sa.Engine, out: Path, study_ids: list[str]) -> None
     client = _signed_in(engine)
     for path in ("/patients", "/checks", *(f"/patients/{quote(sid, safe='')}" for sid in study_ids)):
         assert client.get(path).status_code == 200, path
-    assert client.post("/checks", data={"csrf_token": _token(client, "/checks")}).status_code == 200
+    assert client.post("/checks", data={"csrf_token": csrf_of(client, "/checks")}).status_code == 200
     pdf = client.get("/report.pdf")  # refused while error findings are open, as the command line refuses
     assert (pdf.status_code, pdf.content[:4]) == (200, b"%PDF") or pdf.status_code == 409, pdf.text
 
@@ -186,7 +183,7 @@ def test_a_web_form_refuses_a_date_outside_the_range_and_saves_nothing(demo_regi
     client = _signed_in(demo_registry)
     path = "/patients/DM-001/labs/new"
     lab = {"analyte": "ferritin", "sample_date": "0001-01-01", "value": "500", "unit": "ng/mL"}
-    refused = client.post(path, data={"csrf_token": _token(client, path), **lab}, follow_redirects=False)
+    refused = client.post(path, data={"csrf_token": csrf_of(client, path), **lab}, follow_redirects=False)
     shown = re.search(r'<span class="field-error" id="error-sample_date">([^<]*)</span>', refused.text).group(1)
     assert refused.status_code == 422
     assert shown == "is outside 1900-01-01 to 2100-12-31: a date so far off is a typing error"
