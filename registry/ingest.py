@@ -61,8 +61,16 @@ class Problem:
     def __str__(self) -> str:
         place = self.source + (f" row {self.row}" if self.row is not None else "")
         place += f", column {self.column}" if self.column is not None else ""
-        shown = f'"{show(self.value)}" ' if self.value is not None else ""
+        shown = f'"{_shortened(show(self.value))}" ' if self.value is not None else ""
         return f"{place}: {shown}{self.message}"
+
+
+#: The most of a value a message shows (a 200,000-character cell would fill the screen; --errors keeps it whole).
+_SHOWN = 80
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text):,} characters)"
 
 
 def show(value: Any) -> str:
@@ -200,6 +208,8 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 def parse_cell(column: SheetColumn, value: Any) -> Any:
     """The cell's value as its column's type, or :class:`CellError`. Blank cells are None."""
+    if isinstance(value, workbook.UnreadableCell):  # a formula never calculated, an error such as #N/A
+        raise CellError(value.problem)
     if _blank(value):
         if column.required:
             raise CellError("is required")

@@ -188,6 +188,9 @@ def notice_text(site: str | None, patients: int, dropped: list[str]) -> str:
             f"must be widened by {MAX_SHIFT_DAYS} days on each side.",
             f"Columns left out (free text that could carry identifiers): {', '.join(dropped) or 'none'}.",
             f"Text kept: codes, and {kept}.",
+            "In CSV files, a text cell a spreadsheet would run as a formula (starting with = + - @, a tab or a",
+            "carriage return) is written with a ' before it; so is one starting with ' and then such a character.",
+            "To read the true text, take one ' off each cell that starts with one or more ' and then one of them.",
             "The key is not part of this export; the registry keeps it.",
             "",
         ]

@@ -11,6 +11,7 @@ import csv
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from functools import cached_property
 from itertools import islice, zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 if TYPE_CHECKING:
     from openpyxl.cell import WriteOnlyCell
@@ -38,8 +40,57 @@ XLSX_MAX_ROWS = 1_048_576
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
+#: The most an .xlsx workbook may expand to unzipped (the largest sheet Excel holds, 1,048,576 rows of a registry
+#: table, is some 700 MB), and how much more than its compressed size any large part of it may expand (Apache
+#: POI's limit: 100 times; spreadsheets' own files expand some 5 to 15 times). A "zip bomb" of 1.5 MB expanding to
+#: hundreds of MB took 293 s and 2 GB to read: it is refused before a byte is parsed.
+MAX_EXPANDED_BYTES = 2 * 1024**3
+MAX_EXPANSION_RATIO = 100
+_RATIO_FLOOR = 1024**2  # parts smaller than this expand as they like: a few kB of styles compress very well
+
+#: Excel's error values, which a cell holds in place of a value (openpyxl's ERROR_CODES).
+ERROR_VALUES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A")
+#: What starts a formula element (``<f>``, ``<f t="shared" si="0"/>``, ``<x:f>``) or marks an error cell in a sheet's
+#: XML: only a workbook holding one needs the slower second reading that tells formulas from values. (The same
+#: characters in a cell's text would cost a needless second reading, never a missed formula.)
+_FORMULA_OR_ERROR = (b"<f>", b"<f ", b"<f/", b":f>", b":f ", b":f/", b't="e"')
+
+#: CSV cells a spreadsheet would run as a formula: those starting with = + - @ tab or CR (OWASP's list). The CSV
+#: export writes them with a ' before (as spreadsheets do to mark text), and before any ' that already starts such
+#: a cell, so that reading takes exactly one ' off a cell that starts with one or more ' and then such a character:
+#: the round trip is exact ('=1 is written ''=1 and read '=1; 'quoted, which no spreadsheet runs, is left as it is).
+_RUNNABLE = re.compile(r"'*[=+\-@\t\r]")
+_ESCAPED = re.compile(r"'+[=+\-@\t\r]")
+#: The longest CSV cell read (the csv module's default stops at 131,072 characters, with a traceback); no column
+#: holds so much, so the import refuses a longer cell by its column's rule, named.
+_CSV_FIELD_LIMIT = 16 * 1024**2
+
+
 class WorkbookError(Exception):
     """The file could not be read as a workbook at all, or the registry not written as one."""
+
+
+@dataclass(frozen=True)
+class UnreadableCell:
+    """A workbook cell that holds no value the registry could read: a formula never calculated, or an error.
+
+    It stands in the sheet where the cell was, so that the import refuses it with the other problems, by row and
+    column (a formula without its stored value was read as blank, an error cell as the text "#N/A").
+    """
+
+    shown: str  # the formula or error, as the spreadsheet shows it
+    problem: str  # what the import says of it
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+def _escaped_csv_text(value: str) -> str:
+    return "'" + value if _RUNNABLE.match(value) else value
+
+
+def _unescaped_csv_text(value: str) -> str:
+    return value[1:] if _ESCAPED.match(value) else value
 
 
 def require_xlsx_fits(path: Path, rows: Mapping[str, int]) -> None:
@@ -94,11 +145,22 @@ def _chunks(rows: Iterable[tuple[int, list[Any]]], size: int) -> Iterator[Chunk]
         yield Chunk(numbers, list(zip_longest(*cells, fillvalue=None)), cells)
 
 
-def _raw_sheet(name: str, source: str, rows: Iterable[Sequence[Any]], hidden: bool = False) -> RawSheet:
+def _raw_sheet(
+    name: str,
+    source: str,
+    rows: Iterable[Sequence[Any]],
+    hidden: bool = False,
+    unreadable: Mapping[tuple[int, int], UnreadableCell] | None = None,
+) -> RawSheet:
+    """``unreadable``: (row, column index) -> what stands in for a cell the registry cannot read."""
     rows = iter(rows)
     header = list(next(rows, []))
     sheet = RawSheet(name, source, header, hidden=hidden)
     sheet.rows = [(number, list(cells)) for number, cells in enumerate(rows, start=2)]
+    for (number, index), cell in (unreadable or {}).items():
+        cells = sheet.rows[number - 2][1]
+        cells.extend([None] * (index + 1 - len(cells)))  # a short row reaches the cell
+        cells[index] = cell
     return sheet
 
 
@@ -110,20 +172,139 @@ def read(path: Path) -> list[RawSheet]:
         raise WorkbookError(f"{path}: no such file or folder")
     if path.suffix.lower() != ".xlsx":
         raise WorkbookError(f"{path}: expected an .xlsx workbook or a folder of .csv files")
+    needs_second_reading = _check_expansion(path)
+    unreadable = _unreadable_cells(path) if needs_second_reading else {}
+    with _opened_xlsx(path, data_only=True) as book:
+        return [
+            _raw_sheet(ws.title, ws.title, _sheet_rows(path, ws), ws.sheet_state != "visible", unreadable.get(ws.title))
+            for ws in book.worksheets
+        ]
+
+
+_DAMAGE = (zipfile.BadZipFile, EOFError, zlib.error, ElementTree.ParseError, KeyError, ValueError)
+
+
+@contextmanager
+def _opened_xlsx(path: Path, data_only: bool) -> Iterator[Any]:
+    """The workbook opened for streamed reading, every sheet's rows all there are (a sheet's ``<dimension>`` tag
+    may be wrong, and was trusted: 2 rows of 20 were imported)."""
     from openpyxl import load_workbook  # here, as every openpyxl import: a CSV import never needs it (start-up time)
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, ValueError) as error:
+        book = load_workbook(path, read_only=True, data_only=data_only)
+    except (InvalidFileException, OSError, *_DAMAGE) as error:
         raise WorkbookError(f"{path}: not a readable .xlsx workbook ({error})") from error
     try:
         for ws in book.worksheets:
-            ws.reset_dimensions()  # read every row there is: a sheet's <dimension> tag may be wrong, and was trusted
-        return [_raw_sheet(ws.title, ws.title, ws.iter_rows(values_only=True), hidden=ws.sheet_state != "visible")
-                for ws in book.worksheets]  # fmt: skip
+            ws.reset_dimensions()
+        yield book
     finally:
         book.close()
+
+
+def _sheet_rows(path: Path, ws: Any, values_only: bool = True) -> Iterator[tuple[Any, ...]]:
+    """A sheet's rows; a damaged sheet (its XML cut short, a part failing its checksum) a :class:`WorkbookError`."""
+    try:
+        yield from ws.iter_rows(values_only=values_only)
+    except _DAMAGE as error:
+        raise WorkbookError(
+            f"{path}: sheet {ws.title} is damaged and cannot be read ({type(error).__name__}: {error}); nothing was "
+            "imported: open the workbook in Excel or LibreOffice and save it again, or save the sheet as CSV"
+        ) from None
+
+
+def _check_expansion(path: Path) -> bool:
+    """Refuse a workbook that would expand past :data:`MAX_EXPANDED_BYTES`, or a part of it more than
+    :data:`MAX_EXPANSION_RATIO` times; return whether any sheet holds formulas or error cells.
+
+    The sizes are those the zip declares, which Python's zipfile never reads past.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise WorkbookError(f"{path}: not a readable .xlsx workbook ({error})") from error
+    with archive:
+        parts = archive.infolist()
+        total = sum(part.file_size for part in parts)
+        if total > MAX_EXPANDED_BYTES:
+            raise WorkbookError(
+                f"{path}: refused: it would expand to {total:,} bytes unzipped, more than the {MAX_EXPANDED_BYTES:,} "
+                "a workbook may; split it, or import a folder of CSV files"
+            )
+        for part in parts:
+            if part.file_size > _RATIO_FLOOR and part.file_size > MAX_EXPANSION_RATIO * max(part.compress_size, 1):
+                raise WorkbookError(
+                    f"{path}: refused: its part {part.filename} would expand from {part.compress_size:,} to "
+                    f"{part.file_size:,} bytes, more than {MAX_EXPANSION_RATIO} times (spreadsheets write parts that "
+                    "expand some 5 to 15 times): it is not read, as it may be built to exhaust memory"
+                )
+        sheets = [
+            part for part in parts if part.filename.startswith("xl/worksheets/") and part.filename.endswith(".xml")
+        ]
+        try:
+            return any(_holds_formula_or_error(archive, part) for part in sheets)
+        except _DAMAGE as error:
+            raise WorkbookError(f"{path}: not a readable .xlsx workbook ({type(error).__name__}: {error})") from None
+
+
+def _holds_formula_or_error(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> bool:
+    tail = b""
+    with archive.open(part) as stream:
+        while block := stream.read(4 * 1024**2):
+            if any(marker in tail + block for marker in _FORMULA_OR_ERROR):
+                return True
+            tail = block[-8:]  # a marker cut between two blocks
+    return False
+
+
+def _unreadable_cells(path: Path) -> dict[str, dict[tuple[int, int], UnreadableCell]]:
+    """Per sheet, (row, column index) -> the cells that hold a formula with no stored value, or an error.
+
+    Formulas are told from values only in a second reading (the values reading gives a formula's stored value, or
+    None where there is none, and an error as its text), so this runs only for workbooks that hold either.
+    """
+    formulas: dict[str, dict[int, dict[int, str]]] = {}  # sheet -> row -> column index -> formula
+    found: dict[str, dict[tuple[int, int], UnreadableCell]] = {}
+    with _opened_xlsx(path, data_only=False) as book:
+        for ws in book.worksheets:
+            for row in _sheet_rows(path, ws, values_only=False):
+                for cell in row:  # blank cells are of type "n"; the header is not data
+                    if cell.data_type == "f" and cell.row > 1:
+                        formulas.setdefault(ws.title, {}).setdefault(cell.row, {})[cell.column - 1] = str(cell.value)
+                    elif cell.data_type == "e" and cell.row > 1:
+                        found.setdefault(ws.title, {})[cell.row, cell.column - 1] = _error_cell(
+                            str(cell.value), cell.coordinate
+                        )
+    if formulas:  # which formulas have a stored value, and whether it is an error
+        with _opened_xlsx(path, data_only=True) as book:
+            for ws in book.worksheets:
+                if ws.title in formulas:
+                    _formula_values(path, ws, formulas[ws.title], found.setdefault(ws.title, {}))
+    return found
+
+
+def _formula_values(
+    path: Path, ws: Any, formulas: dict[int, dict[int, str]], found: dict[tuple[int, int], UnreadableCell]
+) -> None:
+    """Add to ``found`` the ``formulas`` (row -> column index -> formula) whose stored value is none, or an error."""
+    from openpyxl.utils import get_column_letter
+
+    for number, row in enumerate(_sheet_rows(path, ws), start=1):
+        for index, formula in formulas.get(number, {}).items():
+            value = row[index] if index < len(row) else None
+            cell = f"{get_column_letter(index + 1)}{number}"
+            if value is None:
+                found[number, index] = UnreadableCell(
+                    formula, f"is a formula with no stored value (cell {cell}): the workbook was saved without "
+                    "calculating it; open it in Excel or LibreOffice, let it calculate, save, and import again"
+                )  # fmt: skip
+            elif value in ERROR_VALUES:
+                found[number, index] = _error_cell(f"{value} (from {formula})", cell)
+
+
+def _error_cell(value: str, cell: str) -> UnreadableCell:
+    return UnreadableCell(value, f"is a spreadsheet error, not a value (cell {cell}): correct the cell, or empty it")
 
 
 def _read_csv(file: Path) -> RawSheet:
@@ -134,7 +315,7 @@ def _read_csv(file: Path) -> RawSheet:
         raise WorkbookError(
             f"{file.name}: not UTF-8 text (byte {error.start}); save it as 'CSV UTF-8' and import again"
         ) from error
-    rows = _CsvRows(file, _is_plain(text))
+    rows = _CsvRows(file, _is_plain(text), escaped=_ESCAPED.search(text) is not None)
     with rows.reader() as reader:
         header = next(reader, [])
     return RawSheet(file.stem, file.name, header, rows)
@@ -156,8 +337,9 @@ class _CsvRows(Sequence[tuple[int, list[str]]]):
     """A CSV file's data rows, read from the file as they are gone through: a large file is never
     held whole (indexing, which only small inputs need, reads it whole once and keeps it)."""
 
-    def __init__(self, file: Path, plain: bool = False) -> None:
+    def __init__(self, file: Path, plain: bool = False, escaped: bool = False) -> None:
         self.file, self.plain = file, plain
+        self.escaped = escaped  # whether a cell may start with an escaping ' (_RUNNABLE): only then is it looked for
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         """The rows, ``size`` at a time, column by column: a plain grid (``_is_plain``) by pandas' C reader,
@@ -175,13 +357,29 @@ class _CsvRows(Sequence[tuple[int, list[str]]]):
         )  # fmt: skip
         start = 2
         for frame in frames:
-            yield Chunk(range(start, start + len(frame)), [frame[column].tolist() for column in frame.columns])
+            columns = [frame[column].tolist() for column in frame.columns]
+            if self.escaped:
+                columns = [list(map(_unescaped_csv_text, column)) for column in columns]
+            yield Chunk(range(start, start + len(frame)), columns)
             start += len(frame)
 
     @contextmanager
     def reader(self) -> Iterator[Iterator[list[str]]]:
-        with self.file.open(encoding="utf-8-sig") as handle:  # line ends as read_text gives them
-            yield csv.reader(handle)
+        """The file's records, each a list of cells as written (an escaping ' taken off); a record the csv module
+        cannot read (a cell longer than :data:`_CSV_FIELD_LIMIT`) a :class:`WorkbookError` naming its line."""
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # for the whole process: the registry reads no other CSV
+        with self.file.open(encoding="utf-8-sig", newline="") as handle:  # a CR in a quoted cell is data
+            yield self._records(csv.reader(handle))
+
+    def _records(self, reader: Any) -> Iterator[list[str]]:
+        try:
+            for record in reader:
+                yield list(map(_unescaped_csv_text, record)) if self.escaped else record
+        except csv.Error as error:
+            raise WorkbookError(
+                f"{self.file.name} line {reader.line_num}: cannot be read as CSV ({error}; a cell may hold at most "
+                f"{_CSV_FIELD_LIMIT:,} characters): nothing was imported"
+            ) from None
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
         with self.reader() as reader:
@@ -219,6 +417,8 @@ def _csv_cell(value: Any) -> str:
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, str):
+        return _escaped_csv_text(value)
     return str(value)
 
 
@@ -228,7 +428,19 @@ def write_csv_folder(folder: Path, sheets: list[SheetData]) -> None:
         with (folder / f"{sheet.name}.csv").open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(sheet.header)
-            writer.writerows([_csv_cell(v) for v in row] for row in sheet.rows)
+            for cells in ([_csv_cell(v) for v in row] for row in sheet.rows):
+                if "\r" in "".join(cells):
+                    handle.write(_csv_record_with_cr(cells))
+                else:
+                    writer.writerow(cells)
+
+
+def _csv_record_with_cr(cells: list[str]) -> str:
+    """The record of a row a cell of which holds a carriage return, that cell quoted: the csv module quotes only
+    cells holding a character of its line end, so "a\\rb" was written bare and read back as two rows."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    return buffer.getvalue().removesuffix("\r\n") + "\n"
 
 
 def _xlsx_cell(ws: WriteOnlyWorksheet, value: Any) -> Any:

@@ -213,6 +213,36 @@ def test_import_dry_run_and_unreadable_path(site_registry, tmp_path):
     assert (missing.exit_code, missing.output) == (2, f"{tmp_path / 'nope.xlsx'}: no such file or folder\n")
 
 
+def test_import_of_a_damaged_workbook_or_an_unreadable_csv_says_so_in_one_line(site_registry, tmp_path, monkeypatch):
+    """A sheet cut short gave a ParseError traceback, a CSV cell past the csv module's limit a _csv.Error one
+    (issue 17, point 2): now one line each, exit 2, and nothing written."""
+    import zipfile
+
+    run("export", str(tmp_path / "out.xlsx"), database=site_registry)
+    with zipfile.ZipFile(tmp_path / "out.xlsx") as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"][:-100]
+    with zipfile.ZipFile(tmp_path / "cut.xlsx", "w") as book:
+        for name, content in parts.items():
+            book.writestr(name, content)
+    result = runner.invoke(app, ["--database", site_registry, "import", str(tmp_path / "cut.xlsx")])
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1
+    assert result.output.startswith(f"{tmp_path / 'cut.xlsx'}: sheet patients is damaged and cannot be read (")
+
+    monkeypatch.setattr("registry.workbook._CSV_FIELD_LIMIT", 100)
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "patients.csv").write_text(
+        f'study_id,site,sex,birth_date\n"{"x" * 101}",DEMO,male,1970-01-01\n', encoding="utf-8"
+    )
+    result = runner.invoke(app, ["--database", site_registry, "import", str(tmp_path / "cases")])
+    assert (result.exit_code, result.output) == (
+        2,
+        "patients.csv line 2: cannot be read as CSV (field larger than field limit (100); a cell may hold at most "
+        "100 characters): nothing was imported\n",
+    )
+    assert run("summary", database=site_registry).output.count(" 0\n") >= 9  # nothing written
+
+
 def test_template_and_export_commands(site_registry, tmp_path):
     assert run("template", str(tmp_path / "t.xlsx")).output == f"Template written to {tmp_path / 't.xlsx'}\n"
     run("import", str(EXAMPLE), database=site_registry)

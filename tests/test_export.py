@@ -1,5 +1,6 @@
 """Export and template: the import format, lossless and free of direct identifiers."""
 
+import csv
 import filecmp
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ from registry.audit import audited_session
 from registry.cli import app
 from registry.export import export, template
 from registry.ingest import import_path
-from registry.models import AdverseEvent, PatientIdentifier
+from registry.models import AdverseEvent, LabResult, PatientIdentifier
 from registry.sheets import SHEETS, sheet_dictionary
 from registry.workbook import XLSX_MAX_ROWS, WorkbookError, require_xlsx_fits
 
@@ -190,3 +191,49 @@ def test_text_that_starts_with_an_equals_sign_is_exported_to_xlsx_as_text_and_co
     assert cell.data_type == "s"  # a string, not a formula
     result = import_path(migrated, tmp_path / "out.xlsx", actor="test")
     assert result.problems == [] and not result.changed  # nothing blanked, nothing updated
+
+
+#: Text a spreadsheet would run as a formula, or holding a carriage return, as stored (made-up AE details).
+RUNNABLE = ["=1+1", "'@SUM(A1:A9)", "-see note\r\nand more", "a\rb"]
+
+
+def test_csv_export_neutralises_formulas_and_the_import_takes_the_quote_off_again(migrated, tmp_path):
+    """A CSV export wrote cells a spreadsheet runs as formulas as they were, and a lone carriage return unquoted
+    (read back as two rows) (issue 17, point 1). Now the round trip is exact, and the export the same again."""
+    _registry_with_example(migrated)
+    with audited_session(migrated, actor="test") as session:
+        events = session.exec(sa.select(AdverseEvent).order_by(AdverseEvent.id)).scalars().all()
+        for event, detail in zip(events, RUNNABLE, strict=True):
+            event.term_detail = detail
+        session.commit()
+    export(migrated, tmp_path / "first")
+    with (tmp_path / "first" / "adverse_events.csv").open(encoding="utf-8", newline="") as handle:
+        written = [row[3] for row in csv.reader(handle)][1:]
+    assert written == ["'=1+1", "''@SUM(A1:A9)", "'-see note\r\nand more", "a\rb"]
+    fresh = db.make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    db.upgrade(fresh)
+    add_demo_site(fresh)
+    assert import_path(fresh, tmp_path / "first", actor="test").written
+    with fresh.connect() as connection:
+        details = connection.execute(sa.select(AdverseEvent.term_detail).order_by(AdverseEvent.id)).scalars().all()
+    assert details == RUNNABLE
+    result = import_path(migrated, tmp_path / "first", actor="test")  # back into the registry it came from
+    assert result.problems == [] and not result.changed
+    export(fresh, tmp_path / "second")
+    names = sorted(p.name for p in (tmp_path / "first").iterdir())
+    assert filecmp.cmpfiles(tmp_path / "first", tmp_path / "second", names, shallow=False)[1:] == ([], [])
+
+
+def test_the_pseudonymised_csv_export_neutralises_formulas_too(migrated, tmp_path):
+    _registry_with_example(migrated)
+    with audited_session(migrated, actor="test") as session:
+        lab = session.exec(sa.select(LabResult).order_by(LabResult.id)).scalars().first()
+        lab.unit = "=HYPERLINK(1)"  # the unit is the one free text the pseudonymised export keeps
+        session.commit()
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    result = CliRunner().invoke(app, ["--database", str(migrated.url.render_as_string(hide_password=False)), "export",
+                                      str(tmp_path / "shared"), "--pseudonymise", "--key-file", str(tmp_path / "key")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ",'=HYPERLINK(1)\n" in (tmp_path / "shared" / "labs.csv").read_text(encoding="utf-8")
+    (labs,) = (sheet for sheet in workbook.read(tmp_path / "shared") if sheet.name == "labs")
+    assert "=HYPERLINK(1)" in [cells[-1] for _, cells in labs.rows]

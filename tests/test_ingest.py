@@ -430,9 +430,8 @@ def test_csv_files_named_in_capitals_are_imported_like_any_other(migrated, tmp_p
     assert not result.warnings
 
 
-def test_a_hidden_sheet_is_imported_and_the_import_says_so(migrated, tmp_path):
-    """A sheet its author hid was imported without a word (issue 17, point 1): it still is, with a warning."""
-    add_demo_site(migrated)
+def _example_workbook(path: Path, hidden: str | None = None, cells: dict[tuple[str, str], object] | None = None):
+    """The example cases as one workbook: sheet ``hidden`` hidden, ``cells`` ((sheet, cell) -> value) changed."""
     book = Workbook()
     book.remove(book.active)
     for file in sorted(EXAMPLE.glob("*.csv")):
@@ -440,11 +439,54 @@ def test_a_hidden_sheet_is_imported_and_the_import_says_so(migrated, tmp_path):
         with file.open(encoding="utf-8", newline="") as handle:
             for row in csv.reader(handle):
                 sheet.append(row)
-        if file.stem == "hrct":
+        if file.stem == hidden:
             sheet.sheet_state = "hidden"
-    book.save(tmp_path / "cases.xlsx")
-    result = import_path(migrated, tmp_path / "cases.xlsx", actor="test")
+    for (name, cell), value in (cells or {}).items():
+        book[name][cell] = value
+    book.save(path)
+    return path
+
+
+def test_a_hidden_sheet_is_imported_and_the_import_says_so(migrated, tmp_path):
+    """A sheet its author hid was imported without a word (issue 17, point 1): it still is, with a warning."""
+    add_demo_site(migrated)
+    result = import_path(migrated, _example_workbook(tmp_path / "cases.xlsx", hidden="hrct"), actor="test")
     assert [str(problem) for problem in result.warnings] == [
         "hrct: is hidden in the workbook: imported all the same (unhide it to see what is imported)"
     ]
     assert result.written and result.counts["hrct"].inserted == 4
+
+
+def test_formulas_without_a_value_and_error_cells_are_refused_by_cell(registry, tmp_path):
+    """A formula saved uncalculated was imported as blank, and "#REF!" in a text column as that text (issue 17,
+    point 1): each is refused, named by row, column and cell, and nothing is written."""
+    before = snapshot(registry)
+    changed = {("labs", "D2"): "=2000+150", ("adverse_events", "D3"): "#REF!", ("labs", "E3"): "=C3"}
+    result = import_path(registry, _example_workbook(tmp_path / "cases.xlsx", cells=changed), actor="test")
+    assert [str(problem) for problem in result.errors] == [
+        'labs row 2, column value: "=2000+150" is a formula with no stored value (cell D2): the workbook was saved '
+        "without calculating it; open it in Excel or LibreOffice, let it calculate, save, and import again",
+        'labs row 3, column unit: "=C3" is a formula with no stored value (cell E3): the workbook was saved without '
+        "calculating it; open it in Excel or LibreOffice, let it calculate, save, and import again",
+        'adverse_events row 3, column term_detail: "#REF!" is a spreadsheet error, not a value (cell D3): correct '
+        "the cell, or empty it",
+    ]
+    assert not result.written and snapshot(registry) == before
+
+
+def test_a_text_cell_too_long_is_refused_and_its_message_shows_the_start_of_it(registry, tmp_path):
+    """A cell of 200,000 characters (past the csv module's default limit, which gave a traceback) is read and
+    refused by its column's rule; the message shows its first 80 characters and its length."""
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    long = "a" * 200_000
+    (folder / "adverse_events.csv").write_text(
+        "study_id,onset_date,term,term_detail,ctcae_grade,serious,led_to_discontinuation\n"
+        f'EX-001,2018-06-02,other,"{long}",2,no,no\n', encoding="utf-8"
+    )  # fmt: skip
+    result = import_path(registry, folder, actor="test")
+    assert [str(problem) for problem in result.errors] == [
+        f'adverse_events.csv row 2, column term_detail: "{"a" * 80}... (200,000 characters)" is longer than 200 '
+        "characters"
+    ]
+    assert result.errors[0].value == long  # the --errors table keeps it whole
