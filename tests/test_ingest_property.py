@@ -9,10 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from registry import db
+from registry.audit import audited_session
+from registry.export import export
 from registry.ingest import import_path, import_sheets
-from registry.models import TABLES
+from registry.models import TABLES, AdverseEvent
 from registry.sheets import SHEETS
-from registry.workbook import RawSheet, read
+from registry.workbook import CONTROL_CHARACTERS, RawSheet, UnreadableCell, read
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
 COLUMN_NAMES = sorted({c.name for s in SHEETS for c in s.columns})
@@ -27,6 +29,7 @@ cells = st.one_of(
     st.booleans(),
     st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 1, 1)),
     st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.builds(UnreadableCell, st.sampled_from(["#N/A", "=A1*2"]), st.just("is a spreadsheet error, not a value")),
 )  # fmt: skip
 
 
@@ -100,3 +103,34 @@ def test_importer_never_crashes_and_never_writes_half(tmp_path_factory, sheets):
         inserted = {s.table.name: result.counts[s.name].inserted for s in SHEETS if s.name in result.counts}
         for table, count in inserted.items():
             assert len(after[table]) == len(before[table]) + count
+
+
+#: Free text as entry stores it: trimmed, without the control characters entry refuses, often starting with what a
+#: spreadsheet runs as a formula, now and then holding a line break (CR, LF or both).
+stored_text = (
+    st.text(
+        alphabet=st.one_of(
+            st.sampled_from("=+-@'\t\r\n\"',;#"), st.characters(codec="utf-8", exclude_categories=["Cc"])
+        ),
+        min_size=1,
+        max_size=20,
+    )
+    .map(str.strip)
+    .filter(lambda text: text and not CONTROL_CHARACTERS.search(text))
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=stored_text, target=st.sampled_from(["csv", "cases.xlsx"]))
+def test_any_stored_text_comes_back_unchanged_from_its_export(tmp_path_factory, text, target):
+    """Issue 17, point 1: CSV exports neutralise formulas in a way the import reverses, .xlsx exports write text as
+    text; whatever the text, importing the export back changes nothing."""
+    engine = _registry(tmp_path_factory)
+    with audited_session(engine, actor="fuzz") as session:
+        event = session.exec(sa.select(AdverseEvent).order_by(AdverseEvent.id)).scalars().first()
+        event.term_detail = text
+        session.commit()
+    folder = tmp_path_factory.mktemp("export")
+    export(engine, folder / target)
+    result = import_path(engine, folder / target, actor="fuzz")
+    assert result.problems == [] and not result.changed
