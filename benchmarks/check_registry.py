@@ -3,8 +3,8 @@
 The registry is the four example patients (fixtures/example), imported once into a
 scratch registry and replicated to N patients with pandas: every copy gets fresh
 ids and a new study_id, and all of one patient's dates move by the same number of
-days (so their order is kept and the ILD diagnosis stays inside the enrolment window
-2017-10-01..2020-12-31), the birth date by that plus up to a year either way (ages
+days (so their order is kept and the ILD diagnosis and the index study drug's start stay
+inside the enrolment window 2017-10-01..2020-12-31), the birth date by that plus up to a year either way (ages
 stay between 30 and 70). No two copies share the duplicate-patient key, so a clean
 copy stays clean. Rows go in with SQLAlchemy Core in bulk, without audit rows: a
 benchmark fixture, not the product's import path (see import_workbook.py). Run:
@@ -40,7 +40,8 @@ import sqlalchemy as sa
 from benchmarks.common import DOCS, REPO, fixture_tables, fresh_registry, insert, machine, peak_mb, write_section
 from registry import db
 from registry.config import Config
-from registry.quality import Severity, run_checks
+from registry.definitions import index_treatment
+from registry.quality import RULES, Severity, run_checks
 from registry.tables import DATA_TABLES, DATE, load_tables
 
 EXAMPLE = REPO / "fixtures" / "example"
@@ -48,15 +49,18 @@ TODAY = date(2026, 11, 25)  # fixed, so that the in-the-future rule sees the sam
 AGE_SPREAD_DAYS = 365  # the birth date moves up to this much more or less than the patient's other dates
 
 
-def _offsets(template: pd.DataFrame, copy: np.ndarray, config: Config) -> tuple[np.ndarray, np.ndarray]:
+def _offsets(
+    template: pd.DataFrame, index_dates: pd.Series, copy: np.ndarray, config: Config
+) -> tuple[np.ndarray, np.ndarray]:
     """Days to move each new patient's dates, and its birth date, by (distinct pairs for the copies of a template).
 
-    The date offset walks the days that keep the template's ILD diagnosis inside the
-    enrolment window; each time it wraps round, the birth date's extra offset steps on.
+    The date offset walks the days that keep the template's ILD diagnosis and index date (``index_dates``, by
+    patient id) inside the enrolment window; each time it wraps round, the birth date's extra offset steps on.
     """
     dx = template["ild_diagnosis_date"]
+    latest = pd.concat([dx, template["id"].map(index_dates)], axis=1).max(axis=1)
     low = (pd.Timestamp(config.enrolment_start) - dx).dt.days.fillna(0).to_numpy(dtype=np.int64)
-    high = (pd.Timestamp(config.enrolment_end) - dx).dt.days.fillna(365).to_numpy(dtype=np.int64)
+    high = (pd.Timestamp(config.enrolment_end) - latest).dt.days.fillna(365).to_numpy(dtype=np.int64)
     width = np.maximum(high - low + 1, 1)
     shift = low + copy % width
     rounds = copy // width
@@ -71,7 +75,7 @@ def synthetic_tables(patients: int, scratch: Path, config: Config) -> dict[str, 
     template = np.arange(patients) % len(base)  # new patient n is a copy of example patient n % 4
     copy = np.arange(patients) // len(base)  # ... its copy-th copy
     patient = base.iloc[template].reset_index(drop=True)
-    shift, birth_shift = _offsets(patient, copy, config)
+    shift, birth_shift = _offsets(patient, index_treatment(example["treatment"])["index_date"], copy, config)
     days = pd.to_timedelta(shift, unit="D")
     new = pd.DataFrame({"original": patient["id"].to_numpy(), "patient_id": np.arange(1, patients + 1)})
     new["days"] = days
@@ -226,20 +230,20 @@ def section(results: list[dict]) -> list[str]:
         "",
         "What the rows are: *read floor* is `pandas.read_sql` of the 9 data tables, untyped (the least",
         "any check must spend); *load tables* the same read, typed; *checks* is `run_checks`, the whole",
-        "catalogue on the loaded frames (90 rules: pandera schemas per table, vectorised cross-table",
+        f"catalogue on the loaded frames ({len(RULES)} rules: pandera schemas per table, vectorised cross-table",
         "rules), rows/s over all data rows; *seeded defects* the checks again on the loaded tables with",
         "defects in a fixed share of records (a third of lab results in a non-canonical unit, a text in",
         "every 101st lab value, a fifth of patients without smoking status, a seventh with an unknown sex",
         "code), so that they report hundreds of thousands of findings. A clean copy of the example",
-        "patients stays clean (0 findings): dates move by the same offset per patient, ILD diagnoses",
-        "stay inside the enrolment window, no two patients share the duplicate-patient key.",
+        "patients stays clean (0 findings): dates move by the same offset per patient, ILD diagnoses and",
+        "index dates stay inside the enrolment window, no two patients share the duplicate-patient key.",
         "",
         "Where the time goes (cProfile, 100,000 patients, `--profile 30`): `load_tables` reads with the",
         "driver's own cursor (its `fetchall`, the Python objects of every value, is about half of it)",
         "and converts each column once, as a whole, to its dtype; the floor is slower because pandas",
         "infers every column's type from the values. Of the checks, the lab rules (ranges and units per",
         "analyte over every lab value) and dates after death (every recorded date) are the largest; the",
-        "rest is spread over the 90 rules. All of it is vectorised.",
+        f"rest is spread over the {len(RULES)} rules. All of it is vectorised.",
         "",
         "What was changed: (2026-11-25) pandera's per-cell type check of text columns (`_conform` has",
         "settled those types, rule -001) and its per-cell reshaping of failing rows were taken out of",

@@ -264,6 +264,10 @@ CASES = [
      [("EX-001", "treatment", "end_date", "2018-05-01")]),
     ("TRT-014", add("treatment", "EX-002", like={"drug": "glucocorticoid"}, start_date="2019-03-01"),
      [("EX-002", "treatment", "start_date", "2019-03-01")]),
+    ("TRT-015", edit("treatment", "EX-003", "end_date", pd.NaT, drug="cyclophosphamide"),
+     [("EX-003", "treatment", "end_date", None)]),
+    ("TRT-016", edit("treatment", "EX-003", "stop_reason", None, drug="cyclophosphamide"),
+     [("EX-003", "treatment", "stop_reason", None)]),
     # adverse events
     ("AEV-010", edit("adverse_event", "EX-002", "onset_date", D("2019-01-01")),
      [("EX-002", "adverse_event", "onset_date", "2019-01-01")]),
@@ -276,6 +280,8 @@ CASES = [
     ("AEV-014", both(edit("adverse_event", "EX-002", "term", "other"), edit("adverse_event", "EX-002", "term_detail", None)),
      [("EX-002", "adverse_event", "term_detail", None)]),
     ("AEV-015", edit("adverse_event", "EX-002", "outcome", "fatal"), [("EX-002", "adverse_event", "outcome", "fatal")]),
+    ("AEV-016", edit("adverse_event", "EX-004", "ctcae_grade", 5), [("EX-004", "adverse_event", "ctcae_grade", "5")]),
+    ("AEV-017", edit("adverse_event", "EX-003", "serious", False), [("EX-003", "adverse_event", "serious", "False")]),
     # follow-up and dates
     ("FUP-010", delete("follow_up", "EX-002"), [("EX-002", "patient", "vital_status", None)]),
     ("FUP-011", edit("follow_up", "EX-001", "death_cause", None), [("EX-001", "follow_up", "death_cause", None)]),
@@ -286,13 +292,21 @@ CASES = [
     ("TIM-001", add("lab_result", "EX-001", like={"analyte": "ferritin"}, sample_date="2018-07-01"),
      [("EX-001", "lab_result", "sample_date", "2018-07-01")]),
     ("TIM-002", add("lab_result", "EX-002", like={"analyte": "ferritin"}, sample_date="2021-05-01"),
-     [("EX-002", "lab_result", "sample_date", "2021-05-01")]),
+     [("EX-002", "lab_result", "sample_date", "2021-05-01"), ("EX-002", "follow_up", "last_contact_date", "2021-03-01")]),
     ("TIM-003", add("lab_result", "EX-004", like={"analyte": "crp"}, sample_date="2021-02-01"),
      [("EX-004", "lab_result", "sample_date", "2021-02-01")]),
     ("TIM-004", edit("follow_up", "EX-004", "last_contact_date", D("2027-01-01")),
      [("EX-004", "follow_up", "last_contact_date", "2027-01-01")]),
     ("TIM-005", edit("patient", "EX-002", "ild_diagnosis_date", D("2019-03-01")),
-     [("EX-002", "patient", "ild_diagnosis_date", "2019-03-01")]),
+     [("EX-002", "patient", "ild_diagnosis_date", "2019-03-01"), ("EX-002", "treatment", "start_date", "2019-02-18")]),
+    ("TIM-006", add("lab_result", "EX-002", like={"analyte": "ferritin"}, sample_date="1970-01-01"),
+     [("EX-002", "lab_result", "sample_date", "1970-01-01")]),
+    ("TIM-007", add("lab_result", "EX-002", like={"analyte": "ferritin"}, sample_date="2016-12-31"),
+     [("EX-002", "lab_result", "sample_date", "2016-12-31")]),
+    ("TIM-008", add("lab_result", "EX-002", like={"analyte": "ferritin"}, sample_date="1900-01-01"),
+     [("EX-002", "lab_result", "sample_date", "1900-01-01")]),
+    ("STU-008", edit("treatment", "EX-004", "start_date", D("2021-01-05"), drug="tacrolimus"),
+     [("EX-004", "treatment", "start_date", "2021-01-05")]),
 ]  # fmt: skip
 
 

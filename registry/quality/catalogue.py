@@ -142,6 +142,9 @@ RULES: tuple[Rule, ...] = (
     Rule("TRT-013", "treatment", T, E, "course ends before it starts", ("end_date", "start_date")),
     Rule("TRT-014", "treatment", U, E, "course overlaps another course of the same drug",
          ("drug", "start_date", "end_date")),
+    Rule("TRT-015", "treatment", C, E, "a stop reason but no end date: the course counts as ongoing",
+         ("end_date", "stop_reason")),
+    Rule("TRT-016", "treatment", M, W, "an end date but no stop reason", ("stop_reason", "end_date")),
     *_generic("adverse_event", key=("patient_id", "term", "onset_date")),
     Rule("AEV-010", "adverse_event", T, E, "onset outside every course of the attributed drug (+ window)",
          ("onset_date", "attributed_drug")),
@@ -150,6 +153,9 @@ RULES: tuple[Rule, ...] = (
     Rule("AEV-013", "adverse_event", T, E, "resolution before onset", ("resolution_date", "onset_date")),
     Rule("AEV-014", "adverse_event", M, W, "term 'other' without a description (term_detail)", ("term_detail", "term")),
     Rule("AEV-015", "adverse_event", C, E, "fatal outcome, but the patient is not recorded as dead", ("outcome",)),
+    Rule("AEV-016", "adverse_event", C, E, "CTCAE grade 5 (death related to the event) but the outcome is not fatal",
+         ("ctcae_grade", "outcome")),
+    Rule("AEV-017", "adverse_event", C, W, "CTCAE grade 4 or 5 but not marked serious", ("serious", "ctcae_grade")),
     *_generic("follow_up", key=("patient_id",)),
     Rule("FUP-010", "patient", M, E, "no follow-up record (vital status unknown)", ("vital_status",)),
     Rule("FUP-011", "follow_up", M, W, "dead without a cause of death", ("death_cause",)),
@@ -160,6 +166,11 @@ RULES: tuple[Rule, ...] = (
     Rule("TIM-004", "date", T, E, "a date lies in the future", ("*_date",)),
     Rule("TIM-005", "patient", T, E, "the index study drug started before the ILD diagnosis",
          ("ild_diagnosis_date", "start_date")),
+    Rule("TIM-006", "date", T, E, "a record is dated before the patient's birth", ("*_date", "birth_date")),
+    Rule("TIM-007", "date", T, W, "a record is dated more than 2 years before the DM and ILD diagnoses",
+         ("*_date", "dm_diagnosis_date", "ild_diagnosis_date")),
+    Rule("TIM-008", "date", V, E, "a spreadsheet's default date (1899-12-30, 1899-12-31, 1900-01-01 or 1904-01-01): "
+         "an empty or zero cell read as a date?", ("*_date", "birth_date")),
     Rule("STU-001", "patient", V, E, "anti-MDA5 tested but never positive (study entry criterion)",
          ("antibody", "grade", "value")),
     Rule("STU-002", "patient", M, E, "no ILD diagnosis date (ILD is a study entry criterion)", ("ild_diagnosis_date",)),
@@ -170,6 +181,7 @@ RULES: tuple[Rule, ...] = (
     Rule("STU-006", "patient", C, E, "RPILD flag disagrees with the symptom-onset and worsening dates",
          ("rpild", "rpild_definition", "resp_symptom_onset_date", "ild_worsening_date")),
     Rule("STU-007", "patient", V, W, "another myositis-specific antibody is positive too", ("antibody", "grade")),
+    Rule("STU-008", "patient", V, W, "the index study drug started outside the enrolment window", ("start_date",)),
 )
 # fmt: on
 

@@ -220,6 +220,14 @@ def _same_day_start(registry: Registry) -> pd.DataFrame:
     return _patients(registry, same.index, "start_date", same["index_date"])
 
 
+@cross("STU-008")
+def _index_outside_enrolment(registry: Registry) -> pd.DataFrame:
+    start, end = pd.Timestamp(registry.config.enrolment_start), pd.Timestamp(registry.config.enrolment_end)
+    index = registry.index
+    outside = index[~index["index_date"].between(start, end)]
+    return found(_index_courses(registry, outside.index), "treatment", "start_date")
+
+
 @cross("STU-007")
 def _second_myositis_antibody(registry: Registry) -> pd.DataFrame:
     tests = registry.tables["antibody_test"]
@@ -306,9 +314,12 @@ def _after_death(registry: Registry) -> pd.DataFrame:
 
 @cross("TIM-002")
 def _after_last_contact(registry: Registry) -> pd.DataFrame:
+    """The records dated after the last contact, and the last contact itself: either may be the wrong date."""
     dates = registry.dates
     last = dates["patient_id"].map(registry.follow_up["last_contact_date"])
-    return dates[(dates["table"] != "follow_up") & (dates["value"] > last)]
+    late = dates[(dates["table"] != "follow_up") & (dates["value"] > last)]
+    contacts = dates[(dates["table"] == "follow_up") & (dates["field"] == "last_contact_date")]
+    return pd.concat([late, contacts[contacts["patient_id"].isin(late["patient_id"])]], ignore_index=True)
 
 
 @cross("TIM-003")
@@ -326,12 +337,62 @@ def _in_the_future(registry: Registry) -> pd.DataFrame:
     return dates[dates["value"] > pd.Timestamp(registry.today)]
 
 
+def _index_courses(registry: Registry, patient_ids: pd.Index | pd.Series) -> pd.DataFrame:
+    """The index course of each of ``patient_ids``: the first course of the patient's group, on the index date."""
+    courses = registry.tables["treatment"]
+    index = registry.index.loc[registry.index.index.intersection(pd.Index(patient_ids))]
+    first = courses.merge(index[["group", "index_date"]], left_on="patient_id", right_index=True).rename_axis(None)
+    return first[(first["drug"] == first["group"]) & (first["start_date"] == first["index_date"])]
+
+
 @cross("TIM-005")
 def _drug_before_ild(registry: Registry) -> pd.DataFrame:
+    """Both dates: the ILD diagnosis and the index course's start (a finding named only the diagnosis, which is
+    as often the right date as the start)."""
     patients = registry.tables["patient"]
     index_date = patients["id"].map(registry.index["index_date"])
     early = patients[index_date < patients["ild_diagnosis_date"]]
-    return found(early, "patient", "ild_diagnosis_date")
+    courses = _index_courses(registry, early["id"])
+    return pd.concat([found(early, "patient", "ild_diagnosis_date"), found(courses, "treatment", "start_date")])
+
+
+#: Dates a spreadsheet makes of an empty or zero cell: day 0 of Excel's 1900 system (1899-12-31, or 1899-12-30 as
+#: LibreOffice and most libraries count it), day 1 (1900-01-01) and day 0 of the 1904 system (1904-01-01).
+SPREADSHEET_DEFAULT_DATES = pd.to_datetime(["1899-12-30", "1899-12-31", "1900-01-01", "1904-01-01"]).as_unit("s")
+#: How long before the first of the DM and ILD diagnoses a record is unusual (TIM-007).
+LONG_BEFORE_DIAGNOSIS_DAYS = 730
+
+
+def _dated_records(registry: Registry) -> pd.DataFrame:
+    """The dates of the patients' records, birth dates and default dates aside (TIM-008 reports those)."""
+    dates = registry.dates
+    return dates[(dates["table"] != "patient") & ~dates["value"].isin(SPREADSHEET_DEFAULT_DATES)]
+
+
+def _of_patients(registry: Registry, dates: pd.DataFrame, field: str) -> pd.Series:
+    return dates["patient_id"].map(registry.tables["patient"].set_index("id")[field])
+
+
+@cross("TIM-006")
+def _before_birth(registry: Registry) -> pd.DataFrame:
+    dates = _dated_records(registry)
+    return dates[dates["value"] < _of_patients(registry, dates, "birth_date")]
+
+
+@cross("TIM-007")
+def _long_before_diagnosis(registry: Registry) -> pd.DataFrame:
+    dates = _dated_records(registry)
+    dates = dates[(dates["table"] != "follow_up") & (dates["value"] >= _of_patients(registry, dates, "birth_date"))]
+    first = registry.tables["patient"].set_index("id")[["dm_diagnosis_date", "ild_diagnosis_date"]].min(axis=1)
+    return dates[dates["value"] < dates["patient_id"].map(first) - LONG_BEFORE_DIAGNOSIS_DAYS * DAY]
+
+
+@cross("TIM-008")
+def _spreadsheet_default_date(registry: Registry) -> pd.DataFrame:
+    patients = registry.tables["patient"]
+    births = found(patients, "patient", "birth_date")
+    dates = pd.concat([registry.dates, births[births["value"].notna()]], ignore_index=True)
+    return dates[dates["value"].isin(SPREADSHEET_DEFAULT_DATES)]
 
 
 # --- uniqueness -------------------------------------------------------------------------------

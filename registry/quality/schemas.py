@@ -297,6 +297,14 @@ class TreatmentSchema(Schema):
     def ends_after_start(cls, df: pd.DataFrame) -> pd.Series:
         return ~(df["end_date"] < df["start_date"])
 
+    @pa.dataframe_check(name="TRT-015")
+    def stopped_course_ends(cls, df: pd.DataFrame) -> pd.Series:
+        return ~(df["stop_reason"].notna() & df["end_date"].isna())
+
+    @pa.dataframe_check(name="TRT-016")
+    def ended_course_has_reason(cls, df: pd.DataFrame) -> pd.Series:
+        return ~(df["end_date"].notna() & df["stop_reason"].isna())
+
 
 class AdverseEventSchema(Schema):
     id: Int = required()
@@ -319,6 +327,17 @@ class AdverseEventSchema(Schema):
     def other_is_described(cls, df: pd.DataFrame) -> pd.Series:
         detail = df["term_detail"].fillna("").astype(str).str.strip()
         return ~((df["term"] == AdverseEventTerm.OTHER) & (detail == ""))
+
+    @pa.dataframe_check(name="AEV-016")
+    def grade_5_is_fatal(cls, df: pd.DataFrame) -> pd.Series:
+        """CTCAE grade 5 is death related to the event. (A fatal outcome of an event graded 4, its worst grade
+        before death, is left alone: registries record it either way.)"""
+        return ~((df["ctcae_grade"] == 5).fillna(False) & (df["outcome"] != AdverseEventOutcome.FATAL))
+
+    @pa.dataframe_check(name="AEV-017")
+    def severe_is_serious(cls, df: pd.DataFrame) -> pd.Series:
+        """Grade 4 (life-threatening) and 5 meet ICH E2A's seriousness criteria."""
+        return ~((df["ctcae_grade"] >= 4).fillna(False) & (df["serious"] == False).fillna(False))  # noqa: E712
 
 
 class FollowUpSchema(Schema):
