@@ -125,7 +125,7 @@ def test_demo_builds_a_fresh_registry(tmp_path):
         "finding_review": ["0"], "data_cut": ["0"], "web_session": ["0"], "sign_in_event": ["0"],
         "sign_in_throttle": ["0"], "audit_log": ["1387"],
     }  # fmt: skip
-    assert "98 rules run: 0 error finding(s), 0 warning finding(s)" in lines
+    assert "100 rules run: 0 error finding(s), 0 warning finding(s)" in lines
     assert "overall mortality at 6 months: tacrolimus 22/35, tofacitinib 10/26; log-rank p = 0.028" in lines
     assert "overall adjusted HR tofacitinib: 0.438 (0.200-0.960), p = 0.039" in lines
     assert (tmp_path / "demo" / "results.json").exists()

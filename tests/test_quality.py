@@ -282,6 +282,8 @@ CASES = [
     ("AEV-015", edit("adverse_event", "EX-002", "outcome", "fatal"), [("EX-002", "adverse_event", "outcome", "fatal")]),
     ("AEV-016", edit("adverse_event", "EX-004", "ctcae_grade", 5), [("EX-004", "adverse_event", "ctcae_grade", "5")]),
     ("AEV-017", edit("adverse_event", "EX-003", "serious", False), [("EX-003", "adverse_event", "serious", "False")]),
+    ("AEV-018", edit("adverse_event", "EX-004", "outcome", "not_recovered"),
+     [("EX-004", "adverse_event", "resolution_date", "2020-08-05")]),
     # follow-up and dates
     ("FUP-010", delete("follow_up", "EX-002"), [("EX-002", "patient", "vital_status", None)]),
     ("FUP-011", edit("follow_up", "EX-001", "death_cause", None), [("EX-001", "follow_up", "death_cause", None)]),
@@ -289,6 +291,8 @@ CASES = [
                      edit("follow_up", "EX-002", "death_date", D("2019-02-17")),
                      edit("follow_up", "EX-002", "death_cause", "infection")),
      [("EX-002", "follow_up", "death_date", "2019-02-17")]),
+    ("FUP-013", edit("follow_up", "EX-004", "lung_transplant_date", D("2021-08-01")),
+     [("EX-004", "follow_up", "lung_transplant_date", "2021-08-01")]),
     ("TIM-001", add("lab_result", "EX-001", like={"analyte": "ferritin"}, sample_date="2018-07-01"),
      [("EX-001", "lab_result", "sample_date", "2018-07-01")]),
     ("TIM-002", add("lab_result", "EX-002", like={"analyte": "ferritin"}, sample_date="2021-05-01"),

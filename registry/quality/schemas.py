@@ -339,6 +339,11 @@ class AdverseEventSchema(Schema):
         """Grade 4 (life-threatening) and 5 meet ICH E2A's seriousness criteria."""
         return ~((df["ctcae_grade"] >= 4).fillna(False) & (df["serious"] == False).fillna(False))  # noqa: E712
 
+    @pa.dataframe_check(name="AEV-018")
+    def resolved_has_resolved(cls, df: pd.DataFrame) -> pd.Series:
+        unresolved = df["outcome"].isin([AdverseEventOutcome.NOT_RECOVERED, AdverseEventOutcome.FATAL])
+        return ~(df["resolution_date"].notna() & unresolved)
+
 
 class FollowUpSchema(Schema):
     patient_id: Int = required()
@@ -352,6 +357,11 @@ class FollowUpSchema(Schema):
     @pa.dataframe_check(name="FUP-011")
     def cause_of_death(cls, df: pd.DataFrame) -> pd.Series:
         return ~((df["vital_status"] == VitalStatus.DEAD) & df["death_cause"].isna())
+
+    @pa.dataframe_check(name="FUP-013")
+    def transplant_before_last_contact(cls, df: pd.DataFrame) -> pd.Series:
+        """The last contact is the last day the patient was known alive: a transplant is no later."""
+        return ~(df["lung_transplant_date"] > df["last_contact_date"])
 
 
 #: The schema of each table.
