@@ -38,9 +38,10 @@ from sqlmodel import SQLModel
 
 import registry.report.build  # noqa: F401  (loaded before the forks, like every module a run needs)
 from registry import db
+from registry.atomic import remove_stale_temporaries, write_atomically
 from registry.cli import app
 from registry.ingest import import_path
-from registry.report.archive import LOG_NAME, locked, recover, remove_stale_temporaries, store, write_atomically
+from registry.report.archive import LOG_NAME, locked, recover, store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PATIENTS = 400  # an import of a few seconds
