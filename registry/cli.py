@@ -43,7 +43,7 @@ from registry.audit import audit_history, audited_session
 from registry.codes import Role
 from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
-from registry.failures import explained
+from registry.failures import SecondErrors, explained
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Account, Site
 from registry.resources import resource_dir
@@ -75,6 +75,7 @@ class _Commands(TyperGroup):
             raise typer.Exit(1) from None
 
 
+logging.getLogger("psycopg").addFilter(SecondErrors())
 app = typer.Typer(
     cls=_Commands,
     help="Clinical registry for anti-MDA5 dermatomyositis with interstitial lung disease.",
@@ -590,11 +591,15 @@ def backup(
     """
     from registry import backup as backup_module
 
+    removed: list[Path] = []
     try:
-        manifest = backup_module.backup(_engine(ctx), out)
+        manifest = backup_module.backup(_engine(ctx), out, removed)
     except backup_module.BackupError as error:
         typer.echo(f"Not backed up: {error}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        for unfinished in removed:
+            typer.echo(f"Removed an unfinished backup left by an earlier run: {unfinished}")
     rows, tables = sum(manifest.tables.values()), len(manifest.tables)
     typer.echo(f"Backup of {db.redacted(ctx.obj)} written to {out}")
     typer.echo(f"  schema revision {manifest.schema_revision or 'none'}, {rows:,} rows in {tables} tables")

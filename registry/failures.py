@@ -8,6 +8,7 @@ writing is rolled back (the database) or never renamed into place (files, regist
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
 
 import sqlalchemy as sa
@@ -51,3 +52,11 @@ def _database_failure(orig: BaseException) -> tuple[str | None, str]:
     diagnostic = getattr(orig, "diag", None)
     primary = getattr(diagnostic, "message_primary", None) or str(orig).splitlines()[0]
     return _POSTGRES.get(sqlstate or ""), primary
+
+
+class SecondErrors(logging.Filter):
+    """Drops psycopg's note that it ignored an error while ending a pipeline that had failed: the first error is the
+    one reported, and the note on stderr would make two messages of one failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("error ignored terminating")

@@ -114,3 +114,77 @@ def test_a_report_archived_on_a_full_disk_leaves_no_results_without_their_pdf(de
     (line,) = ran.stderr.splitlines()
     assert line.startswith(f"Nothing written: {archive}/report-") and line.endswith(".pdf: File too large (EFBIG)")
     assert sorted(p.name for p in archive.iterdir()) == [".report.lock", "report.log"]
+
+
+def contents(engine: sa.Engine) -> dict[str, list[tuple]]:
+    """Every row of every table."""
+    with engine.connect() as connection:
+        tables = sa.inspect(connection).get_table_names()
+        return {name: sorted(map(tuple, connection.execute(sa.text(f'SELECT * FROM "{name}"'))), key=repr)
+                for name in tables}  # fmt: skip
+
+
+def test_an_import_onto_a_full_sqlite_disk_writes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    add_demo_site(engine)
+    before = contents(engine)
+    with engine.connect():  # its -shm file exists
+        ran = registry(url, "import", str(FIXTURES / "demo"), full_at=FULL_AT)  # the write-ahead log cannot grow
+    refused(ran, f"Nothing written: the database {url} could not be written (disk I/O error): is its disk full?")
+    assert contents(engine) == before
+    engine.dispose()
+
+
+@pytest.fixture
+def registered(migrated: sa.Engine) -> sa.Engine:
+    """A migrated database with the demo site."""
+    add_demo_site(migrated)
+    return migrated
+
+
+def read_only(engine: sa.Engine) -> str:
+    """A URL of ``engine``'s database that cannot write: SQLite opened read-only, or a PostgreSQL database whose
+    transactions are read-only."""
+    if engine.dialect.name == "sqlite":
+        return f"sqlite:///file:{engine.url.database}?mode=ro&uri=true"
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'ALTER DATABASE "{engine.url.database}" SET default_transaction_read_only = on'))
+        connection.commit()
+    return url_of(engine)
+
+
+def test_a_write_to_a_read_only_database_says_so_and_writes_nothing(registered: sa.Engine) -> None:
+    before, url = contents(registered), read_only(registered)
+    ran = registry(url, "import", str(FIXTURES / "demo"))
+    detail = {"sqlite": "attempt to write a readonly database",
+              "postgresql": "cannot execute INSERT in a read-only transaction"}[registered.dialect.name]  # fmt: skip
+    refused(ran, f"Nothing written: the database {db.redacted(url)} is read-only ({detail})")
+    refused(
+        registry(url, "site", "add", "NEW", "New site"),
+        f"Nothing written: the database {db.redacted(url)} is read-only ({detail})",
+    )
+    assert contents(registered) == before
+
+
+@pytest.fixture
+def locked(registered: sa.Engine) -> Iterator[sa.Engine]:
+    """The database with a write lock held by another writer: a SQLite write transaction, a PostgreSQL table lock."""
+    with registered.connect() as connection:
+        if registered.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.execute(sa.text("LOCK TABLE site IN ACCESS EXCLUSIVE MODE"))
+        yield registered
+        connection.rollback()
+
+
+def test_a_write_to_a_database_locked_past_the_busy_timeout_says_so_and_writes_nothing(locked: sa.Engine) -> None:
+    url = url_of(locked)
+    ran = registry(url, "site", "add", "NEW", "New site", REGISTRY_BUSY_TIMEOUT="0.5")
+    detail = {"sqlite": "database is locked", "postgresql": "canceling statement due to lock timeout"}[
+        locked.dialect.name
+    ]
+    refused(ran, f"Nothing written: the database {db.redacted(url)} is locked by another writer (waited 0.5 s: {detail}); "
+                 "try again when it has finished")  # fmt: skip
