@@ -9,12 +9,18 @@ before it touches the target, and counts the restored rows against the manifest 
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -33,6 +39,9 @@ MANIFEST = "manifest.json"
 DATA_FILES = {"sqlite": "registry.db", "postgresql": "registry.dump"}
 KIND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 _CHUNK = 1 << 20
+#: The hidden folder a backup is made in (tempfile.mkdtemp's names), renamed to OUT when complete.
+UNFINISHED = re.compile(r"\.(?P<out>.+)\.partial-[a-z0-9_]{8}")
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class BackupError(Exception):
@@ -65,12 +74,13 @@ class Manifest:
     files: list[BackupFile]
 
 
-def backup(engine: sa.Engine, out: Path) -> Manifest:
+def backup(engine: sa.Engine, out: Path, removed: list[Path] | None = None) -> Manifest:
     """Copy the database of ``engine`` to the new folder ``out`` (refused if it exists and is not empty).
 
     The copy is consistent while others write. It is made in a hidden folder beside
-    ``out`` and renamed to ``out`` when complete, so ``out`` never holds half a backup.
-    Files are readable by their owner only: a backup holds direct identifiers.
+    ``out`` and renamed to ``out`` when complete, so ``out`` never holds half a backup;
+    the hidden folders of killed backups beside ``out`` are removed first, and listed in
+    ``removed``. Files are readable by their owner only: a backup holds direct identifiers.
     """
     kind = engine.dialect.name
     if kind not in DATA_FILES:
@@ -79,7 +89,8 @@ def backup(engine: sa.Engine, out: Path) -> Manifest:
         raise BackupError(f"{out} exists and is not an empty folder: choose a new folder for the backup")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # mode 0700
+        (removed if removed is not None else []).extend(remove_unfinished(out.parent))
+        partial, lock = _locked_partial(out)
     except OSError as error:
         raise BackupError(f"cannot write a backup to {out}: {error}") from None
     try:
@@ -106,7 +117,42 @@ def backup(engine: sa.Engine, out: Path) -> Manifest:
             reason = error.orig if isinstance(error, sa.exc.DBAPIError) else error
             raise BackupError(f"the backup to {out} failed and was removed: {reason}") from error
         raise
+    finally:
+        os.close(lock)
     return manifest
+
+
+def _locked_partial(out: Path) -> tuple[Path, int]:
+    """A new hidden folder to make the backup in, and a descriptor holding its lock while the backup runs."""
+    while True:
+        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # mode 0700
+        lock = os.open(partial, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.fstat(lock).st_nlink:
+            return partial, lock
+        os.close(lock)  # removed as unfinished between its creation and the lock: take another
+
+
+def remove_unfinished(folder: Path) -> list[Path]:
+    """Remove the hidden folders of killed or crashed backups in ``folder`` (a running backup holds its folder's
+    lock and is left alone): they hold a copy of the data, direct identifiers included. Returns those removed."""
+    removed = []
+    for candidate in sorted(folder.iterdir()):
+        if not UNFINISHED.fullmatch(candidate.name) or candidate.is_symlink() or not candidate.is_dir():
+            continue
+        try:
+            lock = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue  # not ours to remove
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(candidate)
+            removed.append(candidate)
+        except BlockingIOError:
+            continue  # a backup at work
+        finally:
+            os.close(lock)
+    return removed
 
 
 def read_backup(source: Path) -> Manifest:
@@ -288,12 +334,23 @@ def _run(engine: sa.Engine, command: list[str]) -> None:
         **{"host": url.host, "port": url.port, "user": url.username, "dbname": url.database, **url.query}
     )
     environment = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
-    done = subprocess.run(
-        [*command, "--no-password", f"--dbname={conninfo}"], capture_output=True, text=True, env=environment
-    )
+    done = subprocess.run([*command, "--no-password", f"--dbname={conninfo}"], capture_output=True, text=True,
+                          env=environment, preexec_fn=functools.partial(_die_with_parent, os.getpid()))  # fmt: skip
     if done.returncode != 0:
         program = Path(command[0]).name
         raise BackupError(f"{program} failed (exit {done.returncode}): {done.stderr.strip()}")
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before it runs: be killed when the parent dies, whatever kills it (SIGKILL included).
+
+    Else a killed backup's pg_dump goes on writing a copy of the data that nobody will finish or remove;
+    an interrupted parent (Ctrl-C, an exception) kills its child itself (subprocess.run).
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request: nobody is waiting
+            os._exit(1)
 
 
 def _sha256(path: Path) -> str:

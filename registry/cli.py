@@ -18,9 +18,11 @@ from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import click
 import sqlalchemy as sa
 import typer
 from sqlmodel import Session
+from typer.core import TyperGroup
 
 import registry
 from registry import db
@@ -36,10 +38,12 @@ from registry.accounts import (
     sign_in_events,
     site_codes,
 )
+from registry.atomic import write_atomically
 from registry.audit import audit_history, audited_session
 from registry.codes import Role
 from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
+from registry.failures import SecondErrors, explained
 from registry.ingest import import_path, write_problems
 from registry.models import TABLES, Account, Site
 from registry.resources import resource_dir
@@ -55,7 +59,25 @@ if TYPE_CHECKING:
 # The data-quality, analysis and report modules (pandas, pandera, lifelines, matplotlib,
 # weasyprint) are imported by the commands that use them, so that the others start quickly.
 
+
+class _Commands(TyperGroup):
+    """The commands, each of which ends a failure of the machine (a full disk, a read-only or locked database)
+    with one plain message and exit code 1, not a traceback (registry.failures)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (OSError, sa.exc.DBAPIError) as error:
+            message = explained(error, ctx.obj or db.database_url())
+            if message is None:
+                raise
+            typer.echo(message, err=True)
+            raise typer.Exit(1) from None
+
+
+logging.getLogger("psycopg").addFilter(SecondErrors())
 app = typer.Typer(
+    cls=_Commands,
     help="Clinical registry for anti-MDA5 dermatomyositis with interstitial lung disease.",
     no_args_is_help=True,
     add_completion=False,
@@ -109,6 +131,11 @@ def main(
     ] = False,
 ) -> None:
     ctx.obj = db.database_url(database)
+    try:
+        db.busy_timeout()
+    except ValueError as error:
+        typer.echo(f"Not run: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _engine(ctx: typer.Context) -> sa.Engine:
@@ -175,7 +202,7 @@ def dictionary(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_atomically(output, text.encode("utf-8"))
         typer.echo(f"{len(entries)} columns written to {output}")
 
 
@@ -564,11 +591,15 @@ def backup(
     """
     from registry import backup as backup_module
 
+    removed: list[Path] = []
     try:
-        manifest = backup_module.backup(_engine(ctx), out)
+        manifest = backup_module.backup(_engine(ctx), out, removed)
     except backup_module.BackupError as error:
         typer.echo(f"Not backed up: {error}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        for unfinished in removed:
+            typer.echo(f"Removed an unfinished backup left by an earlier run: {unfinished}")
     rows, tables = sum(manifest.tables.values()), len(manifest.tables)
     typer.echo(f"Backup of {db.redacted(ctx.obj)} written to {out}")
     typer.echo(f"  schema revision {manifest.schema_revision or 'none'}, {rows:,} rows in {tables} tables")
@@ -690,10 +721,10 @@ def check(
     now = datetime.now(UTC)
     typer.echo(summary_text(run, all_rules=all_rules))
     if json_out:
-        json_out.write_text(json.dumps(findings_document(run, config, now), indent=2) + "\n", encoding="utf-8")
+        write_atomically(json_out, _json(findings_document(run, config, now)).encode("utf-8"))
         typer.echo(f"Findings written to {json_out}")
     if html_out:
-        html_out.write_text(render_html(run, now), encoding="utf-8")
+        write_atomically(html_out, render_html(run, now).encode("utf-8"))
         typer.echo(f"Findings page written to {html_out}")
     if run.errors:
         raise typer.Exit(2)
@@ -735,7 +766,7 @@ def _analyze_to(source: DataSource, json_out: Path) -> None:
         typer.echo(f"No patient can be analysed: {cohort.why_empty()}", err=True)
         raise typer.Exit(1)
     results = analyze_cohort(cohort, source.config, data_cut=source.cut)
-    json_out.write_text(_json(results), encoding="utf-8")
+    write_atomically(json_out, _json(results).encode("utf-8"))
     _print_results(results)
     typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
 
@@ -897,7 +928,7 @@ def _build(source: DataSource, allow_dq_errors: bool) -> Report:
 def _write_report(
     made: Report, config: Config, out: Path | None, html_out: Path | None, archive: Path | None
 ) -> list[Path]:
-    from registry.report.archive import archive_name, store, write_atomically
+    from registry.report.archive import archive_name, store
 
     written = []
     if out:
@@ -925,7 +956,6 @@ def demo(
     Example: registry demo --dir demo
     """
     from registry.quality.output import summary_text
-    from registry.report.archive import write_atomically
 
     if directory.exists():
         shutil.rmtree(directory)
@@ -946,7 +976,7 @@ def demo(
     typer.echo(summary_text(made.checks))
     typer.echo("")
     _print_results(made.results)
-    (directory / "results.json").write_text(_json(made.results), encoding="utf-8")
+    write_atomically(directory / "results.json", _json(made.results).encode("utf-8"))
     write_atomically(directory / "report.pdf", made.pdf)
     typer.echo(f"Results written to {directory / 'results.json'} (data fingerprint {made.fingerprint[:12]})")
     typer.echo(f"Report written to {(directory / 'report.pdf').resolve()}")

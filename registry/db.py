@@ -9,6 +9,7 @@ need it (start-up time).
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 import weakref
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 URL_VARIABLE = "REGISTRY_DATABASE_URL"
 DEFAULT_URL = "sqlite:///registry.db"
+#: How long a write waits for another writer's lock (SQLite's busy timeout, PostgreSQL's lock_timeout), in seconds.
+BUSY_TIMEOUT_VARIABLE = "REGISTRY_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT = 10.0
 
 
 def database_url(explicit: str | None = None) -> str:
@@ -37,12 +41,29 @@ def database_url(explicit: str | None = None) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 (DB-API objects)
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute("PRAGMA busy_timeout = 10000")
-    cursor.close()
+def busy_timeout() -> float:
+    """Seconds a write waits for another writer before it fails: REGISTRY_BUSY_TIMEOUT, else 10."""
+    text = os.environ.get(BUSY_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{BUSY_TIMEOUT_VARIABLE}={text!r} is not a positive number of seconds (e.g. 10 or 0.5)")
+    return seconds
+
+
+def _sqlite_pragmas(busy_ms: int):  # noqa: ANN202 (an event listener)
+    def set_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 (DB-API objects)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        cursor.close()
+
+    return set_pragmas
 
 
 #: The engines made by :func:`make_engine` and still in use, for :func:`dispose_engines`.
@@ -50,10 +71,16 @@ _ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
 
 def make_engine(url: str | None = None) -> sa.Engine:
-    """An engine for ``url`` (see :func:`database_url`), with SQLite made strict."""
-    engine = sa.create_engine(database_url(url))
+    """An engine for ``url`` (see :func:`database_url`), with SQLite made strict, and writes that wait for another
+    writer's lock :func:`busy_timeout` seconds at most (PostgreSQL would wait for ever)."""
+    parsed, busy_ms = sa.make_url(database_url(url)), max(1, round(busy_timeout() * 1000))  # 0: no limit
+    if parsed.get_backend_name() == "postgresql":
+        options = f"{parsed.query.get('options', '')} -c lock_timeout={busy_ms}".strip()
+        engine = sa.create_engine(parsed, connect_args={"options": options})
+    else:
+        engine = sa.create_engine(parsed)
     if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _sqlite_pragmas(busy_ms))
     _ENGINES.add(engine)
     return engine
 

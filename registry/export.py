@@ -8,14 +8,17 @@ records (and every record of a deleted patient) are left out.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import astuple, fields
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from registry.atomic import replacing
 from registry.dictionary import Entry
 from registry.sheets import SHEETS, Sheet, sheet_dictionary, stored_rows
-from registry.workbook import SheetData, write_csv_folder, write_xlsx
+from registry.workbook import SheetData, require_xlsx_fits, write_csv_folder, write_xlsx
 
 YES_NO = ["yes", "no"]
 
@@ -55,12 +58,38 @@ def workbook_sheets(connection: sa.Connection | None) -> list[SheetData]:
     return sheets
 
 
-def write(path: Path, sheets: list[SheetData]) -> None:
-    """``*.xlsx`` paths get a workbook; any other path a folder of CSV files."""
-    if path.suffix.lower() == ".xlsx":
-        write_xlsx(path, sheets)
-    else:
-        write_csv_folder(path, sheets)
+def is_workbook(path: Path) -> bool:
+    return path.suffix.lower() == ".xlsx"
+
+
+def notice_path(path: Path, name: str) -> Path:
+    """Where the notice ``name`` of the output ``path`` goes: into its folder, or beside a workbook as STEM.NAME."""
+    return path.with_name(f"{path.stem}.{name}") if is_workbook(path) else path / name
+
+
+@contextlib.contextmanager
+def output(path: Path, notice: tuple[str, str] | None = None) -> Iterator[Path]:
+    """A temporary to write ``path`` (an .xlsx workbook, or else a folder) to, which replaces it when the block
+    ends without an error, with the notice file (name, text) if given (:func:`notice_path`), and is removed
+    when it does not: a full disk leaves what ``path`` held before."""
+    with replacing(path, folder=not is_workbook(path)) as data:
+        yield data
+        if notice and not is_workbook(path):
+            (data / notice[0]).write_text(notice[1], encoding="utf-8")
+        elif notice:
+            with replacing(notice_path(path, notice[0])) as beside:  # renamed before the workbook
+                beside.write_text(notice[1], encoding="utf-8")
+
+
+def write(path: Path, sheets: list[SheetData], notice: tuple[str, str] | None = None) -> None:
+    """``*.xlsx`` paths get a workbook; any other path a folder of CSV files; with the notice (name, text) if given.
+
+    Written whole or not at all (:func:`output`).
+    """
+    if is_workbook(path):
+        require_xlsx_fits(path, {sheet.name: len(sheet.rows) for sheet in sheets})  # named as given, not its temporary
+    with output(path, notice) as data:
+        (write_xlsx if is_workbook(path) else write_csv_folder)(data, sheets)
 
 
 def export(engine: sa.Engine, path: Path) -> dict[str, int]:

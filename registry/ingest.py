@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from registry import workbook
+from registry.atomic import replacing
 from registry.audit import audited_session, insert_audited_columns
 from registry.codes import EARLIEST_DATE, LATEST_DATE
 from registry.models import Patient, Site, scalar_default
@@ -788,8 +789,8 @@ ERROR_COLUMNS = ["severity", "sheet", "row", "column", "value", "message"]
 
 
 def write_problems(path: Path, problems: Sequence[Problem]) -> None:
-    """The problems as a table a coordinator can sort, filter and tick off."""
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    """The problems as a table a coordinator can sort, filter and tick off (written whole or not at all)."""
+    with replacing(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(ERROR_COLUMNS)
         for p in problems:

@@ -29,7 +29,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 import registry
-from registry.export import workbook_sheets, write
+from registry.export import notice_path, workbook_sheets, write
 from registry.models import Site
 from registry.privacy import PSEUDONYMISED_NOTICE
 from registry.sheets import SHEETS_BY_NAME
@@ -141,15 +141,9 @@ def pseudonymised_export(engine: sa.Engine, path: Path, key: bytes, site: str | 
         header = [sheet.header[i] for i in keep]
         written.append(replace(sheet, header=header, rows=rows, choices=_subset(sheet.choices, header),
                                notes=_subset(sheet.notes, header)))  # fmt: skip
-    write(path, written)
-    notice = (
-        path / PSEUDONYMISED_NOTICE
-        if path.suffix.lower() != ".xlsx"
-        else path.with_name(f"{path.stem}.{PSEUDONYMISED_NOTICE}")
-    )
-    notice.write_text(notice_text(site, len(kept), dropped), encoding="utf-8")
+    write(path, written, (PSEUDONYMISED_NOTICE, notice_text(site, len(kept), dropped)))
     return PseudonymisedExport(len(kept), {s.name: len(s.rows) for s in written if s.name in SHEETS_BY_NAME},
-                               dropped, notice)  # fmt: skip
+                               dropped, notice_path(path, PSEUDONYMISED_NOTICE))  # fmt: skip
 
 
 def _shifted(sheet: SheetData, column: int, row: list, shift: timedelta) -> date | None:

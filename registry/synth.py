@@ -921,25 +921,22 @@ def write(synthetic: Synthetic, path: Path) -> list[Path]:
 
     CSV cells follow the export's conventions: UTF-8, ``\\n`` line ends, ISO dates, yes/no,
     whole numbers without ``.0``, empty cells for missing values. A workbook's notice is
-    written beside it (``NAME.SYNTHETIC.txt``). Returns the files written.
+    written beside it (``NAME.SYNTHETIC.txt``). Written whole or not at all. Returns the files written.
     """
-    if path.suffix.lower() == ".xlsx":
-        from registry.workbook import require_xlsx_fits
+    from registry.export import is_workbook, notice_path, output
+    from registry.workbook import require_xlsx_fits
 
+    if is_workbook(path):
         require_xlsx_fits(path, synthetic.rows)  # before the cells are built: a large registry never fits
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_xlsx(synthetic, path)
-        written, notice_path = [path], path.with_name(f"{path.stem}.{NOTICE}")
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, frame in synthetic.sheets.items():
-            file = path / f"{name}.csv"
-            frame.to_csv(file, index=False, lineterminator="\n", encoding="utf-8")
-            written.append(file)
-        notice_path = path / NOTICE
-    notice_path.write_text(notice(synthetic), encoding="utf-8")
-    return [*written, notice_path]
+    with output(path, (NOTICE, notice(synthetic))) as data:
+        if is_workbook(path):
+            _write_xlsx(synthetic, data)
+            written = [path]
+        else:
+            for name, frame in synthetic.sheets.items():
+                frame.to_csv(data / f"{name}.csv", index=False, lineterminator="\n", encoding="utf-8")
+            written = [path / f"{name}.csv" for name in synthetic.sheets]
+    return [*written, notice_path(path, NOTICE)]
 
 
 def synthesize(path: Path, patients: int, seed: int = 1, sites: int | None = None) -> Synthetic:

@@ -1,4 +1,4 @@
-"""Crash safety: imports and report runs killed with SIGKILL, then the next run.
+"""Crash safety: imports, report runs and backups killed with SIGKILL, then the next run.
 
 Each kill lands at a chosen point of a real ``registry`` command run in a child process:
 a hook installed in the child (SQLAlchemy events for the import, Python's audit events
@@ -38,9 +38,10 @@ from sqlmodel import SQLModel
 
 import registry.report.build  # noqa: F401  (loaded before the forks, like every module a run needs)
 from registry import db
+from registry.atomic import remove_stale_temporaries, write_atomically
 from registry.cli import app
 from registry.ingest import import_path
-from registry.report.archive import LOG_NAME, locked, recover, remove_stale_temporaries, store, write_atomically
+from registry.report.archive import LOG_NAME, locked, recover, store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PATIENTS = 400  # an import of a few seconds
@@ -381,15 +382,19 @@ def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", ".report.pdf.short", "report.pdf"]
 
 
-@pytest.fixture(scope="module")
-def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'registry.db'}"
+def with_demo_cohort(url: str) -> str:
+    """``url``, its database migrated and holding the demo cohort."""
     engine = db.make_engine(url)
     db.upgrade(engine)
     add_demo_site(engine)
     assert import_path(engine, FIXTURES / "demo", actor="test").written
     engine.dispose()
     return url
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return with_demo_cohort(f"sqlite:///{tmp_path_factory.mktemp('demo') / 'registry.db'}")
 
 
 def test_a_killed_report_run_keeps_the_last_good_report_and_the_next_run_succeeds(
@@ -462,3 +467,94 @@ def _started(log: list[str], pid: int) -> str:
     started = line.split(", started ", 1)[1].split(")", 1)[0]
     assert datetime.fromisoformat(started).tzinfo == UTC
     return started
+
+
+# -- the backup -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_database(database_url: str) -> str:
+    """A database of each kind holding the demo cohort."""
+    return with_demo_cohort(database_url)
+
+
+def test_the_copy_a_killed_backup_left_is_removed_by_the_next_backup(demo_database: str, tmp_path: Path) -> None:
+    backups = tmp_path / "backups"
+    killed("--database", demo_database, "backup", str(backups / "monday"), crash_at=r"audit:^os\.chmod .*\.partial-")
+    (unfinished,) = backups.iterdir()  # the whole data file is in it, not yet protected by a manifest
+    assert unfinished.name.startswith(".monday.partial-") and (unfinished.stat().st_mode & 0o777) == 0o700
+    assert len(list(unfinished.iterdir())) == 1
+
+    done = cli("--database", demo_database, "backup", str(backups / "tuesday"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"Removed an unfinished backup left by an earlier run: {unfinished}"
+    assert [p.name for p in backups.iterdir()] == ["tuesday"]
+
+
+def test_an_unfinished_backup_still_running_is_left_alone(tmp_path: Path) -> None:
+    from registry.backup import _locked_partial, remove_unfinished
+
+    (tmp_path / ".other").mkdir()
+    (tmp_path / ".x.partial-short").mkdir()
+    partial, lock = _locked_partial(tmp_path / "running")
+    try:
+        assert remove_unfinished(tmp_path) == []
+    finally:
+        os.close(lock)
+    assert remove_unfinished(tmp_path) == [partial]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other", ".x.partial-short"]
+
+
+def pg_dumps_writing_into(folder: Path) -> list[int]:
+    """The process ids of pg_dump processes writing a file below ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            if (
+                entry.name.isdigit()
+                and Path(arguments[0].decode()).name == "pg_dump"
+                and str(folder).encode() in b" ".join(arguments)
+            ):
+                found.append(int(entry.name))
+    return found
+
+
+def test_pg_dump_dies_with_a_killed_backup_and_the_next_backup_cleans_up(postgres_server: str, tmp_path: Path) -> None:
+    """pg_dump is held at a known point, waiting for a table lock, when the backup is killed."""
+    backups = tmp_path / "backups"
+    with db.new_postgres_database(postgres_server, "crashdump") as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        with engine.connect() as holder:  # a table pg_dump dumps but the backup does not count (another schema)
+            holder.execute(sa.text("CREATE SCHEMA held; CREATE TABLE held.t (x int)"))
+            holder.commit()
+            holder.execute(sa.text("LOCK TABLE held.t IN ACCESS EXCLUSIVE MODE"))
+            run = command("--database", url, "backup", str(backups / "monday"))
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'"
+            )
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:  # a new view each time
+                for _ in range(600):
+                    if watcher.execute(waiting).scalar_one():
+                        break
+                    time.sleep(0.05)
+                else:
+                    pytest.fail(f"pg_dump never waited for the lock: {run.kill().stderr}")
+            (dump,) = pg_dumps_writing_into(backups)
+            assert run.kill().returncode == KILLED
+            for _ in range(100):
+                if not pg_dumps_writing_into(backups):
+                    break
+                time.sleep(0.05)
+            left = pg_dumps_writing_into(backups)
+            for pid in left:  # the test's own grandchild: ended so that the database can be dropped
+                os.kill(pid, signal.SIGKILL)
+            assert left == [], f"pg_dump {dump} went on running after its backup was killed"
+            holder.rollback()
+        engine.dispose()
+        (unfinished,) = backups.iterdir()
+        done = cli("--database", url, "backup", str(backups / "tuesday"))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == f"Removed an unfinished backup left by an earlier run: {unfinished}"
+        assert [p.name for p in backups.iterdir()] == ["tuesday"]

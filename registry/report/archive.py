@@ -2,8 +2,10 @@
 
 A scheduled run (cron, a systemd timer) writes ``report-<cut-off or date>-<fingerprint>.pdf``
 and its results JSON into the archive folder, then publishes the new pair as the latest.
-Every file is written to a temporary file in the same folder and renamed over its name,
-so a reader (or a crash) never sees half a file.
+Every file is written to a temporary file in the same folder and renamed over its name
+(registry.atomic), so a reader (or a crash) never sees half a file; a dated PDF and its
+results are both written before either is renamed, the PDF first, so a results file
+always has its PDF (a full disk used to leave the results without it).
 
 ``latest.pdf`` and ``latest.json`` are fixed symbolic links into ``latest``, itself a
 symbolic link to a folder in ``.pairs/`` holding (hard links to) one run's PDF and JSON.
@@ -20,21 +22,20 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from registry.atomic import TEMPORARY, fsync, remove_stale_temporaries, replacing
+
 LOCK_NAME = ".report.lock"
 LOG_NAME = "report.log"
 LATEST = "latest"  # symbolic link to the published pair's folder in PAIRS
 PAIRS = ".pairs"
 PAIR_FILES = {"latest.pdf": "report.pdf", "latest.json": "report.json"}  # name in the archive: name in a pair
-TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}")  # tempfile's names: .<target>.<8 random characters>
 
 
 class ArchiveBusy(RuntimeError):
@@ -71,53 +72,6 @@ def _rewrite(handle: IO[str], text: str) -> None:
     handle.flush()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds the old bytes or the new, never a part.
-
-    The temporary file is locked while it is written, so that a later call may remove the
-    temporaries of killed writers (unlocked) without touching a live writer's.
-    """
-    remove_stale_temporaries(path.parent, path.name)
-    while True:
-        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="")
-        with os.fdopen(descriptor, "wb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            if os.fstat(handle.fileno()).st_nlink == 0:
-                continue  # removed as stale between its creation and the lock: take another
-            temporary = Path(name)
-            try:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-                os.replace(temporary, path)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
-        _sync_folder(path.parent)
-        return
-
-
-def remove_stale_temporaries(folder: Path, target: str | None = None) -> list[str]:
-    """Remove the temporary files of killed writers (of ``target``, or of any name); returns their names.
-
-    A temporary is stale when no writer holds its lock. Left alone: anything else, and
-    temporary symbolic links (only an archive run, under the archive's lock, removes those).
-    """
-    removed = []
-    for candidate in sorted(folder.iterdir()):
-        match = TEMPORARY.fullmatch(candidate.name)
-        if not match or (target and match["target"] != target) or not candidate.is_file() or candidate.is_symlink():
-            continue
-        try:
-            with candidate.open("rb") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                candidate.unlink()
-        except (BlockingIOError, FileNotFoundError, PermissionError):
-            continue
-        removed.append(candidate.name)
-    return removed
-
-
 def archive_name(cutoff_or_date: str, fingerprint: str) -> str:
     return f"report-{cutoff_or_date}-{fingerprint[:12]}"
 
@@ -125,8 +79,10 @@ def archive_name(cutoff_or_date: str, fingerprint: str) -> str:
 def store(folder: Path, stem: str, pdf: bytes, results_json: bytes) -> Path:
     """The report and its results under ``stem``, then published as ``latest.*`` together; returns the PDF's path."""
     report, results = folder / f"{stem}.pdf", folder / f"{stem}.json"
-    write_atomically(results, results_json)
-    write_atomically(report, pdf)
+    with replacing(results) as results_temporary:  # renamed after the PDF: no results without their PDF
+        results_temporary.write_bytes(results_json)
+        with replacing(report) as report_temporary:
+            report_temporary.write_bytes(pdf)
     links = [folder / name for name in PAIR_FILES]
     if all(link.exists() for link in links) and not all(link.is_symlink() for link in links):
         _adopt(folder)
@@ -147,7 +103,7 @@ def _pair(folder: Path, stem: str, pdf: Path, results: Path) -> Path:
     pair.mkdir()
     os.link(pdf, pair / PAIR_FILES["latest.pdf"])
     os.link(results, pair / PAIR_FILES["latest.json"])
-    _sync_folder(pair)
+    fsync(pair)
     return pair
 
 
@@ -189,15 +145,7 @@ def _point(link: Path, target: Path) -> None:
     temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
     os.symlink(target, temporary)
     os.replace(temporary, link)
-    _sync_folder(link.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync(link.parent)
 
 
 def archive_logger(folder: Path) -> logging.Logger:
