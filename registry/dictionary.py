@@ -10,19 +10,20 @@ from enum import Enum
 import sqlalchemy as sa
 
 from registry.codes import ANALYTE_RANGES, DRUGS, Range
-from registry.models import TABLES
+from registry.models import TABLES, help_of, label_of
 
 
 @dataclass(frozen=True)
 class Entry:
     table: str
     column: str
+    label: str  # what people call the column: forms, template notes and the dictionary show it
     type: str
     unit: str
     allowed_values: str
     required: str
     plausible_range: str
-    description: str
+    description: str  # the one-line help text
 
 
 #: Plain names of column types, most specific first (an Enum is also a String).
@@ -70,8 +71,16 @@ def describe(column: sa.Column, table: str, name: str | None = None, *, is_requi
         allowed_values=allowed,
         required="yes" if (required(column) if is_required is None else is_required) else "no",
         plausible_range=_range_text(column.info.get("plausible")),
-        description=column.comment or ("Row identifier" if column.primary_key else ""),
+        description=help_of(column) or ("Row identifier" if column.primary_key else ""),
+        label=label_of(column),
     )
+
+
+def help_text(entry: Entry) -> str:
+    """The help a form shows under a field and a template's header note holds: the description, unit and range."""
+    notes = [f"unit: {entry.unit}"] if entry.unit else []
+    notes += [f"plausible: {entry.plausible_range}"] if entry.plausible_range else []
+    return entry.description + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def data_dictionary() -> list[Entry]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from registry.atomic import replacing
-from registry.dictionary import Entry
+from registry.dictionary import Entry, help_text
 from registry.sheets import SHEETS, Sheet, sheet_dictionary, stored_rows
 from registry.workbook import SheetData, require_xlsx_fits, write_csv_folder, write_xlsx
 
@@ -35,11 +35,8 @@ def _choices(sheet: Sheet) -> dict[str, list[str]]:
 
 
 def _notes(entries: list[Entry]) -> dict[str, str]:
-    notes = {}
-    for e in entries:
-        extra = "; ".join(part for part in (e.unit and f"unit: {e.unit}", e.required == "yes" and "required") if part)
-        notes[e.column] = e.description + (f" ({extra})" if extra else "")
-    return notes
+    """Each header's comment: the column's label and help, as the forms show them."""
+    return {e.column: f"{e.label}: {help_text(e)}" + (". Required." if e.required == "yes" else "") for e in entries}
 
 
 def workbook_sheets(connection: sa.Connection | None) -> list[SheetData]:

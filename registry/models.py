@@ -61,6 +61,8 @@ SQLModel.metadata.naming_convention = {
 def column(
     description: str,
     *,
+    label: str | None = None,
+    help: str | None = None,
     unit: str | None = None,
     plausible: Range | None = None,
     identifier: bool = False,
@@ -69,12 +71,19 @@ def column(
 ) -> Any:
     """A documented column: the description becomes the database comment.
 
-    ``unit`` and ``plausible`` travel in the column's ``info`` to the data dictionary;
+    ``label`` is the name people read ("Date of birth", never ``birth_date``) and ``help`` the one-line help text
+    where it must say more than, or other than, the description (which names columns); both travel in the column's
+    ``info``, once, to the data dictionary, the workbook template and the entry forms (:func:`label_of`,
+    :func:`help_of`). ``unit`` and ``plausible`` travel there too;
     ``identifier`` marks a direct identifier, whose value the audit log never copies;
     ``pattern`` is a regular expression every entered value must match in full, and
     the rule it stands for, in words.
     """
     info: dict[str, Any] = {"identifier": True} if identifier else {}
+    if label is not None:
+        info["label"] = label
+    if help is not None:
+        info["help"] = help
     if pattern is not None:
         info["pattern"] = pattern
     if plausible is not None:
@@ -83,6 +92,16 @@ def column(
     if unit:
         info["unit"] = unit
     return Field(description=description, sa_column_kwargs={"comment": description, "info": info}, **kwargs)
+
+
+def label_of(column: sa.Column) -> str:
+    """What people call the column (empty for bookkeeping and security tables, which no form shows)."""
+    return column.info.get("label", "")
+
+
+def help_of(column: sa.Column) -> str:
+    """The column's one-line help text: its own, or else its description."""
+    return column.info.get("help") or column.comment or ""
 
 
 def rule(condition: str, name: str, message: str) -> sa.CheckConstraint:
@@ -114,7 +133,12 @@ def text(length: int, description: str, **kwargs: Any) -> Any:
 
 def patient_key(description: str = "Patient the record belongs to", *, primary_key: bool = False) -> Any:
     return column(
-        description, foreign_key="patient.id", ondelete="RESTRICT", index=not primary_key, primary_key=primary_key
+        description,
+        label="Patient",
+        foreign_key="patient.id",
+        ondelete="RESTRICT",
+        index=not primary_key,
+        primary_key=primary_key,
     )
 
 
@@ -176,9 +200,11 @@ class Site(SQLModel, table=True):
     __tablename__ = "site"
 
     id: int | None = identifier()
-    code: str = text(16, "Short site code used in study_ids and reports", unique=True, pattern=SITE_CODE_PATTERN)
-    name: str = text(200, "Hospital or centre name")
-    country: str | None = text(2, "ISO 3166-1 alpha-2 country code")
+    code: str = text(
+        16, "Short site code used in study_ids and reports", label="Site", unique=True, pattern=SITE_CODE_PATTERN
+    )
+    name: str = text(200, "Hospital or centre name", label="Site name")
+    country: str | None = text(2, "ISO 3166-1 alpha-2 country code", label="Country")
 
 
 class Patient(Entered, SQLModel, table=True):
@@ -197,28 +223,41 @@ class Patient(Entered, SQLModel, table=True):
     study_id: str = text(
         32,
         "Pseudonymous study identifier; the only key that leaves the database",
+        label="Study ID",
         unique=True,
         pattern=STUDY_ID_PATTERN,
     )
-    site_id: int = column("Recruiting site", foreign_key="site.id", ondelete="RESTRICT", index=True)
-    sex: Sex = code(Sex, "sex", "Sex recorded at birth")
-    birth_date: date = column("Date of birth (used for age; never exported exactly)")
-    smoking: Smoking | None = code(Smoking, "smoking", "Smoking history")
-    dm_diagnosis_date: date | None = column("Date dermatomyositis (or clinically amyopathic DM) was diagnosed")
-    ild_diagnosis_date: date | None = column("Date interstitial lung disease was diagnosed")
-    resp_symptom_onset_date: date | None = column("Onset of respiratory symptoms (cough, dyspnoea)")
-    ild_worsening_date: date | None = column("Date of documented radiological or respiratory worsening, if any")
-    rpild: bool | None = column("Rapidly progressive ILD, judged by rpild_definition")
-    rpild_definition: RpildDefinition | None = code(
-        RpildDefinition, "rpild_definition", "Definition used to judge the RPILD flag"
+    site_id: int = column("Recruiting site", label="Site", foreign_key="site.id", ondelete="RESTRICT", index=True)
+    sex: Sex = code(Sex, "sex", "Sex recorded at birth", label="Sex")
+    birth_date: date = column("Date of birth (used for age; never exported exactly)", label="Date of birth")
+    smoking: Smoking | None = code(Smoking, "smoking", "Smoking history", label="Smoking")
+    dm_diagnosis_date: date | None = column(
+        "Date dermatomyositis (or clinically amyopathic DM) was diagnosed", label="Date of DM diagnosis"
     )
-    gottron: bool | None = column("Gottron papules or sign")
-    heliotrope_rash: bool | None = column("Heliotrope rash")
-    mechanics_hands: bool | None = column("Mechanic's hands")
-    skin_ulcers: bool | None = column("Cutaneous ulcers")
-    fever: bool | None = column("Fever (>= 38 C) at presentation")
-    arthritis: bool | None = column("Arthritis or arthralgia")
-    muscle_weakness: bool | None = column("Proximal muscle weakness")
+    ild_diagnosis_date: date | None = column(
+        "Date interstitial lung disease was diagnosed", label="Date of ILD diagnosis"
+    )
+    resp_symptom_onset_date: date | None = column(
+        "Onset of respiratory symptoms (cough, dyspnoea)", label="Date of first respiratory symptoms"
+    )
+    ild_worsening_date: date | None = column(
+        "Date of documented radiological or respiratory worsening, if any", label="Date of ILD worsening"
+    )
+    rpild: bool | None = column(
+        "Rapidly progressive ILD, judged by rpild_definition",
+        label="Rapidly progressive ILD (RPILD)",
+        help="Rapidly progressive ILD, yes or no as judged by the RPILD definition",
+    )
+    rpild_definition: RpildDefinition | None = code(
+        RpildDefinition, "rpild_definition", "Definition used to judge the RPILD flag", label="RPILD definition"
+    )
+    gottron: bool | None = column("Gottron papules or sign", label="Gottron papules")
+    heliotrope_rash: bool | None = column("Heliotrope rash", label="Heliotrope rash")
+    mechanics_hands: bool | None = column("Mechanic's hands", label="Mechanic's hands")
+    skin_ulcers: bool | None = column("Cutaneous ulcers", label="Skin ulcers")
+    fever: bool | None = column("Fever (>= 38 C) at presentation", label="Fever")
+    arthritis: bool | None = column("Arthritis or arthralgia", label="Arthritis")
+    muscle_weakness: bool | None = column("Proximal muscle weakness", label="Muscle weakness")
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
     locked_at: datetime | None = moment(
@@ -257,13 +296,19 @@ class AntibodyTest(Entered, SQLModel, table=True):
 
     id: int | None = identifier()
     patient_id: int = patient_key()
-    antibody: Antibody = code(Antibody, "antibody", "Antibody tested")
-    assay: Assay = code(Assay, "assay", "Assay method")
-    sample_date: date = column("Date the sample was taken")
-    grade: AntibodyGrade | None = code(AntibodyGrade, "grade", "Semi-quantitative result (line blot: - / + / ++ / +++)")
-    value: float | None = column("Quantitative result (ELISA index, U/mL or titre)")
-    unit: AntibodyUnit | None = code(AntibodyUnit, "unit", "Unit of value")
-    cutoff: float | None = column("The kit's positivity cut-off, in the unit of value (anti-MDA5 ELISA: 32)")
+    antibody: Antibody = code(Antibody, "antibody", "Antibody tested", label="Antibody")
+    assay: Assay = code(Assay, "assay", "Assay method", label="Assay")
+    sample_date: date = column("Date the sample was taken", label="Sample date")
+    grade: AntibodyGrade | None = code(
+        AntibodyGrade, "grade", "Semi-quantitative result (line blot: - / + / ++ / +++)", label="Grade"
+    )
+    value: float | None = column("Quantitative result (ELISA index, U/mL or titre)", label="Value")
+    unit: AntibodyUnit | None = code(AntibodyUnit, "unit", "Unit of value", label="Unit", help="Unit of the value")
+    cutoff: float | None = column(
+        "The kit's positivity cut-off, in the unit of value (anti-MDA5 ELISA: 32)",
+        label="Cut-off",
+        help="The kit's positivity cut-off, in the unit of the value (anti-MDA5 ELISA: 32)",
+    )
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -279,10 +324,22 @@ class LabResult(Entered, SQLModel, table=True):
 
     id: int | None = identifier()
     patient_id: int = patient_key()
-    analyte: Analyte = code(Analyte, "analyte", "Analyte measured (canonical units in the analyte code list)")
-    sample_date: date = column("Date the sample was taken")
-    value: float = column("Result as a plain number, in unit", unit="canonical unit of the analyte")
-    unit: str = text(16, "Unit of value; must be the analyte's canonical unit to be analysed")
+    analyte: Analyte = code(
+        Analyte, "analyte", "Analyte measured (canonical units in the analyte code list)", label="Analyte"
+    )
+    sample_date: date = column("Date the sample was taken", label="Sample date")
+    value: float = column(
+        "Result as a plain number, in unit",
+        label="Result",
+        help="Result as a plain number, in the unit chosen",
+        unit="canonical unit of the analyte",
+    )
+    unit: str = text(
+        16,
+        "Unit of value; must be the analyte's canonical unit to be analysed",
+        label="Unit",
+        help="The analyte's canonical unit, or one the form converts to it exactly (see the analyte code list)",
+    )
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -317,15 +374,22 @@ class Pft(Entered, SQLModel, table=True):
 
     id: int | None = identifier()
     patient_id: int = patient_key()
-    test_date: date = column("Date of the test (or of the decision it could not be done)")
-    fvc_l: float | None = column("Forced vital capacity", plausible=PFT_RANGES["fvc_l"])
-    fvc_pct_pred: float | None = column("FVC, percent of predicted", plausible=PFT_RANGES["fvc_pct_pred"])
-    dlco_pct_pred: float | None = column("DLCO, percent of predicted", plausible=PFT_RANGES["dlco_pct_pred"])
+    test_date: date = column("Date of the test (or of the decision it could not be done)", label="Test date")
+    fvc_l: float | None = column("Forced vital capacity", label="FVC", plausible=PFT_RANGES["fvc_l"])
+    fvc_pct_pred: float | None = column(
+        "FVC, percent of predicted", label="FVC % predicted", plausible=PFT_RANGES["fvc_pct_pred"]
+    )
+    dlco_pct_pred: float | None = column(
+        "DLCO, percent of predicted", label="DLCO % predicted", plausible=PFT_RANGES["dlco_pct_pred"]
+    )
     tlc_pct_pred: float | None = column(
-        "Total lung capacity, percent of predicted", plausible=PFT_RANGES["tlc_pct_pred"]
+        "Total lung capacity, percent of predicted", label="TLC % predicted", plausible=PFT_RANGES["tlc_pct_pred"]
     )
     not_done_reason: PftNotDoneReason | None = code(
-        PftNotDoneReason, "not_done_reason", "Why the test could not be done (leave results empty)"
+        PftNotDoneReason,
+        "not_done_reason",
+        "Why the test could not be done (leave results empty)",
+        label="Reason not done",
     )
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
@@ -340,7 +404,9 @@ HRCT_EXTENT_COLUMNS = {
 
 
 def extent(feature: HrctFeature, zone: LungZone) -> Any:
-    return column(HRCT_EXTENT_COLUMNS[f"{feature.value}_{zone.value}_pct"], plausible=Range("% of zone", 0, 100))
+    name = f"{feature.value}_{zone.value}_pct"
+    label = f"{feature.label}, {zone.label.lower()}"
+    return column(HRCT_EXTENT_COLUMNS[name], label=label, plausible=Range("% of zone", 0, 100))
 
 
 class Hrct(Entered, SQLModel, table=True):
@@ -358,8 +424,8 @@ class Hrct(Entered, SQLModel, table=True):
 
     id: int | None = identifier()
     patient_id: int = patient_key()
-    scan_date: date = column("Date of the scan")
-    pattern: HrctPattern | None = code(HrctPattern, "pattern", "Radiological pattern")
+    scan_date: date = column("Date of the scan", label="Scan date")
+    pattern: HrctPattern | None = code(HrctPattern, "pattern", "Radiological pattern", label="Pattern")
     ggo_right_upper_pct: float | None = extent(HrctFeature.GGO, LungZone.RIGHT_UPPER)
     ggo_right_middle_pct: float | None = extent(HrctFeature.GGO, LungZone.RIGHT_MIDDLE)
     ggo_right_lower_pct: float | None = extent(HrctFeature.GGO, LungZone.RIGHT_LOWER)
@@ -372,7 +438,9 @@ class Hrct(Entered, SQLModel, table=True):
     consolidation_left_upper_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_UPPER)
     consolidation_left_middle_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_MIDDLE)
     consolidation_left_lower_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_LOWER)
-    total_score: float | None = column("Total HRCT score by the site's scoring protocol (FLAIR uses >= 133)")
+    total_score: float | None = column(
+        "Total HRCT score by the site's scoring protocol (FLAIR uses >= 133)", label="Total HRCT score"
+    )
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -390,13 +458,17 @@ class Treatment(Entered, SQLModel, table=True):
 
     id: int | None = identifier()
     patient_id: int = patient_key()
-    drug: Drug = code(Drug, "drug", "Drug or procedure (classes and dose ranges in the drug code list)")
-    start_date: date = column("First day of the episode")
-    end_date: date | None = column("Last day of the episode; empty while ongoing")
-    dose: float | None = column("Dose per administration, in dose_unit")
-    dose_unit: DoseUnit | None = code(DoseUnit, "dose_unit", "Unit of dose")
-    frequency: Frequency | None = code(Frequency, "frequency", "How often the dose is given")
-    stop_reason: StopReason | None = code(StopReason, "stop_reason", "Why the episode ended")
+    drug: Drug = code(
+        Drug, "drug", "Drug or procedure (classes and dose ranges in the drug code list)", label="Drug or procedure"
+    )
+    start_date: date = column("First day of the episode", label="Start date")
+    end_date: date | None = column("Last day of the episode; empty while ongoing", label="End date")
+    dose: float | None = column(
+        "Dose per administration, in dose_unit", label="Dose", help="Dose per administration, in the dose unit"
+    )
+    dose_unit: DoseUnit | None = code(DoseUnit, "dose_unit", "Unit of dose", label="Dose unit")
+    frequency: Frequency | None = code(Frequency, "frequency", "How often the dose is given", label="Frequency")
+    stop_reason: StopReason | None = code(StopReason, "stop_reason", "Why the episode ended", label="Stop reason")
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -415,15 +487,25 @@ class AdverseEvent(Entered, SQLModel, table=True):
 
     id: int | None = identifier()
     patient_id: int = patient_key()
-    onset_date: date = column("Date the event began")
-    term: AdverseEventTerm = code(AdverseEventTerm, "term", "Adverse event term")
-    term_detail: str | None = text(200, "Organism, site or description (required for term 'other')")
-    ctcae_grade: int = column(f"Severity grade, CTCAE v{CTCAE_VERSION}", plausible=Range("grade", 1, 5))
-    serious: bool = column("Serious adverse event (ICH E2A: death, life-threatening, hospitalisation, ...)")
-    attributed_drug: Drug | None = code(Drug, "attributed_drug", "Drug the event is attributed to, if any")
-    led_to_discontinuation: bool = column("The attributed drug was stopped because of the event")
-    outcome: AdverseEventOutcome | None = code(AdverseEventOutcome, "outcome", "Outcome of the event")
-    resolution_date: date | None = column("Date the event resolved")
+    onset_date: date = column("Date the event began", label="Onset date")
+    term: AdverseEventTerm = code(AdverseEventTerm, "term", "Adverse event term", label="Event")
+    term_detail: str | None = text(
+        200, "Organism, site or description (required for term 'other')", label="Event detail"
+    )
+    ctcae_grade: int = column(
+        f"Severity grade, CTCAE v{CTCAE_VERSION}", label="CTCAE grade", plausible=Range("grade", 1, 5)
+    )
+    serious: bool = column(
+        "Serious adverse event (ICH E2A: death, life-threatening, hospitalisation, ...)", label="Serious"
+    )
+    attributed_drug: Drug | None = code(
+        Drug, "attributed_drug", "Drug the event is attributed to, if any", label="Attributed to drug"
+    )
+    led_to_discontinuation: bool = column(
+        "The attributed drug was stopped because of the event", label="Led to discontinuation"
+    )
+    outcome: AdverseEventOutcome | None = code(AdverseEventOutcome, "outcome", "Outcome of the event", label="Outcome")
+    resolution_date: date | None = column("Date the event resolved", label="Resolution date")
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -446,12 +528,21 @@ class FollowUp(Entered, SQLModel, table=True):
     )
 
     patient_id: int = patient_key(primary_key=True)
-    last_contact_date: date = column("Last date the patient was known alive (or date of death)")
-    vital_status: VitalStatus = code(VitalStatus, "vital_status", "Vital status at last contact")
-    death_date: date | None = column("Date of death")
-    death_cause: DeathCause | None = code(DeathCause, "death_cause", "Principal cause of death")
-    lung_transplant_date: date | None = column("Date of lung transplantation, if any")
-    lost_to_follow_up: bool = column("No contact possible after last_contact_date", default=False)
+    last_contact_date: date = column(
+        "Last date the patient was known alive (or date of death)", label="Date of last contact"
+    )
+    vital_status: VitalStatus = code(VitalStatus, "vital_status", "Vital status at last contact", label="Vital status")
+    death_date: date | None = column("Date of death", label="Date of death")
+    death_cause: DeathCause | None = code(DeathCause, "death_cause", "Principal cause of death", label="Cause of death")
+    lung_transplant_date: date | None = column(
+        "Date of lung transplantation, if any", label="Date of lung transplantation"
+    )
+    lost_to_follow_up: bool = column(
+        "No contact possible after last_contact_date",
+        label="Lost to follow-up",
+        help="No contact possible after the date of last contact",
+        default=False,
+    )
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 

@@ -105,6 +105,7 @@ def test_template_has_every_sheet_header_dropdown_and_the_dictionary(tmp_path):
     assert dictionary[0] == (
         "table",
         "column",
+        "label",
         "type",
         "unit",
         "allowed_values",
@@ -114,7 +115,7 @@ def test_template_has_every_sheet_header_dropdown_and_the_dictionary(tmp_path):
     )
     assert len(dictionary) - 1 == len(sheet_dictionary())
     labs_value = next(r for r in dictionary if r[:2] == ("labs", "value"))
-    assert labs_value[:6] == ("labs", "value", "number", "canonical unit of the analyte", None, "yes")
+    assert labs_value[:7] == ("labs", "value", "Result", "number", "canonical unit of the analyte", None, "yes")
 
 
 def test_template_imports_as_nothing(migrated, tmp_path):
@@ -169,7 +170,7 @@ def test_an_exported_workbook_has_bold_noted_frozen_headers_and_iso_dates(migrat
     patients = load_workbook(tmp_path / "out.xlsx")["patients"]
     header = {cell.value: cell for cell in patients[1]}
     assert all(cell.font.b for cell in header.values()) and patients.freeze_panes == "A2"
-    assert header["sex"].comment.text == "Sex recorded at birth (required)"
+    assert header["sex"].comment.text == "Sex: Sex recorded at birth. Required."
     assert header["sex"].comment.author == "mda5-registry"
     birth = patients.cell(row=2, column=list(header).index("birth_date") + 1)
     assert (birth.value.date().isoformat(), birth.number_format) == ("1968-03-14", "yyyy-mm-dd")

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from registry.dictionary import describe
+from registry.dictionary import help_text
 from registry.entry import (
     REASON,
     WHOLE_RECORD,
@@ -41,7 +41,7 @@ from registry.entry import (
     set_locked,
 )
 from registry.models import Account, AuditLog
-from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
+from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn, sheet_dictionary
 from registry.web.pages import (
     LOCKERS,
     PATIENT,
@@ -66,6 +66,8 @@ LARGEST_KEY = 2**31 - 1  # INTEGER on both databases
 ORIGINAL, YOURS = "original.", "yours."
 NOT_SAVED_YET = "Not saved yet: you were signed out before saving. Check what you typed, then save."
 CHOOSE = "choose the stored value or yours"
+#: Each sheet column's dictionary entry: a field's label and help are the workbook's and the dictionary's.
+ENTRIES = {(entry.table, entry.column): entry for entry in sheet_dictionary()}
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Field:
     """One input of a form, as the template lays it out."""
 
     name: str
+    label: str
     kind: str  # select | date | text
     options: list[tuple[str, str]]  # (value, label) of a select
     required: bool
@@ -107,16 +110,10 @@ def _fields(
     fields = []
     for column in form_columns(sheet, creating=creating):
         kind, options = _widget(column, sites)
-        entry = describe(column.source, sheet.name, column.name, is_required=column.required)
-        notes = [f"unit: {entry.unit}"] if entry.unit else []
-        notes += [f"plausible: {entry.plausible_range}"] if entry.plausible_range else []
-        help_text = entry.description + (f" ({'; '.join(notes)})" if notes else "")
-        if column.name == "site":
-            help_text = "The recruiting site"
-        name = column.name
+        entry, name = ENTRIES[sheet.name, column.name], column.name
         original = None if originals is None else originals.get(name, "")
-        fields.append(Field(name, kind, options, column.required, help_text, values.get(name, ""), errors.get(name),
-                            original, conflicts.get(name)))  # fmt: skip
+        fields.append(Field(name, entry.label, kind, options, column.required, help_text(entry), values.get(name, ""),
+                            errors.get(name), original, conflicts.get(name)))  # fmt: skip
     return fields
 
 
