@@ -236,7 +236,7 @@ CASES = [
      [("EX-002", "patient", "drug", "tofacitinib")]),
     ("STU-005", add("treatment", "EX-002", like={"drug": "tofacitinib"}, drug="tacrolimus"),
      [("EX-002", "patient", "start_date", "2019-02-18")]),
-    ("STU-006", edit("patient", "EX-002", "ild_worsening_date", D("2019-02-10")), [("EX-002", "patient", "rpild", "False")]),
+    ("STU-006", edit("patient", "EX-002", "ild_worsening_date", D("2019-02-10")), [("EX-002", "patient", "rpild", "no")]),
     ("STU-007", edit("antibody_test", "EX-004", "grade", "weak", antibody="anti_jo1"),
      [("EX-004", "antibody_test", "antibody", "anti_jo1")]),
     # laboratory
@@ -281,7 +281,7 @@ CASES = [
      [("EX-002", "adverse_event", "term_detail", None)]),
     ("AEV-015", edit("adverse_event", "EX-002", "outcome", "fatal"), [("EX-002", "adverse_event", "outcome", "fatal")]),
     ("AEV-016", edit("adverse_event", "EX-004", "ctcae_grade", 5), [("EX-004", "adverse_event", "ctcae_grade", "5")]),
-    ("AEV-017", edit("adverse_event", "EX-003", "serious", False), [("EX-003", "adverse_event", "serious", "False")]),
+    ("AEV-017", edit("adverse_event", "EX-003", "serious", False), [("EX-003", "adverse_event", "serious", "no")]),
     ("AEV-018", edit("adverse_event", "EX-004", "outcome", "not_recovered"),
      [("EX-004", "adverse_event", "resolution_date", "2020-08-05")]),
     # follow-up and dates

@@ -181,8 +181,11 @@ def _schema_findings(table: str, frame: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def _text(value: object) -> str | None:
+    """A finding's value as the forms, sheets and exports write it (yes/no, never Python's True/False)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
     if isinstance(value, pd.Timestamp):
         return value.date().isoformat()
     if isinstance(value, float) and value.is_integer():
