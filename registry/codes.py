@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 
 
@@ -175,6 +176,36 @@ ANALYTE_RANGES: dict[Analyte, Range] = {
         "ng/mL", 0, 60, soft_high=20, source="DOMAIN.md: target trough 5-10 ng/mL, flag >20"
     ),
 }
+
+
+#: Units an entry form accepts for an analyte besides its canonical one, each with the factor that converts a value
+#: in it to the canonical unit (canonical = value x factor). Only exact, documented conversions: identities of units
+#: (ug/L = ng/mL), powers of ten (1 dL = 0.1 L; 1 uL = 1e-6 L; 1 % = 0.01), and the conventional creatinine factor
+#: (1 mg/dL = 88.4 umol/L, molar mass 113.12 g/mol). PaO2 in kPa is left out: 7.50062 mmHg/kPa is not exact.
+#: The form stores the converted value in the canonical unit; an import stores what the sheet holds, and rule
+#: LAB-010 reports a unit other than the canonical one.
+LAB_UNIT_FACTORS: dict[Analyte, dict[str, float]] = {
+    Analyte.FERRITIN: {"ug/L": 1},
+    Analyte.CRP: {"mg/dL": 10},
+    Analyte.LYMPHOCYTES: {"/uL": 0.001},
+    Analyte.ALBUMIN: {"g/dL": 10},
+    Analyte.CREATININE: {"mg/dL": 88.4},
+    Analyte.FIO2: {"%": 0.01},
+    Analyte.TACROLIMUS_TROUGH: {"ug/L": 1},
+}
+
+
+def lab_units(analyte: Analyte) -> tuple[str, ...]:
+    """The units an entry form offers for ``analyte``: the canonical one first."""
+    return (ANALYTE_RANGES[analyte].unit, *LAB_UNIT_FACTORS.get(analyte, {}))
+
+
+def to_canonical_unit(analyte: Analyte, value: float, unit: str) -> float:
+    """``value`` in ``unit`` (one of :func:`lab_units`) as a value in the analyte's canonical unit, computed in
+    decimal so that 1.2 mg/dL is 12 mg/L, not 12.000000000000002."""
+    if unit == ANALYTE_RANGES[analyte].unit:
+        return value
+    return float(Decimal(repr(value)) * Decimal(repr(LAB_UNIT_FACTORS[analyte][unit])))
 
 
 #: Plausible ranges of pulmonary function results (DOMAIN.md, proposed).

@@ -22,6 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, SQLModel
 
 from registry.audit import audited_session
+from registry.codes import ANALYTE_RANGES, PFT_RANGES, Analyte, lab_units, to_canonical_unit
 from registry.ingest import CellError, parse_cell, rule_violations, show
 from registry.models import AuditLog, Patient, Site
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
@@ -75,6 +76,63 @@ class NoReason(EntryError):
 REASON = "reason"
 
 
+@dataclass(frozen=True)
+class AppliesWhen:
+    """A field that applies only when each of the fields ``controls`` holds one of ``values`` ("": is empty).
+
+    A form hides the field otherwise (registry.js, from the same definitions), and the server refuses a value
+    given for it without script: a value that does not apply is refused, never dropped in silence.
+    """
+
+    controls: tuple[str, ...]
+    values: tuple[str, ...]
+    when: str  # when it applies, in words
+
+
+_DEAD = AppliesWhen(("vital_status",), ("dead",), "the vital status is dead")
+_DONE = AppliesWhen(("not_done_reason",), ("",), "the test was done (no reason it was not)")
+
+#: Per sheet, the fields that apply only in some cases. RPILD's definition applies to a 'no' as well as to a 'yes'
+#: (each is judged by a definition, and the database requires one for either), so it is hidden only while RPILD
+#: is unanswered.
+APPLIES: dict[str, dict[str, AppliesWhen]] = {
+    "patients": {"rpild_definition": AppliesWhen(("rpild",), ("yes", "no"), "RPILD is answered yes or no")},
+    "pfts": {**dict.fromkeys(PFT_RANGES, _DONE),
+             "not_done_reason": AppliesWhen(tuple(PFT_RANGES), ("",), "no result is entered")},
+    "follow_up": {"death_date": _DEAD, "death_cause": _DEAD},
+}  # fmt: skip
+
+
+def _not_applying(sheet: Sheet, values: Mapping[str, Any]) -> dict[str, str]:
+    """The fields given a value where it does not apply, and what to do about it."""
+    errors = {}
+    for name, rule in APPLIES.get(sheet.name, {}).items():
+        applies = all(shown(values.get(control)) in rule.values for control in rule.controls)
+        if values.get(name) is not None and not applies:
+            errors[name] = f"does not apply unless {rule.when}: leave it empty"
+    return errors
+
+
+def _lab_unit_problem(values: Mapping[str, Any]) -> str | None:
+    """What is wrong with a lab form's unit for its analyte, if anything: the form accepts only the units it offers."""
+    analyte, unit = values.get("analyte"), values.get("unit")
+    units = () if analyte is None else lab_units(Analyte(analyte))
+    if analyte is None or unit is None or unit in units:
+        return None
+    return f"is not a unit of {Analyte(analyte).label} the form accepts: choose {' or '.join(units)}"
+
+
+def converted_lab_unit(values: dict[str, Any]) -> str:
+    """A lab form's value in another accepted unit converted to the analyte's canonical unit, in place; what was
+    entered and what is stored, in words, for the audit reason and the page ("" when nothing was converted)."""
+    analyte, unit, value = values.get("analyte"), values.get("unit"), values.get("value")
+    if analyte is None or value is None or unit == ANALYTE_RANGES[Analyte(analyte)].unit:
+        return ""
+    values["value"] = to_canonical_unit(Analyte(analyte), value, unit)
+    values["unit"] = ANALYTE_RANGES[Analyte(analyte)].unit
+    return f"entered as {show(value)} {unit}, stored as {show(values['value'])} {values['unit']}"
+
+
 def form_columns(sheet: Sheet, *, creating: bool) -> list[SheetColumn]:
     """The columns a form shows: a record's patient comes from the page, a patient's study_id is fixed once saved."""
     if sheet.name == "patients":
@@ -122,6 +180,9 @@ def parse_form(
     site = values.get("site")
     if site is not None and sites is not None and site not in sites:
         errors["site"] = "is not a site you enter patients for"
+    if sheet.name == "labs" and "unit" not in errors and (problem := _lab_unit_problem(values)):
+        errors["unit"] = problem
+    errors = _not_applying(sheet, values) | errors
     if errors:
         raise Invalid(errors)
     return values
@@ -195,6 +256,7 @@ def _stale(engine: sa.Engine, sheet: Sheet, key: Any, version: int | None) -> St
 class Saved:
     key: Any  # the record's primary key
     changed: list[str]  # the fields that changed (every given field of a new record)
+    conversion: str = ""  # a lab value converted to its canonical unit: as entered, as stored
 
 
 #: Longest reason the audit trail stores (``AuditLog.reason``).
@@ -292,11 +354,13 @@ def save_record(
         values = parse_form(sheet, form, creating=creating, sites=sites)
     except Invalid as invalid:
         errors = invalid.errors
-    if not creating and (problem := reason_problem(reason)):
+    conversion = converted_lab_unit(values) if sheet.name == "labs" and not errors else ""
+    why = "; ".join(part for part in ((reason or "").strip() or "initial entry", conversion) if part)
+    if not creating and (problem := reason_problem(reason) or reason_problem(why)):
         errors[REASON] = problem
     if errors:
         raise Invalid(errors)
-    with audited_session(engine, actor=actor, reason=(reason or "").strip() or "initial entry") as session:
+    with audited_session(engine, actor=actor, reason=why) as session:
         # The record's row FOR UPDATE first, then its patient's FOR SHARE: two edits of one patient queue
         # (the other way round, both would hold the share and wait for each other's update).
         record = None if creating else _load_for_update(session, sheet, key, patient_id)
@@ -327,7 +391,7 @@ def save_record(
             for target, value in targets.items():
                 setattr(record, target, value)
         _commit(session, engine, sheet, key, version, lambda: _refuse_if_closed(session, patient_id))
-        return Saved(getattr(record, sheet.table.primary_key.columns[0].name), changed)
+        return Saved(getattr(record, sheet.table.primary_key.columns[0].name), changed, conversion)
 
 
 def set_deleted(

@@ -351,3 +351,50 @@ def test_focus_goes_to_the_first_error_and_typed_work_survives_the_end_of_a_sess
     shot(page, "25-back-at-the-form")
     assert save(page) == 303
     assert page.text_content("[role=status]").startswith("Saved: drug, start_date, ")
+
+
+def test_fields_that_do_not_apply_are_hidden_and_the_lab_offers_only_the_analytes_units(server, page):
+    sign_in(page, server, "cora", "/patients/EX-002")
+    page.click("#follow_up >> text=Edit")
+    assert page.is_hidden("#field-death_date") and page.is_hidden("#field-death_cause")
+    page.select_option("#vital_status", "dead")
+    assert page.is_visible("#field-death_date") and page.is_visible("#field-death_cause")
+    fill(page, {"death_date": "2021-03-01", "death_cause": "infection"})
+    shot(page, "30-death-fields-shown-once-dead")
+    page.select_option("#vital_status", "alive")  # changed their mind: the date typed is not sent
+    assert page.is_hidden("#field-death_date")
+    page.fill("#reason", "last contact confirmed")
+    assert save(page) == 303
+    assert page.text_content("[role=status]") == "Nothing changed."
+
+    page.click("text=Add pulmonary function test")
+    assert page.is_visible("#field-not_done_reason") and page.is_visible("#field-fvc_l")
+    page.select_option("#not_done_reason", "too_ill")
+    assert page.is_hidden("#field-fvc_l") and page.is_hidden("#field-dlco_pct_pred")
+    page.select_option("#not_done_reason", "")
+    page.fill("#fvc_l", "2.2")
+    assert page.is_hidden("#field-not_done_reason") and page.is_visible("#field-fvc_l")
+
+    page.goto(f"{server}/patients/EX-002/labs/new")
+    page.select_option("#analyte", "crp")
+    offered = page.eval_on_selector_all("#unit option:not([hidden])", "options => options.map(o => o.value)")
+    assert offered == ["", "mg/L", "mg/dL"]
+    fill(page, {"sample_date": "2019-02-13", "value": "1.2", "unit": "mg/dL"})
+    shot(page, "31-lab-units-of-the-analyte")
+    assert save(page) == 303
+    assert page.text_content("[role=status]") == (
+        "Saved: analyte, sample_date, value, unit. Result entered as 1.2 mg/dL, stored as 12 mg/L."
+    )
+
+
+def test_pages_fit_a_375_px_screen_wide_tables_scroll_inside_themselves(server, browser):
+    page = browser.new_context(viewport={"width": 375, "height": 800}).new_page()
+    page.set_default_timeout(5000)
+    sign_in(page, server, "cora", "/patients")
+    for path in ("/patients", "/patients/EX-002", "/patients/EX-002/hrct/new", "/patients/new"):
+        page.goto(f"{server}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+    page.goto(f"{server}/patients/EX-002")
+    hrct = page.locator("#hrct table")
+    assert hrct.evaluate("table => table.scrollWidth > table.clientWidth")  # wide, and scrolls inside itself
+    shot(page, "32-patient-page-at-375-px")

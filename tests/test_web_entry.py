@@ -188,7 +188,7 @@ def as_sent(page: str, **chosen: str) -> dict[str, str]:
         )
     }
     for name, options in re.findall(r'<select id="[^"]+" name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
-        selected = re.search(r'<option value="([^"]*)" selected>', options)
+        selected = re.search(r'<option value="([^"]*)"(?: data-for="[^"]*")? selected>', options)
         sent[name] = selected.group(1) if selected else ""
     for name, value in re.findall(r'<textarea id="[^"]+" name="([^"]+)"[^>]*>([^<]*)</textarea>', form):
         sent[name] = html.unescape(value)
@@ -481,6 +481,13 @@ def test_payloads_in_every_text_field_are_stored_literally_and_shown_escaped(cli
         base = f"/patients/{study_id}"
         unit = payload[:16].strip()  # the column holds 16 characters
         lab = {"analyte": "ferritin", "sample_date": "2021-02-01", "value": "100", "unit": unit}
+        refused = post(client, f"{base}/labs/new", lab)  # a lab unit is chosen from the analyte's, never typed
+        assert (
+            field_error(refused.text, "unit")
+            == "is not a unit of Serum ferritin the form accepts: choose ng/mL or ug/L"
+        )
+        assert "<script>alert" not in refused.text and "<img src=x" not in refused.text
+        lab["unit"] = "ng/mL"
         event = {"onset_date": "2021-03-01", "term": "other", "term_detail": payload, "ctcae_grade": "2",
                  "serious": "no", "led_to_discontinuation": "no"}  # fmt: skip
         assert post(client, f"{base}/labs/new", lab).status_code == 303
@@ -489,7 +496,7 @@ def test_payloads_in_every_text_field_are_stored_literally_and_shown_escaped(cli
             stored = connection.execute(sa.text(
                 "SELECT l.unit, a.term_detail FROM patient p JOIN lab_result l ON l.patient_id = p.id"
                 " JOIN adverse_event a ON a.patient_id = p.id WHERE p.study_id = :s"), {"s": study_id}).one()  # fmt: skip
-        assert tuple(stored) == (unit, payload)
+        assert tuple(stored) == ("ng/mL", payload)
         page = client.get(base).text
         assert "<script>alert" not in page and "<img src=x" not in page
         assert page.count(str(escape(payload))) >= 2  # the record and its audit history

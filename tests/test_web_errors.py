@@ -53,9 +53,12 @@ def test_every_response_carries_the_header_policy(web_registry, https):
         answers[name] = client.get(path, follow_redirects=False)
     for name, answer in answers.items():
         assert policy_of(answer) == {**POLICY, "cache-control": "no-store", "strict-transport-security": hsts}, name
-    stylesheet = client.get("/registry.css")  # the one response without patient data: cached
+    stylesheet = client.get("/registry.css")  # the responses without patient data: cached
     assert stylesheet.headers["content-type"] == "text/css; charset=utf-8"
     assert policy_of(stylesheet) == {**POLICY, "cache-control": "max-age=3600", "strict-transport-security": hsts}
+    script = client.get("/registry.js")
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert policy_of(script) == {**POLICY, "cache-control": "max-age=3600", "strict-transport-security": hsts}
 
 
 def test_no_page_holds_inline_script_or_style(client, web_registry):
@@ -71,9 +74,10 @@ def test_no_page_holds_inline_script_or_style(client, web_registry):
     for path in ("/patients", "/patients/EX-002", "/patients/new", f"/patients/EX-002/treatments/{key}/edit",
                  "/checks", "/patients/EX-404"):  # fmt: skip
         pages.append(client.get(path).text)
+    script = '<script src="/registry.js" defer></script>'  # the application's own script, from this site
     for text in pages:
-        assert '<link rel="stylesheet" href="/registry.css">' in text
-        assert not re.search(r"<script|<style|\sstyle=|\son[a-z]+=", text, re.I)
+        assert '<link rel="stylesheet" href="/registry.css">' in text and text.count(script) == 1
+        assert not re.search(r"<script|<style|\sstyle=|\son[a-z]+=", text.replace(script, ""), re.I)
 
 
 def test_refusals_and_invalid_requests_answer_a_page_that_says_what_to_do(client):

@@ -64,6 +64,7 @@ def create_app(
     template_dir = Path(resource_dir("templates", "_templates", "report.html")) / "web"
     templates = Jinja2Templates(directory=template_dir)
     stylesheet = (template_dir / "registry.css").read_text()
+    script = (template_dir / "registry.js").read_text()
     templates.env.globals["version"] = registry.__version__
     templates.env.filters["shown"] = shown
     templates.env.filters["urlpart"] = lambda value: quote(str(value), safe="")  # a path segment: "/" quoted too
@@ -148,6 +149,10 @@ def create_app(
     @app.get("/registry.css", include_in_schema=False)
     def _stylesheet() -> Response:
         return Response(stylesheet, media_type="text/css", headers={"Cache-Control": "max-age=3600"})  # no patient data
+
+    @app.get("/registry.js", include_in_schema=False)
+    def _script() -> Response:  # no patient data either
+        return Response(script, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/")
     def home(_: Signed) -> Response:

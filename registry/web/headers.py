@@ -4,7 +4,7 @@ The pages hold patient data, so a browser must neither run script that was injec
 into them, nor frame them on another site (clickjacking), nor guess a download's type,
 nor tell another site which page linked to it (the address holds study ids), nor keep a
 copy in its cache for the next user of a shared workstation. A response sets its own
-``Cache-Control`` only when it holds no patient data (the stylesheet).
+``Cache-Control`` only when it holds no patient data (the stylesheet, the script).
 """
 
 from __future__ import annotations

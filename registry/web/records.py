@@ -16,7 +16,7 @@ what this user changed or chose.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -27,8 +27,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from registry.codes import Analyte, lab_units
 from registry.dictionary import help_text
 from registry.entry import (
+    APPLIES,
     REASON,
     WHOLE_RECORD,
     EntryError,
@@ -40,7 +42,7 @@ from registry.entry import (
     set_deleted,
     set_locked,
 )
-from registry.models import Account, AuditLog
+from registry.models import Account, AuditLog, LabResult
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn, sheet_dictionary
 from registry.web.pages import (
     LOCKERS,
@@ -68,6 +70,9 @@ NOT_SAVED_YET = "Not saved yet: you were signed out before saving. Check what yo
 CHOOSE = "choose the stored value or yours"
 #: Each sheet column's dictionary entry: a field's label and help are the workbook's and the dictionary's.
 ENTRIES = {(entry.table, entry.column): entry for entry in sheet_dictionary()}
+#: The analytes (space-separated) each unit a lab form offers is a unit of: the script offers an analyte's own only.
+UNIT_ANALYTES = {unit: " ".join(a.value for a in Analyte if unit in lab_units(a))
+                 for unit in dict.fromkeys(unit for analyte in Analyte for unit in lab_units(analyte))}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class Field:
     error: str | None
     original: str | None  # the value the form was opened with (None for a new record)
     conflict: Conflict | None
+    applies: dict[str, list[str]] | None = None  # when the field applies (registry.entry.APPLIES), for the script
+    options_by: str | None = None  # the field whose value decides which options apply ...
+    option_for: dict[str, str] = field(default_factory=dict)  # ... each option's values of it, space-separated
 
 
 def _fields(
@@ -112,8 +120,12 @@ def _fields(
         kind, options = _widget(column, sites)
         entry, name = ENTRIES[sheet.name, column.name], column.name
         original = None if originals is None else originals.get(name, "")
+        rule = APPLIES.get(sheet.name, {}).get(name)
+        applies = None if rule is None else {"controls": list(rule.controls), "values": list(rule.values)}
+        units = column.source is LabResult.__table__.c.unit
         fields.append(Field(name, entry.label, kind, options, column.required, help_text(entry), values.get(name, ""),
-                            errors.get(name), original, conflicts.get(name)))  # fmt: skip
+                            errors.get(name), original, conflicts.get(name), applies, "analyte" if units else None,
+                            UNIT_ANALYTES if units else {}))  # fmt: skip
     return fields
 
 
@@ -163,6 +175,8 @@ def _widget(column: SheetColumn, sites: list[str]) -> tuple[str, list[tuple[str,
                           for value in kind.enums]  # fmt: skip
     if isinstance(kind, sa.Boolean):
         return "select", YES_NO
+    if column.source is LabResult.__table__.c.unit:  # never free text: the units the form converts exactly
+        return "select", [(unit, unit) for unit in UNIT_ANALYTES]
     if isinstance(kind, sa.Date):
         return "date", []
     return "text", []
@@ -226,6 +240,8 @@ def _form_page(
             originals, version = _originals(typed), _version(typed.get("version"))
     with engine_of(request).connect() as connection:
         sites = entry_sites(connection, me)
+    if creating and sheet.name == "patients" and len(sites) == 1 and "site" not in values:
+        values = {**values, "site": sites[0]}  # a single-site coordinator's site, chosen for them
     errors = errors or {}
     history = [] if creating else _record_history(request, sheet, key)
     conflicts = _conflicts(yours or {}, values, history)
@@ -282,7 +298,8 @@ def _save(
         return _form_page(request, me, sheet, **again, message=str(refused), status_code=409)
     study_id = patient.study_id if patient else form["study_id"].strip()  # as parsed and stored
     if saved.changed:
-        request.session["flash"] = f"Saved: {', '.join(saved.changed)}."
+        request.session["flash"] = f"Saved: {', '.join(saved.changed)}." + (f" Result {saved.conversion}."
+                                                                             if saved.conversion else "")  # fmt: skip
     else:
         request.session["flash"] = "Nothing changed."
     anchor = "" if sheet.name == "patients" else f"#{sheet.name}"
