@@ -9,7 +9,7 @@ from enum import Enum
 
 import sqlalchemy as sa
 
-from registry.codes import ANALYTE_RANGES, DRUGS, Range
+from registry.codes import ANALYTE_RANGES, DRUGS, LAB_UNIT_FACTORS, Analyte, Range
 from registry.models import TABLES, help_of, label_of
 
 
@@ -106,6 +106,11 @@ def _markdown_table(header: list[str], rows: list[tuple]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
 
 
+def _conversions(analyte: Analyte) -> str:
+    """The other units an entry form accepts for ``analyte``, each with the factor to its canonical unit."""
+    return ", ".join(f"{unit} x{factor:g}" for unit, factor in LAB_UNIT_FACTORS.get(analyte, {}).items())
+
+
 def to_markdown(entries: list[Entry]) -> str:
     """Per-table column tables, then the analyte and drug code lists with units and ranges."""
     lines = ["# Data dictionary", ""]
@@ -115,8 +120,8 @@ def to_markdown(entries: list[Entry]) -> str:
         lines.append("")
     lines += ["## Analytes (lab_result.analyte)", ""]
     lines += _markdown_table(
-        ["analyte", "label", "canonical unit", "plausible range", "source"],
-        [(a.value, a.label, r.unit, _range_text(r), r.source) for a, r in ANALYTE_RANGES.items()],
+        ["analyte", "label", "canonical unit", "plausible range", "forms also accept (x factor)", "source"],
+        [(a.value, a.label, r.unit, _range_text(r), _conversions(a), r.source) for a, r in ANALYTE_RANGES.items()],
     )
     lines += ["", "## Drugs (treatment.drug)", ""]
     lines += _markdown_table(

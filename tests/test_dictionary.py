@@ -46,7 +46,8 @@ def test_markdown_has_a_section_per_table_and_the_code_lists():
     text = to_markdown(data_dictionary())
     for model in TABLES:
         assert f"\n## {model.__table__.name}\n" in text
-    assert "| ferritin | Serum ferritin | ng/mL | 1-100000 (review > 10000) |" in text
+    assert "| ferritin | Serum ferritin | ng/mL | 1-100000 (review > 10000) | ug/L x1 |" in text
+    assert "| creatinine | Serum creatinine | umol/L | 20-1500 | mg/dL x88.4 |" in text
     assert "| tofacitinib | Tofacitinib | study_drug | no | 2.5-10 mg bid |" in text
 
 
