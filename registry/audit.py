@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Session as SQLModelSession
 from sqlmodel import SQLModel, select
 
+from registry.audit_chain import mark_unsealed
 from registry.codes import AuditAction
 from registry.models import TABLES, AuditLog, DataCut, Patient, scalar_default
 
@@ -191,6 +192,7 @@ def _log_inserts(
             for name, value in entry.items() if name not in varying and value is not None}  # fmt: skip
     chosen = sa.select(*same.values(), *varying.values()).select_from(source).where(_among(key, keys, dialect))
     connection.execute(sa.insert(log).from_select([*same, *varying], chosen.order_by(key)))
+    mark_unsealed(connection)
 
 
 #: The SQLite function giving a float's JSON as ``json.dumps`` writes it.
@@ -323,6 +325,28 @@ def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> N
             raise AuditError(f"Data cut {obj.name} is frozen: a cut cannot be changed or deleted (make a new one)")
 
 
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_changes(state: sa.orm.ORMExecuteState) -> None:
+    """``session.execute(update(Patient)...)`` would change rows past the flush hooks, unaudited: it is refused."""
+    if (state.is_update or state.is_delete) and state.bind_mapper is not None:
+        model = state.bind_mapper.class_
+        if issubclass(model, (*_AUDITED, AuditLog)):
+            kind = "update" if state.is_update else "delete"
+            raise AuditError(
+                f"A bulk {kind} of {model.__tablename__} is refused: it would change rows without an audit entry; "
+                "change the records one by one through the session (setattr, session.delete)"
+            )
+
+
+def log_operation(connection: sa.Connection, action: AuditAction, actor: str, reason: str, values: dict) -> None:
+    """An entry for an operation on the whole database (a restore, a forced downgrade), chained as it commits."""
+    if not actor.strip():
+        raise AuditError("An actor (user or process name) is required to change registry data")
+    entry = _entry(datetime.now(UTC), actor, reason, action, "(database)", "", None, None, values)
+    connection.execute(sa.insert(AuditLog), [entry])
+    mark_unsealed(connection)
+
+
 @event.listens_for(Session, "after_flush")
 def _write_audit_rows(session: Session, _context: Any) -> None:
     entries: list[tuple[AuditAction, SQLModel, dict | None, dict | None]] = []
@@ -354,3 +378,4 @@ def _write_audit_rows(session: Session, _context: Any) -> None:
         for action, obj, old, new in entries
     ]  # fmt: skip
     connection.execute(sa.insert(AuditLog), rows)
+    mark_unsealed(connection)

@@ -577,6 +577,11 @@ class AuditLog(SQLModel, table=True):
     study_id: str | None = text(32, "Patient the row belongs to, for per-patient history", index=True)
     old_values: dict[str, Any] | None = column("Changed columns before the change", sa_type=sa.JSON(none_as_null=True))
     new_values: dict[str, Any] | None = column("Changed columns after the change", sa_type=sa.JSON(none_as_null=True))
+    chain_index: int | None = column(
+        "Position in the hash chain (1, 2, ...), given as the writing transaction commits", unique=True
+    )
+    previous_sha256: str | None = text(64, "entry_sha256 of the entry before it in the chain (64 zeros for the first)")
+    entry_sha256: str | None = text(64, "SHA-256 of previous_sha256 and this entry's content (registry/audit_chain.py)")
 
     def fields(self) -> list[str]:
         """The columns this entry records, in the order they were logged."""

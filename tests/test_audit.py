@@ -4,9 +4,11 @@ from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
+from conftest import drop_append_only_triggers
 from sqlmodel import Session, select
 
 from registry.audit import REDACTED, AuditError, audited_session
+from registry.audit_chain import CHAIN_START, entry_sha256, verify_chain
 from registry.models import AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, PatientIdentifier, Site, Treatment
 
 
@@ -100,6 +102,143 @@ def test_audit_log_is_append_only(patient):
         with pytest.raises(AuditError, match="append-only"):
             session.commit()
     assert [e.actor for e in _log(patient)] == ["coordinator1", "coordinator1"]
+
+
+LOG_REFUSED = "audit_log is append-only: an audit entry cannot be changed or deleted"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE audit_log SET actor = 'someone else' WHERE id = 1", "DELETE FROM audit_log WHERE id = 1",
+     "UPDATE audit_log SET entry_sha256 = NULL, chain_index = NULL, previous_sha256 = NULL",
+     "UPDATE audit_log SET entry_sha256 = '0', chain_index = 7, previous_sha256 = '0' WHERE id = 1"],
+    ids=["update", "delete", "unseal", "reseal"],
+)  # fmt: skip
+def test_the_database_refuses_to_change_or_delete_audit_entries(patient, statement):
+    before = _rows(patient)
+    with patient.begin() as connection, pytest.raises(sa.exc.DBAPIError) as refused:  # below the ORM, raw SQL
+        connection.exec_driver_sql(statement)
+    assert LOG_REFUSED in str(refused.value.orig)
+    assert _rows(patient) == before
+
+
+def test_postgresql_refuses_to_truncate_the_audit_log(patient):
+    if patient.dialect.name != "postgresql":
+        pytest.skip("TRUNCATE is PostgreSQL's (SQLite has DELETE, refused above)")
+    with patient.begin() as connection, pytest.raises(sa.exc.DBAPIError, match=LOG_REFUSED):
+        connection.exec_driver_sql("TRUNCATE audit_log")
+    assert len(_log(patient)) == 2
+
+
+def _rows(engine) -> list[tuple]:
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.select(AuditLog.__table__).order_by(AuditLog.id))]
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "table"),
+    [(sa.update(Patient).values(smoking="current"), "update", "patient"),
+     (sa.delete(Treatment).where(Treatment.patient_id == 1), "delete", "treatment"),
+     (sa.update(AuditLog).values(actor="someone else"), "update", "audit_log")],
+    ids=["update", "delete", "audit_log"],
+)  # fmt: skip
+def test_a_bulk_orm_update_or_delete_is_refused_and_nothing_changes(patient, statement, kind, table):
+    with audited_session(patient, actor="coordinator1") as session:
+        session.add(Treatment(patient_id=1, drug="tofacitinib", start_date=date(2019, 1, 5)))
+        session.commit()
+    before = every_row(patient)
+    with audited_session(patient, actor="coordinator1", reason="bulk") as session:
+        with pytest.raises(AuditError) as refused:
+            session.execute(statement)
+        session.commit()
+    assert str(refused.value) == (
+        f"A bulk {kind} of {table} is refused: it would change rows without an audit entry; "
+        "change the records one by one through the session (setattr, session.delete)"
+    )
+    assert every_row(patient) == before
+
+
+def every_row(engine) -> dict[str, list[tuple]]:
+    with engine.connect() as connection:
+        return {m.__tablename__: [tuple(r) for r in connection.execute(sa.select(m.__table__).order_by(
+            *m.__table__.primary_key.columns))] for m in (Patient, Treatment, AuditLog)}  # fmt: skip
+
+
+def test_each_entry_is_chained_as_its_transaction_commits_orm_and_bulk_alike(patient):
+    from registry.audit import insert_audited
+
+    with patient.begin() as connection:
+        insert_audited(connection, Patient, [{"study_id": "B1", "site_id": 1, "sex": "male", "birth_date": date(1980, 1, 1)}], actor="importer",
+                       reason="bulk")  # fmt: skip
+    with audited_session(patient, actor="datamanager", reason="checked") as session:
+        session.exec(select(Patient).where(Patient.study_id == "P001")).one().smoking = "former"
+        session.commit()
+    entries = _log(patient)
+    assert [e.chain_index for e in entries] == [1, 2, 3, 4]
+    assert [e.previous_sha256 for e in entries] == [CHAIN_START] + [e.entry_sha256 for e in entries[:-1]]
+    with patient.connect() as connection:
+        report = verify_chain(connection)
+    assert (report.entries, report.head_index, report.head_sha256, report.problem) == (
+        4,
+        4,
+        entries[-1].entry_sha256,
+        None,
+    )
+
+
+def test_entries_committed_in_another_order_than_their_ids_chain_in_commit_order(patient):
+    """Concurrent PostgreSQL writers interleave ids: the chain follows the commits (SQLite has one writer)."""
+    if patient.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    first, second = audited_session(patient, actor="a"), audited_session(patient, actor="b")
+    first.add(Site(code="S2", name="Site two"))
+    first.flush()  # its entry takes id 3
+    second.add(Site(code="S3", name="Site three"))
+    second.commit()  # id 4, committed first: chain position 3
+    first.commit()
+    first.close(), second.close()
+    assert [(e.id, e.chain_index) for e in _log(patient)][2:] == [(3, 4), (4, 3)]
+    with patient.connect() as connection:
+        assert verify_chain(connection).intact
+
+
+@pytest.mark.parametrize("tampering", ["content", "removed", "replaced", "outside"])
+def test_verify_names_the_first_broken_entry(patient, tampering):
+    with audited_session(patient, actor="coordinator1") as session:
+        for code in ("S2", "S3"):
+            session.add(Site(code=code, name=f"Site {code}"))
+            session.commit()
+    drop_append_only_triggers(patient)  # what the chain must find gets past the triggers
+    entry, third = _log(patient)[1], _log(patient)[2]
+    with patient.begin() as connection:
+        log = AuditLog.__table__
+        if tampering == "content":
+            connection.execute(
+                sa.update(log).where(log.c.id == 2).values(new_values={**entry.new_values, "sex": "male"})
+            )
+        elif tampering == "removed":
+            connection.execute(sa.delete(log).where(log.c.id == 2))
+        elif tampering == "replaced":  # removed, and the next entry moved down and rehashed onto its own previous
+            connection.execute(sa.delete(log).where(log.c.id == 2))
+            values = {c: getattr(third, c) for c in ("id", "changed_at", "actor", "reason", "action", "table_name",
+                                                     "record_key", "study_id", "old_values", "new_values")}  # fmt: skip
+            rehashed = entry_sha256(third.previous_sha256, values, 2)
+            connection.execute(sa.update(log).where(log.c.id == 3).values(chain_index=2, entry_sha256=rehashed))
+        else:
+            connection.execute(sa.insert(log).values(changed_at=datetime.now(UTC), actor="x", action="insert",
+                                                     table_name="site", record_key="9"))  # fmt: skip
+    with patient.connect() as connection:
+        report = verify_chain(connection)
+    problem = {
+        "content": "audit entry 2 (chain position 2): its content was changed after it was written "
+                   "(it no longer gives its hash)",
+        "removed": "audit entry 3 (chain position 3): entries are missing before it: the chain jumps from position 1",
+        "replaced": "audit entry 3 (chain position 2): the chain is broken: it does not follow the entry before it "
+                    "(replaced or inserted)",
+        "outside": "audit entry 5: inserted outside the chain (it has no chain position)",
+    }[tampering]  # fmt: skip
+    assert report.problem == problem
+    assert report.entries == (4 if tampering == "outside" else 1)
 
 
 def test_direct_identifiers_are_logged_as_changed_but_never_copied(patient):

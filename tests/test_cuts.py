@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import add_demo_site
+from conftest import add_demo_site, drop_append_only_triggers
 from pypdf import PdfReader
 from sqlmodel import Session, select
 from typer.testing import CliRunner
@@ -331,6 +331,7 @@ def test_a_corrupted_snapshot_is_refused(demo, tmp_path):
     cut = create_cut(demo, "interim-1", CUTOFF, actor="dana", reason=None, config=Config())
     tables = load_tables(demo)
     tables["follow_up"].loc[0, "death_date"] = pd.Timestamp("2018-12-31")  # one value changed behind the audit's back
+    drop_append_only_triggers(demo)
     with demo.begin() as connection:  # below the ORM, as a disk fault or a hand-made UPDATE would
         connection.execute(sa.update(DataCut.__table__).values(snapshot=gzip.compress(snapshot_text(tables))))
     message = (
