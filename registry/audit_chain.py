@@ -175,6 +175,11 @@ class ChainReport:
         return {"entries": self.entries, "head_index": self.head_index, "head_sha256": self.head_sha256,
                 "intact": self.intact, "problem": self.problem}  # fmt: skip
 
+    @classmethod
+    def from_dict(cls, recorded: dict[str, Any]) -> ChainReport:
+        """As :meth:`as_dict` wrote it."""
+        return cls(recorded["entries"], recorded["head_index"], recorded["head_sha256"], recorded["problem"])
+
 
 def verify_chain(connection: sa.Connection) -> ChainReport:
     """Walk the whole chain, streamed in position order, and stop at the first broken entry.
@@ -209,8 +214,26 @@ def verify_chain(connection: sa.Connection) -> ChainReport:
     return ChainReport(count, position, previous, problem)
 
 
+def has_chain(connection: sa.Connection) -> bool:
+    """Whether the schema of the database has the audit chain (migration 0007 or later)."""
+    inspector = sa.inspect(connection)
+    return inspector.has_table("audit_log") and "chain_index" in {c["name"] for c in inspector.get_columns("audit_log")}
+
+
+def verified(connection: sa.Connection) -> ChainReport | None:
+    """:func:`verify_chain`; None when the schema has no chain (before migration 0007)."""
+    return verify_chain(connection) if has_chain(connection) else None
+
+
+def verify_database(engine: sa.Engine) -> ChainReport | None:
+    """:func:`verified` in the database of ``engine``."""
+    with engine.connect() as connection:
+        return verified(connection)
+
+
 def chain_head_message(report: ChainReport) -> str:
     """The chain in one line, as a command prints it."""
+    entries = f"{report.entries:,} entr{'y' if report.entries == 1 else 'ies'}"
     if report.intact:
-        return f"audit log intact: {report.entries:,} entries, head {report.head_index} {report.head_sha256}"
-    return f"audit log BROKEN at {report.problem} ({report.entries:,} entries verified before it)"
+        return f"audit log intact: {entries}, head {report.head_index} {report.head_sha256}"
+    return f"audit log BROKEN at {report.problem} ({entries} verified before it)"

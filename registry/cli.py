@@ -70,6 +70,9 @@ user_app = typer.Typer(
 app.add_typer(user_app, name="user")
 privacy_app = typer.Typer(help="Direct identifiers: scan files before they leave the registry.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+audit_app = typer.Typer(help="The audit trail: a patient's history, and the verification of the chain.",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(audit_app, name="audit")
 cut_app = typer.Typer(
     help="Data cuts: freeze the analysable data at a cut-off, to report from it identically later.",
     no_args_is_help=True,
@@ -560,9 +563,13 @@ def backup(
 ) -> None:
     """Back up the whole database, consistently while others write, to the folder OUT with a checksum manifest.
 
+    The audit chain is verified in the copy and recorded in the manifest. Exit codes: 0 written, 1 not written,
+    2 written but the audit log backed up is broken (kept for forensics; the manifest records it).
+
     Example: registry backup /srv/backups/registry-$(date +%F)
     """
     from registry import backup as backup_module
+    from registry.audit_chain import ChainReport, chain_head_message
 
     try:
         manifest = backup_module.backup(_engine(ctx), out)
@@ -575,17 +582,35 @@ def backup(
     for entry in manifest.files:
         typer.echo(f"  {entry.name}  {entry.size:,} bytes  SHA-256 {entry.sha256}")
     typer.echo(f"  {backup_module.MANIFEST}  (made with {manifest.tool})")
+    if manifest.audit_chain is None:
+        typer.echo("  audit log without a hash chain (schema before 0007: run `registry db upgrade`)")
+        return
+    chain = ChainReport.from_dict(manifest.audit_chain)
+    if chain.intact:
+        typer.echo(f"  {chain_head_message(chain)}")
+        return
+    typer.echo(f"WARNING: the backup's {chain_head_message(chain)}", err=True)
+    typer.echo("It is kept, for forensics, and its manifest says so: it restores only with --force.", err=True)
+    typer.echo(BROKEN_CHAIN_HELP, err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
 def restore(
     ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="A folder written by `registry backup`.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace the database even if it is not empty.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the database even if it is not empty, or its audit log is broken."),
+    ] = False,
+    actor: Actor = "",
 ) -> None:
-    """Restore the backup in the folder SOURCE into the database, after verifying its checksums.
+    """Restore the backup in the folder SOURCE into the database, after verifying its checksums and audit chain.
 
-    Exit codes: 0 restored and verified, 1 refused (nothing changed), 2 restored but the row counts differ.
+    The restore is logged in the restored database's audit trail (who, from which backup, over what, forced or not).
+
+    Exit codes: 0 restored and verified, 1 refused (nothing changed), 2 restored but the row counts differ,
+    3 restored (--force) but its audit log is broken.
 
     Example: registry --database sqlite:///restored.db restore /srv/backups/registry-2026-11-27
     """
@@ -593,7 +618,7 @@ def restore(
 
     engine = _engine(ctx)
     try:
-        manifest = backup_module.restore(engine, source, force=force)
+        manifest = backup_module.restore(engine, source, force=force, actor=actor or getpass.getuser())
     except backup_module.RestoreMismatch as error:
         typer.echo(f"Restored, but not as backed up: {error}", err=True)
         raise typer.Exit(2) from None
@@ -610,13 +635,16 @@ def restore(
     current, head = db.current_revision(engine), db.head_revision()
     state = "up to date" if current == head else f"newest is {head}: run `registry db upgrade`"
     typer.echo(f"Schema revision {current or 'none'} ({state})")
+    _verified_log(engine, exit_code=3, required=False)
 
 
-@app.command()
-def audit(ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The patient's study_id.")]) -> None:
+@audit_app.command("history")
+def audit_history_command(
+    ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The patient's study_id.")]
+) -> None:
     """Print the full change history of one patient's records.
 
-    Example: registry audit P001
+    Example: registry audit history P001
     """
     entries = audit_history(_engine(ctx), study_id)
     if not entries:
@@ -629,6 +657,37 @@ def audit(ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The 
         for name in entry.fields():
             old, new = (entry.old_values or {}).get(name), (entry.new_values or {}).get(name)
             typer.echo(f"    {name}: {_shown(old)} -> {_shown(new)}")
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Walk the audit log's hash chain: exit 0 with the count when intact, 1 naming the first broken entry.
+
+    Example: registry audit verify
+    """
+    _verified_log(_engine(ctx))
+
+
+#: Where an operator finds what to do about a broken audit chain.
+BROKEN_CHAIN_HELP = "See docs/operations.md, 'When the audit chain is broken'"
+
+
+def _verified_log(engine: sa.Engine, *, exit_code: int = 1, required: bool = True) -> None:
+    """Print the state of the audit chain; exit ``exit_code`` when it is broken, or when the schema has none and
+    one is ``required``."""
+    from registry.audit_chain import chain_head_message, verify_database
+
+    report = verify_database(engine)
+    if report is None:
+        typer.echo("The audit log has no hash chain yet: run `registry db upgrade`", err=True)
+        if required:
+            raise typer.Exit(exit_code)
+        return
+    if not report.intact:
+        typer.echo(chain_head_message(report), err=True)
+        typer.echo(BROKEN_CHAIN_HELP, err=True)
+        raise typer.Exit(exit_code)
+    typer.echo(chain_head_message(report))
 
 
 def _count(items: list, noun: str) -> str:
@@ -677,14 +736,19 @@ def check(
 ) -> None:
     """Run every data-quality rule on the whole database (or a data cut) and summarise the findings.
 
-    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors (or an unknown data cut).
+    The audit log's hash chain is verified first (as `registry audit verify`): a broken chain is an error.
+
+    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors (or an unknown data cut, or
+    a broken audit chain).
 
     Example: registry check --json findings.json --html findings.html
     """
     from registry.quality import run_checks
     from registry.quality.output import findings_document, render_html, summary_text
 
-    source = _source(_engine(ctx), _config(config_file), cut)
+    engine = _engine(ctx)
+    _verified_log(engine, exit_code=2)
+    source = _source(engine, _config(config_file), cut)
     config = source.config
     run = run_checks(source.tables, config, source.today)
     now = datetime.now(UTC)

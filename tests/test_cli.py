@@ -181,13 +181,13 @@ def test_import_twice_then_audit_history(site_registry, tmp_path):
     again = run("import", str(EXAMPLE), "--actor", "coordinator1", database=site_registry)
     assert again.output.splitlines()[-1] == "Nothing changed: the registry already holds every row of this workbook."
 
-    history = run("audit", "EX-002", database=site_registry).output.splitlines()
+    history = run("audit", "history", "EX-002", database=site_registry).output.splitlines()
     assert history[0].endswith("coordinator1  insert patient 2 (import of example)")
     assert "    sex: (empty) -> male" in history
     assert (
         sum(line.startswith("20") for line in history) == 1 + 2 + 5 + 1 + 1 + 2 + 1 + 1
     )  # one per record, sheet by sheet
-    assert run("audit", "EX-404", database=site_registry).exit_code == 1
+    assert run("audit", "history", "EX-404", database=site_registry).exit_code == 1
 
 
 def test_import_reports_every_error_and_writes_the_table(site_registry, tmp_path):
