@@ -134,16 +134,50 @@ def db_downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target: a revision id, base (drop all), or -1 after -- (one step).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Drop the audit chain (below 0007) or log (base) that holds entries.")
+    ] = False,
+    actor: Actor = "",
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
 ) -> None:
     """Migrate the schema back to REVISION; 'base' drops every registry table and its data.
 
+    Below revision 0007 the audit chain is dropped (on to base, the audit log too): refused while the log holds
+    entries unless --force, which first logs the downgrade and prints the chain's head, to be kept.
+
     Examples: registry db downgrade base --yes; registry db downgrade --yes -- -1
     """
+    from registry.audit import AuditError
+
     if not yes:
         typer.confirm(f"Downgrade {db.redacted(ctx.obj)} to {revision}? Data in dropped tables is lost", abort=True)
     engine = _engine(ctx)
-    db.downgrade(engine, revision)
+    if force:
+        _log_forced_downgrade(engine, revision, actor or getpass.getuser(), reason)
+    try:
+        db.downgrade(engine, revision, force=force)
+    except AuditError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"{db.redacted(ctx.obj)}: schema at revision {db.current_revision(engine) or 'base (empty)'}")
+
+
+def _log_forced_downgrade(engine: sa.Engine, revision: str, actor: str, reason: str | None) -> None:
+    """The forced downgrade's own audit entry, and the chain's head on stderr: what the downgrade may drop."""
+    from registry.audit import log_operation
+    from registry.audit_chain import chain_head_message, has_chain, verify_chain
+    from registry.codes import AuditAction
+
+    before = db.current_revision(engine)
+    with engine.begin() as connection:
+        if not has_chain(connection):
+            return
+        log_operation(connection, AuditAction.DOWNGRADE, actor, reason or f"downgrade to {revision} (forced)",
+                      {"from_revision": before, "to_revision": revision, "forced": True})  # fmt: skip
+    with engine.connect() as connection:
+        head = chain_head_message(verify_chain(connection))
+    typer.echo(f"Forced downgrade from {before} to {revision}, logged; before it, the {head}", err=True)
+    typer.echo("Keep this line (and the last backup): a downgrade to base drops the audit log itself.", err=True)
 
 
 @db_app.command("current")

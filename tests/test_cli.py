@@ -16,6 +16,7 @@ import registry
 from registry import db
 from registry.cli import app
 from registry.models import TABLES
+from tests.conftest import add_demo_site, drop_append_only_triggers
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("registry")  # the installed console script
@@ -57,6 +58,48 @@ def test_db_upgrade_current_downgrade(database_url):
     result = run("db", "downgrade", "base", "--yes", database=database_url)
     assert result.output == f"{db.redacted(database_url)}: schema at revision base (empty)\n"
     assert sa.inspect(db.make_engine(database_url)).get_table_names() == ["alembic_version"]
+
+
+def test_a_downgrade_past_the_audit_chain_is_refused_unless_forced_and_then_logged(database_url):
+    assert run("db", "upgrade", database=database_url).exit_code == 0
+    add_demo_site(db.make_engine(database_url))
+    refused = run("db", "downgrade", "base", "--yes", database=database_url)
+    assert (refused.exit_code, refused.output) == (1, (
+        "Downgrade refused: the audit log holds 1 entry, and migrating below 0007 drops its hash chain (on to "
+        "base, the log itself): back the database up first (`registry backup`), then pass --force (the downgrade "
+        "is logged)\n"
+    ))  # fmt: skip
+    assert db.current_revision(db.make_engine(database_url)) == db.head_revision()  # nothing dropped
+    verified = run("audit", "verify", database=database_url)
+    assert (verified.exit_code, verified.output.split(",")[0]) == (0, "audit log intact: 1 entry")
+
+    forced = run("db", "downgrade", "0006", "--yes", "--force", "--actor", "op", database=database_url)
+    assert forced.exit_code == 0
+    assert forced.stderr.splitlines()[0].startswith(
+        f"Forced downgrade from {db.head_revision()} to 0006, logged; before it, the audit log intact: 2 entries, head 2 "
+    )
+    with db.make_engine(database_url).connect() as connection:
+        logged = connection.execute(sa.text("SELECT actor, action, table_name, reason FROM audit_log ORDER BY id"))
+        assert logged.all()[-1] == ("op", "downgrade", "(database)", "downgrade to 0006 (forced)")
+    assert run("db", "upgrade", database=database_url).exit_code == 0  # chains the entries again
+    assert run("audit", "verify", database=database_url).output.startswith("audit log intact: 2 entries, head 2 ")
+
+
+def test_audit_verify_names_the_first_broken_entry(database_url):
+    assert run("db", "upgrade", database=database_url).exit_code == 0
+    add_demo_site(db.make_engine(database_url))
+    drop_append_only_triggers(db.make_engine(database_url))
+    with db.make_engine(database_url).begin() as connection:
+        connection.execute(sa.text("UPDATE audit_log SET reason = 'rewritten' WHERE id = 1"))
+    broken = run("audit", "verify", database=database_url)
+    message = (
+        "audit log BROKEN at audit entry 1 (chain position 1): its content was changed after it was written "
+        "(it no longer gives its hash) (0 entries verified before it)\n"
+        "See docs/operations.md, 'When the audit chain is broken'\n"
+    )
+    assert (broken.exit_code, broken.output) == (1, message)
+    checked = run("check", database=database_url)
+    assert (checked.exit_code, checked.output) == (2, message)
 
 
 def test_downgrade_asks_before_dropping_data(tmp_path):

@@ -8,13 +8,18 @@ The entries already written are chained in ``id`` order (registry/audit_chain.py
 that ``registry audit verify`` passes on an upgraded database. The code list of
 ``audit_log.action`` gains restore and downgrade; the downgrade keeps them (the
 entries of restores and forced downgrades stay in the log).
+
+The downgrade drops the chain (and a downgrade on to ``base`` the log itself): it is
+refused while the log holds entries unless forced (``registry db downgrade --force``,
+which logs it first; the plain alembic command: ``-x force=yes``).
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
+from registry.audit import AuditError
 from registry.audit_chain import seal
 
 revision: str = "0007"
@@ -123,6 +128,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    entries = op.get_bind().execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
+    forced = context.config.attributes.get("force") or context.get_x_argument(as_dictionary=True).get("force") == "yes"
+    if entries and not forced:
+        raise AuditError(
+            f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating below 0007 drops its hash "
+            "chain (on to base, the log itself): back the database up first (`registry backup`), then pass --force "
+            "(the downgrade is logged)"
+        )
     for statement in _DROPPED[op.get_bind().dialect.name]:
         op.execute(statement)
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
