@@ -669,7 +669,7 @@ def restore(
     current, head = db.current_revision(engine), db.head_revision()
     state = "up to date" if current == head else f"newest is {head}: run `registry db upgrade`"
     typer.echo(f"Schema revision {current or 'none'} ({state})")
-    _verified_log(engine, exit_code=3, required=False)
+    typer.echo(_verified_log(engine, exit_code=3, required=False))
 
 
 @audit_app.command("history")
@@ -699,29 +699,30 @@ def audit_verify(ctx: typer.Context) -> None:
 
     Example: registry audit verify
     """
-    _verified_log(_engine(ctx))
+    typer.echo(_verified_log(_engine(ctx)))
 
 
 #: Where an operator finds what to do about a broken audit chain.
 BROKEN_CHAIN_HELP = "See docs/operations.md, 'When the audit chain is broken'"
 
 
-def _verified_log(engine: sa.Engine, *, exit_code: int = 1, required: bool = True) -> None:
-    """Print the state of the audit chain; exit ``exit_code`` when it is broken, or when the schema has none and
-    one is ``required``."""
+def _verified_log(engine: sa.Engine, *, exit_code: int = 1, required: bool = True) -> str:
+    """The state of the audit chain, in one line; exit ``exit_code`` when it is broken, or when the schema has none
+    and one is ``required``."""
     from registry.audit_chain import chain_head_message, verify_database
 
     report = verify_database(engine)
     if report is None:
-        typer.echo("The audit log has no hash chain yet: run `registry db upgrade`", err=True)
+        missing = "The audit log has no hash chain yet: run `registry db upgrade`"
         if required:
+            typer.echo(missing, err=True)
             raise typer.Exit(exit_code)
-        return
+        return missing
     if not report.intact:
         typer.echo(chain_head_message(report), err=True)
         typer.echo(BROKEN_CHAIN_HELP, err=True)
         raise typer.Exit(exit_code)
-    typer.echo(chain_head_message(report))
+    return chain_head_message(report)
 
 
 def _count(items: list, noun: str) -> str:
@@ -780,13 +781,14 @@ def check(
     from registry.quality import run_checks
     from registry.quality.output import findings_document, render_html, summary_text
 
-    engine = _engine(ctx)
-    _verified_log(engine, exit_code=2)
-    source = _source(engine, _config(config_file), cut)
+    engine, configured = _engine(ctx), _config(config_file)
+    chain = _verified_log(engine, exit_code=2)
+    source = _source(engine, configured, cut)
     config = source.config
     run = run_checks(source.tables, config, source.today)
     now = datetime.now(UTC)
     typer.echo(summary_text(run, all_rules=all_rules))
+    typer.echo(chain)
     if json_out:
         json_out.write_text(json.dumps(findings_document(run, config, now), indent=2) + "\n", encoding="utf-8")
         typer.echo(f"Findings written to {json_out}")
