@@ -942,13 +942,14 @@ class DataSource:
 
 
 def _load_cut(
-    engine: sa.Engine, name: str, logger: logging.Logger | None = None
+    engine: sa.Engine, name: str, config: Config, logger: logging.Logger | None = None
 ) -> tuple[dict[str, pd.DataFrame], Cut]:
-    """The cut's verified snapshot; exit 2 for an unknown cut, 1 for a corrupted one."""
+    """The cut's snapshot, verified (its fingerprint under ``config``); exit 2 for an unknown cut, 1 for a corrupted
+    one."""
     from registry.cuts import CorruptedCut, CutError, load_cut
 
     try:
-        return load_cut(engine, name)
+        return load_cut(engine, name, config)
     except CutError as error:
         _fail(logger, str(error), ReportExit.FAILED if isinstance(error, CorruptedCut) else ReportExit.CONFIGURATION)
 
@@ -961,7 +962,7 @@ def _source(
 
     if cut_name is None:
         return DataSource(load_tables(engine), config, date.today(), None)
-    tables, cut = _load_cut(engine, cut_name, logger)
+    tables, cut = _load_cut(engine, cut_name, config, logger)
     if config.data_cutoff not in (None, cut.cutoff_date):
         typer.echo(
             f"data_cutoff {config.data_cutoff} of the configuration is not used: "
@@ -1145,12 +1146,16 @@ def cut_list(ctx: typer.Context) -> None:
 
 
 @cut_app.command("show")
-def cut_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The cut's name.")]) -> None:
-    """Show one data cut and verify its snapshot against the SHA-256 recorded at creation.
+def cut_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The cut's name.")],
+    config_file: ConfigOption = Path("registry.toml"),
+) -> None:
+    """Show one data cut and verify its snapshot against the SHA-256, audit entry and fingerprint of its creation.
 
     Example: registry cut show interim-2022
     """
-    _print_cut(_load_cut(_engine(ctx), name)[1])
+    _print_cut(_load_cut(_engine(ctx), name, _config(config_file))[1])
     typer.echo("Snapshot verified: it matches its SHA-256")
 
 
