@@ -30,6 +30,7 @@ from benchmarks.web_load import PASSWORD, Client, running_server
 from registry import db
 from registry.accounts import create_account
 from registry.audit import audited_session
+from registry.audit_chain import verify_chain
 from registry.codes import Role
 from registry.ingest import Counts, import_path
 from registry.models import TABLES, AuditLog, FollowUp, LabResult, Patient, Site
@@ -270,6 +271,9 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
             logged = [(e.study_id, e.actor, e.new_values["smoking"]) for e in entries if e.action.value == "update"]
             for study_id in per_patient:
                 assert [u for u in logged if u[0] == study_id] == [u for u in expected.updates if u[0] == study_id]
+            # The writers sealed their entries one at a time: the chain holds every entry, unbroken.
+            chain = verify_chain(connection)
+            assert (chain.problem, chain.entries) == (None, rows_before["audit_log"] + expected.log.total())
             # PostgreSQL saw no deadlock (the writers' sessions have ended, so their statistics are in).
             deadlocks = connection.execute(
                 sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
