@@ -2,15 +2,16 @@
 
 Each entry holds its position in the chain (``chain_index``: 1, 2, ...), the hash of
 the entry before it (``previous_sha256``; 64 zeros for the first) and its own hash
-(``entry_sha256``): SHA-256 of the previous hash, a line break and the entry's content
-in a canonical form (:func:`canonical`). Changing an entry changes its hash; removing
-one leaves a gap in the positions; replacing one breaks the link of the next.
+(``entry_sha256``): SHA-256 of the previous hash, its position and the SHA-256 of its
+content in a canonical form (:func:`content_sha256`). Changing an entry changes its
+hash; removing one leaves a gap in the positions; replacing one breaks the link of the
+next.
 
 Entries are written with empty chain columns, by the ORM's flush hook and by the bulk
 import's one ``INSERT ... SELECT`` alike, and sealed as their transaction commits
-(:func:`seal`, run by a connection ``commit`` event): the content is read back as
-stored, so that what is hashed is exactly what :func:`verify_chain` reads later on
-either database, and the bulk path builds no entry in Python. Sealing at the commit,
+(:func:`seal`, run by a connection ``commit`` event): the content is hashed as the
+database stores it, so that what is hashed is exactly what :func:`verify_chain` reads
+later, and the bulk path builds no entry in Python. Sealing at the commit,
 when the transaction holds every other lock it will take, keeps the chain's lock short
 and free of deadlocks: on PostgreSQL a transaction-scoped advisory lock makes writers
 seal one after the other (each sees the previous one's committed head), on SQLite the
@@ -27,10 +28,7 @@ chained anew from the real one: a backup's manifest records the head to compare 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,45 +43,55 @@ CHAIN_LOCK = 0x4D444135
 #: Entries read or sealed per statement: a log of millions of entries is streamed, never held in memory.
 BATCH = 10_000
 
-#: audit_log as the chain reads it: the content hashed (action as its stored text) and the chain columns.
+#: audit_log as the chain reads it: its content as stored text, and the chain columns.
 ENTRIES = sa.table(
     "audit_log",
-    sa.column("id", sa.Integer),
+    *(sa.column(name, sa.Integer) for name in ("id", "chain_index")),
     sa.column("changed_at", sa.DateTime(timezone=True)),
-    sa.column("actor", sa.String),
-    sa.column("reason", sa.String),
-    sa.column("action", sa.String),
-    sa.column("table_name", sa.String),
-    sa.column("record_key", sa.String),
-    sa.column("study_id", sa.String),
-    sa.column("old_values", sa.JSON(none_as_null=True)),
-    sa.column("new_values", sa.JSON(none_as_null=True)),
-    sa.column("chain_index", sa.Integer),
-    sa.column("previous_sha256", sa.String),
-    sa.column("entry_sha256", sa.String),
-)
-_CONTENT = ("id", "changed_at", "actor", "reason", "action", "table_name", "record_key", "study_id", "old_values",
-            "new_values")  # fmt: skip
+    *(sa.column(name, sa.Text) for name in ("actor", "reason", "action", "table_name", "record_key", "study_id",
+                                             "old_values", "new_values", "previous_sha256", "entry_sha256")),
+)  # fmt: skip
 
 
-def canonical(entry: Mapping[str, Any], chain_index: int) -> bytes:
-    """An entry's content as the text its hash covers: JSON with sorted keys, no spaces, the time in UTC.
+def content_sha256(connection: sa.Connection) -> sa.ColumnElement[str]:
+    """SHA-256 (hex) of an entry's content, computed by the database from the text it keeps: nothing is parsed.
 
-    The time is written to the microsecond with a ``Z`` (SQLite gives it back without its
-    zone: it was stored in UTC); the JSON values are hashed as read back, so the order of
-    their keys and the way each database keeps JSON do not matter.
+    The content is the database's own JSON array of the entry's fields (``id``, the time
+    as SQLite stores it, ``2026-12-02 06:10:34.562583``, UTC, PostgreSQL writing its own
+    the same way; actor, reason, action, table_name, record_key, study_id), a line break,
+    ``old_values``, a line break, ``new_values``, each JSON value as written (empty for
+    none). SQLite keeps text, and PostgreSQL's ``json`` type (not ``jsonb``) keeps its
+    input verbatim, through pg_dump and pg_restore too. Parsing the values and writing
+    them again in Python cost more than the rest of an import's sealing; PostgreSQL
+    hashes in C, SQLite with Python's hashlib, called once per entry.
     """
-    content = {name: entry[name] for name in _CONTENT}
-    changed = content["changed_at"]
-    changed = changed.replace(tzinfo=UTC) if changed.tzinfo is None else changed.astimezone(UTC)
-    content["changed_at"] = f"{changed:%Y-%m-%dT%H:%M:%S.%f}Z"
-    content["chain_index"] = chain_index
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    entries = ENTRIES.c
+    fields = [entries.id, entries.changed_at, entries.actor, entries.reason, entries.action, entries.table_name,
+              entries.record_key, entries.study_id]  # fmt: skip
+    if connection.dialect.name == "postgresql":
+        fields[1] = sa.func.to_char(sa.func.timezone("UTC", entries.changed_at), "YYYY-MM-DD HH24:MI:SS.US")
+        text = sa.cast(sa.func.json_build_array(*fields), sa.Text)
+        for values in (entries.old_values, entries.new_values):
+            text = text + sa.literal_column("E'\\n'") + sa.func.coalesce(sa.cast(values, sa.Text), "")
+        return sa.func.encode(sa.func.sha256(sa.func.convert_to(text, "UTF8")), "hex")
+    connection.connection.driver_connection.create_function(_SHA256, 1, _sha256, deterministic=True)
+    text = sa.type_coerce(sa.func.json_array(*fields), sa.Text)
+    for values in (entries.old_values, entries.new_values):
+        text = text + sa.func.char(10) + sa.func.coalesce(values, "")
+    return getattr(sa.func, _SHA256)(text)
 
 
-def entry_sha256(previous_sha256: str, entry: Mapping[str, Any], chain_index: int) -> str:
-    """The hash of an entry at ``chain_index`` that follows the entry whose hash is ``previous_sha256``."""
-    return hashlib.sha256(previous_sha256.encode("ascii") + b"\n" + canonical(entry, chain_index)).hexdigest()
+#: The SQLite function giving the SHA-256 (hex) of a text's UTF-8 bytes.
+_SHA256 = "registry_sha256"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def link_sha256(previous_sha256: str, chain_index: int, content: str) -> str:
+    """An entry's own hash: of the previous entry's, its position and its :func:`content_sha256`."""
+    return hashlib.sha256(f"{previous_sha256}\n{chain_index}\n{content}".encode()).hexdigest()
 
 
 def _head(connection: sa.Connection) -> tuple[int, str]:
@@ -97,44 +105,50 @@ def _head(connection: sa.Connection) -> tuple[int, str]:
     return (0, CHAIN_START) if last is None else (last.chain_index, last.entry_sha256)
 
 
-_SEAL = (
-    sa.update(ENTRIES)
-    .where(ENTRIES.c.id == sa.bindparam("entry_id"))
-    .values(
-        chain_index=sa.bindparam("position"),
-        previous_sha256=sa.bindparam("previous"),
-        entry_sha256=sa.bindparam("sha256"),
-    )
-)
-
-
 def seal(connection: sa.Connection) -> int:
     """Chain every unsealed entry this transaction sees onto the head, in ``id`` order; returns how many.
 
     Run as the transaction commits (:func:`mark_unsealed`) and by migration 0007 for the
-    entries written before it.
+    entries written before it. The database hashes each entry's content; Python links
+    the hashes (64 characters each); the links go back in one statement per batch.
     """
     if connection.dialect.name == "postgresql":
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK)))
     position, previous = _head(connection)
-    sealed, after = 0, 0
+    hashed, sealed, after = content_sha256(connection), 0, 0
     while True:
         batch = connection.execute(
-            sa.select(*(ENTRIES.c[name] for name in _CONTENT))
-            .where(ENTRIES.c.chain_index.is_(None), ENTRIES.c.id > after)
-            .order_by(ENTRIES.c.id)
-            .limit(BATCH)
-        ).all()
+            sa.select(ENTRIES.c.id, hashed).where(ENTRIES.c.chain_index.is_(None), ENTRIES.c.id > after)
+            .order_by(ENTRIES.c.id).limit(BATCH)
+        ).all()  # fmt: skip
         if not batch:
             return sealed
         links = []
-        for entry in batch:
+        for entry_id, content in batch:
             position += 1
-            sha256 = entry_sha256(previous, entry._mapping, position)
-            links.append({"entry_id": entry.id, "position": position, "previous": previous, "sha256": sha256})
+            sha256 = link_sha256(previous, position, content)
+            links.append((entry_id, position, previous, sha256))
             previous = sha256
-        connection.execute(_SEAL, links)
-        sealed, after = sealed + len(batch), batch[-1].id
+        _store(connection, links)
+        sealed, after = sealed + len(batch), batch[-1][0]
+
+
+def _store(connection: sa.Connection, links: list[tuple[int, int, str, str]]) -> None:
+    """Set the chain columns of each (id, position, previous, hash) of ``links``: one statement, no per-row parameters
+    (SQLAlchemy's processing of them, and psycopg's executemany, cost more than the update)."""
+    if connection.dialect.name == "postgresql":
+        ids, positions, previous, hashes = map(list, zip(*links, strict=True))
+        connection.exec_driver_sql(
+            "UPDATE audit_log SET chain_index = link.position, previous_sha256 = link.previous, "
+            "entry_sha256 = link.sha256 FROM unnest(%s::integer[], %s::integer[], %s::text[], %s::text[]) "
+            "AS link(id, position, previous, sha256) WHERE audit_log.id = link.id",
+            (ids, positions, previous, hashes),
+        )
+    else:
+        connection.exec_driver_sql(
+            "UPDATE audit_log SET chain_index = ?, previous_sha256 = ?, entry_sha256 = ? WHERE id = ?",
+            [(position, previous, sha256, entry_id) for entry_id, position, previous, sha256 in links],
+        )
 
 
 #: Set in a connection's ``info`` by whatever writes an entry: its commit seals the entries first.
@@ -191,21 +205,22 @@ def verify_chain(connection: sa.Connection) -> ChainReport:
     """
     position, previous, count = 0, CHAIN_START, 0
     entries = connection.execution_options(stream_results=True, yield_per=BATCH).execute(
-        sa.select(ENTRIES).where(ENTRIES.c.chain_index.is_not(None)).order_by(ENTRIES.c.chain_index)
-    )
+        sa.select(ENTRIES.c.id, ENTRIES.c.chain_index, ENTRIES.c.previous_sha256, ENTRIES.c.entry_sha256,
+                  content_sha256(connection)).where(ENTRIES.c.chain_index.is_not(None)).order_by(ENTRIES.c.chain_index)
+    )  # fmt: skip
     problem = None
-    for entry in entries:
-        named = f"audit entry {entry.id} (chain position {entry.chain_index})"
-        if entry.chain_index != position + 1:
+    for entry_id, index, previous_sha256, sha256, content in entries:
+        named = f"audit entry {entry_id} (chain position {index})"
+        if index != position + 1:
             problem = f"{named}: entries are missing before it: the chain jumps from position {position}"
-        elif entry.entry_sha256 != entry_sha256(entry.previous_sha256, entry._mapping, entry.chain_index):
+        elif sha256 != link_sha256(previous_sha256, index, content):
             problem = f"{named}: its content was changed after it was written (it no longer gives its hash)"
-        elif entry.previous_sha256 != previous:
+        elif previous_sha256 != previous:
             problem = f"{named}: the chain is broken: it does not follow the entry before it (replaced or inserted)"
         if problem:
             entries.close()
             return ChainReport(count, position, previous, problem)
-        position, previous, count = entry.chain_index, entry.entry_sha256, count + 1
+        position, previous, count = index, sha256, count + 1
     outside = connection.execute(
         sa.select(ENTRIES.c.id).where(ENTRIES.c.chain_index.is_(None)).order_by(ENTRIES.c.id).limit(1)
     ).scalar()

@@ -8,7 +8,7 @@ from conftest import drop_append_only_triggers
 from sqlmodel import Session, select
 
 from registry.audit import REDACTED, AuditError, audited_session
-from registry.audit_chain import CHAIN_START, entry_sha256, verify_chain
+from registry.audit_chain import CHAIN_START, ENTRIES, content_sha256, link_sha256, verify_chain
 from registry.models import AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, PatientIdentifier, Site, Treatment
 
 
@@ -220,9 +220,8 @@ def test_verify_names_the_first_broken_entry(patient, tampering):
             connection.execute(sa.delete(log).where(log.c.id == 2))
         elif tampering == "replaced":  # removed, and the next entry moved down and rehashed onto its own previous
             connection.execute(sa.delete(log).where(log.c.id == 2))
-            values = {c: getattr(third, c) for c in ("id", "changed_at", "actor", "reason", "action", "table_name",
-                                                     "record_key", "study_id", "old_values", "new_values")}  # fmt: skip
-            rehashed = entry_sha256(third.previous_sha256, values, 2)
+            content = connection.execute(sa.select(content_sha256(connection)).where(ENTRIES.c.id == 3)).scalar_one()
+            rehashed = link_sha256(third.previous_sha256, 2, content)
             connection.execute(sa.update(log).where(log.c.id == 3).values(chain_index=2, entry_sha256=rehashed))
         else:
             connection.execute(sa.insert(log).values(changed_at=datetime.now(UTC), actor="x", action="insert",

@@ -500,7 +500,7 @@ def test_a_backup_rewritten_with_recomputed_checksums_is_refused_by_its_audit_ch
     backup(engine, out)
     data = out / "registry.db"
     edited = sqlite3.connect(data)
-    edited.execute("DROP TRIGGER audit_log_append_only")
+    edited.execute("DROP TRIGGER audit_log_content_unchanged")
     edited.execute("UPDATE audit_log SET new_values = json_set(new_values, '$.name', 'Elsewhere') WHERE id = 1")
     edited.commit()
     edited.close()

@@ -35,34 +35,33 @@ LOG_REFUSED = "audit_log is append-only: an audit entry cannot be changed or del
 CUT_REFUSED = "data_cut is frozen: a data cut cannot be changed or deleted (make a new one)"
 
 
+#: The seal, the one UPDATE an entry allows: its chain columns set, once, from empty (registry/audit_chain.py).
+SEALED_ONCE = " AND ".join([f"OLD.{name} IS NULL AND NEW.{name} IS NOT NULL" for name in CHAIN])
+
+
 def _sqlite_triggers() -> list[str]:
-    unchanged = " AND ".join(f"NEW.{name} IS OLD.{name}" for name in CONTENT)
-    seal = " AND ".join([f"OLD.{name} IS NULL AND NEW.{name} IS NOT NULL" for name in CHAIN])
-    return [
-        f"CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log WHEN NOT ({seal} AND {unchanged}) "
-        f"BEGIN SELECT RAISE(ABORT, '{LOG_REFUSED}'); END",
-        f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, '{LOG_REFUSED}'); END",
+    refuse = f"BEGIN SELECT RAISE(ABORT, '{LOG_REFUSED}'); END"
+    return [  # UPDATE OF: the seal's update, which sets no content column, does not even run the first trigger
+        f"CREATE TRIGGER audit_log_content_unchanged BEFORE UPDATE OF {', '.join(CONTENT)} ON audit_log {refuse}",
+        f"CREATE TRIGGER audit_log_sealed_once BEFORE UPDATE OF {', '.join(CHAIN)} ON audit_log "
+        f"WHEN NOT ({SEALED_ONCE}) {refuse}",
+        f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log {refuse}",
         f"CREATE TRIGGER data_cut_no_update BEFORE UPDATE ON data_cut BEGIN SELECT RAISE(ABORT, '{CUT_REFUSED}'); END",
         f"CREATE TRIGGER data_cut_no_delete BEFORE DELETE ON data_cut BEGIN SELECT RAISE(ABORT, '{CUT_REFUSED}'); END",
     ]
 
 
 def _postgres_triggers() -> list[str]:
-    text = {"old_values", "new_values"}  # json has no equality: compared as stored text
-    changed = " OR ".join(
-        f"NEW.{n}{'::text' * (n in text)} IS DISTINCT FROM OLD.{n}{'::text' * (n in text)}" for n in CONTENT
-    )
-    seal = " AND ".join([f"OLD.{name} IS NULL AND NEW.{name} IS NOT NULL" for name in CHAIN])
+    refuse = "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
     return [
         f"""CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF TG_OP = 'UPDATE' AND {seal} AND NOT ({changed}) THEN
-                RETURN NEW;
-            END IF;
             RAISE EXCEPTION '{LOG_REFUSED}' USING ERRCODE = 'integrity_constraint_violation';
         END $$""",
-        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
-        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+        f"CREATE TRIGGER audit_log_content_unchanged BEFORE UPDATE OF {', '.join(CONTENT)} ON audit_log {refuse}",
+        f"CREATE TRIGGER audit_log_sealed_once BEFORE UPDATE OF {', '.join(CHAIN)} ON audit_log "
+        f"FOR EACH ROW WHEN (NOT ({SEALED_ONCE})) EXECUTE FUNCTION audit_log_append_only()",
+        f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log {refuse}",
         "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
         "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
         f"""CREATE FUNCTION data_cut_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -75,8 +74,9 @@ def _postgres_triggers() -> list[str]:
 
 
 _DROPPED = {
-    "sqlite": [f"DROP TRIGGER IF EXISTS {name}" for name in
-               ("audit_log_append_only", "audit_log_no_delete", "data_cut_no_update", "data_cut_no_delete")],
+    "sqlite": [f"DROP TRIGGER IF EXISTS {name}" for name in ("audit_log_content_unchanged", "audit_log_sealed_once",
+                                                             "audit_log_no_delete", "data_cut_no_update",
+                                                             "data_cut_no_delete")],
     "postgresql": ["DROP FUNCTION IF EXISTS audit_log_append_only() CASCADE",
                    "DROP FUNCTION IF EXISTS data_cut_frozen() CASCADE"],
 }  # fmt: skip
