@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import Session as SQLModelSession
 from sqlmodel import SQLModel, select
 
-from registry.audit_chain import mark_unsealed
+from registry.audit_chain import batch_of
 from registry.codes import AuditAction
-from registry.models import TABLES, AuditLog, DataCut, Patient, scalar_default
+from registry.models import TABLES, AuditLog, AuditSeal, DataCut, Patient, scalar_default
 
 
 class AuditError(RuntimeError):
@@ -186,13 +186,13 @@ def _log_inserts(
         study_id, source = patient.c.study_id, table.outerjoin(patient, patient.c.id == table.c.patient_id)
     else:
         study_id, source = sa.null(), table
-    entry = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None)
+    entry = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None,
+                   batch_of(connection))  # fmt: skip
     varying = {"record_key": sa.cast(key, sa.String), "study_id": study_id, "new_values": build(*chain(*pairs))}
     same = {name: sa.literal(value, log.c[name].type)
             for name, value in entry.items() if name not in varying and value is not None}  # fmt: skip
     chosen = sa.select(*same.values(), *varying.values()).select_from(source).where(_among(key, keys, dialect))
     connection.execute(sa.insert(log).from_select([*same, *varying], chosen.order_by(key)))
-    mark_unsealed(connection)
 
 
 #: The SQLite function giving a float's JSON as ``json.dumps`` writes it.
@@ -272,11 +272,12 @@ def _entry(
     study_id: str | None,
     old: dict[str, Any] | None,
     new: dict[str, Any] | None,
+    batch: str,
 ) -> dict[str, Any]:
-    """One ``audit_log`` row, as the flush hook and the bulk insert both write it."""
+    """One ``audit_log`` row, as the flush hook and the bulk insert both write it; ``batch``: its transaction's seal."""
     return {
         "changed_at": now, "actor": actor, "reason": reason, "action": action, "table_name": table_name,
-        "record_key": record_key, "study_id": study_id, "old_values": old, "new_values": new,
+        "record_key": record_key, "study_id": study_id, "old_values": old, "new_values": new, "batch": batch,
     }  # fmt: skip
 
 
@@ -302,7 +303,7 @@ def _key(obj: SQLModel) -> str:
 
 
 #: The registry's own tables; other mapped classes in the same process are not ours to audit.
-_AUDITED = tuple(model for model in TABLES if model is not AuditLog)
+_AUDITED = tuple(model for model in TABLES if model not in (AuditLog, AuditSeal))
 
 
 def _keep_old_value(*_args: Any) -> None:
@@ -330,7 +331,7 @@ def _refuse_bulk_changes(state: sa.orm.ORMExecuteState) -> None:
     """``session.execute(update(Patient)...)`` would change rows past the flush hooks, unaudited: it is refused."""
     if (state.is_update or state.is_delete) and state.bind_mapper is not None:
         model = state.bind_mapper.class_
-        if issubclass(model, (*_AUDITED, AuditLog)):
+        if issubclass(model, (*_AUDITED, AuditLog, AuditSeal)):
             kind = "update" if state.is_update else "delete"
             raise AuditError(
                 f"A bulk {kind} of {model.__tablename__} is refused: it would change rows without an audit entry; "
@@ -342,9 +343,8 @@ def log_operation(connection: sa.Connection, action: AuditAction, actor: str, re
     """An entry for an operation on the whole database (a restore, a forced downgrade), chained as it commits."""
     if not actor.strip():
         raise AuditError("An actor (user or process name) is required to change registry data")
-    entry = _entry(datetime.now(UTC), actor, reason, action, "(database)", "", None, None, values)
+    entry = _entry(datetime.now(UTC), actor, reason, action, "(database)", "", None, None, values, batch_of(connection))
     connection.execute(sa.insert(AuditLog), [entry])
-    mark_unsealed(connection)
 
 
 @event.listens_for(Session, "after_flush")
@@ -370,12 +370,11 @@ def _write_audit_rows(session: Session, _context: Any) -> None:
     study_ids = dict(
         connection.execute(sa.select(Patient.id, Patient.study_id).where(Patient.id.in_(patient_ids))).all()
     )
-    now = datetime.now(UTC)
-    reason = session.info.get("reason")
+    now, reason, batch = datetime.now(UTC), session.info.get("reason"), batch_of(connection)
     rows = [
         _entry(now, actor, reason, action, obj.__tablename__, _key(obj),
-               obj.study_id if isinstance(obj, Patient) else study_ids.get(getattr(obj, "patient_id", None)), old, new)
+               obj.study_id if isinstance(obj, Patient) else study_ids.get(getattr(obj, "patient_id", None)), old, new,
+               batch)
         for action, obj, old, new in entries
     ]  # fmt: skip
     connection.execute(sa.insert(AuditLog), rows)
-    mark_unsealed(connection)

@@ -91,7 +91,8 @@ def add_demo_site(engine: sa.Engine) -> None:
 
 
 def drop_append_only_triggers(engine: sa.Engine) -> None:
-    """Drop the triggers that refuse changes to audit_log and data_cut, as a database owner set on tampering could:
+    """Drop the triggers that refuse changes to audit_log, audit_seal and data_cut, as a database owner set on
+    tampering could:
     what the audit chain and a cut's checks must still find."""
     import importlib.util
 
@@ -100,7 +101,7 @@ def drop_append_only_triggers(engine: sa.Engine) -> None:
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
     with engine.begin() as connection:
-        for statement in migration._DROPPED[engine.dialect.name]:
+        for statement in migration._dropped(engine.dialect.name):
             connection.exec_driver_sql(statement)
 
 

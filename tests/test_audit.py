@@ -8,8 +8,18 @@ from conftest import drop_append_only_triggers
 from sqlmodel import Session, select
 
 from registry.audit import REDACTED, AuditError, audited_session
-from registry.audit_chain import CHAIN_START, ENTRIES, content_sha256, link_sha256, verify_chain
-from registry.models import AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, PatientIdentifier, Site, Treatment
+from registry.audit_chain import CHAIN_START, seal_sha256, verify_chain
+from registry.models import (
+    AdverseEvent,
+    AntibodyTest,
+    AuditLog,
+    AuditSeal,
+    FollowUp,
+    Patient,
+    PatientIdentifier,
+    Site,
+    Treatment,
+)
 
 
 def _log(engine) -> list[AuditLog]:
@@ -104,35 +114,41 @@ def test_audit_log_is_append_only(patient):
     assert [e.actor for e in _log(patient)] == ["coordinator1", "coordinator1"]
 
 
-LOG_REFUSED = "audit_log is append-only: an audit entry cannot be changed or deleted"
+REFUSED = {
+    "audit_log": "audit_log is append-only: an audit entry cannot be changed or deleted",
+    "audit_seal": "audit_seal is append-only: a seal of audit entries cannot be changed or deleted",
+}
 
 
 @pytest.mark.parametrize(
-    "statement",
-    ["UPDATE audit_log SET actor = 'someone else' WHERE id = 1", "DELETE FROM audit_log WHERE id = 1",
-     "UPDATE audit_log SET entry_sha256 = NULL, chain_index = NULL, previous_sha256 = NULL",
-     "UPDATE audit_log SET entry_sha256 = '0', chain_index = 7, previous_sha256 = '0' WHERE id = 1"],
-    ids=["update", "delete", "unseal", "reseal"],
+    ("table", "statement"),
+    [("audit_log", "UPDATE audit_log SET actor = 'someone else' WHERE id = 1"),
+     ("audit_log", "UPDATE audit_log SET batch = NULL"), ("audit_log", "DELETE FROM audit_log WHERE id = 1"),
+     ("audit_seal", "UPDATE audit_seal SET entries = 1"), ("audit_seal", "DELETE FROM audit_seal")],
+    ids=["update", "unseal", "delete", "seal update", "seal delete"],
 )  # fmt: skip
-def test_the_database_refuses_to_change_or_delete_audit_entries(patient, statement):
+def test_the_database_refuses_to_change_or_delete_audit_entries_and_seals(patient, table, statement):
     before = _rows(patient)
     with patient.begin() as connection, pytest.raises(sa.exc.DBAPIError) as refused:  # below the ORM, raw SQL
         connection.exec_driver_sql(statement)
-    assert LOG_REFUSED in str(refused.value.orig)
+    assert REFUSED[table] in str(refused.value.orig)
     assert _rows(patient) == before
 
 
-def test_postgresql_refuses_to_truncate_the_audit_log(patient):
+@pytest.mark.parametrize("table", ["audit_log", "audit_seal"])
+def test_postgresql_refuses_to_truncate_the_audit_log_and_seals(patient, table):
     if patient.dialect.name != "postgresql":
         pytest.skip("TRUNCATE is PostgreSQL's (SQLite has DELETE, refused above)")
-    with patient.begin() as connection, pytest.raises(sa.exc.DBAPIError, match=LOG_REFUSED):
-        connection.exec_driver_sql("TRUNCATE audit_log")
-    assert len(_log(patient)) == 2
+    before = _rows(patient)
+    with patient.begin() as connection, pytest.raises(sa.exc.DBAPIError, match=REFUSED[table]):
+        connection.exec_driver_sql(f"TRUNCATE {table}")
+    assert _rows(patient) == before
 
 
-def _rows(engine) -> list[tuple]:
+def _rows(engine) -> list[list[tuple]]:
     with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(sa.select(AuditLog.__table__).order_by(AuditLog.id))]
+        return [[tuple(row) for row in connection.execute(sa.select(table).order_by(*table.primary_key.columns))]
+                for table in (AuditLog.__table__, AuditSeal.__table__)]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -164,29 +180,34 @@ def every_row(engine) -> dict[str, list[tuple]]:
             *m.__table__.primary_key.columns))] for m in (Patient, Treatment, AuditLog)}  # fmt: skip
 
 
-def test_each_entry_is_chained_as_its_transaction_commits_orm_and_bulk_alike(patient):
+def _seals(engine) -> list[AuditSeal]:
+    with Session(engine) as session:
+        return list(session.exec(select(AuditSeal).order_by(AuditSeal.chain_index)))
+
+
+def test_each_transaction_seals_its_entries_as_it_commits_orm_and_bulk_alike(patient):
     from registry.audit import insert_audited
 
     with patient.begin() as connection:
-        insert_audited(connection, Patient, [{"study_id": "B1", "site_id": 1, "sex": "male", "birth_date": date(1980, 1, 1)}], actor="importer",
-                       reason="bulk")  # fmt: skip
+        insert_audited(connection, Patient, [{"study_id": "B1", "site_id": 1, "sex": "male",
+                                              "birth_date": date(1980, 1, 1)}], actor="importer", reason="bulk")  # fmt: skip
     with audited_session(patient, actor="datamanager", reason="checked") as session:
         session.exec(select(Patient).where(Patient.study_id == "P001")).one().smoking = "former"
         session.commit()
-    entries = _log(patient)
-    assert [e.chain_index for e in entries] == [1, 2, 3, 4]
-    assert [e.previous_sha256 for e in entries] == [CHAIN_START] + [e.entry_sha256 for e in entries[:-1]]
+    with audited_session(patient, actor="datamanager") as session:  # nothing changed: no entry, no seal
+        session.commit()
+    entries, seals = _log(patient), _seals(patient)
+    assert [(s.chain_index, s.entries, s.first_id, s.last_id) for s in seals] == [(1, 2, 1, 2), (2, 1, 3, 3),
+                                                                                   (3, 1, 4, 4)]  # fmt: skip
+    assert [e.batch for e in entries] == [seals[0].batch] * 2 + [seals[1].batch, seals[2].batch]
+    assert [s.previous_sha256 for s in seals] == [CHAIN_START] + [s.seal_sha256 for s in seals[:-1]]
     with patient.connect() as connection:
         report = verify_chain(connection)
-    assert (report.entries, report.head_index, report.head_sha256, report.problem) == (
-        4,
-        4,
-        entries[-1].entry_sha256,
-        None,
-    )
+    assert (report.entries, report.head_index, report.head_sha256, report.problem) == (4, 3, seals[-1].seal_sha256,
+                                                                                       None)  # fmt: skip
 
 
-def test_entries_committed_in_another_order_than_their_ids_chain_in_commit_order(patient):
+def test_transactions_committed_in_another_order_than_their_ids_chain_in_commit_order(patient):
     """Concurrent PostgreSQL writers interleave ids: the chain follows the commits (SQLite has one writer)."""
     if patient.dialect.name != "postgresql":
         pytest.skip("SQLite runs one writing transaction at a time")
@@ -194,50 +215,61 @@ def test_entries_committed_in_another_order_than_their_ids_chain_in_commit_order
     first.add(Site(code="S2", name="Site two"))
     first.flush()  # its entry takes id 3
     second.add(Site(code="S3", name="Site three"))
-    second.commit()  # id 4, committed first: chain position 3
+    second.commit()  # id 4, committed first: chain position 2
     first.commit()
     first.close(), second.close()
-    assert [(e.id, e.chain_index) for e in _log(patient)][2:] == [(3, 4), (4, 3)]
+    assert [(s.chain_index, s.first_id) for s in _seals(patient)][1:] == [(2, 4), (3, 3)]
     with patient.connect() as connection:
         assert verify_chain(connection).intact
 
 
-@pytest.mark.parametrize("tampering", ["content", "removed", "replaced", "outside"])
-def test_verify_names_the_first_broken_entry(patient, tampering):
+@pytest.mark.parametrize("tampering", ["content", "removed", "inserted", "seal", "seal removed", "replaced",
+                                       "outside"])  # fmt: skip
+def test_verify_names_the_first_broken_entries(patient, tampering):
     with audited_session(patient, actor="coordinator1") as session:
         for code in ("S2", "S3"):
             session.add(Site(code=code, name=f"Site {code}"))
             session.commit()
     drop_append_only_triggers(patient)  # what the chain must find gets past the triggers
-    entry, third = _log(patient)[1], _log(patient)[2]
+    log, seals = AuditLog.__table__, AuditSeal.__table__
+    batch = _seals(patient)[1].batch  # of entry 3
     with patient.begin() as connection:
-        log = AuditLog.__table__
         if tampering == "content":
-            connection.execute(
-                sa.update(log).where(log.c.id == 2).values(new_values={**entry.new_values, "sex": "male"})
-            )
+            connection.execute(sa.update(log).where(log.c.id == 3).values(new_values={"code": "S9"}))
         elif tampering == "removed":
-            connection.execute(sa.delete(log).where(log.c.id == 2))
-        elif tampering == "replaced":  # removed, and the next entry moved down and rehashed onto its own previous
-            connection.execute(sa.delete(log).where(log.c.id == 2))
-            content = connection.execute(sa.select(content_sha256(connection)).where(ENTRIES.c.id == 3)).scalar_one()
-            rehashed = link_sha256(third.previous_sha256, 2, content)
-            connection.execute(sa.update(log).where(log.c.id == 3).values(chain_index=2, entry_sha256=rehashed))
+            connection.execute(sa.delete(log).where(log.c.id == 3))
+        elif tampering == "inserted":  # slipped in with a seal's own token
+            connection.execute(sa.insert(log).values(changed_at=datetime.now(UTC), actor="x", action="insert",
+                                                     table_name="site", record_key="9", batch=batch))  # fmt: skip
+        elif tampering == "seal":
+            connection.execute(sa.update(seals).where(seals.c.chain_index == 2).values(first_id=2))
+        elif tampering == "seal removed":
+            connection.execute(sa.delete(seals).where(seals.c.chain_index == 2))
+        elif tampering == "replaced":  # the seal rewritten with a hash of its own, not chained to the one before
+            rehashed = seal_sha256("f" * 64, 2, 1, 3, 3, _seals(patient)[1].content_sha256)
+            connection.execute(sa.update(seals).where(seals.c.chain_index == 2).values(previous_sha256="f" * 64,
+                                                                                       seal_sha256=rehashed))  # fmt: skip
         else:
             connection.execute(sa.insert(log).values(changed_at=datetime.now(UTC), actor="x", action="insert",
                                                      table_name="site", record_key="9"))  # fmt: skip
     with patient.connect() as connection:
         report = verify_chain(connection)
+    named = "audit entries 3 to 3 (sealed together at chain position 2)"
     problem = {
-        "content": "audit entry 2 (chain position 2): its content was changed after it was written "
-                   "(it no longer gives its hash)",
-        "removed": "audit entry 3 (chain position 3): entries are missing before it: the chain jumps from position 1",
-        "replaced": "audit entry 3 (chain position 2): the chain is broken: it does not follow the entry before it "
-                    "(replaced or inserted)",
-        "outside": "audit entry 5: inserted outside the chain (it has no chain position)",
+        "content": f"{named}: an entry's content was changed after it was written (they no longer give their "
+                   "seal's hash)",
+        "removed": f"{named}: the seal holds 1, 0 are found (1 removed)",
+        "inserted": "audit entry 5: inserted outside the chain (no seal holds it)",
+        "seal": "audit entries 2 to 3 (sealed together at chain position 2): their seal was changed (it no longer "
+                "gives its own hash)",
+        "seal removed": "audit entries 4 to 4 (sealed together at chain position 3): seals are missing before them: "
+                        "the chain jumps from position 1",
+        "replaced": f"{named}: the chain is broken: their seal does not follow the one before it (replaced or "
+                    "inserted)",
+        "outside": "audit entry 5: inserted outside the chain (no seal holds it)",
     }[tampering]  # fmt: skip
     assert report.problem == problem
-    assert report.entries == (4 if tampering == "outside" else 1)
+    assert report.entries == (4 if tampering in ("outside", "inserted") else 2)
 
 
 def test_direct_identifiers_are_logged_as_changed_but_never_copied(patient):

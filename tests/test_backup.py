@@ -57,7 +57,8 @@ def every_row(engine: sa.Engine) -> dict[str, list[tuple]]:
 def restored_rows(engine: sa.Engine, *, forced: bool = False, replaced: str = "nothing") -> dict[str, list[tuple]]:
     """:func:`every_row` of a restored database, once its newest audit entry is shown to be the restore's own."""
     rows = every_row(engine)
-    entry = rows["audit_log"].pop()
+    entry, seal = rows["audit_log"].pop(), rows["audit_seal"].pop()
+    assert (seal[1:5], entry[10]) == ((entry[10], 1, entry[0], entry[0]), seal[1])  # sealed on its own
     values = entry[9] if isinstance(entry[9], dict) else json.loads(entry[9])
     reason = f"restore of {values['backup']}{' (forced)' * forced}"
     assert entry[2:9] == ("operator", reason, "restore", "(database)", "", None, None)
@@ -405,12 +406,10 @@ def test_backup_and_restore_commands_end_to_end(database_url, fresh_url, tmp_pat
     assert lines[2] == f"  {data.name}  {data.stat().st_size:,} bytes  SHA-256 {sha256(data)}"
     assert lines[3] == f"  manifest.json  (made with {manifest['tool']})"
     chain = manifest["audit_chain"]
-    entries = manifest["tables"]["audit_log"]
-    assert chain == {"entries": entries, "head_index": entries, "head_sha256": chain["head_sha256"], "intact": True,
+    entries, seals = manifest["tables"]["audit_log"], manifest["tables"]["audit_seal"]
+    assert chain == {"entries": entries, "head_index": seals, "head_sha256": chain["head_sha256"], "intact": True,
                      "problem": None}  # fmt: skip
-    assert (
-        lines[4] == f"  audit log intact: {chain['entries']:,} entries, head {chain['entries']} {chain['head_sha256']}"
-    )
+    assert lines[4] == f"  audit log intact: {entries:,} entries, head {seals} {chain['head_sha256']}"
 
     again = run(database_url, "backup", str(out))
     assert (again.exit_code, again.output) == (
@@ -447,7 +446,10 @@ def test_backup_and_restore_commands_end_to_end(database_url, fresh_url, tmp_pat
     )
 
 
-BROKEN = "audit entry 2 (chain position 2): its content was changed after it was written (it no longer gives its hash)"
+BROKEN = (
+    "audit entries 1 to 1 (sealed together at chain position 1): an entry's content was changed after it was written "
+    "(they no longer give their seal's hash)"
+)
 
 
 def test_a_backup_of_a_broken_audit_log_is_kept_says_so_and_restores_only_when_forced(
@@ -455,18 +457,18 @@ def test_a_backup_of_a_broken_audit_log_is_kept_says_so_and_restores_only_when_f
 ):
     drop_append_only_triggers(filled)
     with filled.begin() as connection:  # an entry rewritten behind the audit's back
-        connection.execute(sa.text("UPDATE audit_log SET actor = 'nobody' WHERE id = 2"))
+        connection.execute(sa.text("UPDATE audit_log SET actor = 'nobody' WHERE id = 1"))
     url, out = filled.url.render_as_string(hide_password=False), tmp_path / "backup"
 
     made = run(url, "backup", str(out))
     assert made.exit_code == 2
     assert made.stderr.splitlines() == [
-        f"WARNING: the backup's audit log BROKEN at {BROKEN} (1 entry verified before it)",
+        f"WARNING: the backup's audit log BROKEN at {BROKEN} (0 entries verified before it)",
         "It is kept, for forensics, and its manifest says so: it restores only with --force.",
         "See docs/operations.md, 'When the audit chain is broken'",
     ]
     chain = json.loads((out / "manifest.json").read_text())["audit_chain"]
-    assert (chain["entries"], chain["head_index"], chain["intact"], chain["problem"]) == (1, 1, False, BROKEN)
+    assert (chain["entries"], chain["head_index"], chain["intact"], chain["problem"]) == (0, 0, False, BROKEN)
 
     refused = run(fresh_url, "restore", str(out))
     assert (refused.exit_code, refused.output) == (
@@ -480,14 +482,14 @@ def test_a_backup_of_a_broken_audit_log_is_kept_says_so_and_restores_only_when_f
     forced = run(fresh_url, "restore", str(out), "--force", "--actor", "operator")
     assert forced.exit_code == 3
     assert forced.stderr.splitlines()[-2:] == [
-        f"audit log BROKEN at {BROKEN} (1 entry verified before it)",
+        f"audit log BROKEN at {BROKEN} (0 entries verified before it)",
         "See docs/operations.md, 'When the audit chain is broken'",
     ]
-    assert restored_rows(fresh, forced=True)["audit_log"][1][2] == "nobody"  # restored as it was, for forensics
+    assert restored_rows(fresh, forced=True)["audit_log"][0][2] == "nobody"  # restored as it was, for forensics
     with fresh.connect() as connection:
         entry = connection.execute(sa.text("SELECT new_values FROM audit_log ORDER BY id DESC LIMIT 1")).scalar_one()
     entry = entry if isinstance(entry, dict) else json.loads(entry)
-    assert entry["audit_chain"] == f"audit log BROKEN at {BROKEN} (1 entry verified before it)"
+    assert entry["audit_chain"] == f"audit log BROKEN at {BROKEN} (0 entries verified before it)"
 
 
 @pytest.mark.sqlite_only
@@ -500,7 +502,7 @@ def test_a_backup_rewritten_with_recomputed_checksums_is_refused_by_its_audit_ch
     backup(engine, out)
     data = out / "registry.db"
     edited = sqlite3.connect(data)
-    edited.execute("DROP TRIGGER audit_log_content_unchanged")
+    edited.execute("DROP TRIGGER audit_log_no_update")
     edited.execute("UPDATE audit_log SET new_values = json_set(new_values, '$.name', 'Elsewhere') WHERE id = 1")
     edited.commit()
     edited.close()
@@ -509,8 +511,7 @@ def test_a_backup_rewritten_with_recomputed_checksums_is_refused_by_its_audit_ch
     with pytest.raises(BackupError) as refused:
         restore(fresh, out, actor="operator")
     assert str(refused.value) == (
-        f"{out} holds a broken audit log (audit entry 1 (chain position 1): its content was changed after it was "
-        "written (it no longer gives its hash)): it is not restored; pass --force to restore it all the same "
+        f"{out} holds a broken audit log ({BROKEN}): it is not restored; pass --force to restore it all the same "
         "(for forensics: the restore is logged)"
     )
     assert not (tmp_path / "restored.db").exists() or every_row(fresh) == {}

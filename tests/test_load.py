@@ -248,6 +248,9 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
                      "follow_up": len(expected.new_patients), "audit_log": expected.log.total(),
                      # each client signed in once, from one address (whose throttle counter stays, at 0 failures)
                      "web_session": len(people), "sign_in_event": len(people), "sign_in_throttle": 1}  # fmt: skip
+            seals = connection.execute(sa.select(sa.func.count(sa.distinct(AuditLog.batch)))
+                                       .where(AuditLog.id > last_audit)).scalar_one()  # fmt: skip
+            added["audit_seal"] = seals  # one per transaction that wrote entries
             assert _rows_per_table(check) == {t: n + added.get(t, 0) for t, n in rows_before.items()}
             patients = _counts(connection, sa.select(Patient.study_id))
             assert patients == Counter((s,) for s in [*versions_before, *expected.new_patients])

@@ -73,6 +73,6 @@ def test_the_upgrade_chains_the_entries_written_before_it(engine):
     db.upgrade(engine)
     with engine.connect() as connection:
         report = verify_chain(connection)
-        positions = connection.execute(sa.text("SELECT id, chain_index FROM audit_log ORDER BY id")).all()
-    assert (report.entries, report.head_index, report.problem) == (5, 5, None)
-    assert [tuple(p) for p in positions] == [(n, n) for n in range(1, 6)]
+        seals = connection.execute(sa.text("SELECT chain_index, entries, first_id, last_id FROM audit_seal")).all()
+    assert (report.entries, report.head_index, report.problem) == (5, 1, None)
+    assert [tuple(s) for s in seals] == [(1, 5, 1, 5)]  # sealed together

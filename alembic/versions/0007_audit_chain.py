@@ -1,11 +1,12 @@
-"""Audit chain: hash-chained audit entries, triggers refusing changes to the audit log and the data cuts
+"""Audit chain: audit entries sealed a transaction at a time in a hash chain; triggers refuse changes to the audit log,
+the seals and the data cuts
 
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02 06:10:00.000000
 
-The entries already written are chained in ``id`` order (registry/audit_chain.py), so
-that ``registry audit verify`` passes on an upgraded database. The code list of
+The entries already written are sealed as one transaction (registry/audit_chain.py),
+so that ``registry audit verify`` passes on an upgraded database. The code list of
 ``audit_log.action`` gains restore and downgrade; the downgrade keeps them (the
 entries of restores and forced downgrades stay in the log).
 
@@ -14,6 +15,7 @@ refused while the log holds entries unless forced (``registry db downgrade --for
 which logs it first; the plain alembic command: ``-x force=yes``).
 """
 
+import uuid
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -28,58 +30,39 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ACTIONS = ("insert", "update", "delete", "restore", "downgrade")
-CHAIN = ("chain_index", "previous_sha256", "entry_sha256")
-CONTENT = ("id", "changed_at", "actor", "reason", "action", "table_name", "record_key", "study_id", "old_values",
-           "new_values")  # fmt: skip
-LOG_REFUSED = "audit_log is append-only: an audit entry cannot be changed or deleted"
-CUT_REFUSED = "data_cut is frozen: a data cut cannot be changed or deleted (make a new one)"
+#: What each trigger refuses, by table: every UPDATE and DELETE (PostgreSQL: TRUNCATE too).
+REFUSED = {
+    "audit_log": "audit_log is append-only: an audit entry cannot be changed or deleted",
+    "audit_seal": "audit_seal is append-only: a seal of audit entries cannot be changed or deleted",
+    "data_cut": "data_cut is frozen: a data cut cannot be changed or deleted (make a new one)",
+}
 
 
-#: The seal, the one UPDATE an entry allows: its chain columns set, once, from empty (registry/audit_chain.py).
-SEALED_ONCE = " AND ".join([f"OLD.{name} IS NULL AND NEW.{name} IS NOT NULL" for name in CHAIN])
+def _triggers(dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER {table}_no_{kind.lower()} BEFORE {kind} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            for table, message in REFUSED.items()
+            for kind in ("UPDATE", "DELETE")
+        ]
+    statements = []
+    for table, message in REFUSED.items():
+        statements += [
+            f"""CREATE FUNCTION {table}_refused() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION '{message}' USING ERRCODE = 'integrity_constraint_violation';
+            END $$""",
+            f"CREATE TRIGGER {table}_refused BEFORE UPDATE OR DELETE OR TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_refused()",
+        ]
+    return statements
 
 
-def _sqlite_triggers() -> list[str]:
-    refuse = f"BEGIN SELECT RAISE(ABORT, '{LOG_REFUSED}'); END"
-    return [  # UPDATE OF: the seal's update, which sets no content column, does not even run the first trigger
-        f"CREATE TRIGGER audit_log_content_unchanged BEFORE UPDATE OF {', '.join(CONTENT)} ON audit_log {refuse}",
-        f"CREATE TRIGGER audit_log_sealed_once BEFORE UPDATE OF {', '.join(CHAIN)} ON audit_log "
-        f"WHEN NOT ({SEALED_ONCE}) {refuse}",
-        f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log {refuse}",
-        f"CREATE TRIGGER data_cut_no_update BEFORE UPDATE ON data_cut BEGIN SELECT RAISE(ABORT, '{CUT_REFUSED}'); END",
-        f"CREATE TRIGGER data_cut_no_delete BEFORE DELETE ON data_cut BEGIN SELECT RAISE(ABORT, '{CUT_REFUSED}'); END",
-    ]
-
-
-def _postgres_triggers() -> list[str]:
-    refuse = "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
-    return [
-        f"""CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION '{LOG_REFUSED}' USING ERRCODE = 'integrity_constraint_violation';
-        END $$""",
-        f"CREATE TRIGGER audit_log_content_unchanged BEFORE UPDATE OF {', '.join(CONTENT)} ON audit_log {refuse}",
-        f"CREATE TRIGGER audit_log_sealed_once BEFORE UPDATE OF {', '.join(CHAIN)} ON audit_log "
-        f"FOR EACH ROW WHEN (NOT ({SEALED_ONCE})) EXECUTE FUNCTION audit_log_append_only()",
-        f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log {refuse}",
-        "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
-        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
-        f"""CREATE FUNCTION data_cut_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION '{CUT_REFUSED}' USING ERRCODE = 'integrity_constraint_violation';
-        END $$""",
-        "CREATE TRIGGER data_cut_frozen BEFORE UPDATE OR DELETE OR TRUNCATE ON data_cut "
-        "FOR EACH STATEMENT EXECUTE FUNCTION data_cut_frozen()",
-    ]
-
-
-_DROPPED = {
-    "sqlite": [f"DROP TRIGGER IF EXISTS {name}" for name in ("audit_log_content_unchanged", "audit_log_sealed_once",
-                                                             "audit_log_no_delete", "data_cut_no_update",
-                                                             "data_cut_no_delete")],
-    "postgresql": ["DROP FUNCTION IF EXISTS audit_log_append_only() CASCADE",
-                   "DROP FUNCTION IF EXISTS data_cut_frozen() CASCADE"],
-}  # fmt: skip
+def _dropped(dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS {table}_no_{kind}" for table in REFUSED for kind in ("update", "delete")]
+    return [f"DROP FUNCTION IF EXISTS {table}_refused() CASCADE" for table in REFUSED]
 
 
 def _action(values: Sequence[str]) -> sa.Enum:
@@ -88,6 +71,34 @@ def _action(values: Sequence[str]) -> sa.Enum:
 
 def upgrade() -> None:
     connection = op.get_bind()
+    op.create_table(
+        "audit_seal",
+        sa.Column(
+            "chain_index", sa.Integer(), autoincrement=False, nullable=False,
+            comment="Position in the chain (1, 2, ...), in commit order",
+        ),
+        sa.Column(
+            "batch", sa.String(length=32), nullable=False,
+            comment="Random token the transaction wrote into its entries (audit_log.batch)",
+        ),
+        sa.Column("entries", sa.Integer(), nullable=False, comment="Audit entries the transaction wrote"),
+        sa.Column("first_id", sa.Integer(), nullable=False, comment="audit_log.id of its first entry"),
+        sa.Column("last_id", sa.Integer(), nullable=False, comment="audit_log.id of its last entry"),
+        sa.Column(
+            "content_sha256", sa.String(length=64), nullable=False,
+            comment="SHA-256 of its entries' content hashes, in id order",
+        ),
+        sa.Column(
+            "previous_sha256", sa.String(length=64), nullable=False,
+            comment="seal_sha256 of the seal before it (64 zeros for the first)",
+        ),
+        sa.Column(
+            "seal_sha256", sa.String(length=64), nullable=False,
+            comment="SHA-256 of previous_sha256 and the seal's position, count, ids and content hash",
+        ),
+        sa.PrimaryKeyConstraint("chain_index", name=op.f("pk_audit_seal")),
+        sa.UniqueConstraint("batch", name=op.f("uq_audit_seal_batch")),
+    )  # fmt: skip
     if connection.dialect.name == "postgresql":
         op.drop_constraint(op.f("ck_audit_log_action"), "audit_log", type_="check")
         op.create_check_constraint("action", "audit_log", sa.column("action").in_(ACTIONS))
@@ -99,47 +110,31 @@ def upgrade() -> None:
             )  # fmt: skip
         batch_op.add_column(
             sa.Column(
-                "chain_index",
-                sa.Integer(),
+                "batch",
+                sa.String(length=32),
                 nullable=True,
-                comment="Position in the hash chain (1, 2, ...), given as the writing transaction commits",
+                comment="The writing transaction's seal (audit_seal.batch) that chains this entry",
             )
         )
-        batch_op.add_column(
-            sa.Column(
-                "previous_sha256",
-                sa.String(length=64),
-                nullable=True,
-                comment="entry_sha256 of the entry before it in the chain (64 zeros for the first)",
-            )
-        )
-        batch_op.add_column(
-            sa.Column(
-                "entry_sha256",
-                sa.String(length=64),
-                nullable=True,
-                comment="SHA-256 of previous_sha256 and this entry's content (registry/audit_chain.py)",
-            )
-        )
-        batch_op.create_unique_constraint(batch_op.f("uq_audit_log_chain_index"), ["chain_index"])
-    seal(connection)
-    for statement in _sqlite_triggers() if connection.dialect.name == "sqlite" else _postgres_triggers():
+    token = uuid.uuid4().hex  # the entries written so far, sealed as one transaction
+    op.execute(sa.text("UPDATE audit_log SET batch = :token").bindparams(token=token))
+    seal(connection, token, 0)
+    for statement in _triggers(connection.dialect.name):
         op.execute(statement)
 
 
 def downgrade() -> None:
-    entries = op.get_bind().execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
+    connection = op.get_bind()
+    entries = connection.execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
     forced = context.config.attributes.get("force") or context.get_x_argument(as_dictionary=True).get("force") == "yes"
     if entries and not forced:
         raise AuditError(
-            f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating below 0007 drops its hash "
-            "chain (on to base, the log itself): back the database up first (`registry backup`), then pass --force "
-            "(the downgrade is logged)"
+            f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating "
+            "below 0007 drops its hash chain (on to base, the log itself): back the database up first "
+            "(`registry backup`), then pass --force (the downgrade is logged)"
         )
-    for statement in _DROPPED[op.get_bind().dialect.name]:
+    for statement in _dropped(connection.dialect.name):
         op.execute(statement)
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("uq_audit_log_chain_index"), type_="unique")
-        batch_op.drop_column("entry_sha256")
-        batch_op.drop_column("previous_sha256")
-        batch_op.drop_column("chain_index")
+        batch_op.drop_column("batch")
+    op.drop_table("audit_seal")
