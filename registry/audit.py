@@ -3,8 +3,11 @@
 A flush hook writes one ``audit_log`` row per inserted, updated or deleted record,
 with the actor and reason carried by the session (``session.info``). A change
 without an actor is refused, so no code path can write unattributed data, and the
-log itself is append-only, as is every data cut (registry/cuts.py). Direct
-identifiers are logged as changed, never copied.
+log itself is append-only, as is every data cut (registry/cuts.py): refused here,
+and by the database's triggers. A bulk ``session.execute(update(...))`` or
+``delete(...)``, which would change rows past the flush hooks, is refused. Every
+entry carries its transaction's token and is hash-chained as the transaction commits
+(registry/audit_chain.py). Direct identifiers are logged as changed, never copied.
 """
 
 from __future__ import annotations
@@ -34,9 +37,13 @@ class AuditError(RuntimeError):
 
 def audited_session(engine: sa.Engine, actor: str, reason: str | None = None) -> SQLModelSession:
     """A session whose changes are logged as made by ``actor`` for ``reason``."""
+    _require(actor)
+    return SQLModelSession(engine, info={"actor": actor, "reason": reason})
+
+
+def _require(actor: str) -> None:
     if not actor.strip():
         raise AuditError("An actor (user or process name) is required to change registry data")
-    return SQLModelSession(engine, info={"actor": actor, "reason": reason})
 
 
 #: Stands in the log for the value of a direct identifier: the change is logged, the value is not.
@@ -103,8 +110,7 @@ def insert_audited_columns(
     from the rows just stored (one ``INSERT ... SELECT``), so that no entry is built in
     Python. A column not given gets its default, so that the log shows the whole record.
     """
-    if not actor.strip():
-        raise AuditError("An actor (user or process name) is required to change registry data")
+    _require(actor)
     count = len(next(iter(columns.values()), ()))
     if not count:
         return []
@@ -341,8 +347,7 @@ def _refuse_bulk_changes(state: sa.orm.ORMExecuteState) -> None:
 
 def log_operation(connection: sa.Connection, action: AuditAction, actor: str, reason: str, values: dict) -> None:
     """An entry for an operation on the whole database (a restore, a forced downgrade), chained as it commits."""
-    if not actor.strip():
-        raise AuditError("An actor (user or process name) is required to change registry data")
+    _require(actor)
     entry = _entry(datetime.now(UTC), actor, reason, action, "(database)", "", None, None, values, batch_of(connection))
     connection.execute(sa.insert(AuditLog), [entry])
 

@@ -1,12 +1,16 @@
 """Every change made through the ORM is logged with who, when, old, new and why."""
 
+import re
+import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import drop_append_only_triggers
+from conftest import add_demo_site, drop_append_only_triggers
 from sqlmodel import Session, select
 
+from registry import db
 from registry.audit import REDACTED, AuditError, audited_session
 from registry.audit_chain import CHAIN_START, seal_sha256, verify_chain
 from registry.models import (
@@ -443,3 +447,43 @@ def test_a_bulk_insert_refuses_values_it_could_not_log_as_the_orm_does(patient):
     with Session(patient) as session:
         assert session.exec(select(Patient.study_id)).all() == ["P001"]
     assert len(_log(patient)) == before
+
+
+def test_the_documented_postgresql_roles_let_the_application_only_append_to_the_log(postgres_server):
+    """docs/operations.md's grants.sql, run as written: the application role works, and cannot touch the log."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    grants = re.search(r"<!-- grants.sql: .*? -->\n```sql\n(.*?)```", docs, re.S).group(1)
+    suffix = uuid.uuid4().hex[:8]
+    owner, app, name = f"registry_owner_{suffix}", f"registry_app_{suffix}", f"roles_{suffix}"
+    server = sa.make_url(db.database_url(postgres_server))
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {owner} LOGIN; CREATE ROLE {app} LOGIN")
+        connection.exec_driver_sql(f"CREATE DATABASE {name} OWNER {owner}")
+    engines = [
+        db.make_engine(server.set(username=role, database=name).render_as_string(False)) for role in (owner, app)
+    ]
+    try:
+        db.upgrade(engines[0])  # the owner migrates, then grants
+        with engines[0].begin() as connection:
+            connection.exec_driver_sql(grants.replace("registry_app", app))
+        add_demo_site(engines[1])  # an audited change by the application role, sealed by it
+        with engines[1].connect() as connection:
+            assert verify_chain(connection).entries == 1
+        for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_seal", "TRUNCATE data_cut",
+                          "DROP TRIGGER audit_log_refused ON audit_log", "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+                          "UPDATE alembic_version SET version_num = '0001'"):  # fmt: skip
+            with engines[1].begin() as connection, pytest.raises(sa.exc.ProgrammingError) as refused:
+                connection.exec_driver_sql(statement)
+            assert re.match(
+                r"(permission denied for table|must be owner of (table|relation)) ", str(refused.value.orig)
+            )
+        with engines[1].connect() as connection:
+            assert verify_chain(connection).intact
+    finally:
+        for engine in engines:
+            engine.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+            connection.exec_driver_sql(f"DROP ROLE {app}; DROP ROLE {owner}")
+        admin.dispose()
