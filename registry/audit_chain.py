@@ -148,7 +148,6 @@ def seal(connection: sa.Connection, batch: str, after: int) -> int:
     """
     entries = ENTRIES.c
     if connection.dialect.name == "postgresql":
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK)))
         ordered = sa.func.string_agg(
             content_sha256(connection), aggregate_order_by(sa.literal_column("''"), entries.id)
         )
@@ -165,6 +164,8 @@ def seal(connection: sa.Connection, batch: str, after: int) -> int:
     count, first, last, content = connection.execute(found).one()
     if not count:
         return 0
+    if connection.dialect.name == "postgresql":  # the entries are hashed before: the lock is held only to chain
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK)))
     head = connection.execute(
         sa.select(SEALS.c.chain_index, SEALS.c.seal_sha256).order_by(SEALS.c.chain_index.desc()).limit(1)
     ).first()
