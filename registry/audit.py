@@ -326,7 +326,7 @@ for _model in _AUDITED:
 @event.listens_for(Session, "before_flush")
 def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> None:
     for obj in (*session.dirty, *session.deleted):
-        if isinstance(obj, AuditLog):
+        if isinstance(obj, AuditLog | AuditSeal):
             raise AuditError("The audit log is append-only: its rows cannot be changed or deleted")
         if isinstance(obj, DataCut):
             raise AuditError(f"Data cut {obj.name} is frozen: a cut cannot be changed or deleted (make a new one)")

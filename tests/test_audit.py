@@ -115,6 +115,10 @@ def test_audit_log_is_append_only(patient):
         session.delete(session.exec(select(AuditLog)).first())
         with pytest.raises(AuditError, match="append-only"):
             session.commit()
+    with audited_session(patient, actor="admin") as session:
+        session.exec(select(AuditSeal)).first().entries = 1
+        with pytest.raises(AuditError, match="append-only"):
+            session.commit()
     assert [e.actor for e in _log(patient)] == ["coordinator1", "coordinator1"]
 
 
