@@ -107,6 +107,14 @@ def main() -> None:
         "audit row per record, so 100,000 records/s (200,000 rows written) is above it and not reachable",
         "here. The scale table has the figures of a quiet machine.",
         "",
+        "The audit chain (registry/audit_chain.py, issue 17): each transaction seals its entries as it",
+        "commits, one aggregate query hashing them in the database and one `audit_seal` row. Measured",
+        "side by side on this workbook (2026-12-02, 3 runs each, SQLite and the tests' PostgreSQL):",
+        "the import took 2.28 s on SQLite and 7.2-7.4 s on PostgreSQL before the chain, 2.74-2.78 s",
+        "and 7.43-7.47 s with it; the seal itself 0.31 s and 0.45 s, the token each entry carries the",
+        "rest. Chaining each entry instead (hash columns set by an UPDATE of every entry at the commit)",
+        "took 3.8 s and 12 s (seal 1.3 s and 4.5 s): rewriting every row cost more than hashing it.",
+        "",
     ]
     write_section("import_workbook", lines, args.output)
     print("\n".join(lines))

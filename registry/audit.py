@@ -3,8 +3,11 @@
 A flush hook writes one ``audit_log`` row per inserted, updated or deleted record,
 with the actor and reason carried by the session (``session.info``). A change
 without an actor is refused, so no code path can write unattributed data, and the
-log itself is append-only, as is every data cut (registry/cuts.py). Direct
-identifiers are logged as changed, never copied.
+log itself is append-only, as is every data cut (registry/cuts.py): refused here,
+and by the database's triggers. A bulk ``session.execute(update(...))`` or
+``delete(...)``, which would change rows past the flush hooks, is refused. Every
+entry carries its transaction's token and is hash-chained as the transaction commits
+(registry/audit_chain.py). Direct identifiers are logged as changed, never copied.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import Session as SQLModelSession
 from sqlmodel import SQLModel, select
 
+from registry.audit_chain import batch_of
 from registry.codes import AuditAction
-from registry.models import TABLES, AuditLog, DataCut, Patient, scalar_default
+from registry.models import TABLES, AuditLog, AuditSeal, DataCut, Patient, scalar_default
 
 
 class AuditError(RuntimeError):
@@ -33,9 +37,13 @@ class AuditError(RuntimeError):
 
 def audited_session(engine: sa.Engine, actor: str, reason: str | None = None) -> SQLModelSession:
     """A session whose changes are logged as made by ``actor`` for ``reason``."""
+    _require(actor)
+    return SQLModelSession(engine, info={"actor": actor, "reason": reason})
+
+
+def _require(actor: str) -> None:
     if not actor.strip():
         raise AuditError("An actor (user or process name) is required to change registry data")
-    return SQLModelSession(engine, info={"actor": actor, "reason": reason})
 
 
 #: Stands in the log for the value of a direct identifier: the change is logged, the value is not.
@@ -102,8 +110,7 @@ def insert_audited_columns(
     from the rows just stored (one ``INSERT ... SELECT``), so that no entry is built in
     Python. A column not given gets its default, so that the log shows the whole record.
     """
-    if not actor.strip():
-        raise AuditError("An actor (user or process name) is required to change registry data")
+    _require(actor)
     count = len(next(iter(columns.values()), ()))
     if not count:
         return []
@@ -185,7 +192,8 @@ def _log_inserts(
         study_id, source = patient.c.study_id, table.outerjoin(patient, patient.c.id == table.c.patient_id)
     else:
         study_id, source = sa.null(), table
-    entry = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None)
+    entry = _entry(datetime.now(UTC), actor, reason, AuditAction.INSERT, str(table.name), "", None, None, None,
+                   batch_of(connection))  # fmt: skip
     varying = {"record_key": sa.cast(key, sa.String), "study_id": study_id, "new_values": build(*chain(*pairs))}
     same = {name: sa.literal(value, log.c[name].type)
             for name, value in entry.items() if name not in varying and value is not None}  # fmt: skip
@@ -270,11 +278,12 @@ def _entry(
     study_id: str | None,
     old: dict[str, Any] | None,
     new: dict[str, Any] | None,
+    batch: str,
 ) -> dict[str, Any]:
-    """One ``audit_log`` row, as the flush hook and the bulk insert both write it."""
+    """One ``audit_log`` row, as the flush hook and the bulk insert both write it; ``batch``: its transaction's seal."""
     return {
         "changed_at": now, "actor": actor, "reason": reason, "action": action, "table_name": table_name,
-        "record_key": record_key, "study_id": study_id, "old_values": old, "new_values": new,
+        "record_key": record_key, "study_id": study_id, "old_values": old, "new_values": new, "batch": batch,
     }  # fmt: skip
 
 
@@ -300,7 +309,7 @@ def _key(obj: SQLModel) -> str:
 
 
 #: The registry's own tables; other mapped classes in the same process are not ours to audit.
-_AUDITED = tuple(model for model in TABLES if model is not AuditLog)
+_AUDITED = tuple(model for model in TABLES if model not in (AuditLog, AuditSeal))
 
 
 def _keep_old_value(*_args: Any) -> None:
@@ -317,10 +326,30 @@ for _model in _AUDITED:
 @event.listens_for(Session, "before_flush")
 def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> None:
     for obj in (*session.dirty, *session.deleted):
-        if isinstance(obj, AuditLog):
+        if isinstance(obj, AuditLog | AuditSeal):
             raise AuditError("The audit log is append-only: its rows cannot be changed or deleted")
         if isinstance(obj, DataCut):
             raise AuditError(f"Data cut {obj.name} is frozen: a cut cannot be changed or deleted (make a new one)")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_changes(state: sa.orm.ORMExecuteState) -> None:
+    """``session.execute(update(Patient)...)`` would change rows past the flush hooks, unaudited: it is refused."""
+    if (state.is_update or state.is_delete) and state.bind_mapper is not None:
+        model = state.bind_mapper.class_
+        if issubclass(model, (*_AUDITED, AuditLog, AuditSeal)):
+            kind = "update" if state.is_update else "delete"
+            raise AuditError(
+                f"A bulk {kind} of {model.__tablename__} is refused: it would change rows without an audit entry; "
+                "change the records one by one through the session (setattr, session.delete)"
+            )
+
+
+def log_operation(connection: sa.Connection, action: AuditAction, actor: str, reason: str, values: dict) -> None:
+    """An entry for an operation on the whole database (a restore, a forced downgrade), chained as it commits."""
+    _require(actor)
+    entry = _entry(datetime.now(UTC), actor, reason, action, "(database)", "", None, None, values, batch_of(connection))
+    connection.execute(sa.insert(AuditLog), [entry])
 
 
 @event.listens_for(Session, "after_flush")
@@ -346,11 +375,11 @@ def _write_audit_rows(session: Session, _context: Any) -> None:
     study_ids = dict(
         connection.execute(sa.select(Patient.id, Patient.study_id).where(Patient.id.in_(patient_ids))).all()
     )
-    now = datetime.now(UTC)
-    reason = session.info.get("reason")
+    now, reason, batch = datetime.now(UTC), session.info.get("reason"), batch_of(connection)
     rows = [
         _entry(now, actor, reason, action, obj.__tablename__, _key(obj),
-               obj.study_id if isinstance(obj, Patient) else study_ids.get(getattr(obj, "patient_id", None)), old, new)
+               obj.study_id if isinstance(obj, Patient) else study_ids.get(getattr(obj, "patient_id", None)), old, new,
+               batch)
         for action, obj, old, new in entries
     ]  # fmt: skip
     connection.execute(sa.insert(AuditLog), rows)

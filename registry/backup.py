@@ -5,6 +5,14 @@ backup API; PostgreSQL: a ``pg_dump --format=custom`` archive) and ``manifest.js
 which records what was copied (kind, schema revision, rows per table) and each file's
 size and SHA-256, and carries a checksum of itself. A restore checks all of that
 before it touches the target, and counts the restored rows against the manifest after.
+
+Checksums show a damaged backup, not a forged one (whoever rewrites the data file can
+write a matching manifest), so the audit log's hash chain (registry/audit_chain.py) is
+verified in the copy as it is made, recorded in the manifest (a backup of a broken log
+is still written, for forensics, and says so), and verified again in the backup's own
+data before a restore: a broken chain is refused unless forced. Every restore writes an
+audit entry of its own into the restored database: what was restored, over what, forced
+or not.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ from alembic.runtime.migration import MigrationContext
 from psycopg.conninfo import make_conninfo
 
 import registry
+from registry import db
+from registry.audit import log_operation
+from registry.audit_chain import ChainReport, chain_head_message, has_chain, verified, verify_database
+from registry.codes import AuditAction
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -72,6 +84,7 @@ class Manifest:
     created_at: str  # ISO 8601, UTC
     tables: dict[str, int]  # rows per table, every table included (alembic_version and audit_log too)
     files: list[BackupFile]
+    audit_chain: dict[str, Any] | None = None  # the chain as verified in the copy (ChainReport.as_dict); None: no chain
 
 
 def backup(engine: sa.Engine, out: Path, removed: list[Path] | None = None) -> Manifest:
@@ -96,7 +109,7 @@ def backup(engine: sa.Engine, out: Path, removed: list[Path] | None = None) -> M
     try:
         data = partial / DATA_FILES[kind]
         copy = _copy_sqlite if kind == "sqlite" else _dump_postgres
-        tool, revision, counts = copy(engine, data)
+        tool, revision, counts, chain = copy(engine, data)
         data.chmod(0o600)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -108,6 +121,7 @@ def backup(engine: sa.Engine, out: Path, removed: list[Path] | None = None) -> M
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             tables=counts,
             files=[BackupFile(data.name, data.stat().st_size, _sha256(data))],
+            audit_chain=None if chain is None else chain.as_dict(),
         )
         _write_manifest(partial / MANIFEST, manifest)
         partial.rename(out)  # replaces an empty folder; never a non-empty one
@@ -186,12 +200,14 @@ def read_backup(source: Path) -> Manifest:
     return manifest
 
 
-def restore(engine: sa.Engine, source: Path, force: bool = False) -> Manifest:
+def restore(engine: sa.Engine, source: Path, force: bool = False, *, actor: str) -> Manifest:
     """Replace the database of ``engine`` with the backup in ``source``; returns the backup's manifest.
 
     Refused, with the target untouched, when the backup is changed or incomplete, of
-    another kind of database, or when the target holds anything and ``force`` is not
-    given. Raises :class:`RestoreMismatch` when the restored rows differ from the manifest.
+    another kind of database, or when the target holds anything or the backup's audit
+    chain is broken and ``force`` is not given. The restore is logged as made by ``actor``
+    (in the restored database, when its schema has the audit chain). Raises
+    :class:`RestoreMismatch` when the restored rows differ from the manifest.
     """
     manifest = read_backup(source)
     kind, target = engine.dialect.name, _shown(engine)
@@ -215,6 +231,12 @@ def restore(engine: sa.Engine, source: Path, force: bool = False) -> Manifest:
             "behind: restore into a new, empty database instead"
         )
     data = source / manifest.files[0].name
+    chain = _backed_up_chain(engine, data)
+    if chain is not None and not chain.intact and not force:
+        raise BackupError(
+            f"{source} holds a broken audit log ({chain.problem}): it is not restored; "
+            "pass --force to restore it all the same (for forensics: the restore is logged)"
+        )
     if kind == "sqlite":
         try:
             _restore_sqlite(engine, data)
@@ -224,6 +246,8 @@ def restore(engine: sa.Engine, source: Path, force: bool = False) -> Manifest:
         _restore_postgres(engine, data, clean=bool(held))
     with engine.connect() as connection:
         restored = _row_counts(connection)
+    replaced = f"{_counted(len(held), 'table')} with {_counted(sum(held.values()), 'row')}" if held else "nothing"
+    _log_restore(engine, source, manifest, chain, force, f"{replaced} (schema revision {revision or 'none'})", actor)
     if restored != manifest.tables:
         differences = [
             f"{name}: {restored.get(name, 'no table')} restored, {manifest.tables.get(name, 'no table')} in the backup"
@@ -232,6 +256,43 @@ def restore(engine: sa.Engine, source: Path, force: bool = False) -> Manifest:
         ]
         raise RestoreMismatch(f"{target} was restored but differs from the manifest: " + "; ".join(differences))
     return manifest
+
+
+def _backed_up_chain(engine: sa.Engine, data: Path) -> ChainReport | None:
+    """The audit chain in the backup's data file, verified before the target is touched (None: no chain).
+
+    SQLite: read in the file itself, read-only. PostgreSQL: the archive is restored into
+    a scratch database on the target's server, verified and dropped (the restoring role
+    needs CREATEDB).
+    """
+    if engine.dialect.name == "sqlite":
+        copy = sa.create_engine(f"sqlite:///file:{data}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
+        return verify_database(copy)
+    try:
+        with db.new_postgres_database(engine.url.render_as_string(hide_password=False), "verify") as url:
+            scratch = sa.create_engine(db.database_url(url), poolclass=sa.pool.NullPool)
+            _run(scratch, [_program("pg_restore"), "--no-owner", "--no-privileges", str(data)])
+            return verify_database(scratch)
+    except sa.exc.DBAPIError as error:
+        raise BackupError(
+            f"the audit log of {data} could not be verified before the restore: {error.orig} "
+            "(the restore verifies it in a scratch database: the role needs CREATEDB)"
+        ) from None
+
+
+def _log_restore(
+    engine: sa.Engine, source: Path, manifest: Manifest, chain: ChainReport | None, force: bool, replaced: str,
+    actor: str,
+) -> None:  # fmt: skip
+    """The restore's own audit entry, the newest of the restored chain (none before migration 0007's schema)."""
+    with engine.begin() as connection:
+        if not has_chain(connection):
+            return
+        log_operation(connection, AuditAction.RESTORE, actor, f"restore of {source}{' (forced)' if force else ''}", {
+            "backup": str(source), "backed_up_at": manifest.created_at, "schema_revision": manifest.schema_revision,
+            "forced": force, "replaced": replaced,
+            "audit_chain": "none" if chain is None else chain_head_message(chain),
+        })  # fmt: skip
 
 
 def _counted(number: int, noun: str) -> str:
@@ -255,7 +316,7 @@ def _revision_of(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _copy_sqlite(engine: sa.Engine, data: Path) -> tuple[str, str | None, dict[str, int]]:
+def _copy_sqlite(engine: sa.Engine, data: Path) -> tuple[str, str | None, dict[str, int], ChainReport | None]:
     """SQLite's online backup API, in one step: a snapshot even while other connections write (WAL)."""
     path = engine.url.database
     if path and path != ":memory:" and not Path(path).is_file():
@@ -271,20 +332,21 @@ def _copy_sqlite(engine: sa.Engine, data: Path) -> tuple[str, str | None, dict[s
     finally:
         copy.close()
     copied = sa.create_engine(f"sqlite:///{data}", poolclass=sa.pool.NullPool)
-    with copied.connect() as connection:  # counted in the copy itself: exactly what the backup holds
-        counts, revision = _row_counts(connection), _revision_of(connection)
-    return f"SQLite {sqlite3.sqlite_version} online backup API", revision, counts
+    with copied.connect() as connection:  # counted and verified in the copy itself: exactly what the backup holds
+        counts, revision, chain = _row_counts(connection), _revision_of(connection), verified(connection)
+    return f"SQLite {sqlite3.sqlite_version} online backup API", revision, counts, chain
 
 
-def _dump_postgres(engine: sa.Engine, data: Path) -> tuple[str, str | None, dict[str, int]]:
-    """``pg_dump --format=custom`` of a snapshot exported by this transaction, in which the rows are counted too."""
+def _dump_postgres(engine: sa.Engine, data: Path) -> tuple[str, str | None, dict[str, int], ChainReport | None]:
+    """``pg_dump --format=custom`` of a snapshot exported by this transaction, in which the rows are counted and
+    the audit chain verified too."""
     pg_dump = _program("pg_dump")
     version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection, connection.begin():
         snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
-        counts, revision = _row_counts(connection), _revision_of(connection)
+        counts, revision, chain = _row_counts(connection), _revision_of(connection), verified(connection)
         _run(engine, [pg_dump, "--format=custom", f"--snapshot={snapshot}", f"--file={data}"])
-    return version, revision, counts
+    return version, revision, counts, chain
 
 
 def _restore_sqlite(engine: sa.Engine, data: Path) -> None:

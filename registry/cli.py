@@ -92,6 +92,9 @@ user_app = typer.Typer(
 app.add_typer(user_app, name="user")
 privacy_app = typer.Typer(help="Direct identifiers: scan files before they leave the registry.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+audit_app = typer.Typer(help="The audit trail: a patient's history, and the verification of the chain.",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(audit_app, name="audit")
 cut_app = typer.Typer(
     help="Data cuts: freeze the analysable data at a cut-off, to report from it identically later.",
     no_args_is_help=True,
@@ -158,16 +161,50 @@ def db_downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target: a revision id, base (drop all), or -1 after -- (one step).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Drop the audit chain (below 0007) or log (base) that holds entries.")
+    ] = False,
+    actor: Actor = "",
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
 ) -> None:
     """Migrate the schema back to REVISION; 'base' drops every registry table and its data.
 
+    Below revision 0007 the audit chain is dropped (on to base, the audit log too): refused while the log holds
+    entries unless --force, which first logs the downgrade and prints the chain's head, to be kept.
+
     Examples: registry db downgrade base --yes; registry db downgrade --yes -- -1
     """
+    from registry.audit import AuditError
+
     if not yes:
         typer.confirm(f"Downgrade {db.redacted(ctx.obj)} to {revision}? Data in dropped tables is lost", abort=True)
     engine = _engine(ctx)
-    db.downgrade(engine, revision)
+    if force:
+        _log_forced_downgrade(engine, revision, actor or getpass.getuser(), reason)
+    try:
+        db.downgrade(engine, revision, force=force)
+    except AuditError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"{db.redacted(ctx.obj)}: schema at revision {db.current_revision(engine) or 'base (empty)'}")
+
+
+def _log_forced_downgrade(engine: sa.Engine, revision: str, actor: str, reason: str | None) -> None:
+    """The forced downgrade's own audit entry, and the chain's head on stderr: what the downgrade may drop."""
+    from registry.audit import log_operation
+    from registry.audit_chain import chain_head_message, has_chain, verify_chain
+    from registry.codes import AuditAction
+
+    before = db.current_revision(engine)
+    with engine.begin() as connection:
+        if not has_chain(connection):
+            return
+        log_operation(connection, AuditAction.DOWNGRADE, actor, reason or f"downgrade to {revision} (forced)",
+                      {"from_revision": before, "to_revision": revision, "forced": True})  # fmt: skip
+    with engine.connect() as connection:
+        head = chain_head_message(verify_chain(connection))
+    typer.echo(f"Forced downgrade from {before} to {revision}, logged; before it, the {head}", err=True)
+    typer.echo("Keep this line (and the last backup): a downgrade to base drops the audit log itself.", err=True)
 
 
 @db_app.command("current")
@@ -587,9 +624,13 @@ def backup(
 ) -> None:
     """Back up the whole database, consistently while others write, to the folder OUT with a checksum manifest.
 
+    The audit chain is verified in the copy and recorded in the manifest. Exit codes: 0 written, 1 not written,
+    2 written but the audit log backed up is broken (kept for forensics; the manifest records it).
+
     Example: registry backup /srv/backups/registry-$(date +%F)
     """
     from registry import backup as backup_module
+    from registry.audit_chain import ChainReport, chain_head_message
 
     removed: list[Path] = []
     try:
@@ -606,17 +647,35 @@ def backup(
     for entry in manifest.files:
         typer.echo(f"  {entry.name}  {entry.size:,} bytes  SHA-256 {entry.sha256}")
     typer.echo(f"  {backup_module.MANIFEST}  (made with {manifest.tool})")
+    if manifest.audit_chain is None:
+        typer.echo("  audit log without a hash chain (schema before 0007: run `registry db upgrade`)")
+        return
+    chain = ChainReport.from_dict(manifest.audit_chain)
+    if chain.intact:
+        typer.echo(f"  {chain_head_message(chain)}")
+        return
+    typer.echo(f"WARNING: the backup's {chain_head_message(chain)}", err=True)
+    typer.echo("It is kept, for forensics, and its manifest says so: it restores only with --force.", err=True)
+    typer.echo(BROKEN_CHAIN_HELP, err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
 def restore(
     ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="A folder written by `registry backup`.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace the database even if it is not empty.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the database even if it is not empty, or its audit log is broken."),
+    ] = False,
+    actor: Actor = "",
 ) -> None:
-    """Restore the backup in the folder SOURCE into the database, after verifying its checksums.
+    """Restore the backup in the folder SOURCE into the database, after verifying its checksums and audit chain.
 
-    Exit codes: 0 restored and verified, 1 refused (nothing changed), 2 restored but the row counts differ.
+    The restore is logged in the restored database's audit trail (who, from which backup, over what, forced or not).
+
+    Exit codes: 0 restored and verified, 1 refused (nothing changed), 2 restored but the row counts differ,
+    3 restored (--force) but its audit log is broken.
 
     Example: registry --database sqlite:///restored.db restore /srv/backups/registry-2026-11-27
     """
@@ -624,7 +683,7 @@ def restore(
 
     engine = _engine(ctx)
     try:
-        manifest = backup_module.restore(engine, source, force=force)
+        manifest = backup_module.restore(engine, source, force=force, actor=actor or getpass.getuser())
     except backup_module.RestoreMismatch as error:
         typer.echo(f"Restored, but not as backed up: {error}", err=True)
         raise typer.Exit(2) from None
@@ -641,13 +700,16 @@ def restore(
     current, head = db.current_revision(engine), db.head_revision()
     state = "up to date" if current == head else f"newest is {head}: run `registry db upgrade`"
     typer.echo(f"Schema revision {current or 'none'} ({state})")
+    typer.echo(_verified_log(engine, exit_code=3, required=False))
 
 
-@app.command()
-def audit(ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The patient's study_id.")]) -> None:
+@audit_app.command("history")
+def audit_history_command(
+    ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The patient's study_id.")]
+) -> None:
     """Print the full change history of one patient's records.
 
-    Example: registry audit P001
+    Example: registry audit history P001
     """
     entries = audit_history(_engine(ctx), study_id)
     if not entries:
@@ -660,6 +722,38 @@ def audit(ctx: typer.Context, study_id: Annotated[str, typer.Argument(help="The 
         for name in entry.fields():
             old, new = (entry.old_values or {}).get(name), (entry.new_values or {}).get(name)
             typer.echo(f"    {name}: {_shown(old)} -> {_shown(new)}")
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Walk the audit log's hash chain: exit 0 with the count when intact, 1 naming the first broken entry.
+
+    Example: registry audit verify
+    """
+    typer.echo(_verified_log(_engine(ctx)))
+
+
+#: Where an operator finds what to do about a broken audit chain.
+BROKEN_CHAIN_HELP = "See docs/operations.md, 'When the audit chain is broken'"
+
+
+def _verified_log(engine: sa.Engine, *, exit_code: int = 1, required: bool = True) -> str:
+    """The state of the audit chain, in one line; exit ``exit_code`` when it is broken, or when the schema has none
+    and one is ``required``."""
+    from registry.audit_chain import chain_head_message, verify_database
+
+    report = verify_database(engine)
+    if report is None:
+        missing = "The audit log has no hash chain yet: run `registry db upgrade`"
+        if required:
+            typer.echo(missing, err=True)
+            raise typer.Exit(exit_code)
+        return missing
+    if not report.intact:
+        typer.echo(chain_head_message(report), err=True)
+        typer.echo(BROKEN_CHAIN_HELP, err=True)
+        raise typer.Exit(exit_code)
+    return chain_head_message(report)
 
 
 def _count(items: list, noun: str) -> str:
@@ -708,18 +802,24 @@ def check(
 ) -> None:
     """Run every data-quality rule on the whole database (or a data cut) and summarise the findings.
 
-    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors (or an unknown data cut).
+    The audit log's hash chain is verified first (as `registry audit verify`): a broken chain is an error.
+
+    Exit code: 0 clean (or warnings only), 1 warnings only with --strict, 2 errors (or an unknown data cut, or
+    a broken audit chain).
 
     Example: registry check --json findings.json --html findings.html
     """
     from registry.quality import run_checks
     from registry.quality.output import findings_document, render_html, summary_text
 
-    source = _source(_engine(ctx), _config(config_file), cut)
+    engine, configured = _engine(ctx), _config(config_file)
+    chain = _verified_log(engine, exit_code=2)
+    source = _source(engine, configured, cut)
     config = source.config
     run = run_checks(source.tables, config, source.today)
     now = datetime.now(UTC)
     typer.echo(summary_text(run, all_rules=all_rules))
+    typer.echo(chain)
     if json_out:
         write_atomically(json_out, _json(findings_document(run, config, now)).encode("utf-8"))
         typer.echo(f"Findings written to {json_out}")
@@ -873,13 +973,14 @@ class DataSource:
 
 
 def _load_cut(
-    engine: sa.Engine, name: str, logger: logging.Logger | None = None
+    engine: sa.Engine, name: str, config: Config, logger: logging.Logger | None = None
 ) -> tuple[dict[str, pd.DataFrame], Cut]:
-    """The cut's verified snapshot; exit 2 for an unknown cut, 1 for a corrupted one."""
+    """The cut's snapshot, verified (its fingerprint under ``config``); exit 2 for an unknown cut, 1 for a corrupted
+    one."""
     from registry.cuts import CorruptedCut, CutError, load_cut
 
     try:
-        return load_cut(engine, name)
+        return load_cut(engine, name, config)
     except CutError as error:
         _fail(logger, str(error), ReportExit.FAILED if isinstance(error, CorruptedCut) else ReportExit.CONFIGURATION)
 
@@ -892,7 +993,7 @@ def _source(
 
     if cut_name is None:
         return DataSource(load_tables(engine), config, date.today(), None)
-    tables, cut = _load_cut(engine, cut_name, logger)
+    tables, cut = _load_cut(engine, cut_name, config, logger)
     if config.data_cutoff not in (None, cut.cutoff_date):
         typer.echo(
             f"data_cutoff {config.data_cutoff} of the configuration is not used: "
@@ -1075,12 +1176,16 @@ def cut_list(ctx: typer.Context) -> None:
 
 
 @cut_app.command("show")
-def cut_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The cut's name.")]) -> None:
-    """Show one data cut and verify its snapshot against the SHA-256 recorded at creation.
+def cut_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The cut's name.")],
+    config_file: ConfigOption = Path("registry.toml"),
+) -> None:
+    """Show one data cut and verify its snapshot against the SHA-256, audit entry and fingerprint of its creation.
 
     Example: registry cut show interim-2022
     """
-    _print_cut(_load_cut(_engine(ctx), name)[1])
+    _print_cut(_load_cut(_engine(ctx), name, _config(config_file))[1])
     typer.echo("Snapshot verified: it matches its SHA-256")
 
 

@@ -487,3 +487,5 @@ class AuditAction(CodeList):
     INSERT = "insert", "Record created"
     UPDATE = "update", "Record changed"
     DELETE = "delete", "Record deleted"
+    RESTORE = "restore", "Database replaced by a backup (registry restore)"
+    DOWNGRADE = "downgrade", "Schema migrated back, forced past the audit chain (registry db downgrade --force)"

@@ -27,9 +27,10 @@ import sqlalchemy as sa
 
 from registry.analysis.run import fingerprint
 from registry.audit import audited_session
+from registry.codes import AuditAction
 from registry.cohort import build_cohort
 from registry.config import Config
-from registry.models import CUT_NAME_PATTERN, DataCut
+from registry.models import CUT_NAME_PATTERN, AuditLog, DataCut
 from registry.quality import run_checks
 from registry.tables import DATA_TABLES, load_tables, typed
 
@@ -161,7 +162,6 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
     tables = _consistent_tables(engine)
     frozen = dataclasses.replace(config, data_cutoff=cutoff)
     checks = run_checks(tables, frozen, created_at.date())
-    cohort = build_cohort(tables, frozen)
     text = snapshot_text(tables)
     made = DataCut(
         name=name,
@@ -172,7 +172,7 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
         snapshot=gzip.compress(text, compresslevel=6, mtime=0),  # zlib's default level: 9 is slower, barely smaller
         snapshot_sha256=hashlib.sha256(text).hexdigest(),
         row_counts={table: len(frame) for table, frame in tables.items()},
-        data_fingerprint=None if cohort.table.empty else fingerprint(cohort.table),
+        data_fingerprint=_fingerprint(tables, frozen),
         dq_errors=checks.errors,
         dq_warnings=checks.warnings,
     )
@@ -192,12 +192,27 @@ def list_cuts(engine: sa.Engine) -> list[Cut]:
         return [_cut(row) for row in connection.execute(sa.select(*_METADATA).order_by(DataCut.created_at))]
 
 
-def load_cut(engine: sa.Engine, name: str) -> tuple[dict[str, pd.DataFrame], Cut]:
-    """The frozen tables of the cut ``name`` and what is known about it, once its SHA-256 is verified."""
+def load_cut(engine: sa.Engine, name: str, config: Config | None = None) -> tuple[dict[str, pd.DataFrame], Cut]:
+    """The frozen tables of the cut ``name`` and what is known about it, once verified (:class:`CorruptedCut`).
+
+    Verified: the snapshot against its SHA-256, the cut's record against the audit entry
+    of its creation, the row counts against the snapshot, and, when ``config`` is given
+    (the configuration the cut is analysed under), the data fingerprint against the one
+    of the analysis table made from the snapshot.
+    """
     with engine.connect() as connection:
-        row = connection.execute(sa.select(DataCut.snapshot, *_METADATA).where(DataCut.name == name)).first()
-    if row is None:
-        raise UnknownCut(f"No data cut named {name}: `registry cut list` shows the cuts")
+        row = connection.execute(
+            sa.select(DataCut.id, DataCut.snapshot, *_METADATA).where(DataCut.name == name)
+        ).first()
+        if row is None:
+            raise UnknownCut(f"No data cut named {name}: `registry cut list` shows the cuts")
+        created = connection.execute(
+            sa.select(AuditLog.new_values).where(
+                AuditLog.table_name == DataCut.__tablename__,
+                AuditLog.record_key == str(row.id),
+                AuditLog.action == AuditAction.INSERT,
+            )
+        ).scalar()
     cut = _cut(row)
     try:
         text = gzip.decompress(row.snapshot)
@@ -208,4 +223,34 @@ def load_cut(engine: sa.Engine, name: str) -> tuple[dict[str, pd.DataFrame], Cut
             f"Data cut {name} is corrupted: its snapshot does not match the SHA-256 recorded at creation "
             f"({cut.snapshot_sha256}); it cannot be used (restore the database from a backup)"
         )
-    return tables_from_snapshot(text), cut
+    stored = {field: getattr(cut, field) for field in _AUDITED_FIELDS} | {"cutoff_date": cut.cutoff_date.isoformat()}
+    if changed := [field for field in _AUDITED_FIELDS if (created or {}).get(field) != stored[field]]:
+        raise CorruptedCut(
+            f"Data cut {name} is corrupted: its {' and '.join(changed)} differ{'s' * (len(changed) == 1)} from the "
+            "audit entry of its creation; "
+            "it cannot be used (restore the database from a backup)"
+        )
+    tables = tables_from_snapshot(text)
+    if {table: len(frame) for table, frame in tables.items()} != cut.row_counts:
+        raise CorruptedCut(
+            f"Data cut {name} is corrupted: its snapshot does not hold the rows recorded at creation "
+            f"({cut.row_counts}); it cannot be used (restore the database from a backup)"
+        )
+    if config is not None and (found := _fingerprint(tables, cut.config(config))) != cut.data_fingerprint:
+        raise CorruptedCut(
+            f"Data cut {name} does not match its snapshot: the analysis table made from it has the fingerprint "
+            f"{found}, the cut recorded {cut.data_fingerprint} at creation: the snapshot was rewritten, or the "
+            "configuration (enrolment window, windows, drugs) differs from the one the cut was made under; "
+            "it is not used"
+        )
+    return tables, cut
+
+
+#: What the audit entry of a cut's creation records of it, compared on every read.
+_AUDITED_FIELDS = ("snapshot_sha256", "data_fingerprint", "row_counts", "cutoff_date")
+
+
+def _fingerprint(tables: dict[str, pd.DataFrame], config: Config) -> str | None:
+    """The data fingerprint of the analysis table of ``tables``; None when no patient is analysable."""
+    cohort = build_cohort(tables, config)
+    return None if cohort.table.empty else fingerprint(cohort.table)

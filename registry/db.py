@@ -119,10 +119,13 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def downgrade(engine: sa.Engine, revision: str) -> None:
+def downgrade(engine: sa.Engine, revision: str, *, force: bool = False) -> None:
+    """Migrate back to ``revision``; below 0007 refused (registry.audit.AuditError) while the audit log holds
+    entries, unless ``force``."""
     from alembic import command
 
     with _alembic(engine) as config:
+        config.attributes["force"] = force
         command.downgrade(config, revision)
 
 

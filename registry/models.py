@@ -668,10 +668,30 @@ class AuditLog(SQLModel, table=True):
     study_id: str | None = text(32, "Patient the row belongs to, for per-patient history", index=True)
     old_values: dict[str, Any] | None = column("Changed columns before the change", sa_type=sa.JSON(none_as_null=True))
     new_values: dict[str, Any] | None = column("Changed columns after the change", sa_type=sa.JSON(none_as_null=True))
+    batch: str | None = text(32, "The writing transaction's seal (audit_seal.batch) that chains this entry")
 
     def fields(self) -> list[str]:
         """The columns this entry records, in the order they were logged."""
         return list(dict.fromkeys([*(self.old_values or {}), *(self.new_values or {})]))
+
+
+class AuditSeal(SQLModel, table=True):
+    """The audit entries of one committed transaction, hash-chained to the transaction sealed before it.
+
+    Written as the transaction commits and never changed or deleted: see registry/audit_chain.py.
+    """
+
+    __tablename__ = "audit_seal"
+
+    chain_index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False,
+                             "comment": "Position in the chain (1, 2, ...), in commit order"})  # fmt: skip
+    batch: str = text(32, "Random token the transaction wrote into its entries (audit_log.batch)", unique=True)
+    entries: int = column("Audit entries the transaction wrote")
+    first_id: int = column("audit_log.id of its first entry")
+    last_id: int = column("audit_log.id of its last entry")
+    content_sha256: str = text(64, "SHA-256 of its entries' content hashes, in id order")
+    previous_sha256: str = text(64, "seal_sha256 of the seal before it (64 zeros for the first)")
+    seal_sha256: str = text(64, "SHA-256 of previous_sha256 and the seal's position, count, ids and content hash")
 
 
 #: What a data cut's name may hold: it is typed on command lines and shown in reports.
@@ -728,5 +748,6 @@ TABLES: tuple[type[SQLModel], ...] = (
     WebSession,
     SignInEvent,
     SignInThrottle,
+    AuditSeal,
     AuditLog,
 )

@@ -1,13 +1,29 @@
 """Every change made through the ORM is logged with who, when, old, new and why."""
 
+import re
+import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import add_demo_site, drop_append_only_triggers
 from sqlmodel import Session, select
 
+from registry import db
 from registry.audit import REDACTED, AuditError, audited_session
-from registry.models import AdverseEvent, AntibodyTest, AuditLog, FollowUp, Patient, PatientIdentifier, Site, Treatment
+from registry.audit_chain import CHAIN_START, seal_sha256, verify_chain
+from registry.models import (
+    AdverseEvent,
+    AntibodyTest,
+    AuditLog,
+    AuditSeal,
+    FollowUp,
+    Patient,
+    PatientIdentifier,
+    Site,
+    Treatment,
+)
 
 
 def _log(engine) -> list[AuditLog]:
@@ -99,7 +115,169 @@ def test_audit_log_is_append_only(patient):
         session.delete(session.exec(select(AuditLog)).first())
         with pytest.raises(AuditError, match="append-only"):
             session.commit()
+    with audited_session(patient, actor="admin") as session:
+        session.exec(select(AuditSeal)).first().entries = 1
+        with pytest.raises(AuditError, match="append-only"):
+            session.commit()
     assert [e.actor for e in _log(patient)] == ["coordinator1", "coordinator1"]
+
+
+REFUSED = {
+    "audit_log": "audit_log is append-only: an audit entry cannot be changed or deleted",
+    "audit_seal": "audit_seal is append-only: a seal of audit entries cannot be changed or deleted",
+}
+
+
+@pytest.mark.parametrize(
+    ("table", "statement"),
+    [("audit_log", "UPDATE audit_log SET actor = 'someone else' WHERE id = 1"),
+     ("audit_log", "UPDATE audit_log SET batch = NULL"), ("audit_log", "DELETE FROM audit_log WHERE id = 1"),
+     ("audit_seal", "UPDATE audit_seal SET entries = 1"), ("audit_seal", "DELETE FROM audit_seal")],
+    ids=["update", "unseal", "delete", "seal update", "seal delete"],
+)  # fmt: skip
+def test_the_database_refuses_to_change_or_delete_audit_entries_and_seals(patient, table, statement):
+    before = _rows(patient)
+    with patient.begin() as connection, pytest.raises(sa.exc.DBAPIError) as refused:  # below the ORM, raw SQL
+        connection.exec_driver_sql(statement)
+    assert REFUSED[table] in str(refused.value.orig)
+    assert _rows(patient) == before
+
+
+@pytest.mark.parametrize("table", ["audit_log", "audit_seal"])
+def test_postgresql_refuses_to_truncate_the_audit_log_and_seals(patient, table):
+    if patient.dialect.name != "postgresql":
+        pytest.skip("TRUNCATE is PostgreSQL's (SQLite has DELETE, refused above)")
+    before = _rows(patient)
+    with patient.begin() as connection, pytest.raises(sa.exc.DBAPIError, match=REFUSED[table]):
+        connection.exec_driver_sql(f"TRUNCATE {table}")
+    assert _rows(patient) == before
+
+
+def _rows(engine) -> list[list[tuple]]:
+    with engine.connect() as connection:
+        return [[tuple(row) for row in connection.execute(sa.select(table).order_by(*table.primary_key.columns))]
+                for table in (AuditLog.__table__, AuditSeal.__table__)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "table"),
+    [(sa.update(Patient).values(smoking="current"), "update", "patient"),
+     (sa.delete(Treatment).where(Treatment.patient_id == 1), "delete", "treatment"),
+     (sa.update(AuditLog).values(actor="someone else"), "update", "audit_log")],
+    ids=["update", "delete", "audit_log"],
+)  # fmt: skip
+def test_a_bulk_orm_update_or_delete_is_refused_and_nothing_changes(patient, statement, kind, table):
+    with audited_session(patient, actor="coordinator1") as session:
+        session.add(Treatment(patient_id=1, drug="tofacitinib", start_date=date(2019, 1, 5)))
+        session.commit()
+    before = every_row(patient)
+    with audited_session(patient, actor="coordinator1", reason="bulk") as session:
+        with pytest.raises(AuditError) as refused:
+            session.execute(statement)
+        session.commit()
+    assert str(refused.value) == (
+        f"A bulk {kind} of {table} is refused: it would change rows without an audit entry; "
+        "change the records one by one through the session (setattr, session.delete)"
+    )
+    assert every_row(patient) == before
+
+
+def every_row(engine) -> dict[str, list[tuple]]:
+    with engine.connect() as connection:
+        return {m.__tablename__: [tuple(r) for r in connection.execute(sa.select(m.__table__).order_by(
+            *m.__table__.primary_key.columns))] for m in (Patient, Treatment, AuditLog)}  # fmt: skip
+
+
+def _seals(engine) -> list[AuditSeal]:
+    with Session(engine) as session:
+        return list(session.exec(select(AuditSeal).order_by(AuditSeal.chain_index)))
+
+
+def test_each_transaction_seals_its_entries_as_it_commits_orm_and_bulk_alike(patient):
+    from registry.audit import insert_audited
+
+    with patient.begin() as connection:
+        insert_audited(connection, Patient, [{"study_id": "B1", "site_id": 1, "sex": "male",
+                                              "birth_date": date(1980, 1, 1)}], actor="importer", reason="bulk")  # fmt: skip
+    with audited_session(patient, actor="datamanager", reason="checked") as session:
+        session.exec(select(Patient).where(Patient.study_id == "P001")).one().smoking = "former"
+        session.commit()
+    with audited_session(patient, actor="datamanager") as session:  # nothing changed: no entry, no seal
+        session.commit()
+    entries, seals = _log(patient), _seals(patient)
+    assert [(s.chain_index, s.entries, s.first_id, s.last_id) for s in seals] == [(1, 2, 1, 2), (2, 1, 3, 3),
+                                                                                   (3, 1, 4, 4)]  # fmt: skip
+    assert [e.batch for e in entries] == [seals[0].batch] * 2 + [seals[1].batch, seals[2].batch]
+    assert [s.previous_sha256 for s in seals] == [CHAIN_START] + [s.seal_sha256 for s in seals[:-1]]
+    with patient.connect() as connection:
+        report = verify_chain(connection)
+    assert (report.entries, report.head_index, report.head_sha256, report.problem) == (4, 3, seals[-1].seal_sha256,
+                                                                                       None)  # fmt: skip
+
+
+def test_transactions_committed_in_another_order_than_their_ids_chain_in_commit_order(patient):
+    """Concurrent PostgreSQL writers interleave ids: the chain follows the commits (SQLite has one writer)."""
+    if patient.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    first, second = audited_session(patient, actor="a"), audited_session(patient, actor="b")
+    first.add(Site(code="S2", name="Site two"))
+    first.flush()  # its entry takes id 3
+    second.add(Site(code="S3", name="Site three"))
+    second.commit()  # id 4, committed first: chain position 2
+    first.commit()
+    first.close(), second.close()
+    assert [(s.chain_index, s.first_id) for s in _seals(patient)][1:] == [(2, 4), (3, 3)]
+    with patient.connect() as connection:
+        assert verify_chain(connection).intact
+
+
+@pytest.mark.parametrize("tampering", ["content", "removed", "inserted", "seal", "seal removed", "replaced",
+                                       "outside"])  # fmt: skip
+def test_verify_names_the_first_broken_entries(patient, tampering):
+    with audited_session(patient, actor="coordinator1") as session:
+        for code in ("S2", "S3"):
+            session.add(Site(code=code, name=f"Site {code}"))
+            session.commit()
+    drop_append_only_triggers(patient)  # what the chain must find gets past the triggers
+    log, seals = AuditLog.__table__, AuditSeal.__table__
+    batch = _seals(patient)[1].batch  # of entry 3
+    with patient.begin() as connection:
+        if tampering == "content":
+            connection.execute(sa.update(log).where(log.c.id == 3).values(new_values={"code": "S9"}))
+        elif tampering == "removed":
+            connection.execute(sa.delete(log).where(log.c.id == 3))
+        elif tampering == "inserted":  # slipped in with a seal's own token
+            connection.execute(sa.insert(log).values(changed_at=datetime.now(UTC), actor="x", action="insert",
+                                                     table_name="site", record_key="9", batch=batch))  # fmt: skip
+        elif tampering == "seal":
+            connection.execute(sa.update(seals).where(seals.c.chain_index == 2).values(first_id=2))
+        elif tampering == "seal removed":
+            connection.execute(sa.delete(seals).where(seals.c.chain_index == 2))
+        elif tampering == "replaced":  # the seal rewritten with a hash of its own, not chained to the one before
+            rehashed = seal_sha256("f" * 64, 2, 1, 3, 3, _seals(patient)[1].content_sha256)
+            connection.execute(sa.update(seals).where(seals.c.chain_index == 2).values(previous_sha256="f" * 64,
+                                                                                       seal_sha256=rehashed))  # fmt: skip
+        else:
+            connection.execute(sa.insert(log).values(changed_at=datetime.now(UTC), actor="x", action="insert",
+                                                     table_name="site", record_key="9"))  # fmt: skip
+    with patient.connect() as connection:
+        report = verify_chain(connection)
+    named = "audit entries 3 to 3 (sealed together at chain position 2)"
+    problem = {
+        "content": f"{named}: an entry's content was changed after it was written (they no longer give their "
+                   "seal's hash)",
+        "removed": f"{named}: the seal holds 1, 0 are found (1 removed)",
+        "inserted": "audit entry 5: inserted outside the chain (no seal holds it)",
+        "seal": "audit entries 2 to 3 (sealed together at chain position 2): their seal was changed (it no longer "
+                "gives its own hash)",
+        "seal removed": "audit entries 4 to 4 (sealed together at chain position 3): seals are missing before them: "
+                        "the chain jumps from position 1",
+        "replaced": f"{named}: the chain is broken: their seal does not follow the one before it (replaced or "
+                    "inserted)",
+        "outside": "audit entry 5: inserted outside the chain (no seal holds it)",
+    }[tampering]  # fmt: skip
+    assert report.problem == problem
+    assert report.entries == (4 if tampering in ("outside", "inserted") else 2)
 
 
 def test_direct_identifiers_are_logged_as_changed_but_never_copied(patient):
@@ -273,3 +451,43 @@ def test_a_bulk_insert_refuses_values_it_could_not_log_as_the_orm_does(patient):
     with Session(patient) as session:
         assert session.exec(select(Patient.study_id)).all() == ["P001"]
     assert len(_log(patient)) == before
+
+
+def test_the_documented_postgresql_roles_let_the_application_only_append_to_the_log(postgres_server):
+    """docs/operations.md's grants.sql, run as written: the application role works, and cannot touch the log."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    grants = re.search(r"<!-- grants.sql: .*? -->\n```sql\n(.*?)```", docs, re.S).group(1)
+    suffix = uuid.uuid4().hex[:8]
+    owner, app, name = f"registry_owner_{suffix}", f"registry_app_{suffix}", f"roles_{suffix}"
+    server = sa.make_url(db.database_url(postgres_server))
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {owner} LOGIN; CREATE ROLE {app} LOGIN")
+        connection.exec_driver_sql(f"CREATE DATABASE {name} OWNER {owner}")
+    engines = [
+        db.make_engine(server.set(username=role, database=name).render_as_string(False)) for role in (owner, app)
+    ]
+    try:
+        db.upgrade(engines[0])  # the owner migrates, then grants
+        with engines[0].begin() as connection:
+            connection.exec_driver_sql(grants.replace("registry_app", app))
+        add_demo_site(engines[1])  # an audited change by the application role, sealed by it
+        with engines[1].connect() as connection:
+            assert verify_chain(connection).entries == 1
+        for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_seal", "TRUNCATE data_cut",
+                          "DROP TRIGGER audit_log_refused ON audit_log", "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+                          "UPDATE alembic_version SET version_num = '0001'"):  # fmt: skip
+            with engines[1].begin() as connection, pytest.raises(sa.exc.ProgrammingError) as refused:
+                connection.exec_driver_sql(statement)
+            assert re.match(
+                r"(permission denied for table|must be owner of (table|relation)) ", str(refused.value.orig)
+            )
+        with engines[1].connect() as connection:
+            assert verify_chain(connection).intact
+    finally:
+        for engine in engines:
+            engine.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+            connection.exec_driver_sql(f"DROP ROLE {app}; DROP ROLE {owner}")
+        admin.dispose()

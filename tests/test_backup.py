@@ -22,7 +22,7 @@ from registry.codes import Role
 from registry.entry import set_deleted
 from registry.ingest import import_path
 from registry.models import LabResult, Patient, PatientIdentifier, Site
-from tests.conftest import add_demo_site
+from tests.conftest import add_demo_site, drop_append_only_triggers
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 SCHEMA_TABLES = len(SQLModel.metadata.tables) + 1  # every model's table and alembic_version
@@ -52,6 +52,18 @@ def every_row(engine: sa.Engine) -> dict[str, list[tuple]]:
             name: [tuple(row) for row in connection.execute(sa.select(table).order_by(*table.primary_key.columns))]
             for name, table in sorted(metadata.tables.items())
         }
+
+
+def restored_rows(engine: sa.Engine, *, forced: bool = False, replaced: str = "nothing") -> dict[str, list[tuple]]:
+    """:func:`every_row` of a restored database, once its newest audit entry is shown to be the restore's own."""
+    rows = every_row(engine)
+    entry, seal = rows["audit_log"].pop(), rows["audit_seal"].pop()
+    assert (seal[1:5], entry[10]) == ((entry[10], 1, entry[0], entry[0]), seal[1])  # sealed on its own
+    values = entry[9] if isinstance(entry[9], dict) else json.loads(entry[9])
+    reason = f"restore of {values['backup']}{' (forced)' * forced}"
+    assert entry[2:9] == ("operator", reason, "restore", "(database)", "", None, None)
+    assert (values["forced"], values["replaced"].startswith(replaced)) == (forced, True)
+    return rows
 
 
 @pytest.fixture
@@ -112,8 +124,8 @@ def test_a_restore_into_a_fresh_database_holds_every_row_of_every_table(filled, 
     assert manifest.tables == written["tables"]
     assert {path.stat().st_mode & 0o777 for path in (tmp_path / "backup").iterdir()} == {0o600}  # identifiers inside
 
-    assert restore(fresh, tmp_path / "backup").tables == written["tables"]
-    assert every_row(fresh) == original
+    assert restore(fresh, tmp_path / "backup", actor="operator").tables == written["tables"]
+    assert restored_rows(fresh) == original
     assert db.current_revision(fresh) == db.head_revision()
 
 
@@ -171,7 +183,7 @@ def test_a_sqlite_restore_that_cannot_get_the_target_changes_nothing(tmp_path):
 
     def attempt() -> None:
         try:
-            restore(target, tmp_path / "backup", force=True)
+            restore(target, tmp_path / "backup", force=True, actor="operator")
         except BaseException as error:
             outcome.append(error)
 
@@ -216,7 +228,7 @@ def test_a_damaged_backup_is_refused_and_the_target_is_left_unchanged(filled, fr
     add_demo_site(fresh)
     before = every_row(fresh)
     with pytest.raises(BackupError) as refused:
-        restore(fresh, tmp_path / "backup", force=True)
+        restore(fresh, tmp_path / "backup", force=True, actor="operator")
     assert str(refused.value) == expected
     assert every_row(fresh) == before
 
@@ -226,7 +238,7 @@ def test_a_non_empty_target_is_refused_without_force_and_replaced_with_it(filled
     db.upgrade(fresh)  # the schema alone, and one row of alembic_version, is not empty
     before = every_row(fresh)
     with pytest.raises(BackupError) as refused:
-        restore(fresh, tmp_path / "backup")
+        restore(fresh, tmp_path / "backup", actor="operator")
     assert str(refused.value) == (
         f"{db.redacted(fresh_url)} is not empty: it holds {SCHEMA_TABLES} tables with 1 row "
         f"(schema revision {db.head_revision()}); pass --force to replace it"
@@ -237,8 +249,8 @@ def test_a_non_empty_target_is_refused_without_force_and_replaced_with_it(filled
     with audited_session(fresh, actor="someone") as session:
         session.add(Site(code="GONE", name="Only in the target"))
         session.commit()
-    restore(fresh, tmp_path / "backup", force=True)
-    assert every_row(fresh) == every_row(filled)
+    restore(fresh, tmp_path / "backup", force=True, actor="operator")
+    assert restored_rows(fresh, forced=True, replaced=f"{SCHEMA_TABLES} tables with ") == every_row(filled)
 
 
 def test_a_forced_restore_leaves_no_table_the_backup_does_not_hold(filled, fresh, fresh_url, tmp_path):
@@ -247,12 +259,12 @@ def test_a_forced_restore_leaves_no_table_the_backup_does_not_hold(filled, fresh
     with fresh.begin() as connection:
         connection.execute(sa.text("CREATE TABLE notes (line TEXT)"))
     if fresh.dialect.name == "sqlite":  # the backup API replaces the whole file
-        restore(fresh, tmp_path / "backup", force=True)
-        assert every_row(fresh) == every_row(filled)
+        restore(fresh, tmp_path / "backup", force=True, actor="operator")
+        assert restored_rows(fresh, forced=True, replaced=f"{SCHEMA_TABLES + 1} tables with ") == every_row(filled)
         return
     before = every_row(fresh)  # pg_restore --clean drops only what the backup holds: refused instead
     with pytest.raises(BackupError) as refused:
-        restore(fresh, tmp_path / "backup", force=True)
+        restore(fresh, tmp_path / "backup", force=True, actor="operator")
     assert str(refused.value) == (
         f"{db.redacted(fresh_url)} holds tables the backup does not (notes), which a restore would leave behind: "
         "restore into a new, empty database instead"
@@ -270,7 +282,7 @@ def test_a_backup_restores_only_into_its_own_kind_of_database(filled, tmp_path, 
         names = ("PostgreSQL", "SQLite")
     other = db.make_engine(other_url)
     with pytest.raises(BackupError) as refused:
-        restore(other, tmp_path / "backup")
+        restore(other, tmp_path / "backup", actor="operator")
     assert str(refused.value) == (
         f"{tmp_path / 'backup'} is a backup of a {names[0]} database and cannot be restored into "
         f"{db.redacted(other_url)}, a {names[1]} database: restore it into a {names[0]} database"
@@ -283,7 +295,7 @@ def test_restored_rows_that_differ_from_the_manifest_are_reported(filled, fresh,
     counts = json.loads((tmp_path / "backup" / "manifest.json").read_text())["tables"]
     rewrite_manifest(tmp_path / "backup", tables=counts | {"patient": counts["patient"] + 1})
     with pytest.raises(RestoreMismatch) as mismatch:
-        restore(fresh, tmp_path / "backup")
+        restore(fresh, tmp_path / "backup", actor="operator")
     assert str(mismatch.value) == (
         f"{db.redacted(fresh_url)} was restored but differs from the manifest: "
         f"patient: {counts['patient']} restored, {counts['patient'] + 1} in the backup"
@@ -324,7 +336,7 @@ def test_a_sqlite_backup_taken_while_another_thread_writes_is_a_consistent_snaps
     assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     copy.close()
     restored = db.make_engine(f"sqlite:///{tmp_path / 'restored.db'}")
-    restore(restored, tmp_path / "backup")
+    restore(restored, tmp_path / "backup", actor="operator")
     with restored.connect() as connection:
         sites = connection.execute(sa.select(Site.code).where(Site.code.like("W%")).order_by(Site.code)).scalars()
         sites = list(sites)
@@ -393,6 +405,11 @@ def test_backup_and_restore_commands_end_to_end(database_url, fresh_url, tmp_pat
     assert lines[1] == f"  schema revision {db.head_revision()}, {rows:,} rows in {SCHEMA_TABLES} tables"
     assert lines[2] == f"  {data.name}  {data.stat().st_size:,} bytes  SHA-256 {sha256(data)}"
     assert lines[3] == f"  manifest.json  (made with {manifest['tool']})"
+    chain = manifest["audit_chain"]
+    entries, seals = manifest["tables"]["audit_log"], manifest["tables"]["audit_seal"]
+    assert chain == {"entries": entries, "head_index": seals, "head_sha256": chain["head_sha256"], "intact": True,
+                     "problem": None}  # fmt: skip
+    assert lines[4] == f"  audit log intact: {entries:,} entries, head {seals} {chain['head_sha256']}"
 
     again = run(database_url, "backup", str(out))
     assert (again.exit_code, again.output) == (
@@ -406,9 +423,11 @@ def test_backup_and_restore_commands_end_to_end(database_url, fresh_url, tmp_pat
     kind = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[manifest["database"]]
     assert lines[0] == f"Restored {out} ({kind}, backed up {manifest['created_at']}) into {db.redacted(fresh_url)}"
     assert lines[1].split() == ["table", "rows"]
-    assert [line.split() for line in lines[2:-2]] == [[name, f"{n:,}"] for name, n in manifest["tables"].items()]
-    assert lines[-2] == f"Every table holds the rows the manifest lists: {rows:,} rows."
-    assert lines[-1] == f"Schema revision {db.head_revision()} (up to date)"
+    assert [line.split() for line in lines[2:-3]] == [[name, f"{n:,}"] for name, n in manifest["tables"].items()]
+    assert lines[-3] == f"Every table holds the rows the manifest lists: {rows:,} rows."
+    assert lines[-2] == f"Schema revision {db.head_revision()} (up to date)"
+    chain = manifest["audit_chain"]  # the restore's own entry chained onto the backed-up head
+    assert lines[-1].startswith(f"audit log intact: {chain['entries'] + 1:,} entries, head {chain['head_index'] + 1} ")
     assert run(fresh_url, "db", "current").exit_code == 0
 
     refused = run(fresh_url, "restore", str(out))
@@ -425,3 +444,74 @@ def test_backup_and_restore_commands_end_to_end(database_url, fresh_url, tmp_pat
         f"Restored, but not as backed up: {db.redacted(fresh_url)} was restored but differs from the manifest: "
         "site: 1 restored, 2 in the backup\n",
     )
+
+
+BROKEN = (
+    "audit entries 1 to 1 (sealed together at chain position 1): an entry's content was changed after it was written "
+    "(they no longer give their seal's hash)"
+)
+
+
+def test_a_backup_of_a_broken_audit_log_is_kept_says_so_and_restores_only_when_forced(
+    filled, fresh, fresh_url, tmp_path
+):
+    drop_append_only_triggers(filled)
+    with filled.begin() as connection:  # an entry rewritten behind the audit's back
+        connection.execute(sa.text("UPDATE audit_log SET actor = 'nobody' WHERE id = 1"))
+    url, out = filled.url.render_as_string(hide_password=False), tmp_path / "backup"
+
+    made = run(url, "backup", str(out))
+    assert made.exit_code == 2
+    assert made.stderr.splitlines() == [
+        f"WARNING: the backup's audit log BROKEN at {BROKEN} (0 entries verified before it)",
+        "It is kept, for forensics, and its manifest says so: it restores only with --force.",
+        "See docs/operations.md, 'When the audit chain is broken'",
+    ]
+    chain = json.loads((out / "manifest.json").read_text())["audit_chain"]
+    assert (chain["entries"], chain["head_index"], chain["intact"], chain["problem"]) == (0, 0, False, BROKEN)
+
+    refused = run(fresh_url, "restore", str(out))
+    assert (refused.exit_code, refused.output) == (
+        1,
+        f"Not restored: {out} holds a broken audit log ({BROKEN}): it is not restored; "
+        "pass --force to restore it all the same (for forensics: the restore is logged)\n",
+    )
+    with fresh.connect() as connection:
+        assert sa.inspect(connection).get_table_names() == []  # untouched
+
+    forced = run(fresh_url, "restore", str(out), "--force", "--actor", "operator")
+    assert forced.exit_code == 3
+    assert forced.stderr.splitlines()[-2:] == [
+        f"audit log BROKEN at {BROKEN} (0 entries verified before it)",
+        "See docs/operations.md, 'When the audit chain is broken'",
+    ]
+    assert restored_rows(fresh, forced=True)["audit_log"][0][2] == "nobody"  # restored as it was, for forensics
+    with fresh.connect() as connection:
+        entry = connection.execute(sa.text("SELECT new_values FROM audit_log ORDER BY id DESC LIMIT 1")).scalar_one()
+    entry = entry if isinstance(entry, dict) else json.loads(entry)
+    assert entry["audit_chain"] == f"audit log BROKEN at {BROKEN} (0 entries verified before it)"
+
+
+@pytest.mark.sqlite_only
+def test_a_backup_rewritten_with_recomputed_checksums_is_refused_by_its_audit_chain(tmp_path):
+    """The issue's case: the data file edited, its size and SHA-256 and the manifest's checksum written anew."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    db.upgrade(engine)
+    fill(engine)
+    out = tmp_path / "backup"
+    backup(engine, out)
+    data = out / "registry.db"
+    edited = sqlite3.connect(data)
+    edited.execute("DROP TRIGGER audit_log_no_update")
+    edited.execute("UPDATE audit_log SET new_values = json_set(new_values, '$.name', 'Elsewhere') WHERE id = 1")
+    edited.commit()
+    edited.close()
+    rewrite_manifest(out, files=[{"name": data.name, "size": data.stat().st_size, "sha256": sha256(data)}])
+    fresh = db.make_engine(f"sqlite:///{tmp_path / 'restored.db'}")
+    with pytest.raises(BackupError) as refused:
+        restore(fresh, out, actor="operator")
+    assert str(refused.value) == (
+        f"{out} holds a broken audit log ({BROKEN}): it is not restored; pass --force to restore it all the same "
+        "(for forensics: the restore is logged)"
+    )
+    assert not (tmp_path / "restored.db").exists() or every_row(fresh) == {}

@@ -16,6 +16,7 @@ import registry
 from registry import db
 from registry.cli import app
 from registry.models import TABLES
+from tests.conftest import add_demo_site, drop_append_only_triggers
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("registry")  # the installed console script
@@ -57,6 +58,49 @@ def test_db_upgrade_current_downgrade(database_url):
     result = run("db", "downgrade", "base", "--yes", database=database_url)
     assert result.output == f"{db.redacted(database_url)}: schema at revision base (empty)\n"
     assert sa.inspect(db.make_engine(database_url)).get_table_names() == ["alembic_version"]
+
+
+def test_a_downgrade_past_the_audit_chain_is_refused_unless_forced_and_then_logged(database_url):
+    assert run("db", "upgrade", database=database_url).exit_code == 0
+    add_demo_site(db.make_engine(database_url))
+    refused = run("db", "downgrade", "base", "--yes", database=database_url)
+    assert (refused.exit_code, refused.output) == (1, (
+        "Downgrade refused: the audit log holds 1 entry, and migrating below 0007 drops its hash chain (on to "
+        "base, the log itself): back the database up first (`registry backup`), then pass --force (the downgrade "
+        "is logged)\n"
+    ))  # fmt: skip
+    assert db.current_revision(db.make_engine(database_url)) == db.head_revision()  # nothing dropped
+    verified = run("audit", "verify", database=database_url)
+    assert (verified.exit_code, verified.output.split(",")[0]) == (0, "audit log intact: 1 entry")
+
+    forced = run("db", "downgrade", "0006", "--yes", "--force", "--actor", "op", database=database_url)
+    assert forced.exit_code == 0
+    assert forced.stderr.splitlines()[0].startswith(
+        f"Forced downgrade from {db.head_revision()} to 0006, logged; before it, the audit log intact: 2 entries, head 2 "
+    )
+    with db.make_engine(database_url).connect() as connection:
+        logged = connection.execute(sa.text("SELECT actor, action, table_name, reason FROM audit_log ORDER BY id"))
+        assert logged.all()[-1] == ("op", "downgrade", "(database)", "downgrade to 0006 (forced)")
+    assert run("db", "upgrade", database=database_url).exit_code == 0  # chains the entries again
+    verified = run("audit", "verify", database=database_url)  # the two entries sealed together by the upgrade
+    assert verified.output.startswith("audit log intact: 2 entries, head 1 ")
+
+
+def test_audit_verify_names_the_first_broken_entry(database_url):
+    assert run("db", "upgrade", database=database_url).exit_code == 0
+    add_demo_site(db.make_engine(database_url))
+    drop_append_only_triggers(db.make_engine(database_url))
+    with db.make_engine(database_url).begin() as connection:
+        connection.execute(sa.text("UPDATE audit_log SET reason = 'rewritten' WHERE id = 1"))
+    broken = run("audit", "verify", database=database_url)
+    message = (
+        "audit log BROKEN at audit entries 1 to 1 (sealed together at chain position 1): an entry's content was "
+        "changed after it was written (they no longer give their seal's hash) (0 entries verified before it)\n"
+        "See docs/operations.md, 'When the audit chain is broken'\n"
+    )
+    assert (broken.exit_code, broken.output) == (1, message)
+    checked = run("check", database=database_url)
+    assert (checked.exit_code, checked.output) == (2, message)
 
 
 def test_downgrade_asks_before_dropping_data(tmp_path):
@@ -117,13 +161,13 @@ def test_demo_builds_a_fresh_registry(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Database  sqlite:///demo/registry.db" in done.stdout
     lines = done.stdout.splitlines()
-    counts = {line.split()[0]: line.split()[1:] for line in lines[4:22]}
+    counts = {line.split()[0]: line.split()[1:] for line in lines[4:23]}
     assert counts == {
         "site": ["1"], "patient": ["61", "0"], "patient_identifier": ["0"], "antibody_test": ["122", "0"],
         "lab_result": ["732", "0"], "pft": ["61", "0"], "hrct": ["61", "0"], "treatment": ["243", "0"],
         "adverse_event": ["45", "0"], "follow_up": ["61", "0"], "account": ["0"], "account_site": ["0"],
         "finding_review": ["0"], "data_cut": ["0"], "web_session": ["0"], "sign_in_event": ["0"],
-        "sign_in_throttle": ["0"], "audit_log": ["1387"],
+        "sign_in_throttle": ["0"], "audit_seal": ["2"], "audit_log": ["1387"],
     }  # fmt: skip
     assert "100 rules run: 0 error finding(s), 0 warning finding(s)" in lines
     assert "overall mortality at 6 months: tacrolimus 22/35, tofacitinib 10/26; log-rank p = 0.028" in lines
@@ -181,13 +225,13 @@ def test_import_twice_then_audit_history(site_registry, tmp_path):
     again = run("import", str(EXAMPLE), "--actor", "coordinator1", database=site_registry)
     assert again.output.splitlines()[-1] == "Nothing changed: the registry already holds every row of this workbook."
 
-    history = run("audit", "EX-002", database=site_registry).output.splitlines()
+    history = run("audit", "history", "EX-002", database=site_registry).output.splitlines()
     assert history[0].endswith("coordinator1  insert patient 2 (import of example)")
     assert "    sex: (empty) -> male" in history
     assert (
         sum(line.startswith("20") for line in history) == 1 + 2 + 5 + 1 + 1 + 2 + 1 + 1
     )  # one per record, sheet by sheet
-    assert run("audit", "EX-404", database=site_registry).exit_code == 1
+    assert run("audit", "history", "EX-404", database=site_registry).exit_code == 1
 
 
 def test_import_reports_every_error_and_writes_the_table(site_registry, tmp_path):

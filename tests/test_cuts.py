@@ -6,6 +6,7 @@ date corrected, a patient added, a record deleted) through the audited library.
 """
 
 import gzip
+import hashlib
 import json
 import re
 from datetime import date
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import add_demo_site
+from conftest import add_demo_site, drop_append_only_triggers
 from pypdf import PdfReader
 from sqlmodel import Session, select
 from typer.testing import CliRunner
@@ -331,6 +332,7 @@ def test_a_corrupted_snapshot_is_refused(demo, tmp_path):
     cut = create_cut(demo, "interim-1", CUTOFF, actor="dana", reason=None, config=Config())
     tables = load_tables(demo)
     tables["follow_up"].loc[0, "death_date"] = pd.Timestamp("2018-12-31")  # one value changed behind the audit's back
+    drop_append_only_triggers(demo)
     with demo.begin() as connection:  # below the ORM, as a disk fault or a hand-made UPDATE would
         connection.execute(sa.update(DataCut.__table__).values(snapshot=gzip.compress(snapshot_text(tables))))
     message = (
@@ -348,3 +350,58 @@ def test_a_corrupted_snapshot_is_refused(demo, tmp_path):
     with pytest.raises(CorruptedCut) as refused:
         load_cut(demo, "interim-1")
     assert str(refused.value) == message
+
+
+CUT_REFUSED = "data_cut is frozen: a data cut cannot be changed or deleted (make a new one)"
+
+
+@pytest.mark.parametrize("statement", ["UPDATE data_cut SET reason = 'changed'", "DELETE FROM data_cut"])
+def test_the_database_refuses_to_change_or_delete_a_cut(demo, statement):
+    create_cut(demo, "interim-1", CUTOFF, actor="dana", reason=None, config=Config())
+    with demo.connect() as connection:
+        before = connection.execute(sa.select(DataCut.__table__)).all()
+    with demo.begin() as connection, pytest.raises(sa.exc.DBAPIError) as refused:  # raw SQL, below the ORM
+        connection.exec_driver_sql(statement)
+    assert CUT_REFUSED in str(refused.value.orig)
+    with demo.connect() as connection:
+        assert connection.execute(sa.select(DataCut.__table__)).all() == before
+
+
+def test_a_snapshot_rewritten_with_its_checksum_is_found(demo, tmp_path):
+    """The issue's case: the snapshot and its SHA-256 rewritten together, then the audit entry of the cut too."""
+    create_cut(demo, "interim-1", CUTOFF, actor="dana", reason=None, config=Config())
+    tables = load_tables(demo)
+    tables["follow_up"].loc[0, "death_date"] = pd.Timestamp("2018-12-31")
+    text = snapshot_text(tables)
+    forged = hashlib.sha256(text).hexdigest()
+    drop_append_only_triggers(demo)
+    with demo.begin() as connection:
+        connection.execute(sa.update(DataCut.__table__).values(snapshot=gzip.compress(text), snapshot_sha256=forged))
+    with pytest.raises(CorruptedCut) as refused:
+        load_cut(demo, "interim-1")
+    assert str(refused.value) == (
+        "Data cut interim-1 is corrupted: its snapshot_sha256 differs from the audit entry of its creation; "
+        "it cannot be used (restore the database from a backup)"
+    )
+
+    log = AuditLog.__table__
+    with demo.begin() as connection:  # the audit entry rewritten to match (which breaks the audit chain)
+        entry = connection.execute(sa.select(log.c.id, log.c.new_values).where(log.c.table_name == "data_cut")).one()
+        connection.execute(sa.update(log).where(log.c.id == entry.id).values(
+            new_values={**entry.new_values, "snapshot_sha256": forged}))  # fmt: skip
+    load_cut(demo, "interim-1")  # nothing left to compare without the configuration: the fingerprint finds it
+    recorded = list_cuts(demo)[0].data_fingerprint
+    with pytest.raises(CorruptedCut) as refused:
+        load_cut(demo, "interim-1", Config())
+    message = str(refused.value)
+    assert message.startswith("Data cut interim-1 does not match its snapshot: the analysis table made from it has ")
+    assert f", the cut recorded {recorded} at creation: the snapshot was rewritten" in message
+    result = cli(_url(demo), "report", "--cut", "interim-1", "--out", str(tmp_path / "r.pdf"))
+    assert (result.exit_code, result.output) == (1, message + "\n")
+    assert not (tmp_path / "r.pdf").exists()
+    verified = cli(_url(demo), "audit", "verify")
+    assert verified.exit_code == 1
+    assert (
+        f"audit log BROKEN at audit entries {entry.id} to {entry.id} (sealed together at chain position 3): an "
+        "entry's content was changed" in verified.output
+    )

@@ -30,6 +30,7 @@ from benchmarks.web_load import PASSWORD, Client, running_server
 from registry import db
 from registry.accounts import create_account
 from registry.audit import audited_session
+from registry.audit_chain import verify_chain
 from registry.codes import Role
 from registry.ingest import Counts, import_path
 from registry.models import TABLES, AuditLog, FollowUp, LabResult, Patient, Site
@@ -247,6 +248,9 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
                      "follow_up": len(expected.new_patients), "audit_log": expected.log.total(),
                      # each client signed in once, from one address (whose throttle counter stays, at 0 failures)
                      "web_session": len(people), "sign_in_event": len(people), "sign_in_throttle": 1}  # fmt: skip
+            seals = connection.execute(sa.select(sa.func.count(sa.distinct(AuditLog.batch)))
+                                       .where(AuditLog.id > last_audit)).scalar_one()  # fmt: skip
+            added["audit_seal"] = seals  # one per transaction that wrote entries
             assert _rows_per_table(check) == {t: n + added.get(t, 0) for t, n in rows_before.items()}
             patients = _counts(connection, sa.select(Patient.study_id))
             assert patients == Counter((s,) for s in [*versions_before, *expected.new_patients])
@@ -270,6 +274,9 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
             logged = [(e.study_id, e.actor, e.new_values["smoking"]) for e in entries if e.action.value == "update"]
             for study_id in per_patient:
                 assert [u for u in logged if u[0] == study_id] == [u for u in expected.updates if u[0] == study_id]
+            # The writers sealed their entries one at a time: the chain holds every entry, unbroken.
+            chain = verify_chain(connection)
+            assert (chain.problem, chain.entries) == (None, rows_before["audit_log"] + expected.log.total())
             # PostgreSQL saw no deadlock (the writers' sessions have ended, so their statistics are in).
             deadlocks = connection.execute(
                 sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")

@@ -1,5 +1,7 @@
 """Alembic: the migrations build exactly the schema the models declare, and undo it."""
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -54,3 +56,23 @@ def test_one_linear_history():
     config = Config()
     config.set_main_option("script_location", str(db.migrations_dir()))
     assert len(ScriptDirectory.from_config(config).get_heads()) == 1
+
+
+def test_the_upgrade_chains_the_entries_written_before_it(engine):
+    from registry.audit_chain import verify_chain
+
+    db.upgrade(engine, "0006")
+    log = sa.table("audit_log", *(sa.column(name) for name in ("changed_at", "actor", "action", "table_name",
+                                                                "record_key")), sa.column("new_values", sa.JSON))  # fmt: skip
+    with engine.begin() as connection:  # as the registry before 0007 wrote them
+        connection.execute(sa.insert(log), [
+            {"changed_at": datetime(2026, 1, day, 12, tzinfo=UTC), "actor": "coordinator1", "action": "insert",
+             "table_name": "site", "record_key": str(day), "new_values": {"code": f"S{day}", "weight": 1.5}}
+            for day in range(1, 6)
+        ])  # fmt: skip
+    db.upgrade(engine)
+    with engine.connect() as connection:
+        report = verify_chain(connection)
+        seals = connection.execute(sa.text("SELECT chain_index, entries, first_id, last_id FROM audit_seal")).all()
+    assert (report.entries, report.head_index, report.problem) == (5, 1, None)
+    assert [tuple(s) for s in seals] == [(1, 5, 1, 5)]  # sealed together

@@ -1,6 +1,7 @@
 """`registry check` and `registry rules`: the summary, exit codes, JSON, HTML, the catalogue docs."""
 
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -52,11 +53,13 @@ def test_warnings_exit_1_only_when_strict(migrated, database_url, tmp_path):
     check = registry_with(database_url, tmp_path / "sheets")
     relaxed, strict = check("check"), check("check", "--strict")
     assert (relaxed.exit_code, strict.exit_code) == (0, 1)
-    assert relaxed.output.splitlines() == [
+    *summary, chain = relaxed.output.splitlines()
+    assert summary == [
         f"{len(RULES)} rules run: 0 error finding(s), 1 warning finding(s)",
         "   rule     category severity  checked  failing percent",
         "PAT-015 completeness  warning        4        1    25.0",
     ]
+    assert re.fullmatch(r"audit log intact: \d+ entries, head \d+ [0-9a-f]{64}", chain)
 
 
 def test_errors_exit_2_and_every_finding_is_written(migrated, database_url, tmp_path):

@@ -1,0 +1,140 @@
+"""Audit chain: audit entries sealed a transaction at a time in a hash chain; triggers refuse changes to the audit log,
+the seals and the data cuts
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-02 06:10:00.000000
+
+The entries already written are sealed as one transaction (registry/audit_chain.py),
+so that ``registry audit verify`` passes on an upgraded database. The code list of
+``audit_log.action`` gains restore and downgrade; the downgrade keeps them (the
+entries of restores and forced downgrades stay in the log).
+
+The downgrade drops the chain (and a downgrade on to ``base`` the log itself): it is
+refused while the log holds entries unless forced (``registry db downgrade --force``,
+which logs it first; the plain alembic command: ``-x force=yes``).
+"""
+
+import uuid
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import context, op
+
+from registry.audit import AuditError
+from registry.audit_chain import seal
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+ACTIONS = ("insert", "update", "delete", "restore", "downgrade")
+#: What each trigger refuses, by table: every UPDATE and DELETE (PostgreSQL: TRUNCATE too).
+REFUSED = {
+    "audit_log": "audit_log is append-only: an audit entry cannot be changed or deleted",
+    "audit_seal": "audit_seal is append-only: a seal of audit entries cannot be changed or deleted",
+    "data_cut": "data_cut is frozen: a data cut cannot be changed or deleted (make a new one)",
+}
+
+
+def _triggers(dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER {table}_no_{kind.lower()} BEFORE {kind} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            for table, message in REFUSED.items()
+            for kind in ("UPDATE", "DELETE")
+        ]
+    statements = []
+    for table, message in REFUSED.items():
+        statements += [
+            f"""CREATE FUNCTION {table}_refused() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION '{message}' USING ERRCODE = 'integrity_constraint_violation';
+            END $$""",
+            f"CREATE TRIGGER {table}_refused BEFORE UPDATE OR DELETE OR TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_refused()",
+        ]
+    return statements
+
+
+def _dropped(dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS {table}_no_{kind}" for table in REFUSED for kind in ("update", "delete")]
+    return [f"DROP FUNCTION IF EXISTS {table}_refused() CASCADE" for table in REFUSED]
+
+
+def _action(values: Sequence[str]) -> sa.Enum:
+    return sa.Enum(*values, name="action", native_enum=False, create_constraint=True, length=32)
+
+
+def upgrade() -> None:
+    connection = op.get_bind()
+    op.create_table(
+        "audit_seal",
+        sa.Column(
+            "chain_index", sa.Integer(), autoincrement=False, nullable=False,
+            comment="Position in the chain (1, 2, ...), in commit order",
+        ),
+        sa.Column(
+            "batch", sa.String(length=32), nullable=False,
+            comment="Random token the transaction wrote into its entries (audit_log.batch)",
+        ),
+        sa.Column("entries", sa.Integer(), nullable=False, comment="Audit entries the transaction wrote"),
+        sa.Column("first_id", sa.Integer(), nullable=False, comment="audit_log.id of its first entry"),
+        sa.Column("last_id", sa.Integer(), nullable=False, comment="audit_log.id of its last entry"),
+        sa.Column(
+            "content_sha256", sa.String(length=64), nullable=False,
+            comment="SHA-256 of its entries' content hashes, in id order",
+        ),
+        sa.Column(
+            "previous_sha256", sa.String(length=64), nullable=False,
+            comment="seal_sha256 of the seal before it (64 zeros for the first)",
+        ),
+        sa.Column(
+            "seal_sha256", sa.String(length=64), nullable=False,
+            comment="SHA-256 of previous_sha256 and the seal's position, count, ids and content hash",
+        ),
+        sa.PrimaryKeyConstraint("chain_index", name=op.f("pk_audit_seal")),
+        sa.UniqueConstraint("batch", name=op.f("uq_audit_seal_batch")),
+    )  # fmt: skip
+    if connection.dialect.name == "postgresql":
+        op.drop_constraint(op.f("ck_audit_log_action"), "audit_log", type_="check")
+        op.create_check_constraint("action", "audit_log", sa.column("action").in_(ACTIONS))
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        if connection.dialect.name == "sqlite":  # the table is copied, with the new CHECK
+            batch_op.alter_column(
+                "action", existing_type=_action(ACTIONS[:3]), type_=_action(ACTIONS), existing_nullable=False,
+                existing_comment="insert, update or delete",
+            )  # fmt: skip
+        batch_op.add_column(
+            sa.Column(
+                "batch",
+                sa.String(length=32),
+                nullable=True,
+                comment="The writing transaction's seal (audit_seal.batch) that chains this entry",
+            )
+        )
+    token = uuid.uuid4().hex  # the entries written so far, sealed as one transaction
+    op.execute(sa.text("UPDATE audit_log SET batch = :token").bindparams(token=token))
+    seal(connection, token, 0)
+    for statement in _triggers(connection.dialect.name):
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    connection = op.get_bind()
+    entries = connection.execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
+    forced = context.config.attributes.get("force") or context.get_x_argument(as_dictionary=True).get("force") == "yes"
+    if entries and not forced:
+        raise AuditError(
+            f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating "
+            "below 0007 drops its hash chain (on to base, the log itself): back the database up first "
+            "(`registry backup`), then pass --force (the downgrade is logged)"
+        )
+    for statement in _dropped(connection.dialect.name):
+        op.execute(statement)
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_column("batch")
+    op.drop_table("audit_seal")
