@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
@@ -27,6 +27,9 @@ from registry.ingest import CellError, parse_cell, rule_violations, show
 from registry.models import AuditLog, Patient, Site
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
 from registry.violations import explain
+
+if TYPE_CHECKING:
+    from registry.entry_checks import EntryChecks
 
 #: The form of the whole record, for errors that no single field owns.
 WHOLE_RECORD = ""
@@ -257,6 +260,7 @@ class Saved:
     key: Any  # the record's primary key
     changed: list[str]  # the fields that changed (every given field of a new record)
     conversion: str = ""  # a lab value converted to its canonical unit: as entered, as stored
+    findings: list[dict[str, Any]] = field(default_factory=list)  # what the checks found that the save added
 
 
 #: Longest reason the audit trail stores (``AuditLog.reason``).
@@ -336,6 +340,7 @@ def save_record(
     key: Any = None,
     version: int | None = None,
     sites: Collection[str] | None = None,
+    checks: EntryChecks | None = None,
 ) -> Saved:
     """Create (``key`` None) or update the record ``key`` of ``sheet_name`` from a form.
 
@@ -343,7 +348,9 @@ def save_record(
     patient). An update needs ``version``, the version the form was opened at, and a
     reason (``reason`` field errors come with the others). Raises :class:`Invalid`,
     :class:`Stale`, :class:`Locked`, ``EntryError`` (deleted) or ``LookupError`` when
-    the record is not this patient's.
+    the record is not this patient's. With ``checks``, what the save adds to the patient's data-quality findings
+    is checked before it commits (:mod:`registry.entry_checks`: an unconfirmed error is
+    :class:`registry.entry_checks.Unconfirmed`, and nothing is written).
     """
     sheet = SHEETS_BY_NAME[sheet_name]
     creating = key is None
@@ -374,6 +381,7 @@ def save_record(
         changed = [name for name in values if shown(values[name]) != stored.get(name, "")]
         if not changed and not creating:
             return Saved(key, [])
+        before = checks.before(session, patient_id) if checks is not None else None
         merged = {c.name: None for c in sheet.columns} | stored_values(record, sheet, site_code) | values
         _check_rules(sheet, merged)
         if sheet.name == "patients" and record is not None:
@@ -390,8 +398,17 @@ def save_record(
         else:
             for target, value in targets.items():
                 setattr(record, target, value)
-        _commit(session, engine, sheet, key, version, lambda: _refuse_if_closed(session, patient_id))
-        return Saved(getattr(record, sheet.table.primary_key.columns[0].name), changed, conversion)
+        found: list[dict[str, Any]] = []
+
+        def before_commit() -> None:
+            _refuse_if_closed(session, patient_id)
+            if checks is not None:
+                saved = (sheet.table.name, str(getattr(record, sheet.table.primary_key.columns[0].name)))
+                added = checks.after(session, patient_id or record.id, before, record=saved, actor=actor)
+                found.extend(added.to_dict("records"))
+
+        _commit(session, engine, sheet, key, version, before_commit)
+        return Saved(getattr(record, sheet.table.primary_key.columns[0].name), changed, conversion, found)
 
 
 def set_deleted(

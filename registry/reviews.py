@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from registry.audit import audited_session
 from registry.entry import EntryError, NoReason, reason_problem, require_reason
@@ -40,15 +41,22 @@ def verify(engine: sa.Engine, finding: Mapping[str, Any], *, comment: str, actor
         raise EntryError("an error cannot be verified: correct the data")
     with audited_session(engine, actor=actor, reason=comment) as session:
         patient_id = session.execute(sa.select(Patient.id).where(Patient.study_id == finding["study_id"])).scalar()
-        key = {"rule": finding["rule"], "table_name": finding["table"], "record_key": finding["record"],
-               "field": finding["field"]}  # fmt: skip
-        stale = session.execute(sa.select(FindingReview).filter_by(**key)).scalar()
-        if stale is not None:  # the verdict on an earlier value of the same field, now replaced
-            session.delete(stale)
-            session.flush()
-        session.add(FindingReview(**key, patient_id=patient_id, value=finding["value"], comment=comment,
-                                  reviewed_by=actor, reviewed_at=datetime.now(UTC)))  # fmt: skip
+        add_review(session, finding, patient_id=patient_id, comment=comment, actor=actor)
         session.commit()
+
+
+def add_review(
+    session: Session, finding: Mapping[str, Any], *, patient_id: int | None, comment: str, actor: str
+) -> None:
+    """Store the review of ``finding`` in ``session`` (an audited one), in place of any review of an earlier value."""
+    key = {"rule": finding["rule"], "table_name": finding["table"], "record_key": finding["record"],
+           "field": finding["field"]}  # fmt: skip
+    stale = session.execute(sa.select(FindingReview).filter_by(**key)).scalar()
+    if stale is not None:  # the verdict on an earlier value of the same field, now replaced
+        session.delete(stale)
+        session.flush()
+    session.add(FindingReview(**key, patient_id=patient_id, value=finding["value"], comment=comment,
+                              reviewed_by=actor, reviewed_at=datetime.now(UTC)))  # fmt: skip
 
 
 def reopen(engine: sa.Engine, review_id: int, *, actor: str, reason: str | None) -> None:
@@ -89,5 +97,6 @@ def with_reviews(findings: pd.DataFrame, reviews: pd.DataFrame) -> pd.DataFrame:
 
 
 def open_findings(findings: pd.DataFrame) -> pd.DataFrame:
-    """The findings no review answers (``findings`` as :func:`with_reviews` gives them)."""
-    return findings[findings["review_id"].isna()]
+    """The findings no review answers (``findings`` as :func:`with_reviews` gives them). An error is open until it is
+    corrected: one confirmed at entry (registry.entry_checks) keeps its reason as a review, and stays open."""
+    return findings[findings["review_id"].isna() | (findings["severity"] == Severity.ERROR.value)]

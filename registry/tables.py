@@ -129,13 +129,15 @@ def _column(values: np.ndarray, dtype: str) -> np.ndarray | pd.api.extensions.Ex
     return pd.arrays.IntegerArray(filled.astype(np.int64), missing)
 
 
-def _read(connection: sa.Connection, table: sa.Table) -> pd.DataFrame:
-    """The live records of ``table`` (:func:`live`), read with the driver's own cursor and typed a whole column at a
-    time: no row objects, no per-value conversion in Python, no type inference."""
+def read_table(connection: sa.Connection, table: sa.Table, query: sa.Select | None = None) -> pd.DataFrame:
+    """The live records of ``table`` (:func:`live`, or ``query``, a filter of it whose parameters are whole numbers),
+    read with the driver's own cursor and typed a whole column at a time: no row objects, no per-value conversion in
+    Python, no type inference."""
     columns = data_columns(table)
+    query = live(table) if query is None else query
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(str(live(table).compile(dialect=connection.dialect)))
+        cursor.execute(str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})))
         rows = cursor.fetchall()
     finally:
         cursor.close()
@@ -154,4 +156,4 @@ def load_tables(bind: sa.Engine | sa.Connection) -> dict[str, pd.DataFrame]:
     if isinstance(bind, sa.Engine):
         with bind.connect() as connection:
             return load_tables(connection)
-    return {name: _read(bind, table) for name, table in DATA_TABLES.items()}
+    return {name: read_table(bind, table) for name, table in DATA_TABLES.items()}

@@ -105,7 +105,7 @@ NEW_PATIENT = {
     "sex": "female",
     "birth_date": "1970-03-04",
     "smoking": "never",
-    "ild_diagnosis_date": "2021-02-01",
+    "ild_diagnosis_date": "2020-02-01",
     "rpild": "yes",
     "rpild_definition": "worsening_1_month",
 }
@@ -349,6 +349,9 @@ def test_focus_goes_to_the_first_error_and_typed_work_survives_the_end_of_a_sess
     )
     assert entered(page, TREATMENT) == TREATMENT
     shot(page, "25-back-at-the-form")
+    assert save(page) == 422  # the course adds errors to EX-002's findings: confirmed, as in the record
+    page.check("#confirm")
+    page.select_option("#confirm_reason", "as in the record")
     assert save(page) == 303
     assert page.text_content("[role=status]").startswith("Saved: drug, start_date, ")
 

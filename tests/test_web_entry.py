@@ -34,10 +34,12 @@ NEW_PATIENT = {
     "sex": "female",
     "birth_date": "1970-03-04",
     "smoking": "never",
-    "ild_diagnosis_date": "2021-02-01",
+    "ild_diagnosis_date": "2020-02-01",
     "rpild": "no",
     "rpild_definition": "worsening_1_month",
 }
+#: What a form sends to save values the checks call errors: confirmed, with a reason (registry.entry_checks).
+CONFIRMED = {"confirm": "yes", "confirm_reason": "as in the record"}
 
 
 @pytest.fixture
@@ -490,7 +492,7 @@ def test_payloads_in_every_text_field_are_stored_literally_and_shown_escaped(cli
         lab["unit"] = "ng/mL"
         event = {"onset_date": "2021-03-01", "term": "other", "term_detail": payload, "ctcae_grade": "2",
                  "serious": "no", "led_to_discontinuation": "no"}  # fmt: skip
-        assert post(client, f"{base}/labs/new", lab).status_code == 303
+        assert post(client, f"{base}/labs/new", lab | CONFIRMED).status_code == 303  # the unit is no ferritin unit
         assert post(client, f"{base}/adverse_events/new", event).status_code == 303
         with web_registry.connect() as connection:
             stored = connection.execute(sa.text(
@@ -508,7 +510,8 @@ def test_payloads_in_every_text_field_are_stored_literally_and_shown_escaped(cli
 def test_checks_run_from_the_web_and_their_findings_lead_to_the_field(client, web_registry):
     sign_in(client, "dana")
     path = "/patients/EX-002/edit"
-    post(client, path, {**_form_values(client, path), "birth_date": "1905-01-01", "reason": "typo to test checks"})
+    post(client, path, {**_form_values(client, path), "birth_date": "1905-01-01", "reason": "typo to test checks",
+                        **CONFIRMED})  # fmt: skip
     assert post(client, "/checks", {}, form="/checks").status_code == 303
     page = client.get("/checks").text
     assert re.search(r'<a href="/patients/EX-002/edit#field-birth_date">birth_date</a>', page)
@@ -661,7 +664,7 @@ def test_a_review_holds_for_its_value_only_and_errors_cannot_be_verified(client,
     stale = post(client, "/findings/verify", {**error, "comment": "x"}, form="/patients/EX-002")
     assert stale.status_code == 303
     assert "Not done: the finding is not in the latest check run (run the checks again)." in client.get("/checks").text
-    post(client, path, {**_form_values(client, path), "value": "150000", "reason": "test"})
+    post(client, path, {**_form_values(client, path), "value": "150000", "reason": "test", **CONFIRMED})
     post(client, "/checks", {}, form="/checks")
     checks = client.get("/checks").text
     assert "open: correct the data" in checks

@@ -398,10 +398,14 @@ def _spreadsheet_default_date(registry: Registry) -> pd.DataFrame:
 # --- uniqueness -------------------------------------------------------------------------------
 
 
+#: What makes two patients probably one (PAT-018).
+DUPLICATE_PATIENT_KEY = ["site_id", "sex", "birth_date", "dm_diagnosis_date"]
+
+
 @cross("PAT-018")
 def _duplicate_patients(registry: Registry) -> pd.DataFrame:
     patients = registry.tables["patient"]
-    key = ["site_id", "sex", "birth_date", "dm_diagnosis_date"]
+    key = DUPLICATE_PATIENT_KEY
     keyed = patients[patients[key].notna().all(axis=1)]
     twins = keyed[keyed.duplicated(key, keep=False)]
     return found(twins, "patient", "study_id")

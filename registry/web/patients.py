@@ -15,7 +15,8 @@ from registry.audit import audit_history
 from registry.codes import STUDY_DRUGS, Antibody
 from registry.ingest import show
 from registry.models import AntibodyTest, FollowUp, Patient, Site, Treatment
-from registry.reviews import open_findings
+from registry.quality.incremental import check_patients
+from registry.reviews import load_reviews, open_findings, with_reviews
 from registry.sheets import SHEETS_BY_NAME
 from registry.web.pages import (
     RECORD_SHEETS,
@@ -188,14 +189,11 @@ def patient_page(request: Request, me: Signed, study_id: str) -> HTMLResponse:
                 sa.select(table).where(table.c.patient_id == found.id).order_by(table.c[kind.dated])
             ).mappings().all()  # fmt: skip
             records[name] = [dict(row) for row in rows]
-    checks = latest_checks(request)
-    findings = []
-    if checks is not None:
-        reviewed = checks.findings(engine_of(request))
-        findings = reviewed[reviewed["study_id"] == study_id].to_dict("records")
+        now = check_patients(connection, [found.id], request.app.state.config, date.today())
+    findings = with_reviews(now, load_reviews(engine_of(request))).to_dict("records")
     return page(
         request, "patient.html", me=me, patient=found, records=records, sheets=SHEETS_BY_NAME, kinds=RECORD_SHEETS,
         features=CLINICAL_FEATURES, timeline=timeline(found.record, records), index_date=_index_date(records),
-        findings=findings, checks=checks, sheet_of_table=SHEET_OF_TABLE,
+        findings=findings, sheet_of_table=SHEET_OF_TABLE,
         history=audit_history(engine_of(request), study_id),
     )  # fmt: skip

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -42,8 +42,10 @@ from registry.entry import (
     set_deleted,
     set_locked,
 )
+from registry.entry_checks import EntryChecks, Unconfirmed, is_missing_record
 from registry.models import Account, AuditLog, LabResult
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn, sheet_dictionary
+from registry.web.entry_findings import Checked, Confirmation, checked
 from registry.web.pages import (
     LOCKERS,
     PATIENT,
@@ -229,6 +231,7 @@ def _form_page(
     stale: Stale | None = None,
     message: str | None = None,
     reason: str = "",
+    findings: Checked | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     """The form; opened (GET) after signing in again, it holds what was typed before the session ended."""
@@ -253,7 +256,7 @@ def _form_page(
         request, "record_form.html", status_code, me=me, sheet=sheet, patient=patient, key=key, creating=creating,
         fields=fields, record_version=version, record_error=errors.get(WHOLE_RECORD), reason_error=errors.get(REASON),
         stale=stale, message=message, note=note, reason=reason, kind=RECORD_SHEETS.get(sheet.name, PATIENT),
-        history=history, focus=first[0] if first else "refusal" if refused else None,
+        history=history, focus=first[0] if first else "refusal" if refused else None, checked=findings,
     )  # fmt: skip
 
 
@@ -281,11 +284,16 @@ def _save(
         again["values"] = form | {name: again["originals"][name] for name in unchosen}
         return _form_page(request, me, sheet, **again, yours=yours, errors=dict.fromkeys(unchosen, CHOOSE),
                           status_code=422)  # fmt: skip
+    confirmation = Confirmation.of(form)
+    checks = EntryChecks(request.app.state.config, date.today(), confirmation.given)
     try:
         saved = save_record(
             engine, sheet.name, form, actor=me.username, reason=reason, patient_id=patient.id if patient else None,
-            key=key, version=version, sites=sites,
+            key=key, version=version, sites=sites, checks=checks,
         )  # fmt: skip
+    except Unconfirmed as unconfirmed:
+        return _form_page(request, me, sheet, **again, message=str(unconfirmed), status_code=422,
+                          findings=checked(sheet, unconfirmed, confirmation, creating=key is None))  # fmt: skip
     except Invalid as invalid:
         return _form_page(request, me, sheet, **again, errors=invalid.errors, status_code=422)
     except Stale as stale:
@@ -298,12 +306,23 @@ def _save(
         return _form_page(request, me, sheet, **again, message=str(refused), status_code=409)
     study_id = patient.study_id if patient else form["study_id"].strip()  # as parsed and stored
     if saved.changed:
-        request.session["flash"] = f"Saved: {', '.join(saved.changed)}." + (f" Result {saved.conversion}."
-                                                                             if saved.conversion else "")  # fmt: skip
+        converted = f" Result {saved.conversion}." if saved.conversion else ""
+        request.session["flash"] = f"Saved: {', '.join(saved.changed)}.{converted}" + _found(saved.findings)
     else:
         request.session["flash"] = "Nothing changed."
     anchor = "" if sheet.name == "patients" else f"#{sheet.name}"
     return RedirectResponse(f"/patients/{quote(study_id, safe='')}{anchor}", status_code=303)
+
+
+def _found(findings: list[dict[str, Any]]) -> str:
+    """What a saved form's checks added, in a sentence (the patient page lists the findings)."""
+    counts = {"error": 0, "warning": 0, "missing": 0}
+    for finding in findings:
+        counts["missing" if is_missing_record(finding["rule"]) else finding["severity"]] += 1
+    said = [f"{counts['error']} confirmed error(s)"] if counts["error"] else []
+    said += [f"{counts['warning']} warning(s)"] if counts["warning"] else []
+    said += [f"{counts['missing']} record(s) still to enter"] if counts["missing"] else []
+    return f" The checks found {', '.join(said)}: see the findings below." if said else ""
 
 
 def _version(value: str | None) -> int | None:

@@ -1,0 +1,78 @@
+"""The rule catalogue at the moment of entry: what a save adds, before it commits.
+
+A save is checked for its patient (:func:`registry.quality.incremental.check_patients`)
+before and after the change, inside its transaction; what it adds is what the
+after-run finds that the before-run did not. A warning saves. An error refuses the
+save (:class:`Unconfirmed`) unless the person confirms it with a reason: then it is
+saved, and kept with the reason as a review of the finding, by the person who
+confirmed it (audited, like every change). A confirmed error stays an open error,
+for the data manager to follow up. A patient's missing records (no antibody test, no
+treatment, no follow-up) are not the save's to answer: they are listed, never refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+from sqlmodel import Session
+
+from registry.config import Config
+from registry.entry import EntryError
+from registry.quality import CATALOGUE, Category, Severity
+from registry.quality.incremental import check_patients
+from registry.reviews import FINDING_KEY, add_review
+
+#: What a confirmation's reason is stored as: the review's comment says it was confirmed, not verified.
+CONFIRMED = "confirmed at entry: {reason}"
+
+
+def is_missing_record(rule_id: str) -> bool:
+    """Whether a rule reports a record the patient lacks (answered by entering that record, not by this save)."""
+    rule = CATALOGUE[rule_id]
+    return rule.category is Category.COMPLETENESS and rule.table == "patient" and not rule_id.startswith("PAT-")
+
+
+@dataclass(eq=False)
+class Unconfirmed(EntryError):
+    """The save adds error findings: correct them, or confirm them with a reason. Nothing was written."""
+
+    findings: pd.DataFrame  # every finding the save adds (the errors, the warnings, the missing records)
+    record: tuple[str, str]  # the table and key of the record saved (findings about it belong beside its fields)
+
+    def __str__(self) -> str:
+        return "the checks found errors: correct them, or confirm them with a reason"
+
+
+@dataclass(frozen=True)
+class EntryChecks:
+    """How a save is checked: the configuration and day of the rules, and the reason errors are confirmed with."""
+
+    config: Config
+    today: date
+    confirmation: str | None = None  # None: errors refuse the save
+
+    def before(self, session: Session, patient_id: int | None) -> pd.DataFrame:
+        """The patient's findings before the change (none for a new patient)."""
+        return check_patients(session.connection(), [] if patient_id is None else [patient_id], self.config, self.today)
+
+    def after(
+        self, session: Session, patient_id: int, before: pd.DataFrame, *, record: tuple[str, str], actor: str
+    ) -> pd.DataFrame:
+        """The findings the flushed change adds; :class:`Unconfirmed` if errors are among them and not confirmed,
+        else the confirmed errors are stored as reviews (in the caller's audited session)."""
+        now = check_patients(session.connection(), [patient_id], self.config, self.today)
+        known = pd.MultiIndex.from_frame(before[FINDING_KEY].fillna(""))
+        added = now[~pd.MultiIndex.from_frame(now[FINDING_KEY].fillna("")).isin(known)].reset_index(drop=True)
+        errors = added[(added["severity"] == Severity.ERROR.value) & ~added["rule"].map(is_missing_record)]
+        if errors.empty:
+            return added
+        if self.confirmation is None:
+            raise Unconfirmed(added, record)
+        reason = CONFIRMED.format(reason=self.confirmation)
+        session.info["reason"] = reason  # the reviews' audit entries carry the confirmation, the record's the save's
+        for finding in errors.to_dict("records"):
+            add_review(session, finding, patient_id=patient_id, comment=reason, actor=actor)
+        session.flush()
+        return added

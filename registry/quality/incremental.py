@@ -1,0 +1,71 @@
+"""The catalogue run for a few patients: what a save or an import adds, before it commits.
+
+A whole-registry run reads every table; a save touches one patient. The rules read
+one patient's records at a time, except the uniqueness rules, which compare
+records with each other: the patients' own records are all read, and for the
+patient table the other patients that could share a patient's key (study_id,
+PAT-005; the probable-duplicate key, PAT-018). The same :func:`run_checks` then runs
+on those rows, so the findings for the patients are exactly a whole run's for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import date
+
+import pandas as pd
+import sqlalchemy as sa
+
+from registry.config import Config
+from registry.quality.catalogue import CATALOGUE, DUPLICATE_KEY, PREFIX
+from registry.quality.cross import DUPLICATE_PATIENT_KEY
+from registry.quality.engine import run_checks
+from registry.tables import DATA_TABLES, live, read_table
+
+#: The keys by which a patient's findings depend on other patients' rows.
+PATIENT_KEYS = [list(CATALOGUE[f"{PREFIX['patient']}-{DUPLICATE_KEY}"].fields), DUPLICATE_PATIENT_KEY]
+
+for _name, _prefix in PREFIX.items():  # a record's twins must be its own patient's records, which are all read
+    if _name not in ("site", "patient") and "patient_id" not in CATALOGUE[f"{_prefix}-{DUPLICATE_KEY}"].fields:
+        raise RuntimeError(f"the natural key of {_name} does not name the patient: the incremental check needs it")
+
+
+def _patients_sharing_a_key(patient_ids: list[int]) -> sa.Select:
+    """The patients with the same value of any :data:`PATIENT_KEYS` as one of ``patient_ids`` (these included)."""
+    patient = DATA_TABLES["patient"]
+    touched = patient.alias("touched")
+    matches = [
+        sa.select(patient.c.id)
+        .join(touched, sa.and_(*(patient.c[name] == touched.c[name] for name in key)))
+        .where(touched.c.id.in_(patient_ids))
+        for key in PATIENT_KEYS
+    ]
+    return sa.union(sa.select(patient.c.id).where(patient.c.id.in_(patient_ids)), *matches)
+
+
+def load_patients(connection: sa.Connection, patient_ids: Collection[int]) -> dict[str, pd.DataFrame]:
+    """The tables as :func:`registry.tables.load_tables` gives them, cut to what the rules read for ``patient_ids``:
+    every site, the patients and those sharing a key with them, and the patients' own records."""
+    ids = sorted({int(i) for i in patient_ids})
+    tables = {}
+    for name, table in DATA_TABLES.items():
+        if name == "site":
+            query = live(table)
+        elif name == "patient":
+            query = live(table).where(table.c.id.in_(_patients_sharing_a_key(ids)))
+        else:
+            query = live(table).where(table.c.patient_id.in_(ids))
+        tables[name] = read_table(connection, table, query)
+    return tables
+
+
+def check_patients(
+    connection: sa.Connection, patient_ids: Collection[int], config: Config, today: date
+) -> pd.DataFrame:
+    """The findings a whole run gives for ``patient_ids`` (in its columns and order), read in ``connection``'s
+    transaction: a save or an import checks what it is about to commit."""
+    tables = load_patients(connection, patient_ids)
+    patients = tables["patient"]
+    study_ids = patients.loc[patients["id"].isin(list(patient_ids)), "study_id"]
+    findings = run_checks(tables, config, today).findings
+    return findings[findings["study_id"].isin(study_ids)].reset_index(drop=True)
