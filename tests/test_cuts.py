@@ -123,17 +123,17 @@ def test_a_change_committed_while_the_cut_is_read_is_wholly_out_of_it(demo, monk
     import registry.tables
 
     before = {name: len(frame) for name, frame in load_tables(demo).items()}
-    read, deleted = registry.tables._read, []
+    read, deleted = registry.tables.read_table, []
 
-    def read_then_delete_a_patient(connection: sa.Connection, table: sa.Table) -> pd.DataFrame:
-        frame = read(connection, table)
+    def read_then_delete_a_patient(connection: sa.Connection, table: sa.Table, query=None) -> pd.DataFrame:
+        frame = read(connection, table, query)
         if table.name == "patient" and not deleted:
             patient_id = int(frame.loc[frame["study_id"].eq("DM-001"), "id"].iloc[0])
             set_deleted(demo, "patients", patient_id, deleted=True, actor="coordinator", reason="withdrew consent")
             deleted.append(patient_id)
         return frame
 
-    monkeypatch.setattr(registry.tables, "_read", read_then_delete_a_patient)
+    monkeypatch.setattr(registry.tables, "read_table", read_then_delete_a_patient)
     cut = create_cut(demo, "interim-1", CUTOFF, actor="dana", reason=None, config=Config())
     monkeypatch.undo()
     assert deleted  # between the reads of patient and of antibody_test
