@@ -215,8 +215,8 @@ def parse_cell(column: SheetColumn, value: Any) -> Any:
         if column.required:
             raise CellError("is required")
         return None
-    if isinstance(value, str):
-        value = value.strip()
+    if isinstance(value, str):  # line breaks as LF: an .xlsx cell (XML) keeps no CR, so a CR could not come back
+        value = value.strip().replace("\r\n", "\n").replace("\r", "\n")
     kind = column.source.type
     if isinstance(kind, sa.Enum):
         if not isinstance(value, str) or value not in kind.enums:

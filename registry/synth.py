@@ -63,6 +63,8 @@ LOG_HR_PER_GRADE = 0.25  # per step weak -> moderate -> strong
 MEAN_AGE = 53.0
 
 # --- who is who (STUDY.md: 26 tofacitinib, 35 tacrolimus) ----------------------------------------------------------
+#: Days from the ILD diagnosis to the start of the index study drug (fewest, most).
+INDEX_DELAY_DAYS = (2, 15)
 #: Tofacitinib share at the start and at the end of the enrolment window (its use grew over the period).
 TOFACITINIB_SHARE = (0.28, 0.58)
 RPILD_SHARE = {True: 13 / 26, False: 22 / 35}  # by tofacitinib (True) or tacrolimus (False)
@@ -301,7 +303,7 @@ def _cohort(
     weights = rng.dirichlet(np.full(sites, 4.0))
     site = np.concatenate([np.arange(min(sites, n)), rng.choice(sites, size=max(0, n - sites), p=weights)])
     start, last = np.datetime64(enrolment[0], "D"), np.datetime64(enrolment[1], "D")
-    ild = start + _between(rng, n, 0, _days(last, start))
+    ild = start + _between(rng, n, 0, _days(last, start) - INDEX_DELAY_DAYS[1])  # the index course inside it too
     order = np.lexsort((ild, site))  # study_ids numbered per site in order of ILD diagnosis
     site, ild = site[order], ild[order]
     serial = np.arange(n) - np.searchsorted(site, site) + 1
@@ -325,7 +327,7 @@ def _cohort(
     )
     grade = np.minimum(grade, 3)
     male = rng.random(n) >= FEMALE
-    index = ild + _between(rng, n, 2, 15)
+    index = ild + _between(rng, n, *INDEX_DELAY_DAYS)
     age_days = np.round(np.clip(rng.normal(MEAN_AGE, 12, n), 20, 84) * 365.25).astype(np.int64)
 
     rng = streams["survival"]

@@ -15,7 +15,7 @@ from openpyxl import Workbook
 from registry import db, ingest
 from registry.entry import form_values, save_record, set_locked
 from registry.ingest import import_path, import_sheets, write_problems
-from registry.models import TABLES, AuditLog, LabResult, Patient
+from registry.models import TABLES, AdverseEvent, AuditLog, LabResult, Patient
 from registry.sheets import SHEETS_BY_NAME
 from registry.workbook import RawSheet, WorkbookError, read
 
@@ -490,3 +490,15 @@ def test_a_text_cell_too_long_is_refused_and_its_message_shows_the_start_of_it(r
         "characters"
     ]
     assert result.errors[0].value == long  # the --errors table keeps it whole
+
+
+def test_line_breaks_are_stored_as_lf_whatever_was_entered(registry):
+    """An .xlsx cell (XML) keeps no CR: a CR LF imported from CSV came back from an .xlsx export as LF, an audited
+    update on re-import. Line breaks are stored as LF, however they were typed."""
+    header = ["study_id", "onset_date", "term", "term_detail", "ctcae_grade", "serious", "led_to_discontinuation"]
+    sheet = raw("adverse_events", header, ["EX-002", "2019-06-10", "herpes_zoster", "thoracic\r\ndermatome\rT6", 2,
+                                           "no", "no"])  # fmt: skip
+    assert import_sheets(registry, [sheet], actor="test", reason="test").written
+    with registry.connect() as connection:
+        details = connection.execute(sa.select(AdverseEvent.term_detail)).scalars().all()
+    assert "thoracic\ndermatome\nT6" in details
