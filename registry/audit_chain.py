@@ -165,7 +165,7 @@ def seal(connection: sa.Connection, batch: str, after: int) -> int:
     hashing = sa.select(entries.id, content_sha256(connection).label("sha256")).where(mine)
     if (first := connection.execute(hashing.order_by(entries.id).limit(1)).first()) is None:
         return 0
-    hashed = hashing.subquery()
+    hashed = hashing.cte("hashed").prefix_with("MATERIALIZED")  # SQLite would otherwise hash twice, for LAG too
     linked = sa.select(hashed.c.id, hashed.c.sha256, sa.func.lag(hashed.c.sha256).over(order_by=hashed.c.id))
     linked = linked.subquery()
     connection.execute(sa.insert(HASHES).from_select(
