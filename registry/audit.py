@@ -28,7 +28,7 @@ from sqlmodel import SQLModel, select
 
 from registry.audit_chain import batch_of
 from registry.codes import AuditAction
-from registry.models import TABLES, AuditLog, AuditSeal, DataCut, Patient, scalar_default
+from registry.models import TABLES, AuditEntryHash, AuditLog, AuditSeal, DataCut, Patient, scalar_default
 
 
 class AuditError(RuntimeError):
@@ -308,8 +308,10 @@ def _key(obj: SQLModel) -> str:
     return "/".join(str(part) for part in identity)
 
 
+#: The audit chain's own tables: only ever appended to.
+_APPEND_ONLY = (AuditLog, AuditSeal, AuditEntryHash)
 #: The registry's own tables; other mapped classes in the same process are not ours to audit.
-_AUDITED = tuple(model for model in TABLES if model not in (AuditLog, AuditSeal))
+_AUDITED = tuple(model for model in TABLES if model not in _APPEND_ONLY)
 
 
 def _keep_old_value(*_args: Any) -> None:
@@ -326,7 +328,7 @@ for _model in _AUDITED:
 @event.listens_for(Session, "before_flush")
 def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> None:
     for obj in (*session.dirty, *session.deleted):
-        if isinstance(obj, AuditLog | AuditSeal):
+        if isinstance(obj, _APPEND_ONLY):
             raise AuditError("The audit log is append-only: its rows cannot be changed or deleted")
         if isinstance(obj, DataCut):
             raise AuditError(f"Data cut {obj.name} is frozen: a cut cannot be changed or deleted (make a new one)")
@@ -337,7 +339,7 @@ def _refuse_bulk_changes(state: sa.orm.ORMExecuteState) -> None:
     """``session.execute(update(Patient)...)`` would change rows past the flush hooks, unaudited: it is refused."""
     if (state.is_update or state.is_delete) and state.bind_mapper is not None:
         model = state.bind_mapper.class_
-        if issubclass(model, (*_AUDITED, AuditLog, AuditSeal)):
+        if issubclass(model, (*_AUDITED, *_APPEND_ONLY)):
             kind = "update" if state.is_update else "delete"
             raise AuditError(
                 f"A bulk {kind} of {model.__tablename__} is refused: it would change rows without an audit entry; "

@@ -694,6 +694,20 @@ class AuditSeal(SQLModel, table=True):
     seal_sha256: str = text(64, "SHA-256 of previous_sha256 and the seal's position, count, ids and content hash")
 
 
+class AuditEntryHash(SQLModel, table=True):
+    """The hash of one audit entry's content, chained to the entry before it, so that a broken chain names the entry.
+
+    Written with its transaction's seal and never changed or deleted: see registry/audit_chain.py.
+    """
+
+    __tablename__ = "audit_entry_hash"
+
+    entry_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False,
+                          "comment": "audit_log.id of the entry"})  # fmt: skip
+    content_sha256: str = text(64, "SHA-256 of the entry's content, as the database computed it")
+    previous_sha256: str = text(64, "content_sha256 of the entry before it in the chain (64 zeros for the first)")
+
+
 #: What a data cut's name may hold: it is typed on command lines and shown in reports.
 CUT_NAME_PATTERN = (
     r"[A-Za-z0-9][A-Za-z0-9._-]*",
@@ -749,5 +763,6 @@ TABLES: tuple[type[SQLModel], ...] = (
     SignInEvent,
     SignInThrottle,
     AuditSeal,
+    AuditEntryHash,
     AuditLog,
 )

@@ -16,6 +16,7 @@ from registry.audit_chain import CHAIN_START, seal_sha256, verify_chain
 from registry.models import (
     AdverseEvent,
     AntibodyTest,
+    AuditEntryHash,
     AuditLog,
     AuditSeal,
     FollowUp,
@@ -119,12 +120,17 @@ def test_audit_log_is_append_only(patient):
         session.exec(select(AuditSeal)).first().entries = 1
         with pytest.raises(AuditError, match="append-only"):
             session.commit()
+    with audited_session(patient, actor="admin") as session:
+        session.delete(session.exec(select(AuditEntryHash)).first())
+        with pytest.raises(AuditError, match="append-only"):
+            session.commit()
     assert [e.actor for e in _log(patient)] == ["coordinator1", "coordinator1"]
 
 
 REFUSED = {
     "audit_log": "audit_log is append-only: an audit entry cannot be changed or deleted",
     "audit_seal": "audit_seal is append-only: a seal of audit entries cannot be changed or deleted",
+    "audit_entry_hash": "audit_entry_hash is append-only: the hash of an audit entry cannot be changed or deleted",
 }
 
 
@@ -132,8 +138,10 @@ REFUSED = {
     ("table", "statement"),
     [("audit_log", "UPDATE audit_log SET actor = 'someone else' WHERE id = 1"),
      ("audit_log", "UPDATE audit_log SET batch = NULL"), ("audit_log", "DELETE FROM audit_log WHERE id = 1"),
-     ("audit_seal", "UPDATE audit_seal SET entries = 1"), ("audit_seal", "DELETE FROM audit_seal")],
-    ids=["update", "unseal", "delete", "seal update", "seal delete"],
+     ("audit_seal", "UPDATE audit_seal SET entries = 1"), ("audit_seal", "DELETE FROM audit_seal"),
+     ("audit_entry_hash", "UPDATE audit_entry_hash SET content_sha256 = previous_sha256"),
+     ("audit_entry_hash", "DELETE FROM audit_entry_hash WHERE entry_id = 2")],
+    ids=["update", "unseal", "delete", "seal update", "seal delete", "hash update", "hash delete"],
 )  # fmt: skip
 def test_the_database_refuses_to_change_or_delete_audit_entries_and_seals(patient, table, statement):
     before = _rows(patient)
@@ -143,7 +151,7 @@ def test_the_database_refuses_to_change_or_delete_audit_entries_and_seals(patien
     assert _rows(patient) == before
 
 
-@pytest.mark.parametrize("table", ["audit_log", "audit_seal"])
+@pytest.mark.parametrize("table", ["audit_log", "audit_seal", "audit_entry_hash"])
 def test_postgresql_refuses_to_truncate_the_audit_log_and_seals(patient, table):
     if patient.dialect.name != "postgresql":
         pytest.skip("TRUNCATE is PostgreSQL's (SQLite has DELETE, refused above)")
@@ -156,7 +164,7 @@ def test_postgresql_refuses_to_truncate_the_audit_log_and_seals(patient, table):
 def _rows(engine) -> list[list[tuple]]:
     with engine.connect() as connection:
         return [[tuple(row) for row in connection.execute(sa.select(table).order_by(*table.primary_key.columns))]
-                for table in (AuditLog.__table__, AuditSeal.__table__)]  # fmt: skip
+                for table in (AuditLog.__table__, AuditSeal.__table__, AuditEntryHash.__table__)]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -264,8 +272,8 @@ def test_verify_names_the_first_broken_entries(patient, tampering):
         report = verify_chain(connection)
     named = "audit entries 3 to 3 (sealed together at chain position 2)"
     problem = {
-        "content": f"{named}: an entry's content was changed after it was written (they no longer give their "
-                   "seal's hash)",
+        "content": "audit entry 3 (sealed at chain position 2): its content was changed after it was written (it no "
+                   "longer gives its stored hash)",
         "removed": f"{named}: the seal holds 1, 0 are found (1 removed)",
         "inserted": "audit entry 5: inserted outside the chain (no seal holds it)",
         "seal": "audit entries 2 to 3 (sealed together at chain position 2): their seal was changed (it no longer "
@@ -278,6 +286,48 @@ def test_verify_names_the_first_broken_entries(patient, tampering):
     }[tampering]  # fmt: skip
     assert report.problem == problem
     assert report.entries == (4 if tampering in ("outside", "inserted") else 2)
+
+
+@pytest.mark.parametrize("tampering", ["content", "removed", "hash removed"])
+def test_verify_names_the_one_entry_broken_inside_a_large_transaction(patient, tampering):
+    """An import's seal holds thousands of entries: verify names the entry, by its own hash and link."""
+    from registry.audit import insert_audited
+
+    with patient.begin() as connection:  # entries 3 to 2002, one seal
+        insert_audited(connection, Patient, [{"study_id": f"B{n}", "site_id": 1, "sex": "male",
+                                              "birth_date": date(1980, 1, 1)} for n in range(2000)],
+                       actor="importer", reason="bulk")  # fmt: skip
+    drop_append_only_triggers(patient)
+    log, hashes = AuditLog.__table__, AuditEntryHash.__table__
+    with patient.begin() as connection:
+        if tampering == "content":
+            connection.execute(sa.update(log).where(log.c.id == 1234).values(reason="changed"))
+        elif tampering == "removed":
+            connection.execute(sa.delete(log).where(log.c.id == 1234))
+        else:
+            connection.execute(sa.delete(hashes).where(hashes.c.entry_id == 1234))
+    with patient.connect() as connection:
+        report = verify_chain(connection)
+    problem = {
+        "content": "audit entry 1234 (sealed at chain position 2): its content was changed after it was written (it "
+                   "no longer gives its stored hash)",
+        "removed": "audit entry 1235 (sealed at chain position 2): the entry before it in the chain is missing or "
+                   "was replaced",
+        "hash removed": "audit entry 1234 (sealed at chain position 2): inserted outside the chain (no hash of it is "
+                        "stored)",
+    }[tampering]  # fmt: skip
+    assert (report.problem, report.entries, report.head_index) == (problem, 2, 1)
+
+
+def test_each_entry_is_hashed_and_linked_to_the_entry_before_it_across_seals(patient):
+    with audited_session(patient, actor="coordinator1") as session:
+        session.add(Site(code="S2", name="Site two"))
+        session.commit()
+    with Session(patient) as session:
+        stored = list(session.exec(select(AuditEntryHash).order_by(AuditEntryHash.entry_id)))
+    assert [h.entry_id for h in stored] == [1, 2, 3]
+    assert [h.previous_sha256 for h in stored] == [CHAIN_START] + [h.content_sha256 for h in stored[:-1]]
+    assert len({h.content_sha256 for h in stored}) == 3
 
 
 def test_direct_identifiers_are_logged_as_changed_but_never_copied(patient):
@@ -474,7 +524,8 @@ def test_the_documented_postgresql_roles_let_the_application_only_append_to_the_
         add_demo_site(engines[1])  # an audited change by the application role, sealed by it
         with engines[1].connect() as connection:
             assert verify_chain(connection).entries == 1
-        for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_seal", "TRUNCATE data_cut",
+        for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_seal", "DELETE FROM audit_entry_hash",
+                          "TRUNCATE data_cut",
                           "DROP TRIGGER audit_log_refused ON audit_log", "ALTER TABLE audit_log DISABLE TRIGGER ALL",
                           "UPDATE alembic_version SET version_num = '0001'"):  # fmt: skip
             with engines[1].begin() as connection, pytest.raises(sa.exc.ProgrammingError) as refused:

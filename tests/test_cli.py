@@ -94,8 +94,8 @@ def test_audit_verify_names_the_first_broken_entry(database_url):
         connection.execute(sa.text("UPDATE audit_log SET reason = 'rewritten' WHERE id = 1"))
     broken = run("audit", "verify", database=database_url)
     message = (
-        "audit log BROKEN at audit entries 1 to 1 (sealed together at chain position 1): an entry's content was "
-        "changed after it was written (they no longer give their seal's hash) (0 entries verified before it)\n"
+        "audit log BROKEN at audit entry 1 (sealed at chain position 1): its content was changed after it was "
+        "written (it no longer gives its stored hash) (0 entries verified before it)\n"
         "See docs/operations.md, 'When the audit chain is broken'\n"
     )
     assert (broken.exit_code, broken.output) == (1, message)
@@ -161,13 +161,14 @@ def test_demo_builds_a_fresh_registry(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Database  sqlite:///demo/registry.db" in done.stdout
     lines = done.stdout.splitlines()
-    counts = {line.split()[0]: line.split()[1:] for line in lines[4:23]}
+    counts = {line.split()[0]: line.split()[1:] for line in lines[4:24]}
     assert counts == {
         "site": ["1"], "patient": ["61", "0"], "patient_identifier": ["0"], "antibody_test": ["122", "0"],
         "lab_result": ["732", "0"], "pft": ["61", "0"], "hrct": ["61", "0"], "treatment": ["243", "0"],
         "adverse_event": ["45", "0"], "follow_up": ["61", "0"], "account": ["0"], "account_site": ["0"],
         "finding_review": ["0"], "data_cut": ["0"], "web_session": ["0"], "sign_in_event": ["0"],
-        "sign_in_throttle": ["0"], "audit_seal": ["2"], "audit_log": ["1387"],
+        "sign_in_throttle": ["0"], "audit_seal": ["2"], "audit_entry_hash": ["1387"],
+        "audit_log": ["1387"],
     }  # fmt: skip
     assert "100 rules run: 0 error finding(s), 0 warning finding(s)" in lines
     assert "overall mortality at 6 months: tacrolimus 22/35, tofacitinib 10/26; log-rank p = 0.028" in lines

@@ -251,6 +251,7 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
             seals = connection.execute(sa.select(sa.func.count(sa.distinct(AuditLog.batch)))
                                        .where(AuditLog.id > last_audit)).scalar_one()  # fmt: skip
             added["audit_seal"] = seals  # one per transaction that wrote entries
+            added["audit_entry_hash"] = expected.log.total()  # one per entry
             assert _rows_per_table(check) == {t: n + added.get(t, 0) for t, n in rows_before.items()}
             patients = _counts(connection, sa.select(Patient.study_id))
             assert patients == Counter((s,) for s in [*versions_before, *expected.new_patients])

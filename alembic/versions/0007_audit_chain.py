@@ -1,11 +1,11 @@
-"""Audit chain: audit entries sealed a transaction at a time in a hash chain; triggers refuse changes to the audit log,
-the seals and the data cuts
+"""Audit chain: each audit entry's hash chained to the one before it, sealed a transaction at a time; triggers refuse
+changes to the audit log, the entries' hashes, the seals and the data cuts
 
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02 06:10:00.000000
 
-The entries already written are sealed as one transaction (registry/audit_chain.py),
+The entries already written are hashed and sealed as one transaction (registry/audit_chain.py),
 so that ``registry audit verify`` passes on an upgraded database. The code list of
 ``audit_log.action`` gains restore and downgrade; the downgrade keeps them (the
 entries of restores and forced downgrades stay in the log).
@@ -34,6 +34,7 @@ ACTIONS = ("insert", "update", "delete", "restore", "downgrade")
 REFUSED = {
     "audit_log": "audit_log is append-only: an audit entry cannot be changed or deleted",
     "audit_seal": "audit_seal is append-only: a seal of audit entries cannot be changed or deleted",
+    "audit_entry_hash": "audit_entry_hash is append-only: the hash of an audit entry cannot be changed or deleted",
     "data_cut": "data_cut is frozen: a data cut cannot be changed or deleted (make a new one)",
 }
 
@@ -69,6 +70,10 @@ def _action(values: Sequence[str]) -> sa.Enum:
     return sa.Enum(*values, name="action", native_enum=False, create_constraint=True, length=32)
 
 
+def _sha256(name: str, comment: str) -> sa.Column:
+    return sa.Column(name, sa.String(length=64), nullable=False, comment=comment)
+
+
 def upgrade() -> None:
     connection = op.get_bind()
     op.create_table(
@@ -84,20 +89,18 @@ def upgrade() -> None:
         sa.Column("entries", sa.Integer(), nullable=False, comment="Audit entries the transaction wrote"),
         sa.Column("first_id", sa.Integer(), nullable=False, comment="audit_log.id of its first entry"),
         sa.Column("last_id", sa.Integer(), nullable=False, comment="audit_log.id of its last entry"),
-        sa.Column(
-            "content_sha256", sa.String(length=64), nullable=False,
-            comment="SHA-256 of its entries' content hashes, in id order",
-        ),
-        sa.Column(
-            "previous_sha256", sa.String(length=64), nullable=False,
-            comment="seal_sha256 of the seal before it (64 zeros for the first)",
-        ),
-        sa.Column(
-            "seal_sha256", sa.String(length=64), nullable=False,
-            comment="SHA-256 of previous_sha256 and the seal's position, count, ids and content hash",
-        ),
+        _sha256("content_sha256", "SHA-256 of its entries' content hashes, in id order"),
+        _sha256("previous_sha256", "seal_sha256 of the seal before it (64 zeros for the first)"),
+        _sha256("seal_sha256", "SHA-256 of previous_sha256 and the seal's position, count, ids and content hash"),
         sa.PrimaryKeyConstraint("chain_index", name=op.f("pk_audit_seal")),
         sa.UniqueConstraint("batch", name=op.f("uq_audit_seal_batch")),
+    )  # fmt: skip
+    op.create_table(
+        "audit_entry_hash",
+        sa.Column("entry_id", sa.Integer(), autoincrement=False, nullable=False, comment="audit_log.id of the entry"),
+        _sha256("content_sha256", "SHA-256 of the entry's content, as the database computed it"),
+        _sha256("previous_sha256", "content_sha256 of the entry before it in the chain (64 zeros for the first)"),
+        sa.PrimaryKeyConstraint("entry_id", name=op.f("pk_audit_entry_hash")),
     )  # fmt: skip
     if connection.dialect.name == "postgresql":
         op.drop_constraint(op.f("ck_audit_log_action"), "audit_log", type_="check")
@@ -137,4 +140,5 @@ def downgrade() -> None:
         op.execute(statement)
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_column("batch")
+    op.drop_table("audit_entry_hash")
     op.drop_table("audit_seal")
