@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from registry.cuts import Cut
+    from registry.quality import CheckRun
     from registry.report.build import Report
 
 # The data-quality, analysis and report modules (pandas, pandera, lifelines, matplotlib,
@@ -852,8 +853,12 @@ def check(
     ] = False,
     config_file: ConfigOption = Path("registry.toml"),
     cut: CutOption = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Only this site's patients (a coordinator's own checks).")
+    ] = None,
 ) -> None:
-    """Run every data-quality rule on the whole database (or a data cut) and summarise the findings.
+    """Run every data-quality rule on the whole database (or a data cut, or one site's patients) and summarise
+    the findings.
 
     The audit log's hash chain is verified first (as `registry audit verify`): a broken chain is an error.
 
@@ -866,10 +871,16 @@ def check(
     from registry.quality.output import findings_document, render_html, summary_text
 
     engine, configured = _engine(ctx), _config(config_file)
+    if site is not None and cut is not None:
+        typer.echo("--site checks the registry as it is now: it does not go with --cut", err=True)
+        raise typer.Exit(2)
     chain = _verified_log(engine, exit_code=2)
-    source = _source(engine, configured, cut)
-    config = source.config
-    run = run_checks(source.tables, config, source.today)
+    if site is None:
+        source = _source(engine, configured, cut)
+        config = source.config
+        run = run_checks(source.tables, config, source.today)
+    else:
+        config, run = configured, _site_run(engine, site, configured)
     now = datetime.now(UTC)
     typer.echo(summary_text(run, all_rules=all_rules))
     typer.echo(chain)
@@ -883,6 +894,18 @@ def check(
         raise typer.Exit(2)
     if strict and run.warnings:
         raise typer.Exit(1)
+
+
+def _site_run(engine: sa.Engine, code: str, config: Config) -> CheckRun:
+    """The checks of the site's patients (exit 2 for a site not registered)."""
+    from registry.quality.incremental import check_site
+
+    with engine.connect() as connection:
+        sites = dict(connection.execute(sa.select(Site.code, Site.id)).all())
+        if code not in sites:
+            typer.echo(f"Site {code} is not registered (registered: {', '.join(sorted(sites)) or 'none'})", err=True)
+            raise typer.Exit(2)
+        return check_site(connection, sites[code], config, date.today())
 
 
 class RulesFormat(StrEnum):

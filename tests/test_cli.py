@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import re
 import sqlite3
 import subprocess
@@ -289,6 +290,40 @@ def test_import_strict_refuses_an_import_that_adds_errors(site_registry):
     assert run("summary", database=site_registry).output.count(" 0\n") >= 9
     clean = run("import", str(EXAMPLE), "--strict", database=site_registry)
     assert (clean.exit_code, clean.output.splitlines()[-1]) == (0, "Imported example.")
+
+
+def test_check_site_gives_the_whole_runs_findings_for_that_sites_patients_only(site_registry, tmp_path):
+    assert run("import", str(DIRTY), database=site_registry).exit_code == 0
+    assert run("site", "add", "NJ1", "Other centre", "--actor", "admin", database=site_registry).exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "patients.csv").write_text("study_id,site,sex,birth_date,dm_diagnosis_date,ild_diagnosis_date\n"
+                                        "NJ-001,NJ1,male,1960-01-01,2020-01-02,2020-02-03\n")  # fmt: skip
+    assert run("import", str(other), database=site_registry).exit_code == 0
+
+    def findings(*args: str) -> list[tuple[str, str]]:
+        result = run("check", "--json", str(tmp_path / "f.json"), *args, database=site_registry)
+        assert result.exit_code == 2, result.output  # errors
+        found = json.loads((tmp_path / "f.json").read_text())["findings"]
+        return sorted((f["rule"], f["study_id"]) for f in found)
+
+    whole, demo, nj1 = findings(), findings("--site", "DEMO"), findings("--site", "NJ1")
+    assert nj1 == [("ABT-010", "NJ-001"), ("FUP-010", "NJ-001"), ("PAT-015", "NJ-001"), ("PAT-016", "NJ-001"),
+                   ("PAT-017", "NJ-001"), ("TRT-010", "NJ-001")]  # fmt: skip
+    assert sorted(demo + nj1) == whole and len(demo) == 55
+    summary = run("check", "--site", "NJ1", database=site_registry).output.splitlines()
+    assert summary[0] == "100 rules run: 3 error finding(s), 3 warning finding(s)"
+    assert summary[2].split() == ["PAT-015", "completeness", "warning", "1", "1", "100.0"]
+
+
+def test_check_site_refuses_an_unknown_site_and_a_data_cut(site_registry):
+    unknown = run("check", "--site", "XX", database=site_registry)
+    assert (unknown.exit_code, unknown.output) == (2, "Site XX is not registered (registered: DEMO)\n")
+    with_cut = run("check", "--site", "DEMO", "--cut", "c1", database=site_registry)
+    assert (with_cut.exit_code, with_cut.output) == (
+        2,
+        "--site checks the registry as it is now: it does not go with --cut\n",
+    )
 
 
 def test_import_dry_run_and_unreadable_path(site_registry, tmp_path):
