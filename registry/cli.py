@@ -898,14 +898,14 @@ def check(
 
 def _site_run(engine: sa.Engine, code: str, config: Config) -> CheckRun:
     """The checks of the site's patients (exit 2 for a site not registered)."""
-    from registry.quality.incremental import check_site
+    from registry.quality.incremental import check_sites
 
     with engine.connect() as connection:
-        sites = dict(connection.execute(sa.select(Site.code, Site.id)).all())
+        sites = list(connection.execute(sa.select(Site.code).order_by(Site.code)).scalars())
         if code not in sites:
-            typer.echo(f"Site {code} is not registered (registered: {', '.join(sorted(sites)) or 'none'})", err=True)
+            typer.echo(f"Site {code} is not registered (registered: {', '.join(sites) or 'none'})", err=True)
             raise typer.Exit(2)
-        return check_site(connection, sites[code], config, date.today())
+        return check_sites(connection, [code], config, date.today())
 
 
 class RulesFormat(StrEnum):

@@ -6,7 +6,7 @@ records with each other: the patients' own records are all read, and for the
 patient table the other patients that could share a patient's key (study_id,
 PAT-005; the probable-duplicate key, PAT-018). The same :func:`run_checks` then runs
 on those rows, so the findings for the patients are exactly a whole run's for them.
-A site's run (:func:`check_site`) is the same for the site's patients.
+A site's run (:func:`check_sites`) is the same for the site's patients.
 """
 
 from __future__ import annotations
@@ -76,12 +76,14 @@ def _findings_of(run: CheckRun, tables: dict[str, pd.DataFrame], patient_ids: Co
     return run.findings[run.findings["study_id"].isin(study_ids)].reset_index(drop=True)
 
 
-def check_site(connection: sa.Connection, site_id: int, config: Config, today: date) -> CheckRun:
-    """A whole run's findings for the site's patients, and its summary of them. The records checked are those read:
-    the site's patients' and the few patients of other sites who share a key with one of them."""
-    patient = DATA_TABLES["patient"]
-    query = live(patient).with_only_columns(patient.c.id).where(patient.c.site_id == site_id)
-    ids = list(connection.execute(query).scalars())
+def check_sites(connection: sa.Connection, site_codes: Collection[str], config: Config, today: date) -> CheckRun:
+    """A whole run's findings for the sites' patients, and its summary of them. The records checked are those read:
+    the sites' patients' and the few patients of other sites who share a key with one of them."""
+    patient, site = DATA_TABLES["patient"], DATA_TABLES["site"]
+    sites = sa.select(site.c.id).where(site.c.code.in_(list(site_codes)))
+    ids = list(
+        connection.execute(live(patient).with_only_columns(patient.c.id).where(patient.c.site_id.in_(sites))).scalars()
+    )
     tables = load_patients(connection, ids)
     run = run_checks(tables, config, today)
     findings = _findings_of(run, tables, ids)
