@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from registry.cuts import Cut
+    from registry.quality import CheckRun
     from registry.report.build import Report
 
 # The data-quality, analysis and report modules (pandas, pandera, lifelines, matplotlib,
@@ -486,25 +487,50 @@ def template(
 def import_(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="An .xlsx workbook or a folder of CSV files named after the sheets.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; write nothing.")] = False,
-    errors: Annotated[Path | None, typer.Option("--errors", help="Also write the problems to this CSV file.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate, check and report; write nothing (the writes are rolled back).")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse an import that adds error findings of the data-quality rules.")
+    ] = False,
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="Also write the problems and the findings to this CSV file.")
+    ] = None,
     actor: Actor = "",
     reason: Annotated[str | None, typer.Option(help="Why, for the audit trail [default: import of FILE]")] = None,
+    config_file: ConfigOption = Path("registry.toml"),
 ) -> None:
     """Import cases: every row is validated; nothing is written unless all are valid.
 
+    The data-quality rules then run for the patients the import touches, and the findings it adds are listed
+    (records a patient still lacks, such as a follow-up, are listed as still to enter and never refused).
+
     Example: registry import cases.xlsx --dry-run --errors errors.csv
     """
+    from registry.entry_checks import EntryChecks
+
+    checks = EntryChecks(_config(config_file), date.today())
     try:
-        result = import_path(_engine(ctx), path, actor=actor or getpass.getuser(), reason=reason, dry_run=dry_run)
+        result = import_path(
+            _engine(ctx),
+            path,
+            actor=actor or getpass.getuser(),
+            reason=reason,
+            dry_run=dry_run,
+            checks=checks,
+            strict=strict,
+        )
     except WorkbookError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
+    if result.findings is not None:
+        _print_findings(result.findings)
     for problem in result.problems:
         typer.echo(f"{problem.severity}: {problem}", err=True)
     if errors is not None:
-        write_problems(errors, result.problems)
-        typer.echo(f"{len(result.problems)} problems written to {errors}")
+        write_problems(errors, result.problems, result.findings)
+        found = "" if result.findings is None else f" and {_count(list(result.findings.index), 'finding')}"
+        typer.echo(f"{len(result.problems)} problems{found} written to {errors}")
     if result.errors:
         typer.echo(
             f"{_count(result.errors, 'error')}, {_count(result.warnings, 'warning')}: nothing was written.", err=True
@@ -520,6 +546,34 @@ def import_(
         typer.echo("Nothing changed: the registry already holds every row of this workbook.")
     else:
         typer.echo(f"Imported {path.name}.")
+
+
+def _print_findings(findings: pd.DataFrame) -> None:
+    """The findings an import adds: a count per rule, then each patient's; the records still to enter by rule."""
+    from registry.entry_checks import is_missing_record
+    from registry.quality import CATALOGUE
+    from registry.quality.output import shareable
+
+    findings = shareable(findings)
+    to_enter = findings["rule"].map(is_missing_record).astype(bool)
+    added, missing = findings[~to_enter], findings[to_enter]
+    errors, warnings = (list(added.index[added["severity"] == severity]) for severity in ("error", "warning"))
+    typer.echo(
+        f"Checks: the import adds {_count(errors, 'error')} and {_count(warnings, 'warning')}"
+        f"; {_count(list(missing.index), 'record')} still to enter."
+    )
+    if not added.empty:
+        typer.echo("By rule:")
+    for rule, group in added.groupby("rule"):
+        typer.echo(f"  {rule}  {CATALOGUE[rule].severity:<7}  {len(group):>5}  {CATALOGUE[rule].message}")
+    if not added.empty:
+        typer.echo("By patient:")
+    for f in added.sort_values("study_id", kind="stable").itertuples():
+        typer.echo(f"  {f.study_id}  {f.rule} {f.severity}: {f.table}.{f.field} = {_shown(f.value)}: {f.message}")
+    if not missing.empty:
+        typer.echo("Still to enter (a later import or the web form adds them; never refused by --strict):")
+    for rule, group in missing.groupby("rule"):
+        typer.echo(f"  {rule}  {_count(list(group['study_id']), 'patient')}  {CATALOGUE[rule].message}")
 
 
 def _nothing_written(reason: object) -> NoReturn:
@@ -799,8 +853,12 @@ def check(
     ] = False,
     config_file: ConfigOption = Path("registry.toml"),
     cut: CutOption = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Only this site's patients (a coordinator's own checks).")
+    ] = None,
 ) -> None:
-    """Run every data-quality rule on the whole database (or a data cut) and summarise the findings.
+    """Run every data-quality rule on the whole database (or a data cut, or one site's patients) and summarise
+    the findings.
 
     The audit log's hash chain is verified first (as `registry audit verify`): a broken chain is an error.
 
@@ -813,10 +871,16 @@ def check(
     from registry.quality.output import findings_document, render_html, summary_text
 
     engine, configured = _engine(ctx), _config(config_file)
+    if site is not None and cut is not None:
+        typer.echo("--site checks the registry as it is now: it does not go with --cut", err=True)
+        raise typer.Exit(2)
     chain = _verified_log(engine, exit_code=2)
-    source = _source(engine, configured, cut)
-    config = source.config
-    run = run_checks(source.tables, config, source.today)
+    if site is None:
+        source = _source(engine, configured, cut)
+        config = source.config
+        run = run_checks(source.tables, config, source.today)
+    else:
+        config, run = configured, _site_run(engine, site, configured)
     now = datetime.now(UTC)
     typer.echo(summary_text(run, all_rules=all_rules))
     typer.echo(chain)
@@ -830,6 +894,18 @@ def check(
         raise typer.Exit(2)
     if strict and run.warnings:
         raise typer.Exit(1)
+
+
+def _site_run(engine: sa.Engine, code: str, config: Config) -> CheckRun:
+    """The checks of the site's patients (exit 2 for a site not registered)."""
+    from registry.quality.incremental import check_sites
+
+    with engine.connect() as connection:
+        sites = list(connection.execute(sa.select(Site.code).order_by(Site.code)).scalars())
+        if code not in sites:
+            typer.echo(f"Site {code} is not registered (registered: {', '.join(sites) or 'none'})", err=True)
+            raise typer.Exit(2)
+        return check_sites(connection, [code], config, date.today())
 
 
 class RulesFormat(StrEnum):

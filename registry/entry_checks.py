@@ -12,6 +12,7 @@ treatment, no follow-up) are not the save's to answer: they are listed, never re
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
@@ -53,19 +54,32 @@ class EntryChecks:
     today: date
     confirmation: str | None = None  # None: errors refuse the save
 
+    def findings(self, session: Session, patient_ids: Collection[int]) -> pd.DataFrame:
+        """The patients' findings as the session's transaction sees them."""
+        return check_patients(session.connection(), patient_ids, self.config, self.today)
+
     def before(self, session: Session, patient_id: int | None) -> pd.DataFrame:
         """The patient's findings before the change (none for a new patient)."""
-        return check_patients(session.connection(), [] if patient_id is None else [patient_id], self.config, self.today)
+        return self.findings(session, [] if patient_id is None else [patient_id])
+
+    def added(self, session: Session, patient_ids: Collection[int], before: pd.DataFrame) -> pd.DataFrame:
+        """The patients' findings now that are not among ``before`` (the same rule, record, field and value)."""
+        now = self.findings(session, patient_ids)
+        known = pd.MultiIndex.from_frame(before[FINDING_KEY].fillna(""))
+        return now[~pd.MultiIndex.from_frame(now[FINDING_KEY].fillna("")).isin(known)].reset_index(drop=True)
+
+    @staticmethod
+    def errors(added: pd.DataFrame) -> pd.DataFrame:
+        """The error findings among ``added`` that refuse a change (a missing record never does)."""
+        return added[(added["severity"] == Severity.ERROR.value) & ~added["rule"].map(is_missing_record)]
 
     def after(
         self, session: Session, patient_id: int, before: pd.DataFrame, *, record: tuple[str, str], actor: str
     ) -> pd.DataFrame:
         """The findings the flushed change adds; :class:`Unconfirmed` if errors are among them and not confirmed,
         else the confirmed errors are stored as reviews (in the caller's audited session)."""
-        now = check_patients(session.connection(), [patient_id], self.config, self.today)
-        known = pd.MultiIndex.from_frame(before[FINDING_KEY].fillna(""))
-        added = now[~pd.MultiIndex.from_frame(now[FINDING_KEY].fillna("")).isin(known)].reset_index(drop=True)
-        errors = added[(added["severity"] == Severity.ERROR.value) & ~added["rule"].map(is_missing_record)]
+        added = self.added(session, [patient_id], before)
+        errors = self.errors(added)
         if errors.empty:
             return added
         if self.confirmation is None:

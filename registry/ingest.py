@@ -6,6 +6,14 @@ Rows are matched to stored records by their natural key (``sheets.Sheet.key``), 
 importing the same file again changes nothing, and a changed cell is an audited
 update. Columns a sheet leaves out are left as stored; rows a sheet leaves out are
 kept (an import never deletes).
+
+With checks (``registry.entry_checks.EntryChecks``), the data-quality rules run for the
+patients the import touches inside the writing transaction, before and after the
+writes, and the findings the import adds are reported; ``strict`` refuses an import
+that adds errors (rolled back). A dry run with checks writes in a transaction and rolls
+it back, so its findings are exactly those the import would add. A patient's missing
+records (no antibody test, treatment or follow-up yet) are reported as still to enter
+and never refuse: a coordinator may import the patients first and their records later.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from enum import Enum
 from functools import cache
 from itertools import chain, compress, repeat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -34,6 +42,11 @@ from registry.codes import EARLIEST_DATE, LATEST_DATE
 from registry.models import Patient, Site, scalar_default
 from registry.sheets import HELPER_SHEETS, SHEETS, SHEETS_BY_NAME, Sheet, SheetColumn, stored_rows
 from registry.violations import explain
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from registry.entry_checks import EntryChecks
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -101,6 +114,7 @@ class ImportResult:
     problems: list[Problem]
     counts: dict[str, Counts] = field(default_factory=dict)
     written: bool = False
+    findings: pd.DataFrame | None = None  # the findings the import adds (registry.quality's columns); None: unchecked
 
     @property
     def errors(self) -> list[Problem]:
@@ -648,6 +662,22 @@ class _ClosedMeanwhile(Exception):
         self.study_ids = study_ids
 
 
+def _touched(plans: list[_Plan]) -> list[str]:
+    """The study_ids of the patients whose records the import inserts or changes."""
+    return sorted(
+        {study_id for plan in plans for study_id in plan.new.values.get("study_id", [])}
+        | {change.stored["study_id"] for plan in plans for change in plan.changed}
+    )
+
+
+class _AddsErrors(Exception):
+    """The strict import adds error findings (rolled back)."""
+
+    def __init__(self, findings: pd.DataFrame) -> None:
+        super().__init__(len(findings))
+        self.findings = findings
+
+
 def _refuse_closed_since_validation(session: Session, plans: list[_Plan]) -> None:
     """Ask again, after every write is flushed, whether a patient the import writes to is now locked or deleted.
 
@@ -655,10 +685,7 @@ def _refuse_closed_since_validation(session: Session, plans: list[_Plan]) -> Non
     committed since the validation is seen and one still under way waits for this import; on SQLite this
     transaction holds the write lock by now, so it reads the newest state.
     """
-    touched = sorted(
-        {study_id for plan in plans for study_id in plan.new.values.get("study_id", [])}
-        | {change.stored["study_id"] for plan in plans for change in plan.changed}
-    )
+    touched = _touched(plans)
     closed = []
     for start in range(0, len(touched), _LOCK_CHUNK):
         query = sa.select(Patient.study_id).where(
@@ -670,13 +697,18 @@ def _refuse_closed_since_validation(session: Session, plans: list[_Plan]) -> Non
         raise _ClosedMeanwhile(sorted(closed))
 
 
-def _write(engine: sa.Engine, plans: list[_Plan], actor: str, reason: str) -> None:
-    """All changes in one audited transaction: new records in bulk and in chunks, changed ones through the ORM."""
+def _write(
+    engine: sa.Engine, plans: list[_Plan], actor: str, reason: str, checks: _Checks | None, *, commit: bool
+) -> pd.DataFrame | None:
+    """All changes in one audited transaction: new records in bulk and in chunks, changed ones through the ORM.
+
+    With ``checks``, the findings the changes add (before the commit, which ``commit=False`` leaves out)."""
     with audited_session(engine, actor=actor, reason=reason) as session:
         _lock_changed(session, plans)
         connection = session.connection()
         sites = dict(session.execute(sa.select(Site.code, Site.id)).all())
         patients: dict[str, int] = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
+        before = None if checks is None else checks.before(session, patients, _touched(plans))
         for plan in plans:
             sheet, new = plan.new.sheet, plan.new
             ids = {c.name: patients if c.name == "study_id" else sites for c in sheet.columns if c.is_reference}
@@ -695,7 +727,40 @@ def _write(engine: sa.Engine, plans: list[_Plan], actor: str, reason: str) -> No
             if sheet.name == "patients":
                 patients = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
         _refuse_closed_since_validation(session, plans)
-        session.commit()
+        added = None if checks is None else checks.added(session, patients, _touched(plans), before)
+        if commit:
+            session.commit()
+        return added
+
+
+@dataclass(frozen=True)
+class _Checks:
+    """The data-quality rules run for the patients an import touches, a chunk of patients at a time (PostgreSQL
+    takes at most 65,535 parameters); the rules' own reads of related patients make the chunks' findings whole."""
+
+    checks: EntryChecks
+    strict: bool
+
+    def _findings(self, session: Session, ids: list[int], before: pd.DataFrame | None) -> pd.DataFrame:
+        import pandas as pd
+
+        chunks = [ids[start : start + _LOCK_CHUNK] for start in range(0, len(ids), _LOCK_CHUNK)]
+        found = [self.checks.findings(session, chunk) if before is None else self.checks.added(session, chunk, before)
+                 for chunk in chunks or [[]]]  # fmt: skip
+        return pd.concat(found, ignore_index=True)
+
+    def before(self, session: Session, patients: Mapping[str, int], touched: list[str]) -> pd.DataFrame:
+        """The findings of the touched patients already stored, before the import writes."""
+        return self._findings(session, [patients[s] for s in touched if s in patients], None)
+
+    def added(
+        self, session: Session, patients: Mapping[str, int], touched: list[str], before: pd.DataFrame
+    ) -> pd.DataFrame:
+        """The findings the flushed writes add; :class:`_AddsErrors` if strict and errors are among them."""
+        added = self._findings(session, [patients[s] for s in touched], before)
+        if self.strict and not self.checks.errors(added).empty:
+            raise _AddsErrors(added)
+        return added
 
 
 @contextmanager
@@ -722,18 +787,28 @@ def import_sheets(
     actor: str,
     reason: str,
     dry_run: bool = False,
+    checks: EntryChecks | None = None,
+    strict: bool = False,
 ) -> ImportResult:
     """Validate every row of ``raw_sheets``; write them in one transaction if none is wrong.
 
     Sheet by sheet (patients first), each read in chunks into columns of parsed values,
-    so that the raw cells of only one chunk are held at a time.
+    so that the raw cells of only one chunk are held at a time. With ``checks``, the
+    findings the import adds are in the result; ``strict`` refuses an import that adds errors.
     """
+    checked = None if checks is None else _Checks(checks, strict)
     with _cycle_collection_paused():
-        return _import_sheets(engine, raw_sheets, actor=actor, reason=reason, dry_run=dry_run)
+        return _import_sheets(engine, raw_sheets, actor=actor, reason=reason, dry_run=dry_run, checks=checked)
 
 
 def _import_sheets(
-    engine: sa.Engine, raw_sheets: Sequence[workbook.RawSheet], *, actor: str, reason: str, dry_run: bool
+    engine: sa.Engine,
+    raw_sheets: Sequence[workbook.RawSheet],
+    *,
+    actor: str,
+    reason: str,
+    dry_run: bool,
+    checks: _Checks | None,
 ) -> ImportResult:
     problems: list[Problem] = []
     found = _find_sheets(raw_sheets, problems)
@@ -755,10 +830,16 @@ def _import_sheets(
     for plan in plans:
         counts[plan.new.sheet.name] = Counts(len(plan.new), len(plan.changed), plan.unchanged)
     result = ImportResult(sorted(problems, key=_reading_order), counts)
-    if result.errors or dry_run or not result.changed:
+    if result.errors or (dry_run and checks is None) or not result.changed:
         return result
     try:
-        _write(engine, plans, actor, reason)
+        result.findings = _write(engine, plans, actor, reason, checks, commit=not dry_run)
+    except _AddsErrors as refused:
+        result.findings = refused.findings
+        errors = len(checks.checks.errors(refused.findings))
+        message = f"the import adds {errors} error finding{'' if errors == 1 else 's'} (strict): nothing was written"
+        result.problems.append(Problem("checks", None, None, None, message))
+        return result
     except sa.exc.IntegrityError as error:  # a concurrent change the validation could not see
         result.problems.append(Problem("database", None, None, None, f"refused the import: {explain(error).message}"))
         return result
@@ -766,7 +847,7 @@ def _import_sheets(
         message = "was locked by a data manager or deleted while the import was being checked: nothing was written"
         result.problems += [Problem("database", None, "study_id", study_id, message) for study_id in closed.study_ids]
         return result
-    result.written = True
+    result.written = not dry_run
     return result
 
 
@@ -777,22 +858,47 @@ def _reading_order(problem: Problem) -> tuple:
 
 
 def import_path(
-    engine: sa.Engine, path: Path, *, actor: str, reason: str | None = None, dry_run: bool = False
+    engine: sa.Engine,
+    path: Path,
+    *,
+    actor: str,
+    reason: str | None = None,
+    dry_run: bool = False,
+    checks: EntryChecks | None = None,
+    strict: bool = False,
 ) -> ImportResult:
     """Import an XLSX workbook or a folder of CSV files (raises ``workbook.WorkbookError`` if unreadable)."""
+    reason = reason or f"import of {path.name}"
     return import_sheets(
-        engine, workbook.read(path), actor=actor, reason=reason or f"import of {path.name}", dry_run=dry_run
+        engine, workbook.read(path), actor=actor, reason=reason, dry_run=dry_run, checks=checks, strict=strict
     )
 
 
 ERROR_COLUMNS = ["severity", "sheet", "row", "column", "value", "message"]
 
 
-def write_problems(path: Path, problems: Sequence[Problem]) -> None:
-    """The problems as a table a coordinator can sort, filter and tick off (written whole or not at all)."""
+def write_problems(path: Path, problems: Sequence[Problem], findings: pd.DataFrame | None = None) -> None:
+    """The problems, then the findings the import adds, as a table a coordinator can sort, filter and tick off
+    (written whole or not at all). A finding's row names its sheet and column; its message starts with the rule
+    and the patient, and says "still to enter" for a record the patient lacks."""
     with replacing(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(ERROR_COLUMNS)
         for p in problems:
             value = "" if p.value is None else show(p.value)
             writer.writerow([p.severity, p.source, p.row or "", p.column or "", value, p.message])
+        writer.writerows(finding_rows(findings) if findings is not None else [])
+
+
+def finding_rows(findings: pd.DataFrame) -> Iterator[list[str]]:
+    """The findings as rows of :data:`ERROR_COLUMNS` (a birth date withheld, as in every findings file)."""
+    import pandas as pd
+
+    from registry.entry_checks import is_missing_record  # registry.entry_checks reads registry.entry, which reads this
+    from registry.quality.output import shareable
+
+    sheets = {sheet.table.name: sheet.name for sheet in SHEETS}
+    for f in shareable(findings).itertuples():
+        message = f"{f.rule} {f.study_id}: {'still to enter: ' if is_missing_record(f.rule) else ''}{f.message}"
+        field, value = ("" if pd.isna(v) else show(v) for v in (f.field, f.value))
+        yield [f.severity, sheets.get(f.table, f.table), "", field, value, message]

@@ -77,3 +77,14 @@ def test_scale_benchmark_runs_on_the_smallest_registry(tmp_path):
         assert f"| {step}" in section
     assert "| target | SQLite, 61 patients |" in section
     assert "`registry demo`" in section and "start-up alone" in section
+
+
+def test_entry_checks_benchmark_runs_on_a_small_registry(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    _run("entry_checks", "--patients", "40", "--new", "8", "--output", str(out))
+    text = out.read_text()
+    assert "copied to 40 clean patients" in text
+    assert "| import of 8 new patients (every sheet), without the checks |" in text
+    assert re.search(
+        r"\| the same import with the checks \(`--strict`\) \| [\d.]+ s \([+-]\d+ %, 0 findings\) \|", text
+    )

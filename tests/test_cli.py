@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import re
 import sqlite3
 import subprocess
@@ -221,7 +222,8 @@ def test_site_add_refuses_a_duplicate_or_too_long_code(site_registry, code, mess
 def test_import_twice_then_audit_history(site_registry, tmp_path):
     first = run("import", str(EXAMPLE), "--actor", "coordinator1", database=site_registry)
     assert first.exit_code == 0
-    assert first.output.splitlines()[1].split() == ["patients", "4", "0", "0"]
+    assert first.output.splitlines()[0] == "Checks: the import adds 0 errors and 0 warnings; 0 records still to enter."
+    assert first.output.splitlines()[2].split() == ["patients", "4", "0", "0"]
     assert first.output.splitlines()[-1] == "Imported example."
     again = run("import", str(EXAMPLE), "--actor", "coordinator1", database=site_registry)
     assert again.output.splitlines()[-1] == "Nothing changed: the registry already holds every row of this workbook."
@@ -248,6 +250,81 @@ def test_import_reports_every_error_and_writes_the_table(site_registry, tmp_path
         "2 errors, 0 warnings: nothing was written.",
     ]
     assert len((tmp_path / "e.csv").read_text().splitlines()) == 3
+
+
+DIRTY = REPO / "fixtures" / "dirty" / "sheets"
+
+
+def test_import_dry_run_lists_the_findings_it_would_add_per_rule_and_patient(site_registry, tmp_path):
+    result = run("import", str(DIRTY), "--dry-run", "--errors", str(tmp_path / "e.csv"), database=site_registry)
+    lines = result.output.splitlines()
+    assert (result.exit_code, lines[:3]) == (0, [
+        "Checks: the import adds 36 errors and 15 warnings; 4 records still to enter.",
+        "By rule:",
+        "  ABT-011  warning      1  grade and value disagree about positivity (value against cut-off)",
+    ])  # fmt: skip
+    assert "  TIM-002  error        8  a record is dated after the last contact" in lines
+    assert "  DM-012  LAB-010 error: lab_result.unit = mg/dL: unit is not the analyte's canonical unit" in lines
+    assert (  # a birth date never reaches the screen
+        "  DM-027  PAT-010 error: patient.birth_date = (withheld: a birth date, see the patient's record): "
+        "age at diagnosis is outside 18-100 years"
+    ) in lines
+    start = lines.index("Still to enter (a later import or the web form adds them; never refused by --strict):")
+    assert lines[start + 1 : start + 3] == ["  ABT-010  1 patient  no anti-MDA5 result",
+                                            "  FUP-010  1 patient  no follow-up record (vital status unknown)"]  # fmt: skip
+    assert f"0 problems and 55 findings written to {tmp_path / 'e.csv'}" in lines
+    assert lines[-1] == "Dry run: the workbook is valid; nothing was written."
+    rows = list(csv.reader((tmp_path / "e.csv").open(encoding="utf-8")))
+    assert len(rows) == 1 + 55
+    assert ["error", "labs", "", "unit", "mg/dL", "LAB-010 DM-012: unit is not the analyte's canonical unit"] in rows
+    assert ["error", "patients", "", "antibody", "", "ABT-010 DM-016: still to enter: no anti-MDA5 result"] in rows
+    assert run("summary", database=site_registry).output.count(" 0\n") >= 9
+
+
+def test_import_strict_refuses_an_import_that_adds_errors(site_registry):
+    result = run("import", str(DIRTY), "--strict", database=site_registry)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-2:] == [
+        "error: checks: the import adds 36 error findings (strict): nothing was written",
+        "1 error, 0 warnings: nothing was written.",
+    ]
+    assert run("summary", database=site_registry).output.count(" 0\n") >= 9
+    clean = run("import", str(EXAMPLE), "--strict", database=site_registry)
+    assert (clean.exit_code, clean.output.splitlines()[-1]) == (0, "Imported example.")
+
+
+def test_check_site_gives_the_whole_runs_findings_for_that_sites_patients_only(site_registry, tmp_path):
+    assert run("import", str(DIRTY), database=site_registry).exit_code == 0
+    assert run("site", "add", "NJ1", "Other centre", "--actor", "admin", database=site_registry).exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "patients.csv").write_text("study_id,site,sex,birth_date,dm_diagnosis_date,ild_diagnosis_date\n"
+                                        "NJ-001,NJ1,male,1960-01-01,2020-01-02,2020-02-03\n")  # fmt: skip
+    assert run("import", str(other), database=site_registry).exit_code == 0
+
+    def findings(*args: str) -> list[tuple[str, str]]:
+        result = run("check", "--json", str(tmp_path / "f.json"), *args, database=site_registry)
+        assert result.exit_code == 2, result.output  # errors
+        found = json.loads((tmp_path / "f.json").read_text())["findings"]
+        return sorted((f["rule"], f["study_id"]) for f in found)
+
+    whole, demo, nj1 = findings(), findings("--site", "DEMO"), findings("--site", "NJ1")
+    assert nj1 == [("ABT-010", "NJ-001"), ("FUP-010", "NJ-001"), ("PAT-015", "NJ-001"), ("PAT-016", "NJ-001"),
+                   ("PAT-017", "NJ-001"), ("TRT-010", "NJ-001")]  # fmt: skip
+    assert sorted(demo + nj1) == whole and len(demo) == 55
+    summary = run("check", "--site", "NJ1", database=site_registry).output.splitlines()
+    assert summary[0] == "100 rules run: 3 error finding(s), 3 warning finding(s)"
+    assert summary[2].split() == ["PAT-015", "completeness", "warning", "1", "1", "100.0"]
+
+
+def test_check_site_refuses_an_unknown_site_and_a_data_cut(site_registry):
+    unknown = run("check", "--site", "XX", database=site_registry)
+    assert (unknown.exit_code, unknown.output) == (2, "Site XX is not registered (registered: DEMO)\n")
+    with_cut = run("check", "--site", "DEMO", "--cut", "c1", database=site_registry)
+    assert (with_cut.exit_code, with_cut.output) == (
+        2,
+        "--site checks the registry as it is now: it does not go with --cut\n",
+    )
 
 
 def test_import_dry_run_and_unreadable_path(site_registry, tmp_path):

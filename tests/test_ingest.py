@@ -13,13 +13,17 @@ from conftest import add_demo_site
 from openpyxl import Workbook
 
 from registry import db, ingest
+from registry.config import Config
 from registry.entry import form_values, save_record, set_locked
+from registry.entry_checks import EntryChecks
 from registry.ingest import import_path, import_sheets, write_problems
 from registry.models import TABLES, AdverseEvent, AuditLog, LabResult, Patient
 from registry.sheets import SHEETS_BY_NAME
 from registry.workbook import RawSheet, WorkbookError, read
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
+DIRTY = Path(__file__).resolve().parents[1] / "fixtures" / "dirty" / "sheets"
+CHECKS = EntryChecks(Config(), date(2026, 1, 1))
 LABS = ["study_id", "analyte", "sample_date", "value", "unit"]
 PATIENTS = ["study_id", "site", "sex", "birth_date"]
 
@@ -207,6 +211,61 @@ def test_dry_run_reports_counts_and_writes_nothing(registry):
     )
     assert (result.counts["labs"].inserted, result.written) == (1, False)
     assert snapshot(registry) == before
+
+
+def test_a_clean_import_adds_no_findings(migrated):
+    add_demo_site(migrated)
+    result = import_path(migrated, EXAMPLE, actor="c", checks=CHECKS, strict=True)
+    assert result.written and result.problems == [] and result.findings.empty
+
+
+def test_dry_run_lists_the_findings_the_import_would_add_and_writes_nothing(migrated):
+    """The writes are made and rolled back: the findings are the import's own, with nothing written."""
+    add_demo_site(migrated)
+    before = snapshot(migrated)
+    result = import_path(migrated, DIRTY, actor="c", dry_run=True, checks=CHECKS)
+    assert (result.written, result.problems, snapshot(migrated)) == (False, [], before)
+    manifest = list(csv.DictReader((DIRTY.parent / "manifest.csv").open(encoding="utf-8")))
+    assert set(zip(result.findings["rule"], result.findings["study_id"], strict=True)) == {
+        (line["rule"], line["study_id"]) for line in manifest
+    }
+
+
+def test_strict_refuses_an_import_that_adds_errors_and_writes_nothing(migrated):
+    add_demo_site(migrated)
+    before = snapshot(migrated)
+    result = import_path(migrated, DIRTY, actor="c", checks=CHECKS, strict=True)
+    assert not result.written and snapshot(migrated) == before  # the audit log included
+    assert [str(p) for p in result.errors] == [
+        "checks: the import adds 36 error findings (strict): nothing was written"
+    ]
+    assert len(result.findings) == 55
+
+
+def test_strict_imports_patients_without_their_records_yet_and_lists_them_as_still_to_enter(registry):
+    """A coordinator imports the patients first and their tests, treatments and follow-up later."""
+    header = [*PATIENTS, "dm_diagnosis_date", "ild_diagnosis_date"]
+    patients = raw("patients", header, ["EX-010", "DEMO", "female", "1970-01-01", "2020-01-02", "2020-02-03"])
+    result = import_sheets(registry, [patients], actor="c", reason="r", checks=CHECKS, strict=True)
+    assert result.written and result.errors == []
+    assert list(zip(result.findings["rule"], result.findings["severity"], strict=True)) == [
+        ("PAT-015", "warning"), ("PAT-016", "warning"), ("PAT-017", "warning"),
+        ("ABT-010", "error"), ("TRT-010", "error"), ("FUP-010", "error"),
+    ]  # fmt: skip
+
+
+def test_an_import_reports_only_the_findings_it_adds(registry):
+    """A stored patient's finding is not the import's: changing another cell of theirs adds only its own."""
+    labs = [["EX-001", "ferritin", "2018-05-03", "2250", "mg/dL"]]
+    first = import_sheets(registry, [raw("labs", LABS, *labs)], actor="c", reason="r", checks=CHECKS)
+    assert list(first.findings["rule"]) == ["LAB-010"]
+    second = raw("labs", LABS, *labs, ["EX-001", "crp", "2018-05-03", "900", "mg/L"])
+    result = import_sheets(registry, [second], actor="c", reason="r", checks=CHECKS)
+    assert (result.written, list(result.findings["rule"]), list(result.findings["value"])) == (
+        True,
+        ["LAB-013"],
+        ["900"],
+    )
 
 
 def _write_csv(folder: Path, name: str, rows: list[list[str]], encoding: str = "utf-8") -> None:

@@ -405,8 +405,8 @@ def test_roles_decide_who_may_write_lock_and_read_results(web_registry):
         create_account(session, "ana", WEB_PASSWORD, Role.ANALYST)
         create_account(session, "adam", WEB_PASSWORD, Role.ADMIN)
         session.commit()
-    expected = {  # (may enter data, may lock, may run checks)
-        "cora": (True, False, False),
+    expected = {  # (may enter data, may lock, may run checks: a coordinator those of their own sites)
+        "cora": (True, False, True),
         "dana": (True, True, True),
         "ana": (False, False, True),
         "adam": (False, False, True),

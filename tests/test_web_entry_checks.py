@@ -82,3 +82,27 @@ def test_the_patient_page_shows_findings_as_they_are_now_without_a_check_run(cli
     follow_up = {"last_contact_date": "2022-02-10", "vital_status": "alive", "lost_to_follow_up": "no"}
     assert post(client, "/patients/EX-100/follow_up/new", follow_up).status_code == 303
     assert "<td>FUP-010</td>" not in client.get("/patients/EX-100").text
+
+
+def test_a_coordinator_runs_the_checks_of_their_own_sites_only_and_never_replaces_the_registrys_run(client):
+    from test_web_entry import _form_values
+
+    sign_in(client, "dana")
+    for study_id in ("EX-001", "EX-901"):  # EX-901 is of site OTHER, not cora's
+        path = f"/patients/{study_id}/edit"
+        post(client, path, {**_form_values(client, path), "smoking": "", "reason": "history not known after all"})
+    post(client, "/checks", {}, form="/checks")
+    coordinator = TestClient(client.app)
+    sign_in(coordinator, "cora")
+    before = coordinator.get("/checks").text
+    assert '<a href="/checks">Checks of my sites</a>' in before and "/report.pdf" not in before
+    assert "<h1>Data-quality checks of your sites (DEMO)</h1>" in before
+    assert "The checks have not run since the application started." in before  # the registry's run is not theirs
+    assert post(coordinator, "/checks", {}, form="/checks").status_code == 303
+    assert _patients_with_findings(coordinator.get("/checks").text) == {"EX-001"}
+    assert _patients_with_findings(client.get("/checks").text) == {"EX-001", "EX-901"}  # the registry's run stays
+    assert coordinator.get("/report.pdf").status_code == 403
+
+
+def _patients_with_findings(page: str) -> set[str]:
+    return set(re.findall(r'<a href="/patients/(EX-\d+)#findings">', page))

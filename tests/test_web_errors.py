@@ -86,7 +86,7 @@ def test_refusals_and_invalid_requests_answer_a_page_that_says_what_to_do(client
     assert refusal(page.text) == ("Not found", [])
     assert "go back to the patient list." in page.text and '<a href="/patients">All patients</a>' in page.text
     sign_in(client, "cora")
-    forbidden = client.get("/checks")
+    forbidden = client.get("/report.pdf")  # the report is not a coordinator's (their own sites' checks are)
     assert forbidden.status_code == 403
     assert refusal(forbidden.text) == ("Not allowed", ["Your role (coordinator) may not do this."])
     assert "ask a data manager or an administrator." in forbidden.text

@@ -245,10 +245,11 @@ def run_checks(tables: dict[str, pd.DataFrame], config: Config, today: date) -> 
         .reset_index(drop=True)
     )
     checked = {name: len(frame) for name, frame in tables.items()} | {"date": len(registry.dates)}
-    return CheckRun(findings, _summary(checked, findings))
+    return CheckRun(findings, summarise(checked, findings))
 
 
-def _summary(checked_by_table: dict[str, int], findings: pd.DataFrame) -> pd.DataFrame:
+def summarise(checked_by_table: dict[str, int], findings: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: the records checked (by table), the failing ones and their share."""
     failing = findings.drop_duplicates(["rule", "table", "record"]).groupby("rule").size()
     rows = []
     for rule in RULES:

@@ -37,7 +37,7 @@ WITHHELD_FIELDS = ("birth_date",)
 WITHHELD = "(withheld: a birth date, see the patient's record)"
 
 
-def _shareable(findings: pd.DataFrame) -> pd.DataFrame:
+def shareable(findings: pd.DataFrame) -> pd.DataFrame:
     """The findings as files show them: the values of WITHHELD_FIELDS replaced by WITHHELD."""
     return findings.assign(value=findings["value"].mask(findings["field"].isin(WITHHELD_FIELDS), WITHHELD))
 
@@ -57,7 +57,7 @@ def findings_document(run: CheckRun, config: Config, generated_at: datetime) -> 
         "status": "errors" if run.errors else "warnings" if run.warnings else "clean",
         "counts": {"error": run.errors, "warning": run.warnings},
         "summary": _records(run.summary),
-        "findings": _records(_shareable(run.findings)),
+        "findings": _records(shareable(run.findings)),
     }
 
 
@@ -65,7 +65,7 @@ def render_html(run: CheckRun, generated_at: datetime) -> str:
     """A browsable page: summary, findings grouped by rule, then by patient."""
     templates = resource_dir("templates", "_templates", "quality.html")
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), autoescape=True)
-    findings = _shareable(run.findings)
+    findings = shareable(run.findings)
     by_rule = [(rule, findings[findings["rule"] == rule["rule"]].to_dict("records"))
                for rule in run.summary[run.summary["failing"] > 0].to_dict("records")]  # fmt: skip
     patients = findings[findings["study_id"].notna()]

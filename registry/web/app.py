@@ -72,6 +72,7 @@ def create_app(
     app.state.templates = templates
     app.state.config = config or Config()
     app.state.latest_checks = None
+    app.state.site_checks = {}  # (coordinator, their sites) -> their latest run of those sites
     app.state.secret_key, app.state.https = secret_key, https
     app.state.session_limits = session_limits or SessionLimits()
 

@@ -1,9 +1,12 @@
-"""Data-quality checks and the report, on demand, for analysts, data managers and admins.
+"""Data-quality checks and the report, on demand, for analysts, data managers and admins; the checks of their
+own sites for coordinators.
 
 The checks run over the whole registry, as ``registry check`` does; their findings stay
 in the application until the next run, and the patient list and pages show them, each
-linked to the record and field it concerns. The report is rendered on request, as
-``registry report`` does, and refused while the data have error findings.
+linked to the record and field it concerns. A coordinator's run covers their sites'
+patients only (as ``registry check --site``), is kept for them alone and never replaces
+the registry's run. The report is rendered on request, as ``registry report`` does, and
+refused while the data have error findings.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from registry.codes import Role
 from registry.entry import EntryError
 from registry.models import Account
 from registry.quality import run_checks
+from registry.quality.incremental import check_sites
 from registry.report.build import NothingToAnalyse, ReportRefused, build_report
 from registry.reviews import open_findings, reopen, verify
 from registry.tables import load_tables
@@ -29,6 +34,7 @@ from registry.web.pages import (
     PageNumber,
     Signed,
     engine_of,
+    entry_sites,
     latest_checks,
     local_path,
     page,
@@ -40,10 +46,27 @@ from registry.web.security import check_csrf
 
 router = APIRouter()
 
+#: Who may run the checks: a coordinator for their own sites, the readers of results for the registry.
+CHECKERS = (Role.COORDINATOR, *READERS_OF_RESULTS)
+
+
+def _own_sites(request: Request, me: Account) -> tuple[str, ...] | None:
+    """A coordinator's sites (their checks cover these), None for everyone else (the registry's checks)."""
+    if me.role is not Role.COORDINATOR:
+        return None
+    with engine_of(request).connect() as connection:
+        return tuple(entry_sites(connection, me))
+
+
+def _latest_checks_of(request: Request, me: Account) -> LatestChecks | None:
+    """The registry's latest run, or a coordinator's latest run of their sites as they are now."""
+    sites = _own_sites(request, me)
+    return latest_checks(request) if sites is None else request.app.state.site_checks.get((me.username, sites))
+
 
 @router.get("/checks", response_class=HTMLResponse)
 def checks_page(request: Request, me: Signed, rule: str = "", number: PageNumber = 1) -> HTMLResponse:
-    require(me, READERS_OF_RESULTS)
+    require(me, CHECKERS)
     return _checks_page(request, me, rule=rule, number=number)
 
 
@@ -51,9 +74,9 @@ def _checks_page(
     request: Request, me: Account, message: str | None = None, status_code: int = 200, rule: str = "", number: int = 1
 ) -> HTMLResponse:
     """The last run's summary, and its findings (of one ``rule``, or all) a page at a time."""
-    checks = latest_checks(request)
+    checks, sites = _latest_checks_of(request, me), _own_sites(request, me)
     if checks is None:
-        return page(request, "checks.html", status_code, me=me, checks=None, message=message)
+        return page(request, "checks.html", status_code, me=me, checks=None, message=message, sites=sites)
     failing = checks.run.summary[checks.run.summary["failing"] > 0]
     findings = checks.findings(engine_of(request))
     open_count = len(open_findings(findings))
@@ -63,7 +86,7 @@ def _checks_page(
     return page(
         request, "checks.html", status_code, me=me, checks=checks, message=message, rule=rule, pages=pages,
         rules=failing.to_dict("records"), findings=findings.iloc[pages.first - 1 : pages.last].to_dict("records"),
-        open_count=open_count, sheet_of_table=SHEET_OF_TABLE,
+        open_count=open_count, sheet_of_table=SHEET_OF_TABLE, sites=sites,
     )  # fmt: skip
 
 
@@ -72,11 +95,16 @@ async def run_checks_now(
     request: Request, me: Signed, csrf: Annotated[str | None, Form(alias="csrf_token")] = None
 ) -> Response:
     check_csrf(request, csrf)
-    require(me, READERS_OF_RESULTS)
+    require(me, CHECKERS)
+    sites, config = _own_sites(request, me), request.app.state.config
 
     def run() -> None:
-        tables = load_tables(engine_of(request))
-        run = run_checks(tables, request.app.state.config, date.today())
+        if sites is not None:
+            with engine_of(request).connect() as connection:
+                run = check_sites(connection, sites, config, date.today())
+            request.app.state.site_checks[me.username, sites] = LatestChecks(run, datetime.now(UTC), me.username)
+            return
+        run = run_checks(load_tables(engine_of(request)), config, date.today())
         request.app.state.latest_checks = LatestChecks(run, datetime.now(UTC), me.username)
 
     await run_in_threadpool(run)
