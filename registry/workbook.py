@@ -150,17 +150,20 @@ def _raw_sheet(
     source: str,
     rows: Iterable[Sequence[Any]],
     hidden: bool = False,
-    unreadable: Mapping[tuple[int, int], UnreadableCell] | None = None,
+    marks: Mapping[tuple[int, int], UnreadableCell | _Formula] | None = None,
 ) -> RawSheet:
-    """``unreadable``: (row, column index) -> what stands in for a cell the registry cannot read."""
+    """``marks``: (row, column index) -> the error cells and formulas of the sheet (:func:`_marked_cells`); an
+    error cell, and a formula whose stored value is none or an error, are replaced by what stands in for them."""
     rows = iter(rows)
     header = list(next(rows, []))
     sheet = RawSheet(name, source, header, hidden=hidden)
     sheet.rows = [(number, list(cells)) for number, cells in enumerate(rows, start=2)]
-    for (number, index), cell in (unreadable or {}).items():
+    for (number, index), mark in (marks or {}).items():
         cells = sheet.rows[number - 2][1]
-        cells.extend([None] * (index + 1 - len(cells)))  # a short row reaches the cell
-        cells[index] = cell
+        stored = cells[index] if index < len(cells) else None
+        if (cell := mark.unreadable(stored) if isinstance(mark, _Formula) else mark) is not None:
+            cells.extend([None] * (index + 1 - len(cells)))  # a short row reaches the cell
+            cells[index] = cell
     return sheet
 
 
@@ -172,11 +175,10 @@ def read(path: Path) -> list[RawSheet]:
         raise WorkbookError(f"{path}: no such file or folder")
     if path.suffix.lower() != ".xlsx":
         raise WorkbookError(f"{path}: expected an .xlsx workbook or a folder of .csv files")
-    needs_second_reading = _check_expansion(path)
-    unreadable = _unreadable_cells(path) if needs_second_reading else {}
+    marks = _marked_cells(path) if _check_expansion(path) else {}
     with _opened_xlsx(path, data_only=True) as book:
         return [
-            _raw_sheet(ws.title, ws.title, _sheet_rows(path, ws), ws.sheet_state != "visible", unreadable.get(ws.title))
+            _raw_sheet(ws.title, ws.title, _sheet_rows(path, ws), ws.sheet_state != "visible", marks.get(ws.title))
             for ws in book.worksheets
         ]
 
@@ -258,49 +260,43 @@ def _holds_formula_or_error(archive: zipfile.ZipFile, part: zipfile.ZipInfo) -> 
     return False
 
 
-def _unreadable_cells(path: Path) -> dict[str, dict[tuple[int, int], UnreadableCell]]:
-    """Per sheet, (row, column index) -> the cells that hold a formula with no stored value, or an error.
+@dataclass(frozen=True)
+class _Formula:
+    """A formula cell, as the formula-aware reading finds it; the values reading gives its stored value."""
 
-    Formulas are told from values only in a second reading (the values reading gives a formula's stored value, or
-    None where there is none, and an error as its text), so this runs only for workbooks that hold either.
+    text: str
+    coordinate: str  # D7
+
+    def unreadable(self, stored: Any) -> UnreadableCell | None:
+        """What stands in for the cell given its ``stored`` value: none, an error, or (None) the value itself."""
+        if stored is None:
+            return UnreadableCell(
+                self.text, f"is a formula with no stored value (cell {self.coordinate}): the workbook was saved "
+                "without calculating it; open it in Excel or LibreOffice, let it calculate, save, and import again"
+            )  # fmt: skip
+        if stored in ERROR_VALUES:
+            return _error_cell(f"{stored} (from {self.text})", self.coordinate)
+        return None
+
+
+def _marked_cells(path: Path) -> dict[str, dict[tuple[int, int], UnreadableCell | _Formula]]:
+    """Per sheet, (row, column index) -> its error cells and its formulas, below the header.
+
+    Formulas are told from values only in a reading of their own (the values reading gives a formula's stored value,
+    or None where there is none, and an error as its text), so this runs only for workbooks that hold either; the
+    values reading then judges each formula by its stored value (:meth:`_Formula.unreadable`).
     """
-    formulas: dict[str, dict[int, dict[int, str]]] = {}  # sheet -> row -> column index -> formula
-    found: dict[str, dict[tuple[int, int], UnreadableCell]] = {}
+    marks: dict[str, dict[tuple[int, int], UnreadableCell | _Formula]] = {}
     with _opened_xlsx(path, data_only=False) as book:
         for ws in book.worksheets:
             for row in _sheet_rows(path, ws, values_only=False):
-                for cell in row:  # blank cells are of type "n"; the header is not data
-                    if cell.data_type == "f" and cell.row > 1:
-                        formulas.setdefault(ws.title, {}).setdefault(cell.row, {})[cell.column - 1] = str(cell.value)
-                    elif cell.data_type == "e" and cell.row > 1:
-                        found.setdefault(ws.title, {})[cell.row, cell.column - 1] = _error_cell(
-                            str(cell.value), cell.coordinate
-                        )
-    if formulas:  # which formulas have a stored value, and whether it is an error
-        with _opened_xlsx(path, data_only=True) as book:
-            for ws in book.worksheets:
-                if ws.title in formulas:
-                    _formula_values(path, ws, formulas[ws.title], found.setdefault(ws.title, {}))
-    return found
-
-
-def _formula_values(
-    path: Path, ws: Any, formulas: dict[int, dict[int, str]], found: dict[tuple[int, int], UnreadableCell]
-) -> None:
-    """Add to ``found`` the ``formulas`` (row -> column index -> formula) whose stored value is none, or an error."""
-    from openpyxl.utils import get_column_letter
-
-    for number, row in enumerate(_sheet_rows(path, ws), start=1):
-        for index, formula in formulas.get(number, {}).items():
-            value = row[index] if index < len(row) else None
-            cell = f"{get_column_letter(index + 1)}{number}"
-            if value is None:
-                found[number, index] = UnreadableCell(
-                    formula, f"is a formula with no stored value (cell {cell}): the workbook was saved without "
-                    "calculating it; open it in Excel or LibreOffice, let it calculate, save, and import again"
-                )  # fmt: skip
-            elif value in ERROR_VALUES:
-                found[number, index] = _error_cell(f"{value} (from {formula})", cell)
+                for cell in row:  # blank cells are of type "n"
+                    if cell.data_type not in ("f", "e") or cell.row == 1:
+                        continue
+                    text, where = str(cell.value), cell.coordinate
+                    mark = _Formula(text, where) if cell.data_type == "f" else _error_cell(text, where)
+                    marks.setdefault(ws.title, {})[cell.row, cell.column - 1] = mark
+    return marks
 
 
 def _error_cell(value: str, cell: str) -> UnreadableCell:
