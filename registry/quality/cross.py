@@ -58,6 +58,11 @@ class Registry:
         return self.tables["follow_up"].drop_duplicates("patient_id").set_index("patient_id")
 
     @cached_property
+    def patient(self) -> pd.DataFrame:
+        """The patients by id, for the rules that hold a record against its patient's dates."""
+        return self.tables["patient"].set_index("id")
+
+    @cached_property
     def dates(self) -> pd.DataFrame:
         """Every recorded date, one row each: table, record, patient_id, field, value."""
         parts = []
@@ -370,7 +375,7 @@ def _dated_records(registry: Registry) -> pd.DataFrame:
 
 
 def _of_patients(registry: Registry, dates: pd.DataFrame, field: str) -> pd.Series:
-    return dates["patient_id"].map(registry.tables["patient"].set_index("id")[field])
+    return dates["patient_id"].map(registry.patient[field])
 
 
 @cross("TIM-006")
@@ -383,7 +388,7 @@ def _before_birth(registry: Registry) -> pd.DataFrame:
 def _long_before_diagnosis(registry: Registry) -> pd.DataFrame:
     dates = _dated_records(registry)
     dates = dates[(dates["table"] != "follow_up") & (dates["value"] >= _of_patients(registry, dates, "birth_date"))]
-    first = registry.tables["patient"].set_index("id")[["dm_diagnosis_date", "ild_diagnosis_date"]].min(axis=1)
+    first = registry.patient[["dm_diagnosis_date", "ild_diagnosis_date"]].min(axis=1)
     return dates[dates["value"] < dates["patient_id"].map(first) - LONG_BEFORE_DIAGNOSIS_DAYS * DAY]
 
 
