@@ -678,14 +678,14 @@ class _AddsErrors(Exception):
         self.findings = findings
 
 
-def _refuse_closed_since_validation(session: Session, plans: list[_Plan]) -> None:
-    """Ask again, after every write is flushed, whether a patient the import writes to is now locked or deleted.
+def _refuse_closed_since_validation(session: Session, touched: list[str]) -> None:
+    """Ask again, after every write is flushed, whether a patient the import writes to (``touched``) is now locked or
+    deleted.
 
     The patient rows are read FOR SHARE on PostgreSQL (after the records, the web forms' order), so a lock
     committed since the validation is seen and one still under way waits for this import; on SQLite this
     transaction holds the write lock by now, so it reads the newest state.
     """
-    touched = _touched(plans)
     closed = []
     for start in range(0, len(touched), _LOCK_CHUNK):
         query = sa.select(Patient.study_id).where(
@@ -708,7 +708,8 @@ def _write(
         connection = session.connection()
         sites = dict(session.execute(sa.select(Site.code, Site.id)).all())
         patients: dict[str, int] = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
-        before = None if checks is None else checks.before(session, patients, _touched(plans))
+        touched = _touched(plans)
+        before = None if checks is None else checks.before(session, patients, touched)
         for plan in plans:
             sheet, new = plan.new.sheet, plan.new
             ids = {c.name: patients if c.name == "study_id" else sites for c in sheet.columns if c.is_reference}
@@ -726,8 +727,8 @@ def _write(
             session.flush()
             if sheet.name == "patients":
                 patients = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
-        _refuse_closed_since_validation(session, plans)
-        added = None if checks is None else checks.added(session, patients, _touched(plans), before)
+        _refuse_closed_since_validation(session, touched)
+        added = None if checks is None else checks.added(session, patients, touched, before)
         if commit:
             session.commit()
         return added
