@@ -163,15 +163,20 @@ def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target: a revision id, base (drop all), or -1 after -- (one step).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Drop the audit chain (below 0007) or log (base) that holds entries.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Drop missing-data codes (below 0008), the audit chain (below 0007) or log (base) that hold entries.",
+        ),
     ] = False,
     actor: Actor = "",
     reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
 ) -> None:
     """Migrate the schema back to REVISION; 'base' drops every registry table and its data.
 
-    Below revision 0007 the audit chain is dropped (on to base, the audit log too): refused while the log holds
-    entries unless --force, which first logs the downgrade and prints the chain's head, to be kept.
+    Below revision 0008 the records' missing-data codes are dropped (the coded fields become blanks), and below 0007
+    the audit chain (on to base, the audit log too): refused while any is held unless --force, which first logs the
+    downgrade and prints the chain's head, to be kept.
 
     Examples: registry db downgrade base --yes; registry db downgrade --yes -- -1
     """
@@ -184,7 +189,7 @@ def db_downgrade(
         _log_forced_downgrade(engine, revision, actor or getpass.getuser(), reason)
     try:
         db.downgrade(engine, revision, force=force)
-    except AuditError as error:
+    except (AuditError, db.DowngradeRefused) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{db.redacted(ctx.obj)}: schema at revision {db.current_revision(engine) or 'base (empty)'}")

@@ -137,6 +137,16 @@ class Analyte(CodeList):
     TACROLIMUS_TROUGH = "tacrolimus_trough", "Tacrolimus trough concentration"
 
 
+class MissingCode(CodeList):
+    """Why an optional field has no value, where a blank would not say (REDCap's missing-data codes UNK, ND, NA and
+    NASK). Stored apart from the field's value (``missing_codes`` of the record), written ``[code]`` in a cell."""
+
+    UNKNOWN = "unknown", "Unknown"
+    NOT_DONE = "not_done", "Not done"
+    NOT_APPLICABLE = "not_applicable", "Not applicable"
+    NOT_ASKED = "not_asked", "Not asked"
+
+
 #: The dates entry and import accept: a birth date or a clinical date outside them is a typing error (0001-01-01
 #: for 2001-01-01, 2202 for 2022), refused with the row's message. Dates inside them that are merely implausible (a
 #: birth in 1905, a visit next year) are for the data-quality rules.

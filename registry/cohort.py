@@ -9,14 +9,14 @@ flow diagram). The ORM is never touched: tables arrive as DataFrames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from registry.codes import AdverseEventTerm, Analyte, AntibodyGrade
 from registry.config import Config
 from registry.definitions import index_treatment, positive, with_index
-from registry.tables import DAY, NEVER
+from registry.tables import DAY, NEVER, coded
 
 #: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
 GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
@@ -27,6 +27,9 @@ class Cohort:
     table: pd.DataFrame  # one row per analysed patient, indexed by study_id
     excluded: pd.DataFrame  # study_id, reason
     registered: int  # patients in the registry
+    #: Per patient (as ``table``) and variable taken from a field that may hold a missing-data code: whether the
+    #: value is missing because a code was recorded ("unknown", "not done", ...) rather than left blank.
+    coded: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def exclusion_counts(self) -> dict[str, int]:
         return self.excluded["reason"].value_counts(sort=False).to_dict()
@@ -68,6 +71,26 @@ def _baseline_labs(labs: pd.DataFrame, index: pd.DataFrame, window: int) -> pd.D
         for analyte in Analyte
     }
     return pd.DataFrame(columns, index=index.index)
+
+
+#: The baseline PFT and HRCT fields the analysis table takes (prefixed pft_ and hrct_ there).
+PFT_FIELDS = ("fvc_pct_pred", "dlco_pct_pred", "tlc_pct_pred")
+HRCT_FIELDS = ("pattern", "total_score")
+
+
+def _with_coded(frame: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with a column ``coded_<field>`` per field: True where the record holds a missing-data code for it,
+    else empty, so that :func:`_nearest` (the first non-empty of each column) tells whether any record in the window
+    coded the field."""
+    return frame.assign(**{f"coded_{name}": coded(frame, name).where(coded(frame, name)) for name in fields})
+
+
+def _coded_baseline(nearest: pd.DataFrame, fields: tuple[str, ...], prefix: str, index: pd.Index) -> pd.DataFrame:
+    """Per patient of ``index`` and field, whether the baseline value is missing and a record coded it."""
+    nearest = nearest.reindex(index)
+    return pd.DataFrame(
+        {f"{prefix}{name}": nearest[name].isna() & nearest[f"coded_{name}"].notna() for name in fields}, index=index
+    )
 
 
 def _steroid_sparing(treatment: pd.DataFrame, index: pd.DataFrame, config: Config) -> pd.Series:
@@ -153,11 +176,23 @@ def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
     table = table.join(mda5[["anti_mda5_grade"]])
     table["steroid_sparing"] = _steroid_sparing(tables["treatment"], index.loc[kept.index], config).astype(int)
     table = table.join(_baseline_labs(tables["lab_result"], index.loc[kept.index], config.baseline_window_days))
-    pft = _nearest(tables["pft"], "test_date", index.loc[kept.index], config.baseline_window_days)
-    table = table.join(pft[["fvc_pct_pred", "dlco_pct_pred", "tlc_pct_pred", "not_done_reason"]].add_prefix("pft_"))
+    window = config.baseline_window_days
+    pft = _nearest(_with_coded(tables["pft"], PFT_FIELDS), "test_date", index.loc[kept.index], window)
+    table = table.join(pft[[*PFT_FIELDS, "not_done_reason"]].add_prefix("pft_"))
     table = table.join(_safety(tables["adverse_event"], tables["treatment"], index.loc[kept.index]))
-    hrct = _nearest(tables["hrct"], "scan_date", index.loc[kept.index], config.baseline_window_days)
-    table = table.join(hrct[["pattern", "total_score"]].add_prefix("hrct_"))
+    hrct = _nearest(_with_coded(tables["hrct"], HRCT_FIELDS), "scan_date", index.loc[kept.index], window)
+    table = table.join(hrct[list(HRCT_FIELDS)].add_prefix("hrct_"))
+    smoking, rpild = (kept[name].isna() & coded(kept, name) for name in ("smoking", "rpild"))
+    coded_values = pd.concat(
+        [
+            pd.DataFrame({"smoking": smoking, "ever_smoker": smoking, "rpild": rpild}, index=kept.index),
+            _coded_baseline(pft, PFT_FIELDS, "pft_", kept.index),
+            _coded_baseline(hrct, HRCT_FIELDS, "hrct_", kept.index),
+        ],
+        axis=1,
+    ).set_axis(pd.Index(kept["study_id"].to_numpy(), name="study_id"))
     dropped = excluded.dropna()
     excluded_frame = pd.DataFrame({"study_id": patients.loc[dropped.index, "study_id"], "reason": dropped})
-    return Cohort(table.set_index("study_id"), excluded_frame.reset_index(drop=True), len(patients))
+    return Cohort(
+        table.set_index("study_id"), excluded_frame.reset_index(drop=True), len(patients), coded_values.astype(bool)
+    )

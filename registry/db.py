@@ -119,9 +119,23 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+class DowngradeRefused(RuntimeError):
+    """A downgrade would drop data that no earlier schema can hold (and was not forced)."""
+
+
+def downgrade_forced() -> bool:
+    """Inside a migration: whether the running downgrade was forced (:func:`downgrade` with ``force``, or the plain
+    alembic command with ``-x force=yes``), so that it may drop data no earlier schema can hold."""
+    from alembic import context
+
+    return (
+        bool(context.config.attributes.get("force")) or context.get_x_argument(as_dictionary=True).get("force") == "yes"
+    )
+
+
 def downgrade(engine: sa.Engine, revision: str, *, force: bool = False) -> None:
-    """Migrate back to ``revision``; below 0007 refused (registry.audit.AuditError) while the audit log holds
-    entries, unless ``force``."""
+    """Migrate back to ``revision``; unless ``force``, refused below 0008 while a record holds missing-data codes
+    (:class:`DowngradeRefused`) and below 0007 while the audit log holds entries (registry.audit.AuditError)."""
     from alembic import command
 
     with _alembic(engine) as config:

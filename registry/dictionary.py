@@ -9,8 +9,8 @@ from enum import Enum
 
 import sqlalchemy as sa
 
-from registry.codes import ANALYTE_RANGES, DRUGS, LAB_UNIT_FACTORS, Analyte, Range
-from registry.models import TABLES, help_of, label_of
+from registry.codes import ANALYTE_RANGES, DRUGS, LAB_UNIT_FACTORS, Analyte, MissingCode, Range
+from registry.models import TABLES, help_of, is_codable, label_of
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Entry:
     unit: str
     allowed_values: str
     required: str
+    missing_codes: str  # "yes" where a missing-data code ([unknown], [not_done], ...) may stand for the value
     plausible_range: str
     description: str  # the one-line help text
 
@@ -40,7 +41,7 @@ _TYPE_NAMES: tuple[tuple[type, str], ...] = (
 
 def _type_name(column: sa.Column) -> str:
     if isinstance(column.type, sa.String) and not isinstance(column.type, sa.Enum):
-        return f"text (max {column.type.length})"
+        return f"text (max {column.type.length})" if column.type.length else "text"
     return next((name for kind, name in _TYPE_NAMES if isinstance(column.type, kind)), str(column.type).lower())
 
 
@@ -63,13 +64,15 @@ def describe(column: sa.Column, table: str, name: str | None = None, *, is_requi
     """The dictionary entry of one column, optionally under another name (as in a workbook sheet)."""
     enum_class = getattr(column.type, "enum_class", None)
     allowed = ", ".join(m.value for m in enum_class) if enum_class is not None and issubclass(enum_class, Enum) else ""
+    needed = required(column) if is_required is None else is_required
     return Entry(
         table=table,
         column=name or column.name,
         type=_type_name(column),
         unit=column.info.get("unit", ""),
         allowed_values=allowed,
-        required="yes" if (required(column) if is_required is None else is_required) else "no",
+        required="yes" if needed else "no",
+        missing_codes="yes" if is_codable(column) and not needed else "no",
         plausible_range=_range_text(column.info.get("plausible")),
         description=help_of(column) or ("Row identifier" if column.primary_key else ""),
         label=label_of(column),
@@ -118,7 +121,13 @@ def to_markdown(entries: list[Entry]) -> str:
         lines += [f"## {table}", ""]
         lines += _markdown_table(HEADER[1:], [astuple(e)[1:] for e in entries if e.table == table])
         lines.append("")
-    lines += ["## Analytes (lab_result.analyte)", ""]
+    lines += ["## Missing-data codes", "",
+              "A field marked missing_codes = yes may hold, instead of a value, the reason it has none. In a workbook"
+              " cell or CSV field write the code between square brackets; forms offer them in a drop-down beside the"
+              " field. A coded field is answered (the completeness rules accept it) but has no value (analyses see"
+              " it as missing, and Table 1 counts it apart from the blanks).", ""]  # fmt: skip
+    lines += _markdown_table(["cell", "code", "meaning"], [(f"[{c.value}]", c.value, c.label) for c in MissingCode])
+    lines += ["", "## Analytes (lab_result.analyte)", ""]
     lines += _markdown_table(
         ["analyte", "label", "canonical unit", "plausible range", "forms also accept (x factor)", "source"],
         [(a.value, a.label, r.unit, _range_text(r), _conversions(a), r.source) for a, r in ANALYTE_RANGES.items()],

@@ -21,10 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, SQLModel
 
+from registry import missing
 from registry.audit import audited_session
 from registry.codes import ANALYTE_RANGES, PFT_RANGES, Analyte, lab_units, to_canonical_unit
 from registry.ingest import CellError, parse_cell, rule_violations, show
-from registry.models import AuditLog, Patient, Site
+from registry.models import AuditLog, Patient, Site, is_codable
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
 from registry.violations import explain
 
@@ -144,16 +145,48 @@ def form_columns(sheet: Sheet, *, creating: bool) -> list[SheetColumn]:
 
 
 def stored_values(record: SQLModel | None, sheet: Sheet, site_code: str | None = None) -> dict[str, Any]:
-    """A stored record's values under the sheet's column names (its patient left out)."""
+    """A stored record's values under the sheet's column names (its patient left out; a coded field's
+    :class:`registry.missing.Missing`)."""
     if record is None:
         return {}
     values = {c.name: getattr(record, c.target) for c in sheet.columns if not c.is_reference}
+    missing.with_codes(values, getattr(record, missing.COLUMN, None), _coded(sheet))
     return values | ({"site": site_code} if sheet.name == "patients" else {})
+
+
+def _coded(sheet: Sheet) -> list[tuple[str, str]]:
+    return [(c.target, c.name) for c in sheet.columns if is_codable(c.source)]
+
+
+#: Prefix of the form field that holds a field's missing-data code (a drop-down beside the field).
+MISSING = "missing."
+
+
+def with_missing_codes(form: Mapping[str, str]) -> dict[str, str]:
+    """A submitted form with each code chosen beside an empty field written into the field as a cell writes it
+    (``[unknown]``), so that the field has one value wherever forms are compared. A code chosen beside a field that
+    has a value too is left where it is, for :func:`parse_form` to refuse."""
+    folded = dict(form)
+    for name, code in form.items():
+        field = name.removeprefix(MISSING)
+        if field != name and code and not folded.get(field, "").strip():
+            folded[field] = f"[{code}]"
+        if field != name and (not code or folded.get(field) == f"[{code}]"):
+            del folded[name]
+    return folded
 
 
 def shown(value: Any) -> str:
     """A value as a form or page shows it: empty for none, else as the person entered it."""
     return "" if value is None else show(value)
+
+
+def shown_field(record: SQLModel | Mapping[str, Any], name: str) -> str:
+    """A stored record's field (an ORM record or a row as a dict) as a page shows it: its value, or the missing-data
+    code it holds as a cell writes it (``[unknown]``)."""
+    read = record.get if isinstance(record, Mapping) else lambda key: getattr(record, key, None)
+    codes = missing.decode(read(missing.COLUMN))
+    return str(missing.Missing(codes[name])) if name in codes else shown(read(name))
 
 
 def form_values(record: SQLModel | None, sheet: Sheet, site_code: str | None = None) -> dict[str, str]:
@@ -175,7 +208,11 @@ def parse_form(
     ``sites`` are the site codes the person may enter patients for (None: any site).
     """
     values, errors = {}, {}
+    form = with_missing_codes(form)
     for column in form_columns(sheet, creating=creating):
+        if form.get(MISSING + column.name):
+            errors[column.name] = "has a value and a missing-data code: keep one of them"
+            continue
         try:
             values[column.name] = parse_cell(column, form.get(column.name))
         except CellError as error:
@@ -390,6 +427,8 @@ def save_record(
         targets = {sheet.column(name).target: value for name, value in values.items() if name != "site"}
         if "site" in values:
             targets["site_id"] = _site_id(session, values["site"])
+        if missing.has(sheet.table):
+            targets = missing.stored(targets, None if creating else record.missing_codes)
         if creating:
             if sheet.name != "patients":
                 targets["patient_id"] = patient_id

@@ -12,11 +12,15 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import astuple, fields
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
+from registry import missing
 from registry.atomic import replacing
 from registry.dictionary import Entry, help_text
+from registry.missing import Missing
+from registry.models import is_codable
 from registry.sheets import SHEETS, Sheet, sheet_dictionary, stored_rows
 from registry.workbook import SheetData, require_xlsx_fits, write_csv_folder, write_xlsx
 
@@ -24,19 +28,31 @@ YES_NO = ["yes", "no"]
 
 
 def _choices(sheet: Sheet) -> dict[str, list[str]]:
+    """Each drop-down's values: a code list, yes/no, and the missing-data codes where the column takes one."""
     choices = {}
     for column in sheet.columns:
         kind = column.source.type
         if isinstance(kind, sa.Enum):
             choices[column.name] = list(kind.enums)
         elif isinstance(kind, sa.Boolean):
-            choices[column.name] = YES_NO
+            choices[column.name] = list(YES_NO)
+        else:
+            continue
+        if is_codable(column.source) and not column.required:
+            choices[column.name] += missing.CELLS
     return choices
+
+
+def _cell(value: Any) -> Any:
+    """A stored value as the sheet writes it: a missing-data code as its cell text (``[unknown]``)."""
+    return str(value) if isinstance(value, Missing) else value
 
 
 def _notes(entries: list[Entry]) -> dict[str, str]:
     """Each header's comment: the column's label and help, as the forms show them."""
-    return {e.column: f"{e.label}: {help_text(e)}" + (". Required." if e.required == "yes" else "") for e in entries}
+    coded = f". Or a missing-data code: {', '.join(missing.CELLS)}."
+    return {e.column: f"{e.label}: {help_text(e)}" + (". Required." if e.required == "yes" else "")
+                      + (coded if e.missing_codes == "yes" else "") for e in entries}  # fmt: skip
 
 
 def workbook_sheets(connection: sa.Connection | None) -> list[SheetData]:
@@ -48,7 +64,8 @@ def workbook_sheets(connection: sa.Connection | None) -> list[SheetData]:
         rows = []
         if connection is not None:
             stored = stored_rows(connection, sheet)
-            rows = [[stored[key][name] for name in header] for key in sorted(stored) if not stored[key]["deleted"]]
+            rows = [[_cell(stored[key][name]) for name in header]
+                    for key in sorted(stored) if not stored[key]["deleted"]]  # fmt: skip
         entries = [e for e in dictionary if e.table == sheet.name]
         sheets.append(SheetData(sheet.name, header, rows, _choices(sheet), _notes(entries)))
     sheets.append(SheetData("dictionary", [f.name for f in fields(Entry)], [list(astuple(e)) for e in dictionary]))

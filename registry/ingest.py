@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from registry import workbook
+from registry import missing, workbook
 from registry.atomic import replacing
 from registry.audit import audited_session, insert_audited_columns
 from registry.codes import EARLIEST_DATE, LATEST_DATE
-from registry.models import Patient, Site, scalar_default
+from registry.missing import Missing
+from registry.models import Patient, Site, is_codable, scalar_default
 from registry.sheets import HELPER_SHEETS, SHEETS, SHEETS_BY_NAME, Sheet, SheetColumn, stored_rows
 from registry.violations import explain
 
@@ -221,8 +222,25 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+def _missing_code(column: SheetColumn, text: str) -> Missing | None:
+    """The missing-data code a cell is written as (``[unknown]``), if it is one; :class:`CellError` where the column
+    takes none, or the code between the brackets is not one."""
+    try:
+        code = missing.from_cell(text)
+    except ValueError as error:
+        if not is_codable(column.source) or column.required:
+            return None  # "[...]" is then the column's business: a text, or a value of the wrong kind
+        raise CellError(str(error)) from None
+    if code is not None and column.required:
+        raise CellError(f"is required: a missing-data code ({code}) cannot stand in for it")
+    if code is not None and not is_codable(column.source):
+        raise CellError(f"takes no missing-data code ({code}): give a value or leave it empty")
+    return code
+
+
 def parse_cell(column: SheetColumn, value: Any) -> Any:
-    """The cell's value as its column's type, or :class:`CellError`. Blank cells are None."""
+    """The cell's value as its column's type, a :class:`registry.missing.Missing` for a missing-data code
+    (``[unknown]``), or :class:`CellError`. Blank cells are None."""
     if isinstance(value, workbook.UnreadableCell):  # a formula never calculated, an error such as #N/A
         raise CellError(value.problem)
     if _blank(value):
@@ -231,6 +249,8 @@ def parse_cell(column: SheetColumn, value: Any) -> Any:
         return None
     if isinstance(value, str):  # line breaks as LF: an .xlsx cell (XML) keeps no CR, so a CR could not come back
         value = value.strip().replace("\r\n", "\n").replace("\r", "\n")
+        if value.startswith("[") and (code := _missing_code(column, value)) is not None:
+            return code
     kind = column.source.type
     if isinstance(kind, sa.Enum):
         if not isinstance(value, str) or value not in kind.enums:
@@ -572,7 +592,10 @@ def _sqlite_value(value: Any) -> Any:
 
 
 def _sqlite_values(column: SheetColumn, values: Sequence[Any]) -> Sequence[Any]:
-    """A column's values as SQLite compares them: dates and codes as text (once per distinct value)."""
+    """A column's values as SQLite compares them: dates and codes as text (once per distinct value), a field with a
+    missing-data code empty, as it is stored."""
+    if is_codable(column.source):
+        values = [None if isinstance(v, Missing) else v for v in values]
     if not isinstance(column.source.type, sa.Date | sa.Enum):
         return values
     converted: dict[Any, Any] = {}
@@ -719,11 +742,17 @@ def _write(
                     if name in ids else values[start : start + _CHUNK]
                     for name, values in new.values.items()
                 }  # fmt: skip
+                if missing.has(sheet.table):
+                    columns = missing.stored_columns(columns)
                 insert_audited_columns(connection, sheet.model, columns, actor=actor, reason=reason)
             for change in plan.changed:
                 record = session.get(sheet.model, change.stored["id"])
-                for name, value in change.changes.items():
-                    setattr(record, sheet.column(name).target, ids[name][value] if name in ids else value)
+                targets = {sheet.column(name).target: ids[name][value] if name in ids else value
+                           for name, value in change.changes.items()}  # fmt: skip
+                if missing.has(sheet.table):
+                    targets = missing.stored(targets, record.missing_codes)
+                for target, value in targets.items():
+                    setattr(record, target, value)
             session.flush()
             if sheet.name == "patients":
                 patients = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())

@@ -67,6 +67,7 @@ def column(
     plausible: Range | None = None,
     identifier: bool = False,
     pattern: tuple[str, str] | None = None,
+    codable: bool = True,
     **kwargs: Any,
 ) -> Any:
     """A documented column: the description becomes the database comment.
@@ -77,9 +78,12 @@ def column(
     :func:`help_of`). ``unit`` and ``plausible`` travel there too;
     ``identifier`` marks a direct identifier, whose value the audit log never copies;
     ``pattern`` is a regular expression every entered value must match in full, and
-    the rule it stands for, in words.
+    the rule it stands for, in words; ``codable=False`` keeps an optional column from taking a missing-data code
+    (:func:`is_codable`).
     """
     info: dict[str, Any] = {"identifier": True} if identifier else {}
+    if not codable:
+        info["codable"] = False
     if label is not None:
         info["label"] = label
     if help is not None:
@@ -102,6 +106,24 @@ def label_of(column: sa.Column) -> str:
 def help_of(column: sa.Column) -> str:
     """The column's one-line help text: its own, or else its description."""
     return column.info.get("help") or column.comment or ""
+
+
+def is_codable(column: sa.Column) -> bool:
+    """Whether ``column`` may hold a missing-data code (:class:`registry.codes.MissingCode`) instead of a value: an
+    optional clinical field (labelled, not a key) that does not opt out. A required field cannot: a code never stands
+    in for a value the record needs."""
+    return (
+        column.nullable
+        and bool(column.info.get("label"))
+        and not column.foreign_keys
+        and not column.primary_key
+        and column.info.get("codable", True)
+    )
+
+
+def codable_columns(table: sa.Table) -> list[str]:
+    """The columns of ``table`` that may hold a missing-data code."""
+    return [column.name for column in table.columns if is_codable(column)]
 
 
 def rule(condition: str, name: str, message: str) -> sa.CheckConstraint:
@@ -161,6 +183,23 @@ def bookkeeping(description: str, server_default: str | None = None, **kwargs: A
     """A bookkeeping column (edit counter, deletion or lock time), documented like the others."""
     column_kwargs = {"comment": description, "info": {"bookkeeping": True}, "server_default": server_default}
     return Field(description=description, sa_column_kwargs=column_kwargs, **kwargs)
+
+
+def missing_codes() -> Any:
+    """The record's missing-data codes: field -> code, as JSON text with sorted keys (empty: none), written and read
+    by :mod:`registry.missing` only. Kept beside the fields, not in them, so a coded field is told apart from a
+    value and from a blank, and its changes are audited as the record's are."""
+    description = "Missing-data codes of the record's fields (JSON: field -> code); a coded field itself is empty"
+    return Field(
+        default=None,
+        description=description,
+        sa_type=sa.Text,
+        sa_column_kwargs={"comment": description, "info": {"missing_codes": True}},
+    )
+
+
+def is_missing_codes(column: sa.Column) -> bool:
+    return bool(column.info.get("missing_codes"))
 
 
 def moment(description: str) -> Any:
@@ -249,7 +288,11 @@ class Patient(Entered, SQLModel, table=True):
         help="Rapidly progressive ILD, yes or no as judged by the RPILD definition",
     )
     rpild_definition: RpildDefinition | None = code(
-        RpildDefinition, "rpild_definition", "Definition used to judge the RPILD flag", label="RPILD definition"
+        RpildDefinition,
+        "rpild_definition",
+        "Definition used to judge the RPILD flag",
+        label="RPILD definition",
+        codable=False,  # goes with the flag: a coded flag needs no definition
     )
     gottron: bool | None = column("Gottron papules or sign", label="Gottron papules")
     heliotrope_rash: bool | None = column("Heliotrope rash", label="Heliotrope rash")
@@ -258,6 +301,7 @@ class Patient(Entered, SQLModel, table=True):
     fever: bool | None = column("Fever (>= 38 C) at presentation", label="Fever")
     arthritis: bool | None = column("Arthritis or arthralgia", label="Arthritis")
     muscle_weakness: bool | None = column("Proximal muscle weakness", label="Muscle weakness")
+    missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
     locked_at: datetime | None = moment(
@@ -300,15 +344,22 @@ class AntibodyTest(Entered, SQLModel, table=True):
     assay: Assay = code(Assay, "assay", "Assay method", label="Assay")
     sample_date: date = column("Date the sample was taken", label="Sample date")
     grade: AntibodyGrade | None = code(
-        AntibodyGrade, "grade", "Semi-quantitative result (line blot: - / + / ++ / +++)", label="Grade"
+        AntibodyGrade,
+        "grade",
+        "Semi-quantitative result (line blot: - / + / ++ / +++)",
+        label="Grade",
+        codable=False,  # a test is recorded for its result: a grade or a value
     )
-    value: float | None = column("Quantitative result (ELISA index, U/mL or titre)", label="Value")
-    unit: AntibodyUnit | None = code(AntibodyUnit, "unit", "Unit of value", label="Unit", help="Unit of the value")
+    value: float | None = column("Quantitative result (ELISA index, U/mL or titre)", label="Value", codable=False)
+    unit: AntibodyUnit | None = code(
+        AntibodyUnit, "unit", "Unit of value", label="Unit", help="Unit of the value", codable=False
+    )
     cutoff: float | None = column(
         "The kit's positivity cut-off, in the unit of value (anti-MDA5 ELISA: 32)",
         label="Cut-off",
         help="The kit's positivity cut-off, in the unit of the value (anti-MDA5 ELISA: 32)",
     )
+    missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -390,7 +441,9 @@ class Pft(Entered, SQLModel, table=True):
         "not_done_reason",
         "Why the test could not be done (leave results empty)",
         label="Reason not done",
+        codable=False,  # the reason is itself what a code would say
     )
+    missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -441,6 +494,7 @@ class Hrct(Entered, SQLModel, table=True):
     total_score: float | None = column(
         "Total HRCT score by the site's scoring protocol (FLAIR uses >= 133)", label="Total HRCT score"
     )
+    missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -466,9 +520,10 @@ class Treatment(Entered, SQLModel, table=True):
     dose: float | None = column(
         "Dose per administration, in dose_unit", label="Dose", help="Dose per administration, in the dose unit"
     )
-    dose_unit: DoseUnit | None = code(DoseUnit, "dose_unit", "Unit of dose", label="Dose unit")
+    dose_unit: DoseUnit | None = code(DoseUnit, "dose_unit", "Unit of dose", label="Dose unit", codable=False)
     frequency: Frequency | None = code(Frequency, "frequency", "How often the dose is given", label="Frequency")
     stop_reason: StopReason | None = code(StopReason, "stop_reason", "Why the episode ended", label="Stop reason")
+    missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -506,6 +561,7 @@ class AdverseEvent(Entered, SQLModel, table=True):
     )
     outcome: AdverseEventOutcome | None = code(AdverseEventOutcome, "outcome", "Outcome of the event", label="Outcome")
     resolution_date: date | None = column("Date the event resolved", label="Resolution date")
+    missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 
@@ -532,7 +588,9 @@ class FollowUp(Entered, SQLModel, table=True):
         "Last date the patient was known alive (or date of death)", label="Date of last contact"
     )
     vital_status: VitalStatus = code(VitalStatus, "vital_status", "Vital status at last contact", label="Vital status")
-    death_date: date | None = column("Date of death", label="Date of death")
+    death_date: date | None = column(
+        "Date of death", label="Date of death", codable=False
+    )  # required of the dead (the survival time ends there), empty for the living
     death_cause: DeathCause | None = code(DeathCause, "death_cause", "Principal cause of death", label="Cause of death")
     lung_transplant_date: date | None = column(
         "Date of lung transplantation, if any", label="Date of lung transplantation"
@@ -543,6 +601,7 @@ class FollowUp(Entered, SQLModel, table=True):
         help="No contact possible after the date of last contact",
         default=False,
     )
+    missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")
     deleted_at: datetime | None = moment(DELETED)
 

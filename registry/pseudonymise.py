@@ -146,12 +146,12 @@ def pseudonymised_export(engine: sa.Engine, path: Path, key: bytes, site: str | 
                                dropped, notice_path(path, PSEUDONYMISED_NOTICE))  # fmt: skip
 
 
-def _shifted(sheet: SheetData, column: int, row: list, shift: timedelta) -> date | None:
-    """The row's date in ``column`` moved by ``shift``; refused where the calendar ends (a year-1 or year-9999 date,
-    stored before entry refused them), rather than shared unshifted."""
+def _shifted(sheet: SheetData, column: int, row: list, shift: timedelta) -> date | str | None:
+    """The row's date in ``column`` moved by ``shift`` (a missing-data code, ``[unknown]``, as it is); refused where
+    the calendar ends (a year-1 or year-9999 date, stored before entry refused them), rather than shared unshifted."""
     value = row[column]
     try:
-        return None if value is None else value + shift
+        return value if value is None or isinstance(value, str) else value + shift
     except OverflowError:
         raise PseudonymiseError(
             f"{sheet.name}: {sheet.header[column]} {value} of {row[_STUDY_ID]} cannot be shifted by {shift.days} days "

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from registry import missing
 from registry.dictionary import Entry, describe, required
 from registry.models import (
     AdverseEvent,
@@ -28,6 +29,8 @@ from registry.models import (
     Site,
     Treatment,
     is_bookkeeping,
+    is_codable,
+    is_missing_codes,
 )
 
 #: Database foreign keys and the column a person uses instead, in a sheet.
@@ -72,8 +75,8 @@ def _sheet(name: str, model: type[SQLModel]) -> Sheet:
     table = model.__table__
     columns = []
     for column in table.columns:
-        if (column.primary_key and not column.foreign_keys) or is_bookkeeping(column):
-            continue  # generated row id, edit counter, deletion and lock times
+        if (column.primary_key and not column.foreign_keys) or is_bookkeeping(column) or is_missing_codes(column):
+            continue  # generated row id, edit counter, deletion and lock times; codes are in their fields' cells
         sheet_name, source = _NATURAL_REFERENCES.get(column.name, (column.name, column))
         columns.append(SheetColumn(sheet_name, column.name, source, required(column)))
     unique = next((c for c in table.constraints if isinstance(c, sa.UniqueConstraint)), table.primary_key)
@@ -101,7 +104,8 @@ HELPER_SHEETS = ("dictionary", "lists")
 def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str, Any]]:
     """What the database holds for ``sheet``: natural key -> values under the sheet's
     column names (codes as plain strings), plus the record's database key as ``id`` and
-    ``deleted``: whether the record, or the patient it belongs to, is deleted.
+    ``deleted``: whether the record, or the patient it belongs to, is deleted. A coded field holds its
+    :class:`registry.missing.Missing`.
 
     One statement, each record joined to its patient and site, so that what other writers
     commit meanwhile (a new patient with their records) is seen whole or not at all."""
@@ -113,12 +117,14 @@ def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str
     if sheet.model is not Patient:
         query = query.add_columns(Patient.__table__.c.deleted_at.label("_patient_deleted_at"))
     stored = {}
+    coded = [(c.target, c.name) for c in sheet.columns if is_codable(c.source)]
     for record in connection.execute(query).mappings():
         values = {"id": record[table.primary_key.columns[0].name]}
         for column in sheet.columns:
             value = record[f"_{column.name}" if column.is_reference else column.target]
             values[column.name] = value.value if isinstance(value, Enum) else value
         values["deleted"] = record["deleted_at"] is not None or record.get("_patient_deleted_at") is not None
+        missing.with_codes(values, record.get(missing.COLUMN), coded)
         stored[tuple(values[k] for k in sheet.key)] = values
     return stored
 

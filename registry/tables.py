@@ -157,3 +157,17 @@ def load_tables(bind: sa.Engine | sa.Connection) -> dict[str, pd.DataFrame]:
         with bind.connect() as connection:
             return load_tables(connection)
     return {name: read_table(bind, table) for name, table in DATA_TABLES.items()}
+
+
+def coded(frame: pd.DataFrame, field: str) -> pd.Series:
+    """Whether each record of ``frame`` holds a missing-data code for ``field`` (registry/missing.py: its
+    ``missing_codes`` column is JSON with sorted keys, so a field's key is found as text, never parsed row by row)."""
+    if "missing_codes" not in frame:
+        return pd.Series(False, index=frame.index)
+    codes = frame["missing_codes"]
+    return codes.notna() & codes.fillna("").str.contains(f'"{field}":', regex=False)
+
+
+def answered(frame: pd.DataFrame, field: str) -> pd.Series:
+    """Whether each record of ``frame`` gives ``field`` a value or a missing-data code: what completeness asks."""
+    return frame[field].notna() | coded(frame, field)

@@ -38,7 +38,8 @@ def test_csv_round_trips_every_entry():
     rows = list(csv.DictReader(io.StringIO(to_csv(data_dictionary()))))
     assert {(r["table"], r["column"]) for r in rows} == ALL_COLUMNS
     assert list(rows[0]) == [
-        "table", "column", "label", "type", "unit", "allowed_values", "required", "plausible_range", "description",
+        "table", "column", "label", "type", "unit", "allowed_values", "required", "missing_codes", "plausible_range",
+        "description",
     ]  # fmt: skip
 
 

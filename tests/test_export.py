@@ -110,6 +110,7 @@ def test_template_has_every_sheet_header_dropdown_and_the_dictionary(tmp_path):
         "unit",
         "allowed_values",
         "required",
+        "missing_codes",
         "plausible_range",
         "description",
     )
@@ -171,6 +172,9 @@ def test_an_exported_workbook_has_bold_noted_frozen_headers_and_iso_dates(migrat
     header = {cell.value: cell for cell in patients[1]}
     assert all(cell.font.b for cell in header.values()) and patients.freeze_panes == "A2"
     assert header["sex"].comment.text == "Sex: Sex recorded at birth. Required."
+    assert header["smoking"].comment.text == (
+        "Smoking: Smoking history. Or a missing-data code: [unknown], [not_done], [not_applicable], [not_asked]."
+    )
     assert header["sex"].comment.author == "mda5-registry"
     birth = patients.cell(row=2, column=list(header).index("birth_date") + 1)
     assert (birth.value.date().isoformat(), birth.number_format) == ("1968-03-14", "yyyy-mm-dd")

@@ -401,3 +401,34 @@ def test_pages_fit_a_375_px_screen_wide_tables_scroll_inside_themselves(server, 
     hrct = page.locator("#hrct table")
     assert hrct.evaluate("table => table.scrollWidth > table.clientWidth")  # wide, and scrolls inside itself
     shot(page, "32-patient-page-at-375-px")
+
+
+def test_a_coordinator_records_why_a_value_is_missing_with_a_missing_data_code(server, page, web_registry):
+    """A code chosen beside an empty field is saved as the code (not a blank), shown again on the form and the
+    patient page, and hides the fields that depend on a value as the server would refuse them."""
+    sign_in(page, server, "cora", "/patients/EX-002/edit")
+    codes = page.eval_on_selector_all("[id='missing.smoking'] option", "options => options.map(o => o.textContent)")
+    assert codes == ["", "Unknown", "Not done", "Not applicable", "Not asked"]
+    assert page.locator("[id='missing.sex']").count() == 0  # a required field takes no code
+    page.select_option("#smoking", "")
+    page.select_option("[id='missing.smoking']", "unknown")
+    assert page.is_visible("#field-rpild_definition")
+    page.select_option("[id='missing.rpild']", "not_asked")
+    assert page.is_visible("#field-rpild_definition")  # rpild is still "no"
+    page.select_option("#rpild", "")
+    assert page.is_hidden("#field-rpild_definition")  # applies to a yes or a no only, not to a code
+    page.fill("#reason", "not in the referral letter")
+    shot(page, "40-missing-data-codes")
+    page.set_default_timeout(30000)  # the save runs the patient's data-quality checks: slower on a busy machine
+    status = save(page)
+    assert status == 303, page.text_content("main")
+    assert "Smoking" in page.text_content("body")
+    cells = page.locator("table").first.inner_text()
+    assert "[unknown]" in cells and "[not_asked]" in cells
+    page.goto(f"{server}/patients/EX-002/edit")
+    assert page.input_value("[id='missing.smoking']") == "unknown" and page.input_value("#smoking") == ""
+    with web_registry.connect() as connection:
+        stored = connection.exec_driver_sql(
+            "SELECT smoking, rpild, rpild_definition, missing_codes FROM patient WHERE study_id = 'EX-002'"
+        ).one()
+    assert tuple(stored) == (None, None, None, '{"rpild":"not_asked","smoking":"unknown"}')

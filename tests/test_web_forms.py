@@ -52,7 +52,10 @@ def test_every_field_has_one_label_and_help_in_the_dictionary_the_template_and_t
         notes = {cell.value: cell.comment.text for cell in book[sheet.name][1]}
         for name, note in notes.items():
             entry = entries[sheet.name, name]
-            assert note == f"{entry.label}: {help_text(entry)}" + (". Required." if entry.required == "yes" else "")
+            coded = ". Or a missing-data code: [unknown], [not_done], [not_applicable], [not_asked]."
+            assert note == f"{entry.label}: {help_text(entry)}" + (". Required." if entry.required == "yes" else "") + (
+                coded if entry.missing_codes == "yes" else ""
+            )
     dictionary = [dict(zip([c.value for c in book["dictionary"][1]], row, strict=True))
                   for row in book["dictionary"].iter_rows(min_row=2, values_only=True)]  # fmt: skip
     assert {(row["table"], row["column"]): row["label"] for row in dictionary} == {

@@ -19,10 +19,11 @@ import uuid
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 
 from registry.audit import AuditError
 from registry.audit_chain import seal
+from registry.db import downgrade_forced
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -129,8 +130,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     connection = op.get_bind()
     entries = connection.execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
-    forced = context.config.attributes.get("force") or context.get_x_argument(as_dictionary=True).get("force") == "yes"
-    if entries and not forced:
+    if entries and not downgrade_forced():
         raise AuditError(
             f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating "
             "below 0007 drops its hash chain (on to base, the log itself): back the database up first "

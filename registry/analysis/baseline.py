@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,7 @@ class Row:
     test: str | None
     smd: float | None
     missing: int = field(init=False)  # patients without a value, all groups together
+    coded: int = 0  # of them, those whose value was recorded as a missing-data code (unknown, not done, ...)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "missing", sum(cell.missing for cell in self.cells.values()))
@@ -222,8 +223,12 @@ def baseline_table(
     *,
     fisher_exact_limit: int = 1_000_000,
     fisher_resamples: int = 100_000,
+    coded: pd.DataFrame | None = None,
 ) -> list[Row]:
     """One row per variable (plus one per category), by the two groups of ``group``.
+
+    ``coded`` (as :attr:`registry.cohort.Cohort.coded`) tells, of the patients missing a variable, those whose value
+    was recorded as a missing-data code rather than left blank: each variable's row counts them (``Row.coded``).
 
     Fisher's test is exact while it has at most ``fisher_exact_limit`` tables to enumerate,
     and a Monte Carlo estimate from ``fisher_resamples`` tables beyond (:func:`fisher_test`).
@@ -234,8 +239,13 @@ def baseline_table(
     rows = []
     for variable in variables:
         parts = {name: table.loc[table[group] == name, variable.column] for name in names}
-        if variable.kind == "continuous":
-            rows += _continuous(variable, parts)
-        else:
-            rows += _categorical(variable, parts, fisher_exact_limit, fisher_resamples)
+        found = (
+            _continuous(variable, parts)
+            if variable.kind == "continuous"
+            else _categorical(variable, parts, fisher_exact_limit, fisher_resamples)
+        )
+        if coded is not None and variable.column in coded:
+            analysed = table.index[table[group].isin(names)]
+            found[0] = replace(found[0], coded=int(coded[variable.column].reindex(analysed, fill_value=False).sum()))
+        rows += found
     return rows

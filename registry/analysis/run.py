@@ -127,7 +127,10 @@ def analyze(cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None =
     }
     if "baseline" in config.analyses:
         document["baseline"] = baseline_table(
-            table, fisher_exact_limit=config.fisher_exact_limit, fisher_resamples=config.fisher_resamples
+            table,
+            fisher_exact_limit=config.fisher_exact_limit,
+            fisher_resamples=config.fisher_resamples,
+            coded=cohort.coded,
         )
     if "safety" in config.analyses:
         document["safety"] = safety(table)

@@ -42,6 +42,7 @@ from registry.codes import (
 )
 from registry.definitions import value_positive
 from registry.models import HRCT_EXTENT_COLUMNS
+from registry.tables import answered, coded
 
 #: Days within which worsening after respiratory-symptom onset makes ILD rapidly progressive.
 RPILD_DAYS = {RpildDefinition.WORSENING_1_MONTH: 30, RpildDefinition.WORSENING_3_MONTHS: 91}
@@ -102,6 +103,7 @@ class PatientSchema(Schema):
     fever: Flag = optional()
     arthritis: Flag = optional()
     muscle_weakness: Flag = optional()
+    missing_codes: Series[str] = optional()  # missing-data codes of the fields (registry/missing.py)
 
     @pa.dataframe_check(name="PAT-010")
     def adult_age(cls, df: pd.DataFrame) -> pd.Series:
@@ -126,17 +128,18 @@ class PatientSchema(Schema):
     def worsening_after_onset(cls, df: pd.DataFrame) -> pd.Series:
         return ~(df["ild_worsening_date"] < df["resp_symptom_onset_date"])
 
-    @pa.check("smoking", name="PAT-015", ignore_na=False)
-    def smoking_known(cls, s: pd.Series) -> pd.Series:
-        return s.notna()
+    # Completeness: a field is answered by a value or by a missing-data code ("unknown", "not asked", ...).
+    @pa.dataframe_check(name="PAT-015")
+    def smoking_known(cls, df: pd.DataFrame) -> pd.Series:
+        return answered(df, "smoking")
 
-    @pa.check("rpild", name="PAT-016", ignore_na=False)
-    def rpild_known(cls, s: pd.Series) -> pd.Series:
-        return s.notna()
+    @pa.dataframe_check(name="PAT-016")
+    def rpild_known(cls, df: pd.DataFrame) -> pd.Series:
+        return answered(df, "rpild")
 
-    @pa.check("resp_symptom_onset_date", name="PAT-017", ignore_na=False)
-    def onset_known(cls, s: pd.Series) -> pd.Series:
-        return s.notna()
+    @pa.dataframe_check(name="PAT-017")
+    def onset_known(cls, df: pd.DataFrame) -> pd.Series:
+        return answered(df, "resp_symptom_onset_date")
 
     @pa.check("ild_diagnosis_date", name="STU-002", ignore_na=False)
     def ild_present(cls, s: pd.Series) -> pd.Series:
@@ -161,6 +164,7 @@ class AntibodyTestSchema(Schema):
     value: Series[float] = optional()
     unit: Series[str] = codes(AntibodyUnit)
     cutoff: Series[float] = optional()
+    missing_codes: Series[str] = optional()  # missing-data codes of the fields (registry/missing.py)
 
     @pa.dataframe_check(name="ABT-011")
     def grade_agrees_with_value(cls, df: pd.DataFrame) -> pd.Series:
@@ -235,6 +239,7 @@ class PftSchema(Schema):
     dlco_pct_pred: Series[float] = optional()
     tlc_pct_pred: Series[float] = optional()
     not_done_reason: Series[str] = codes(PftNotDoneReason)
+    missing_codes: Series[str] = optional()  # missing-data codes of the fields (registry/missing.py)
 
     @pa.check(*PFT_RANGES, name="PFT-011")
     def plausible(cls, s: pd.Series) -> pd.Series:
@@ -260,6 +265,7 @@ class HrctSchema(Schema):
     consolidation_left_middle_pct: Series[float] = optional()
     consolidation_left_lower_pct: Series[float] = optional()
     total_score: Series[float] = optional()
+    missing_codes: Series[str] = optional()  # missing-data codes of the fields (registry/missing.py)
 
     @pa.check(*HRCT_EXTENT_COLUMNS, name="HRC-011")
     def extent(cls, s: pd.Series) -> pd.Series:
@@ -280,6 +286,7 @@ class TreatmentSchema(Schema):
     dose_unit: Series[str] = codes(DoseUnit)
     frequency: Series[str] = codes(Frequency)
     stop_reason: Series[str] = codes(StopReason)
+    missing_codes: Series[str] = optional()  # missing-data codes of the fields (registry/missing.py)
 
     @pa.dataframe_check(name="TRT-011")
     def usual_dose(cls, df: pd.DataFrame) -> pd.Series:
@@ -303,7 +310,7 @@ class TreatmentSchema(Schema):
 
     @pa.dataframe_check(name="TRT-016")
     def ended_course_has_reason(cls, df: pd.DataFrame) -> pd.Series:
-        return ~(df["end_date"].notna() & df["stop_reason"].isna())
+        return ~(df["end_date"].notna() & ~answered(df, "stop_reason"))
 
 
 class AdverseEventSchema(Schema):
@@ -318,6 +325,7 @@ class AdverseEventSchema(Schema):
     led_to_discontinuation: Flag = required()
     outcome: Series[str] = codes(AdverseEventOutcome)
     resolution_date: Date = optional()
+    missing_codes: Series[str] = optional()  # missing-data codes of the fields (registry/missing.py)
 
     @pa.dataframe_check(name="AEV-013")
     def resolves_after_onset(cls, df: pd.DataFrame) -> pd.Series:
@@ -326,7 +334,7 @@ class AdverseEventSchema(Schema):
     @pa.dataframe_check(name="AEV-014")
     def other_is_described(cls, df: pd.DataFrame) -> pd.Series:
         detail = df["term_detail"].fillna("").astype(str).str.strip()
-        return ~((df["term"] == AdverseEventTerm.OTHER) & (detail == ""))
+        return ~((df["term"] == AdverseEventTerm.OTHER) & (detail == "") & ~coded(df, "term_detail"))
 
     @pa.dataframe_check(name="AEV-016")
     def grade_5_is_fatal(cls, df: pd.DataFrame) -> pd.Series:
@@ -353,10 +361,11 @@ class FollowUpSchema(Schema):
     death_cause: Series[str] = codes(DeathCause)
     lung_transplant_date: Date = optional()
     lost_to_follow_up: Flag = required()
+    missing_codes: Series[str] = optional()  # missing-data codes of the fields (registry/missing.py)
 
     @pa.dataframe_check(name="FUP-011")
     def cause_of_death(cls, df: pd.DataFrame) -> pd.Series:
-        return ~((df["vital_status"] == VitalStatus.DEAD) & df["death_cause"].isna())
+        return ~((df["vital_status"] == VitalStatus.DEAD) & ~answered(df, "death_cause"))
 
     @pa.dataframe_check(name="FUP-013")
     def transplant_before_last_contact(cls, df: pd.DataFrame) -> pd.Series:

@@ -28,7 +28,7 @@ import registry
 from registry.accounts import password_matches, record_event, typed_name
 from registry.codes import SignInOutcome
 from registry.config import Config
-from registry.entry import shown
+from registry.entry import shown, shown_field
 from registry.models import Account
 from registry.resources import resource_dir
 from registry.web import admin, errors, patients, records, results, sessions
@@ -67,6 +67,7 @@ def create_app(
     script = (template_dir / "registry.js").read_text()
     templates.env.globals["version"] = registry.__version__
     templates.env.filters["shown"] = shown
+    templates.env.filters["field"] = shown_field
     templates.env.filters["urlpart"] = lambda value: quote(str(value), safe="")  # a path segment: "/" quoted too
     app.state.engine = engine
     app.state.templates = templates

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from registry import missing
 from registry.audit import audit_history
 from registry.codes import STUDY_DRUGS, Antibody
 from registry.ingest import show
@@ -43,13 +44,15 @@ def _not_exists(model: Any, *conditions: Any) -> sa.ColumnElement[bool]:
     return ~sa.exists(live)
 
 
-#: Missing-data filters of the list: what is missing -> the condition that finds the patients lacking it.
+#: Missing-data filters of the list: what is missing -> the condition that finds the patients lacking it (a field
+#: left blank: one answered with a missing-data code, "unknown", is not to chase again).
 MISSING: dict[str, tuple[str, Callable[[], sa.ColumnElement[bool]]]] = {
     "follow_up": ("no follow-up record", lambda: _not_exists(FollowUp)),
     "anti_mda5": ("no anti-MDA5 test", lambda: _not_exists(AntibodyTest, AntibodyTest.antibody == Antibody.ANTI_MDA5)),
-    "ild_diagnosis_date": ("no ILD diagnosis date", lambda: Patient.ild_diagnosis_date.is_(None)),
-    "smoking": ("no smoking history", lambda: Patient.smoking.is_(None)),
-    "rpild": ("RPILD not judged", lambda: Patient.rpild.is_(None)),
+    "ild_diagnosis_date": ("no ILD diagnosis date", lambda: Patient.ild_diagnosis_date.is_(None)),  # coded too:
+    # the analysis needs the date (STU-002 is an error either way)
+    "smoking": ("no smoking history", lambda: missing.blank(Patient.__table__.c.smoking)),
+    "rpild": ("RPILD not judged", lambda: missing.blank(Patient.__table__.c.rpild)),
 }
 
 

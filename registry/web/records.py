@@ -3,7 +3,9 @@
 The forms are built from the sheets (so from the models): a code list is a drop-down,
 a date a date field, everything else text that the server reads by the import's rules
 (:mod:`registry.entry`), with each error shown beside its field and every entered value
-kept. Correcting saved data asks for a reason; every change lands in the audit trail.
+kept. An optional field has a drop-down of missing-data codes beside it ("unknown", "not done", ...;
+``missing.<field>``), folded into the field as a cell writes it (``[unknown]``) as the form arrives. Correcting
+saved data asks for a reason; every change lands in the audit trail.
 
 An edit form carries, beside each field, the value it was opened with (``original.<field>``),
 so a save refused because someone else changed the record meanwhile (409) can tell which
@@ -27,7 +29,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from registry.codes import Analyte, lab_units
+from registry import missing
+from registry.codes import Analyte, MissingCode, lab_units
 from registry.dictionary import help_text
 from registry.entry import (
     APPLIES,
@@ -41,9 +44,10 @@ from registry.entry import (
     save_record,
     set_deleted,
     set_locked,
+    with_missing_codes,
 )
 from registry.entry_checks import EntryChecks, Unconfirmed, is_missing_record
-from registry.models import Account, AuditLog, LabResult
+from registry.models import Account, AuditLog, LabResult, is_codable
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn, sheet_dictionary
 from registry.web.entry_findings import Checked, Confirmation, checked
 from registry.web.pages import (
@@ -68,6 +72,8 @@ LARGEST_KEY = 2**31 - 1  # INTEGER on both databases
 #: Prefix of the hidden field that holds the value a field was shown with, and of the one that holds this user's value
 #: of a field in conflict (its radio buttons may be left unchosen).
 ORIGINAL, YOURS = "original.", "yours."
+#: The missing-data codes a codable field's drop-down offers.
+MISSING_CODES = [(code.value, code.label) for code in MissingCode]
 NOT_SAVED_YET = "Not saved yet: you were signed out before saving. Check what you typed, then save."
 CHOOSE = "choose the stored value or yours"
 #: Each sheet column's dictionary entry: a field's label and help are the workbook's and the dictionary's.
@@ -105,6 +111,8 @@ class Field:
     applies: dict[str, list[str]] | None = None  # when the field applies (registry.entry.APPLIES), for the script
     options_by: str | None = None  # the field whose value decides which options apply ...
     option_for: dict[str, str] = field(default_factory=dict)  # ... each option's values of it, space-separated
+    codes: list[tuple[str, str]] = field(default_factory=list)  # (code, label) of the missing-data codes it takes
+    code: str = ""  # the missing-data code it holds ("" for a value or a blank)
 
 
 def _fields(
@@ -125,10 +133,21 @@ def _fields(
         rule = APPLIES.get(sheet.name, {}).get(name)
         applies = None if rule is None else {"controls": list(rule.controls), "values": list(rule.values)}
         units = column.source is LabResult.__table__.c.unit
-        fields.append(Field(name, entry.label, kind, options, column.required, help_text(entry), values.get(name, ""),
+        value, code = _value_or_code(values.get(name, ""))
+        codes = MISSING_CODES if is_codable(column.source) and not column.required else []
+        fields.append(Field(name, entry.label, kind, options, column.required, help_text(entry), value,
                             errors.get(name), original, conflicts.get(name), applies, "analyte" if units else None,
-                            UNIT_ANALYTES if units else {}))  # fmt: skip
+                            UNIT_ANALYTES if units else {}, codes, code))  # fmt: skip
     return fields
+
+
+def _value_or_code(text: str) -> tuple[str, str]:
+    """A field's text as its input shows it and the missing-data code its drop-down shows (one of them is empty)."""
+    try:
+        coded = missing.from_cell(text)
+    except ValueError:
+        coded = None
+    return ("", coded.code.value) if coded else (text, "")
 
 
 def _conflicts(yours: Mapping[str, str], theirs: Mapping[str, str], history: list[AuditLog]) -> dict[str, Conflict]:
@@ -335,7 +354,7 @@ def _version(value: str | None) -> int | None:
 async def _form(request: Request) -> dict[str, str]:
     """The submitted fields as text (a repeated field keeps its last value; files are refused)."""
     data = await request.form()
-    return {name: value for name, value in data.items() if isinstance(value, str)}
+    return with_missing_codes({name: value for name, value in data.items() if isinstance(value, str)})
 
 
 def _patient(request: Request, me: Account, study_id: str) -> FoundPatient:

@@ -4,9 +4,12 @@
 // server refuses a value where it does not apply and a unit that is not the analyte's.
 "use strict";
 
+// A field's value as the server reads it: a missing-data code chosen beside an empty field is "[code]".
 function fieldValue(name) {
   const input = document.getElementById(name);
-  return input && !input.disabled ? input.value.trim() : "";
+  const code = document.getElementById(`missing.${name}`);
+  if (!input || input.disabled) return "";
+  return input.value.trim() || (code && code.value ? `[${code.value}]` : "");
 }
 
 function showWhatApplies() {
