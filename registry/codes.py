@@ -261,6 +261,16 @@ class HrctFeature(CodeList):
     CONSOLIDATION = "consolidation", "Consolidation"
 
 
+#: The most one percent of a zone counts in a total HRCT score. The scores the registry holds weight each zone's extent
+#: of a feature by the feature's severity, consolidation (the denser) at most twice: ground glass once and
+#: consolidation twice, or both twice. A score that also counts normal lung or fibrosis (Ichikado's) is another scale.
+HRCT_MAX_WEIGHT = 2
+#: Plausible total HRCT scores: six zones, each at most wholly involved, each percent counted at most twice.
+HRCT_TOTAL_SCORE_RANGE = Range(
+    "points", 0, len(LungZone) * 100 * HRCT_MAX_WEIGHT, source="proposed: 6 zones x 100% x weight 2 (consolidation)"
+)
+
+
 class DrugClass(CodeList):
     STUDY_DRUG = "study_drug", "Study drug"
     GLUCOCORTICOID = "glucocorticoid", "Glucocorticoid"

@@ -20,6 +20,7 @@ from sqlmodel import Field, SQLModel
 
 from registry.codes import (
     CTCAE_VERSION,
+    HRCT_TOTAL_SCORE_RANGE,
     PFT_RANGES,
     AdverseEventOutcome,
     AdverseEventTerm,
@@ -492,7 +493,11 @@ class Hrct(Entered, SQLModel, table=True):
     consolidation_left_middle_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_MIDDLE)
     consolidation_left_lower_pct: float | None = extent(HrctFeature.CONSOLIDATION, LungZone.LEFT_LOWER)
     total_score: float | None = column(
-        "Total HRCT score by the site's scoring protocol (FLAIR uses >= 133)", label="Total HRCT score"
+        "Total HRCT score by the site's scoring protocol (FLAIR uses >= 133)",
+        label="Total HRCT score",
+        help="The six zones' extents weighted by feature (consolidation at most twice) and summed: at most twice "
+        "the sum of the extents above, which it is checked against (FLAIR's cut-off is 133)",
+        plausible=HRCT_TOTAL_SCORE_RANGE,
     )
     missing_codes: str | None = missing_codes()
     version: int = bookkeeping(VERSION, default=1, server_default="1")

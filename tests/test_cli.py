@@ -17,6 +17,7 @@ import registry
 from registry import db
 from registry.cli import app
 from registry.models import TABLES
+from registry.quality import RULES
 from tests.conftest import add_demo_site, drop_append_only_triggers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,7 +172,7 @@ def test_demo_builds_a_fresh_registry(tmp_path):
         "sign_in_throttle": ["0"], "audit_seal": ["2"], "audit_entry_hash": ["1387"],
         "audit_log": ["1387"],
     }  # fmt: skip
-    assert "100 rules run: 0 error finding(s), 0 warning finding(s)" in lines
+    assert f"{len(RULES)} rules run: 0 error finding(s), 0 warning finding(s)" in lines
     assert "overall mortality at 6 months: tacrolimus 22/35, tofacitinib 10/26; log-rank p = 0.028" in lines
     assert "overall adjusted HR tofacitinib: 0.438 (0.200-0.960), p = 0.039" in lines
     assert (tmp_path / "demo" / "results.json").exists()
@@ -259,7 +260,7 @@ def test_import_dry_run_lists_the_findings_it_would_add_per_rule_and_patient(sit
     result = run("import", str(DIRTY), "--dry-run", "--errors", str(tmp_path / "e.csv"), database=site_registry)
     lines = result.output.splitlines()
     assert (result.exit_code, lines[:3]) == (0, [
-        "Checks: the import adds 36 errors and 15 warnings; 4 records still to enter.",
+        "Checks: the import adds 62 errors and 16 warnings; 4 records still to enter.",
         "By rule:",
         "  ABT-011  warning      1  grade and value disagree about positivity (value against cut-off)",
     ])  # fmt: skip
@@ -272,10 +273,10 @@ def test_import_dry_run_lists_the_findings_it_would_add_per_rule_and_patient(sit
     start = lines.index("Still to enter (a later import or the web form adds them; never refused by --strict):")
     assert lines[start + 1 : start + 3] == ["  ABT-010  1 patient  no anti-MDA5 result",
                                             "  FUP-010  1 patient  no follow-up record (vital status unknown)"]  # fmt: skip
-    assert f"0 problems and 55 findings written to {tmp_path / 'e.csv'}" in lines
+    assert f"0 problems and 82 findings written to {tmp_path / 'e.csv'}" in lines
     assert lines[-1] == "Dry run: the workbook is valid; nothing was written."
     rows = list(csv.reader((tmp_path / "e.csv").open(encoding="utf-8")))
-    assert len(rows) == 1 + 55
+    assert len(rows) == 1 + 82
     assert ["error", "labs", "", "unit", "mg/dL", "LAB-010 DM-012: unit is not the analyte's canonical unit"] in rows
     assert ["error", "patients", "", "antibody", "", "ABT-010 DM-016: still to enter: no anti-MDA5 result"] in rows
     assert run("summary", database=site_registry).output.count(" 0\n") >= 9
@@ -285,7 +286,7 @@ def test_import_strict_refuses_an_import_that_adds_errors(site_registry):
     result = run("import", str(DIRTY), "--strict", database=site_registry)
     assert result.exit_code == 1
     assert result.output.splitlines()[-2:] == [
-        "error: checks: the import adds 36 error findings (strict): nothing was written",
+        "error: checks: the import adds 62 error findings (strict): nothing was written",
         "1 error, 0 warnings: nothing was written.",
     ]
     assert run("summary", database=site_registry).output.count(" 0\n") >= 9
@@ -311,9 +312,9 @@ def test_check_site_gives_the_whole_runs_findings_for_that_sites_patients_only(s
     whole, demo, nj1 = findings(), findings("--site", "DEMO"), findings("--site", "NJ1")
     assert nj1 == [("ABT-010", "NJ-001"), ("FUP-010", "NJ-001"), ("PAT-015", "NJ-001"), ("PAT-016", "NJ-001"),
                    ("PAT-017", "NJ-001"), ("TRT-010", "NJ-001")]  # fmt: skip
-    assert sorted(demo + nj1) == whole and len(demo) == 55
+    assert sorted(demo + nj1) == whole and len(demo) == 82
     summary = run("check", "--site", "NJ1", database=site_registry).output.splitlines()
-    assert summary[0] == "100 rules run: 3 error finding(s), 3 warning finding(s)"
+    assert summary[0] == f"{len(RULES)} rules run: 3 error finding(s), 3 warning finding(s)"
     assert summary[2].split() == ["PAT-015", "completeness", "warning", "1", "1", "100.0"]
 
 

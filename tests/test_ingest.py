@@ -237,9 +237,9 @@ def test_strict_refuses_an_import_that_adds_errors_and_writes_nothing(migrated):
     result = import_path(migrated, DIRTY, actor="c", checks=CHECKS, strict=True)
     assert not result.written and snapshot(migrated) == before  # the audit log included
     assert [str(p) for p in result.errors] == [
-        "checks: the import adds 36 error findings (strict): nothing was written"
+        "checks: the import adds 62 error findings (strict): nothing was written"
     ]
-    assert len(result.findings) == 55
+    assert len(result.findings) == 82
 
 
 def test_strict_imports_patients_without_their_records_yet_and_lists_them_as_still_to_enter(registry):

@@ -190,7 +190,7 @@ def test_data_quality_findings_about_birth_dates_withhold_the_value(tmp_path):
     out.mkdir()
     assert run(url, "check", "--json", str(out / "f.json"), "--html", str(out / "f.html")).exit_code == 2
     births = [f for f in json.loads((out / "f.json").read_text())["findings"] if f["field"] == "birth_date"]
-    assert {f["study_id"] for f in births} == {"DM-027", "DM-028", "DM-049"}
+    assert {f["study_id"] for f in births} == {"DM-017", "DM-027", "DM-028", "DM-049"}
     assert {f["value"] for f in births} == {"(withheld: a birth date, see the patient's record)"}
     result = run(url, "privacy", "scan", str(out))
     assert (result.exit_code, result.stdout) == (0, "2 files scanned, 0 identifiers found\n")

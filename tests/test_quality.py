@@ -255,6 +255,10 @@ CASES = [
     ("PFT-011", edit("pft", "EX-002", "fvc_pct_pred", 7.45), [("EX-002", "pft", "fvc_pct_pred", "7.45")]),
     ("HRC-010", edit("hrct", "EX-002", "scan_date", D("2019-08-01")), [("EX-002", "patient", "scan_date", None)]),
     ("HRC-011", edit("hrct", "EX-002", "ggo_right_upper_pct", 150.0), [("EX-002", "hrct", "ggo_right_upper_pct", "150")]),
+    ("HRC-012", edit("hrct", "EX-004", "total_score", 1330.0), [("EX-004", "hrct", "total_score", "1330")]),  # no extents
+    ("HRC-013", edit("hrct", "EX-002", "total_score", 999.0), [("EX-002", "hrct", "total_score", "999")]),  # 2 x 95 at most
+    ("HRC-014", both(edit("hrct", "EX-002", "ggo_left_lower_pct", None), edit("hrct", "EX-004", "total_score", 150.0)),
+     [("EX-002", "hrct", "total_score", "62"), ("EX-004", "hrct", "total_score", "150")]),
     # treatments
     ("TRT-010", delete("treatment", "EX-002", drug="tofacitinib"), [("EX-002", "patient", "drug", None)]),
     ("TRT-011", edit("treatment", "EX-002", "dose", 50.0, drug="tofacitinib"), [("EX-002", "treatment", "dose", "50")]),
@@ -301,6 +305,7 @@ CASES = [
      [("EX-004", "lab_result", "sample_date", "2021-02-01")]),
     ("TIM-004", edit("follow_up", "EX-004", "last_contact_date", D("2027-01-01")),
      [("EX-004", "follow_up", "last_contact_date", "2027-01-01")]),
+    ("TIM-004", edit("patient", "EX-004", "birth_date", D("2059-01-22")), [("EX-004", "patient", "birth_date", "2059-01-22")]),
     ("TIM-005", edit("patient", "EX-002", "ild_diagnosis_date", D("2019-03-01")),
      [("EX-002", "patient", "ild_diagnosis_date", "2019-03-01"), ("EX-002", "treatment", "start_date", "2019-02-18")]),
     ("TIM-006", add("lab_result", "EX-002", like={"analyte": "ferritin"}, sample_date="1970-01-01"),

@@ -66,10 +66,10 @@ def test_errors_exit_2_and_every_finding_is_written(migrated, database_url, tmp_
     check = registry_with(database_url, REPO / "fixtures" / "dirty" / "sheets")
     result = check("check", "--json", str(tmp_path / "f.json"), "--html", str(tmp_path / "f.html"))
     assert result.exit_code == 2
-    assert result.output.splitlines()[0] == f"{len(RULES)} rules run: 38 error finding(s), 17 warning finding(s)"
+    assert result.output.splitlines()[0] == f"{len(RULES)} rules run: 64 error finding(s), 18 warning finding(s)"
     document = json.loads((tmp_path / "f.json").read_text())
-    assert document["status"] == "errors" and document["counts"] == {"error": 38, "warning": 17}
-    assert len(document["findings"]) == 55
+    assert document["status"] == "errors" and document["counts"] == {"error": 64, "warning": 18}
+    assert len(document["findings"]) == 82
     lab = next(f for f in document["findings"] if f["rule"] == "LAB-010")
     assert lab == {
         "rule": "LAB-010", "severity": "error", "category": "conformance: value", "table": "lab_result",

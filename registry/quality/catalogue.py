@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from registry.codes import HRCT_TOTAL_SCORE_RANGE
+
 
 class Category(StrEnum):
     VALUE = "conformance: value"
@@ -88,6 +90,7 @@ def _generic(table: str, *, codes: bool = True, reference: str | None = "patient
     return rules
 
 
+_HRCT_SCORE = HRCT_TOTAL_SCORE_RANGE
 E, W = Severity.ERROR, Severity.WARNING
 V, R, C, M = Category.VALUE, Category.RELATIONAL, Category.COMPUTATIONAL, Category.COMPLETENESS
 A, T, U = Category.ATEMPORAL, Category.TEMPORAL, Category.UNIQUENESS
@@ -134,6 +137,12 @@ RULES: tuple[Rule, ...] = (
     *_generic("hrct", key=("patient_id", "scan_date")),
     Rule("HRC-010", "patient", M, W, "no baseline HRCT", ("scan_date",)),
     Rule("HRC-011", "hrct", A, E, "extent outside 0-100% of the zone", ("*_pct",)),
+    Rule("HRC-012", "hrct", A, E, f"total score outside {_HRCT_SCORE.low:g}-{_HRCT_SCORE.high:g}, the most six "
+         "wholly involved zones give with each percent counted twice", ("total_score",)),
+    Rule("HRC-013", "hrct", C, E, "total score above twice the sum of the zone extents: these extents cannot give it",
+         ("total_score", "*_pct")),
+    Rule("HRC-014", "hrct", M, W, "total score without every zone's extents: it cannot be checked against them",
+         ("total_score", "*_pct")),
     *_generic("treatment", key=("patient_id", "drug", "start_date")),
     Rule("TRT-010", "patient", M, E, "no tofacitinib or tacrolimus course (no index treatment)", ("drug",)),
     Rule("TRT-011", "treatment", A, W, "dose outside the drug's usual range", ("dose", "dose_unit", "drug")),
@@ -167,7 +176,7 @@ RULES: tuple[Rule, ...] = (
     Rule("TIM-001", "date", T, E, "a record is dated after the patient's death", ("*_date",)),
     Rule("TIM-002", "date", T, E, "a record is dated after the last contact", ("*_date", "last_contact_date")),
     Rule("TIM-003", "date", T, W, "a record is dated after the data cut-off (analyses ignore it)", ("*_date",)),
-    Rule("TIM-004", "date", T, E, "a date lies in the future", ("*_date",)),
+    Rule("TIM-004", "date", T, E, "a date lies in the future", ("*_date", "birth_date")),
     Rule("TIM-005", "patient", T, E, "the index study drug started before the ILD diagnosis",
          ("ild_diagnosis_date", "start_date")),
     Rule("TIM-006", "date", T, E, "a record is dated before the patient's birth", ("*_date", "birth_date")),

@@ -82,6 +82,12 @@ class Registry:
                 parts.append(part[part["value"].notna()])
         return pd.concat(parts, ignore_index=True)
 
+    @cached_property
+    def dates_and_births(self) -> pd.DataFrame:
+        """Every recorded date and every birth date, for the rules that hold a birth date like any other date."""
+        births = found(self.tables["patient"], "patient", "birth_date")
+        return pd.concat([self.dates, births[births["value"].notna()]], ignore_index=True)
+
 
 def found(frame: pd.DataFrame, table: str, field: str) -> pd.DataFrame:
     """The rows of ``frame`` (records of ``table``) as findings about ``field``."""
@@ -338,7 +344,7 @@ def _after_cutoff(registry: Registry) -> pd.DataFrame:
 
 @cross("TIM-004")
 def _in_the_future(registry: Registry) -> pd.DataFrame:
-    dates = registry.dates
+    dates = registry.dates_and_births
     return dates[dates["value"] > pd.Timestamp(registry.today)]
 
 
@@ -394,9 +400,7 @@ def _long_before_diagnosis(registry: Registry) -> pd.DataFrame:
 
 @cross("TIM-008")
 def _spreadsheet_default_date(registry: Registry) -> pd.DataFrame:
-    patients = registry.tables["patient"]
-    births = found(patients, "patient", "birth_date")
-    dates = pd.concat([registry.dates, births[births["value"].notna()]], ignore_index=True)
+    dates = registry.dates_and_births
     return dates[dates["value"].isin(SPREADSHEET_DEFAULT_DATES)]
 
 

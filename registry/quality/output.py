@@ -13,7 +13,7 @@ import jinja2
 import pandas as pd
 
 import registry
-from registry.codes import ANALYTE_RANGES, DRUGS, PFT_RANGES
+from registry.codes import ANALYTE_RANGES, DRUGS, HRCT_TOTAL_SCORE_RANGE, PFT_RANGES
 from registry.config import Config
 from registry.quality.catalogue import RULES
 from registry.quality.engine import CheckRun
@@ -95,12 +95,19 @@ def catalogue_markdown() -> str:
     for rule in RULES:
         fields = ", ".join(f"`{f}`" for f in rule.fields)
         lines.append(f"| {rule.id} | {rule.table} | {rule.category} | {rule.severity} | {rule.message} | {fields} |")
-    lines += ["", "## Plausible ranges (LAB-013/014, PFT-011, TRT-011)", "",
+    lines += ["", "## Plausible ranges (LAB-013/014, PFT-011, HRC-012, TRT-011)", "",
               "From `registry/codes.py`; soft limits (warnings) in brackets.", "",
               "| measurement | unit | low | high | source |", "|---|---|---|---|---|"]  # fmt: skip
-    for name, r in [*((a.value, r) for a, r in ANALYTE_RANGES.items()), *PFT_RANGES.items()]:
+    ranges = [*((a.value, r) for a, r in ANALYTE_RANGES.items()), *PFT_RANGES.items()]
+    for name, r in [*ranges, ("hrct total_score", HRCT_TOTAL_SCORE_RANGE)]:
         soft = "".join(f" [{label} {v:g}]" for label, v in (("soft low", r.soft_low), ("soft high", r.soft_high)) if v)
         lines.append(f"| {name} | {r.unit} | {r.low:g} | {r.high:g}{soft} | {r.source} |")
+    lines += ["", "The total HRCT score weights each zone's extent of a feature by the feature, consolidation (the "
+              "denser) at most twice: ground glass once and consolidation twice, or both twice. Six wholly involved "
+              f"zones give at most {HRCT_TOTAL_SCORE_RANGE.high:g} (HRC-012), and a total above twice the sum of its "
+              "zone extents cannot come from them (HRC-013, judged when every zone's extents are entered; a total "
+              "without them is a warning, HRC-014). A score "
+              "that also counts normal lung or fibrosis (Ichikado's) is on another scale."]  # fmt: skip
     lines += ["", "| drug | dose unit | per | low | high | source |", "|---|---|---|---|---|---|"]
     for drug, info in DRUGS.items():
         if info.dose_low is not None:

@@ -20,6 +20,8 @@ from pandera.typing import Series
 from registry.codes import (
     ANALYTE_RANGES,
     DRUGS,
+    HRCT_MAX_WEIGHT,
+    HRCT_TOTAL_SCORE_RANGE,
     PFT_RANGES,
     AdverseEventOutcome,
     AdverseEventTerm,
@@ -270,6 +272,21 @@ class HrctSchema(Schema):
     @pa.check(*HRCT_EXTENT_COLUMNS, name="HRC-011")
     def extent(cls, s: pd.Series) -> pd.Series:
         return s.between(0, 100)
+
+    @pa.check("total_score", name="HRC-012")
+    def plausible_total(cls, s: pd.Series) -> pd.Series:
+        return s.between(HRCT_TOTAL_SCORE_RANGE.low, HRCT_TOTAL_SCORE_RANGE.high)
+
+    @pa.dataframe_check(name="HRC-013")
+    def total_from_extents(cls, df: pd.DataFrame) -> pd.Series:
+        """Judged when every zone's extents are entered; half a point allowed for a total rounded to whole points."""
+        extents = df[list(HRCT_EXTENT_COLUMNS)]
+        judged = extents.notna().all(axis=1) & df["total_score"].notna()
+        return ~judged | (df["total_score"] <= HRCT_MAX_WEIGHT * extents.sum(axis=1) + 0.5)
+
+    @pa.dataframe_check(name="HRC-014")
+    def total_has_extents(cls, df: pd.DataFrame) -> pd.Series:
+        return df["total_score"].isna() | df[list(HRCT_EXTENT_COLUMNS)].notna().all(axis=1)
 
 
 def _drug_info(df: pd.DataFrame, name: str) -> pd.Series:
