@@ -62,7 +62,8 @@ def test_every_field_has_one_label_and_help_in_the_dictionary_the_template_and_t
         key: entry.label for key, entry in entries.items()
     }
     assert book["patients"]["H1"].comment.text == (
-        "Date of first respiratory symptoms: Onset of respiratory symptoms (cough, dyspnoea)"
+        "Date of first respiratory symptoms: Onset of respiratory symptoms (cough, dyspnoea). "
+        "Or a missing-data code: [unknown], [not_done], [not_applicable], [not_asked]."
     )
 
     forms = {"patients": "/patients/new", **{s.name: f"/patients/EX-002/{s.name}/new" for s in SHEETS[1:-1]},
