@@ -257,6 +257,8 @@ class Patient(Entered, SQLModel, table=True):
             "rpild_needs_definition",
             "an RPILD flag needs the definition it was judged by (rpild_definition)",
         ),
+        # The probable-duplicate key (rule PAT-018): a save's check finds the patients sharing it by this index.
+        sa.Index(None, "site_id", "sex", "birth_date", "dm_diagnosis_date"),
     )
 
     id: int | None = identifier()

@@ -8,10 +8,12 @@ import sqlalchemy as sa
 from conftest import add_demo_site
 
 from registry.config import Config
+from registry.entry import set_deleted
 from registry.ingest import import_path
-from registry.models import Patient
+from registry.models import LabResult, Patient
 from registry.quality import run_checks
-from registry.quality.incremental import check_patients
+from registry.quality.cross import DUPLICATE_PATIENT_KEY, RECORD_KEY
+from registry.quality.incremental import check_patients, load_patients
 from registry.tables import load_tables
 
 DIRTY = Path(__file__).resolve().parents[1] / "fixtures" / "dirty" / "sheets"
@@ -58,3 +60,36 @@ def test_a_probable_duplicate_is_found_when_only_the_new_patient_is_checked(migr
     with migrated.connect() as connection:
         found = check_patients(connection, [ids[twins[0]]], Config(), TODAY)
     assert found.loc[found["rule"] == "PAT-018", "study_id"].tolist() == [twins[0]]
+
+
+def test_deleted_patients_and_records_are_left_out_as_a_whole_run_leaves_them_out(migrated):
+    ids = _dirty(migrated)
+    with migrated.connect() as connection:
+        labs = connection.execute(sa.select(LabResult.patient_id, LabResult.id).order_by(LabResult.id)).all()
+    by_id = {patient_id: study_id for study_id, patient_id in ids.items()}
+    gone, (kept, lab) = labs[0][0], labs[-1]  # two patients with labs: one deleted whole, one lab of the other
+    assert gone != kept
+    set_deleted(migrated, "patients", gone, deleted=True, actor="test", reason="withdrew consent")
+    set_deleted(migrated, "labs", lab, deleted=True, actor="test", reason="entered twice", patient_id=kept)
+    tables = load_tables(migrated)
+    whole = run_checks(tables, Config(), TODAY).findings
+    with migrated.connect() as connection:
+        assert all(frame.empty for name, frame in load_patients(connection, [gone]).items() if name != "site")
+        assert lab not in set(load_patients(connection, [kept])["lab_result"]["id"])
+        for patient_id in (gone, kept):
+            read = load_patients(connection, [patient_id])
+            for name, frame in read.items():
+                if name in ("site", "patient"):
+                    continue
+                expected = tables[name][tables[name]["patient_id"] == patient_id]
+                key = RECORD_KEY[name]
+                pd.testing.assert_frame_equal(frame.sort_values(key, ignore_index=True),
+                                              expected.sort_values(key, ignore_index=True))  # fmt: skip
+            found = check_patients(connection, [patient_id], Config(), TODAY).to_dict("records")
+            assert found == _whole_run_for(whole, [by_id[patient_id]])
+    assert gone not in set(tables["patient"]["id"]) and kept in set(tables["patient"]["id"])
+
+
+def test_the_probable_duplicate_key_is_indexed():
+    """A save's check finds the patients sharing the key by it (a patient table scan without it)."""
+    assert DUPLICATE_PATIENT_KEY in [[column.name for column in index.columns] for index in Patient.__table__.indexes]

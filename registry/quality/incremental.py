@@ -34,16 +34,15 @@ for _name, _prefix in PREFIX.items():  # a record's twins must be its own patien
 def _patients_sharing_a_key(patient_ids: list[int]) -> sa.Select:
     """The patients with the same value of any :data:`PATIENT_KEYS` as one of ``patient_ids`` (these included).
 
-    As ``(key) IN (the touched patients' keys)``, not a join: the duplicate key has no index, and a join
-    would scan the patient table once per touched patient (13 s for 1,000 patients of 100,000 on SQLite, now 0.2 s)."""
+    A join of the touched patients to the patient table on each key, which an index serves (study_id's unique
+    one, the duplicate key's): without one, the join scanned the patient table once per touched patient, and
+    ``(key) IN (their keys)`` scans it once (60 ms for one patient of 100,000 on SQLite, now under 1 ms)."""
     patient = DATA_TABLES["patient"]
     touched = patient.alias("touched")
     matches = [
-        sa.select(patient.c.id).where(
-            sa.tuple_(*(patient.c[name] for name in key)).in_(
-                sa.select(*(touched.c[name] for name in key)).where(touched.c.id.in_(patient_ids))
-            )
-        )
+        sa.select(patient.c.id)
+        .join(touched, sa.and_(*(patient.c[name] == touched.c[name] for name in key)))
+        .where(touched.c.id.in_(patient_ids))
         for key in PATIENT_KEYS
     ]
     return sa.union(sa.select(patient.c.id).where(patient.c.id.in_(patient_ids)), *matches)
@@ -60,7 +59,7 @@ def load_patients(connection: sa.Connection, patient_ids: Collection[int]) -> di
         elif name == "patient":
             query = live(table).where(table.c.id.in_(_patients_sharing_a_key(ids)))
         else:
-            query = live(table).where(table.c.patient_id.in_(ids))
+            query = live(table, ids)
         tables[name] = read_table(connection, table, query)
     return tables
 
