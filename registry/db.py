@@ -25,6 +25,7 @@ from registry.resources import resource_dir
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 URL_VARIABLE = "REGISTRY_DATABASE_URL"
 DEFAULT_URL = "sqlite:///registry.db"
@@ -133,11 +134,68 @@ def downgrade_forced() -> bool:
     )
 
 
+#: The tables that keep missing-data codes (migration 0008).
+CODED_TABLES = ("patient", "antibody_test", "pft", "hrct", "treatment", "adverse_event", "follow_up")
+
+
+def refuse_dropping_missing_codes(connection: sa.Connection) -> None:
+    """:class:`DowngradeRefused` while a record holds missing-data codes, which a downgrade below 0008 drops."""
+    coded = sum(
+        connection.execute(sa.text(f"SELECT count(*) FROM {table} WHERE missing_codes IS NOT NULL")).scalar_one()
+        for table in CODED_TABLES
+    )
+    if coded:
+        raise DowngradeRefused(
+            f"Downgrade refused: {coded:,} record{'' if coded == 1 else 's'} hold missing-data codes, which migrating "
+            "below 0008 drops (the coded fields become blanks): back the database up first (`registry backup`), "
+            "then pass --force (the downgrade is logged)"
+        )
+
+
+def refuse_dropping_audit_chain(connection: sa.Connection) -> None:
+    """registry.audit.AuditError while the audit log holds entries, whose chain a downgrade below 0007 drops."""
+    from registry.audit import AuditError
+
+    entries = connection.execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
+    if entries:
+        raise AuditError(
+            f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating "
+            "below 0007 drops its hash chain (on to base, the log itself): back the database up first "
+            "(`registry backup`), then pass --force (the downgrade is logged)"
+        )
+
+
+#: What each revision's downgrade refuses to drop unless forced.
+_REFUSALS = {"0008": refuse_dropping_missing_codes, "0007": refuse_dropping_audit_chain}
+
+
+def _undone(engine: sa.Engine, revision: str) -> list[str]:
+    """The revisions a downgrade to ``revision`` (an id, ``base`` or ``-N``) undoes, newest first."""
+    order = [script.revision for script in _scripts().walk_revisions()]  # head first
+    current = current_revision(engine)
+    if current not in order:
+        return []
+    start = order.index(current)
+    if revision == "base":
+        return order[start:]
+    if revision.startswith("-") and revision[1:].isdigit():
+        return order[start : start + int(revision[1:])]
+    return order[start : order.index(revision)] if revision in order else []
+
+
 def downgrade(engine: sa.Engine, revision: str, *, force: bool = False) -> None:
     """Migrate back to ``revision``; unless ``force``, refused below 0008 while a record holds missing-data codes
-    (:class:`DowngradeRefused`) and below 0007 while the audit log holds entries (registry.audit.AuditError)."""
+    (:class:`DowngradeRefused`) and below 0007 while the audit log holds entries (registry.audit.AuditError).
+
+    The refusals are asked before the first step (each migration asks again, for the plain alembic command): a
+    step already taken would stay taken on SQLite, whose driver runs DDL outside the transaction."""
     from alembic import command
 
+    if not force:
+        with engine.connect() as connection:
+            for step in _undone(engine, revision):
+                if step in _REFUSALS:
+                    _REFUSALS[step](connection)
     with _alembic(engine) as config:
         config.attributes["force"] = force
         command.downgrade(config, revision)
@@ -150,13 +208,17 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def head_revision() -> str | None:
+def _scripts() -> ScriptDirectory:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str | None:
+    return _scripts().get_current_head()
 
 
 @contextmanager

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from registry.audit import AuditError
 from registry.audit_chain import seal
-from registry.db import downgrade_forced
+from registry.db import downgrade_forced, refuse_dropping_audit_chain
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -129,13 +128,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     connection = op.get_bind()
-    entries = connection.execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
-    if entries and not downgrade_forced():
-        raise AuditError(
-            f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating "
-            "below 0007 drops its hash chain (on to base, the log itself): back the database up first "
-            "(`registry backup`), then pass --force (the downgrade is logged)"
-        )
+    if not downgrade_forced():
+        refuse_dropping_audit_chain(connection)
     for statement in _dropped(connection.dialect.name):
         op.execute(statement)
     with op.batch_alter_table("audit_log", schema=None) as batch_op:

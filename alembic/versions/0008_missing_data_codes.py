@@ -16,14 +16,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from registry.db import DowngradeRefused, downgrade_forced
+from registry.db import CODED_TABLES, downgrade_forced, refuse_dropping_missing_codes
 
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-CODED = ("patient", "antibody_test", "pft", "hrct", "treatment", "adverse_event", "follow_up")
+CODED = CODED_TABLES
 COMMENT = "Missing-data codes of the record's fields (JSON: field -> code); a coded field itself is empty"
 
 
@@ -35,16 +35,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     connection = op.get_bind()
-    coded = sum(
-        connection.execute(sa.text(f"SELECT count(*) FROM {table} WHERE missing_codes IS NOT NULL")).scalar_one()
-        for table in CODED
-    )
-    if coded and not downgrade_forced():
-        raise DowngradeRefused(
-            f"Downgrade refused: {coded:,} record{'' if coded == 1 else 's'} hold missing-data codes, which migrating "
-            "below 0008 drops (the coded fields become blanks): back the database up first (`registry backup`), "
-            "then pass --force (the downgrade is logged)"
-        )
+    if not downgrade_forced():
+        refuse_dropping_missing_codes(connection)
     for table in CODED:
         with op.batch_alter_table(table, recreate="never") as batch:
             batch.drop_column("missing_codes")
