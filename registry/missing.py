@@ -52,8 +52,16 @@ def from_cell(text: str) -> Missing | None:
 
 
 def decode(text: str | None) -> dict[str, MissingCode]:
-    """A stored ``missing_codes`` value as field -> code."""
-    return {field: MissingCode(code) for field, code in json.loads(text).items()} if text else {}
+    """A stored ``missing_codes`` value as field -> code. What no write of this package makes (text that is not a JSON
+    object of known codes, stored past it) reads as no code, never as a crash of whatever reads the record."""
+    try:
+        stored = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    codes = {code.value: code for code in MissingCode}
+    return {field: codes[code] for field, code in stored.items() if isinstance(code, str) and code in codes}
 
 
 def encode(codes: Mapping[str, MissingCode]) -> str | None:

@@ -338,3 +338,8 @@ def test_the_missing_smoking_worklist_lists_a_blank_and_not_a_code(client, web_r
     coded = {**_form_of(client, path), "version": version_of(client, path), "reason": "asked: unknown",
              "missing.smoking": "unknown"}  # fmt: skip
     assert post(client, path, coded).status_code == 303 and not listed()
+
+
+def test_stored_codes_no_write_makes_read_as_none():
+    assert decode("not json") == {} and decode("[1, 2]") == {} and decode('"x"') == {}
+    assert decode('{"smoking": "unknown", "fever": "maybe", "rpild": 3}') == {"smoking": MissingCode.UNKNOWN}
