@@ -82,7 +82,8 @@ def _with_coded(frame: pd.DataFrame, fields: tuple[str, ...]) -> pd.DataFrame:
     """``frame`` with a column ``coded_<field>`` per field: True where the record holds a missing-data code for it,
     else empty, so that :func:`_nearest` (the first non-empty of each column) tells whether any record in the window
     coded the field."""
-    return frame.assign(**{f"coded_{name}": coded(frame, name).where(coded(frame, name)) for name in fields})
+    flags = {name: coded(frame, name) for name in fields}
+    return frame.assign(**{f"coded_{name}": flag.where(flag) for name, flag in flags.items()})
 
 
 def _coded_baseline(nearest: pd.DataFrame, fields: tuple[str, ...], prefix: str, index: pd.Index) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from registry import missing
 from registry.audit import audited_session
 from registry.codes import ANALYTE_RANGES, PFT_RANGES, Analyte, lab_units, to_canonical_unit
 from registry.ingest import CellError, parse_cell, rule_violations, show
-from registry.models import AuditLog, Patient, Site, is_codable
+from registry.models import AuditLog, Patient, Site
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn
 from registry.violations import explain
 
@@ -150,12 +150,8 @@ def stored_values(record: SQLModel | None, sheet: Sheet, site_code: str | None =
     if record is None:
         return {}
     values = {c.name: getattr(record, c.target) for c in sheet.columns if not c.is_reference}
-    missing.with_codes(values, getattr(record, missing.COLUMN, None), _coded(sheet))
+    missing.with_codes(values, getattr(record, missing.COLUMN, None), sheet.coded)
     return values | ({"site": site_code} if sheet.name == "patients" else {})
-
-
-def _coded(sheet: Sheet) -> list[tuple[str, str]]:
-    return [(c.target, c.name) for c in sheet.columns if is_codable(c.source)]
 
 
 #: Prefix of the form field that holds a field's missing-data code (a drop-down beside the field).

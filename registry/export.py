@@ -20,7 +20,6 @@ from registry import missing
 from registry.atomic import replacing
 from registry.dictionary import Entry, help_text
 from registry.missing import Missing
-from registry.models import is_codable
 from registry.sheets import SHEETS, Sheet, sheet_dictionary, stored_rows
 from registry.workbook import SheetData, require_xlsx_fits, write_csv_folder, write_xlsx
 
@@ -38,7 +37,7 @@ def _choices(sheet: Sheet) -> dict[str, list[str]]:
             choices[column.name] = list(YES_NO)
         else:
             continue
-        if is_codable(column.source) and not column.required:
+        if column.takes_code:
             choices[column.name] += missing.CELLS
     return choices
 

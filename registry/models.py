@@ -122,11 +122,6 @@ def is_codable(column: sa.Column) -> bool:
     )
 
 
-def codable_columns(table: sa.Table) -> list[str]:
-    """The columns of ``table`` that may hold a missing-data code."""
-    return [column.name for column in table.columns if is_codable(column)]
-
-
 def rule(condition: str, name: str, message: str) -> sa.CheckConstraint:
     """A CHECK constraint with the plain-language message shown when a row breaks it."""
     return sa.CheckConstraint(condition, name=name, info={"message": message})

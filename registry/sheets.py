@@ -51,6 +51,11 @@ class SheetColumn:
     def is_reference(self) -> bool:
         return self.name != self.target
 
+    @property
+    def takes_code(self) -> bool:
+        """Whether a cell of this column may hold a missing-data code (``[unknown]``) instead of a value."""
+        return is_codable(self.source) and not self.required
+
 
 @dataclass(frozen=True)
 class Sheet:
@@ -65,6 +70,11 @@ class Sheet:
 
     def column(self, name: str) -> SheetColumn:
         return self._by_name[name]
+
+    @cached_property
+    def coded(self) -> list[tuple[str, str]]:
+        """(database column, sheet column) of each column that takes a missing-data code."""
+        return [(c.target, c.name) for c in self.columns if c.takes_code]
 
     @cached_property
     def _by_name(self) -> dict[str, SheetColumn]:
@@ -117,14 +127,13 @@ def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str
     if sheet.model is not Patient:
         query = query.add_columns(Patient.__table__.c.deleted_at.label("_patient_deleted_at"))
     stored = {}
-    coded = [(c.target, c.name) for c in sheet.columns if is_codable(c.source)]
     for record in connection.execute(query).mappings():
         values = {"id": record[table.primary_key.columns[0].name]}
         for column in sheet.columns:
             value = record[f"_{column.name}" if column.is_reference else column.target]
             values[column.name] = value.value if isinstance(value, Enum) else value
         values["deleted"] = record["deleted_at"] is not None or record.get("_patient_deleted_at") is not None
-        missing.with_codes(values, record.get(missing.COLUMN), coded)
+        missing.with_codes(values, record.get(missing.COLUMN), sheet.coded)
         stored[tuple(values[k] for k in sheet.key)] = values
     return stored
 

@@ -47,7 +47,7 @@ from registry.entry import (
     with_missing_codes,
 )
 from registry.entry_checks import EntryChecks, Unconfirmed, is_missing_record
-from registry.models import Account, AuditLog, LabResult, is_codable
+from registry.models import Account, AuditLog, LabResult
 from registry.sheets import SHEETS_BY_NAME, Sheet, SheetColumn, sheet_dictionary
 from registry.web.entry_findings import Checked, Confirmation, checked
 from registry.web.pages import (
@@ -134,7 +134,7 @@ def _fields(
         applies = None if rule is None else {"controls": list(rule.controls), "values": list(rule.values)}
         units = column.source is LabResult.__table__.c.unit
         value, code = _value_or_code(values.get(name, ""))
-        codes = MISSING_CODES if is_codable(column.source) and not column.required else []
+        codes = MISSING_CODES if column.takes_code else []
         fields.append(Field(name, entry.label, kind, options, column.required, help_text(entry), value,
                             errors.get(name), original, conflicts.get(name), applies, "analyte" if units else None,
                             UNIT_ANALYTES if units else {}, codes, code))  # fmt: skip
