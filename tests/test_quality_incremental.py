@@ -7,12 +7,15 @@ import pandas as pd
 import sqlalchemy as sa
 from conftest import add_demo_site
 
+from registry.audit import audited_session
 from registry.config import Config
 from registry.entry import set_deleted
+from registry.entry_checks import EntryChecks
 from registry.ingest import import_path
 from registry.models import LabResult, Patient
 from registry.quality import run_checks
 from registry.quality.cross import DUPLICATE_PATIENT_KEY, RECORD_KEY
+from registry.quality.engine import rule_findings
 from registry.quality.incremental import check_patients, load_patients
 from registry.tables import load_tables
 
@@ -93,3 +96,43 @@ def test_deleted_patients_and_records_are_left_out_as_a_whole_run_leaves_them_ou
 def test_the_probable_duplicate_key_is_indexed():
     """A save's check finds the patients sharing the key by it (a patient table scan without it)."""
     assert DUPLICATE_PATIENT_KEY in [[column.name for column in index.columns] for index in Patient.__table__.indexes]
+
+
+def test_the_findings_of_some_rules_are_the_whole_runs_findings_of_those_rules(migrated):
+    _dirty(migrated)
+    tables = load_tables(migrated)
+    labs = tables["lab_result"].assign(value=tables["lab_result"]["value"].astype(object))
+    labs.loc[labs.index[0], "value"] = "high"  # a mistyped cell: its type finding drops its other findings
+    tables["lab_result"] = labs
+    whole = run_checks(tables, Config(), TODAY).findings
+    fired = sorted(set(whole["rule"]))
+    assert {"LAB-001", "PAT-018"} <= set(fired) and len(fired) > 30
+    for rules in [*({rule} for rule in fired), set(fired[::3]), {"LAB-002", "LAB-013"}, {"ABT-011", "SIT-002"}]:
+        expected = whole[whole["rule"].isin(rules)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rule_findings(tables, Config(), TODAY, rules), expected)
+
+
+#: Changes a save makes to a patient: one adding a warning, one a date that many rules hold against others.
+SAVES = [{"smoking": None}, {"birth_date": date(1899, 12, 30)}, {"birth_date": date(1990, 1, 1), "smoking": "never"}]
+
+
+def test_a_saves_added_findings_from_the_rows_before_are_those_of_a_whole_check_before(migrated):
+    ids = _dirty(migrated)
+    checks = EntryChecks(Config(), TODAY)
+    added = 0
+    for patient_id in sorted(ids.values())[::8]:
+        for change in SAVES:
+            with audited_session(migrated, actor="test") as session:
+                rows_before, findings_before = (
+                    checks.before(session, patient_id),
+                    checks.findings(session, [patient_id]),
+                )
+                patient = session.get(Patient, patient_id)
+                for name, value in change.items():
+                    setattr(patient, name, value)
+                session.flush()
+                found = checks.added(session, [patient_id], rows_before).to_dict("records")
+                assert found == checks.added(session, [patient_id], findings_before).to_dict("records")
+                added += len(found)
+                session.rollback()
+    assert added > 10, added
