@@ -7,12 +7,13 @@ import pandas as pd
 import sqlalchemy as sa
 from conftest import add_demo_site
 
+from registry import synth
 from registry.audit import audited_session
 from registry.config import Config
 from registry.entry import set_deleted
 from registry.entry_checks import EntryChecks
 from registry.ingest import import_path
-from registry.models import LabResult, Patient
+from registry.models import LabResult, Patient, Site
 from registry.quality import run_checks
 from registry.quality.cross import DUPLICATE_PATIENT_KEY, RECORD_KEY
 from registry.quality.engine import rule_findings
@@ -136,3 +137,41 @@ def test_a_saves_added_findings_from_the_rows_before_are_those_of_a_whole_check_
                 added += len(found)
                 session.rollback()
     assert added > 10, added
+
+
+def _defective_synthetic(engine: sa.Engine, folder: Path) -> dict[str, int]:
+    """A synthetic registry of 200 patients (two sites) with defects seeded in a few: a probable duplicate, a
+    spreadsheet's default birth date, a lab dated in the future."""
+    made = synth.synthesize(folder, 200, seed=3, sites=2)
+    with audited_session(engine, actor="test") as session:
+        session.add_all([Site(code=code, name=f"Synthetic site {code}") for code in made.sites])
+        session.commit()
+    assert import_path(engine, folder, actor="test").written
+    with audited_session(engine, actor="test", reason="seeded defects") as session:
+        patients = session.scalars(sa.select(Patient).order_by(Patient.id)).all()
+        first, *others = patients
+        twin = next(p for p in others if p.site_id == first.site_id)
+        twin.sex, twin.birth_date, twin.dm_diagnosis_date = first.sex, first.birth_date, first.dm_diagnosis_date
+        patients[5].birth_date = date(1899, 12, 30)
+        lab = session.scalars(sa.select(LabResult).where(LabResult.patient_id == patients[9].id)).first()
+        lab.sample_date = date(2030, 1, 1)
+        session.commit()
+    with engine.connect() as connection:
+        return dict(connection.execute(sa.select(Patient.study_id, Patient.id)).all())
+
+
+def test_a_synthetic_registrys_patients_alone_get_exactly_the_whole_runs_findings(migrated, tmp_path):
+    ids = _defective_synthetic(migrated, tmp_path / "sheets")
+    whole = run_checks(load_tables(migrated), Config(), TODAY).findings
+    assert {"PAT-018", "TIM-008", "TIM-004"} <= set(whole["rule"])
+    flagged = sorted(set(whole["study_id"].dropna()))
+    sample = sorted(
+        set(flagged[:: max(len(flagged) // 12, 1)]) | set(whole.loc[whole["rule"] == "PAT-018", "study_id"])
+    )
+    with migrated.connect() as connection:
+        for study_id in [*sample, *sorted(ids)[::50]]:
+            found = check_patients(connection, [ids[study_id]], Config(), TODAY).to_dict("records")
+            assert found == _whole_run_for(whole, [study_id]), study_id
+        some = sorted(ids)[::7]
+        found = check_patients(connection, [ids[s] for s in some], Config(), TODAY).to_dict("records")
+        assert found == _whole_run_for(whole, some)
