@@ -112,6 +112,7 @@ class _Validator:
 
     columns: tuple[tuple[str, bool, tuple[pa.Check, ...]], ...]  # name, nullable, checks
     rows: tuple[pa.Check, ...]
+    finds: frozenset[str]  # the rules its checks find records by
 
     @property
     def names(self) -> list[str]:
@@ -136,11 +137,14 @@ def _validator(table: str) -> _Validator:
     """
     schema = SCHEMAS[table].to_schema()
     schema.register_default_backends(pd.DataFrame)  # what validate does first: the built-in checks' pandas code
-    for check in [*schema.checks, *(c for column in schema.columns.values() for c in column.checks)]:
+    checks = [*schema.checks, *(check for column in schema.columns.values() for check in column.checks)]
+    for check in checks:
         if check.element_wise or check.groupby is not None or check.n_failure_cases is not None:
             raise RuntimeError(f"data-quality check {check.name} of {table}: the engine runs vectorised checks only")
     columns = tuple((name, column.nullable, tuple(column.checks)) for name, column in schema.columns.items())
-    return _Validator(columns, tuple(schema.checks))
+    required = [] if all(column.nullable for column in schema.columns.values()) else ["not_nullable"]
+    finds = frozenset(_rule_of(table, name) for name in [*required, *(check.name for check in checks)])
+    return _Validator(columns, tuple(schema.checks), finds)
 
 
 def _failing(table: str, check: pa.Check, checked: pd.DataFrame | pd.Series) -> np.ndarray:
@@ -208,10 +212,10 @@ def _schema_findings(table: str, frame: pd.DataFrame, rules: Rules) -> list[pd.D
     rule), the empty rows found once per table: pandera's own call looks for them in every
     cell again for each check (seconds per table on a large registry).
     """
-    if frame.empty:
+    validator = _validator(table)
+    if frame.empty or (rules is not None and not validator.finds & rules):
         return []
     keyed = frame.set_index(frame[RECORD_KEY[table]].to_numpy(), drop=False)
-    validator = _validator(table)
     missing = keyed.isna().to_numpy()
     failures = _column_failures(table, keyed, validator, missing[:, keyed.columns.get_indexer(validator.names)], rules)
     row_checks = [check for check in validator.rows if _runs(check.name, rules)]
@@ -256,12 +260,14 @@ def run_checks(tables: dict[str, pd.DataFrame], config: Config, today: date) -> 
     return CheckRun(findings, summarise(checked, findings))
 
 
-def rule_findings(tables: dict[str, pd.DataFrame], config: Config, today: date, rules: Collection[str]) -> pd.DataFrame:
-    """The findings of ``rules`` alone: exactly the rows of :func:`run_checks`' findings that are of these rules.
+def rule_findings(
+    tables: dict[str, pd.DataFrame], config: Config, today: date, rules: Collection[str] | None = None
+) -> pd.DataFrame:
+    """:func:`run_checks`' findings without its summary; with ``rules``, exactly the rows of them of these rules.
 
     The other rules are not run; the type findings (-001), which the typing of each table
     makes anyway, are, so that a mistyped cell's other findings are dropped as in a whole run."""
-    return _findings(tables, config, today, frozenset(rules))[0]
+    return _findings(tables, config, today, None if rules is None else frozenset(rules))[0]
 
 
 def _findings(
@@ -272,45 +278,57 @@ def _findings(
     for table in SCHEMAS:
         readable[table], type_findings = _conform(table, tables[table])
         parts += [*type_findings, *_schema_findings(table, readable[table], rules)]
-    tables = readable
-    registry = Registry(tables, config, today)
+    registry = Registry(readable, config, today)
     for rule_id, function in CROSS_RULES.items():
         part = function(registry) if _runs(rule_id, rules) else NOTHING
         if len(part):
             parts.append(part.assign(rule=rule_id))
     found = [p[[*FINDING_COLUMNS, "rule"]].astype(object) for p in parts if len(p)]
-    findings = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=[*FINDING_COLUMNS, "rule"])
-    findings = _once_per_mistyped_cell(findings)
+    if not found:  # a clean patient's check: the steps below on no rows were a tenth of its time
+        return _none_found(readable["patient"].empty).copy(), registry
+    findings = _once_per_mistyped_cell(pd.concat(found, ignore_index=True))
     if rules is not None:
         findings = findings[findings["rule"].isin(rules)]
-    study_ids = tables["patient"].set_index("id")["study_id"]
-    unknown = set(findings["rule"]) - set(CATALOGUE)
+    return _as_findings(findings, readable["patient"].set_index("id")["study_id"]), registry
+
+
+@cache
+def _none_found(no_patients: bool) -> pd.DataFrame:
+    """No findings, as :func:`_as_findings` gives them (never changed: copied). pandas types the empty study_id
+    column by what it is looked up in: the patients' study_ids (text), or none."""
+    patients = pd.Series(dtype=object) if no_patients else pd.Series(["-"], index=pd.array([1], dtype="Int64"))
+    return _as_findings(pd.DataFrame(columns=[*FINDING_COLUMNS, "rule"]), patients)
+
+
+def _as_findings(found: pd.DataFrame, study_ids: pd.Series) -> pd.DataFrame:
+    """The rules' failing records (``FINDING_COLUMNS`` and rule) as findings (:data:`COLUMNS`), in the catalogue's
+    order: each rule's severity, category and message, the patient's study_id, values as text."""
+    unknown = set(found["rule"]) - set(CATALOGUE)
     if unknown:  # a check whose name is no rule of the catalogue: a bug, never a finding
         raise RuntimeError(f"data-quality checks reported rules that are not in the catalogue: {sorted(unknown)}")
-    rules = findings["rule"]
+    rules = found["rule"]
     findings = pd.DataFrame(
         {
-            "rule": findings["rule"],
+            "rule": found["rule"],
             "severity": rules.map({rule.id: rule.severity.value for rule in RULES}),
             "category": rules.map({rule.id: rule.category.value for rule in RULES}),
-            "table": findings["table"],
-            "record": findings["record"].map(_text),
-            "study_id": findings["patient_id"].map(study_ids).map(_text),
-            "field": findings["field"],
-            "value": findings["value"].map(_text),
+            "table": found["table"],
+            "record": found["record"].map(_text),
+            "study_id": found["patient_id"].map(study_ids).map(_text),
+            "field": found["field"],
+            "value": found["value"].map(_text),
             "message": rules.map({rule.id: rule.message for rule in RULES}),
         },
         columns=COLUMNS,
     )
     order = {rule.id: n for n, rule in enumerate(RULES)}
-    findings = (
+    return (
         findings.assign(_order=findings["rule"].map(order))
         .sort_values(["_order", "table", "study_id", "record", "field"], na_position="first", kind="stable")
         .drop(columns="_order")
         .drop_duplicates()
         .reset_index(drop=True)
     )
-    return findings, registry
 
 
 def summarise(checked_by_table: dict[str, int], findings: pd.DataFrame) -> pd.DataFrame:

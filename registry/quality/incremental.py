@@ -77,7 +77,7 @@ def check_patients(
     """The findings a whole run gives for ``patient_ids`` (in its columns and order), read in ``connection``'s
     transaction: a save or an import checks what it is about to commit."""
     tables = load_patients(connection, patient_ids)
-    return _findings_of(run_checks(tables, config, today).findings, tables, patient_ids)
+    return _findings_of(rule_findings(tables, config, today), tables, patient_ids)
 
 
 def check_loaded(
