@@ -152,7 +152,7 @@ def _failing(table: str, check: pa.Check, checked: pd.DataFrame | pd.Series) -> 
     output = check._check_fn(checked, **check._check_kwargs)
     if not isinstance(output, pd.Series) or not output.index.equals(checked.index):
         raise RuntimeError(f"data-quality check {check.name} did not give one result per {table} row")
-    return ~output.to_numpy(dtype=bool, na_value=False)
+    return ~output.to_numpy(dtype=bool)  # an empty result is an error (a check's bug), never read as a pass
 
 
 def _cases(table: str, keyed: pd.DataFrame, rule: str, field: str, rows: np.ndarray) -> pd.DataFrame:
