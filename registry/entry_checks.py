@@ -2,12 +2,14 @@
 
 A save is checked for its patient (:func:`registry.quality.incremental.check_patients`)
 before and after the change, inside its transaction; what it adds is what the
-after-run finds that the before-run did not. A warning saves. An error refuses the
-save (:class:`Unconfirmed`) unless the person confirms it with a reason: then it is
-saved, and kept with the reason as a review of the finding, by the person who
-confirmed it (audited, like every change). A confirmed error stays an open error,
-for the data manager to follow up. A patient's missing records (no antibody test, no
-treatment, no follow-up) are not the save's to answer: they are listed, never refused.
+after-run finds that the before-run did not (the before-run is of the rules the
+after-run finds something by, on the patient's rows read before the change). A
+warning saves. An error refuses the save (:class:`Unconfirmed`) unless the person
+confirms it with a reason: then it is saved, and kept with the reason as a review of
+the finding, by the person who confirmed it (audited, like every change). A
+confirmed error stays an open error, for the data manager to follow up. A patient's
+missing records (no antibody test, no treatment, no follow-up) are not the save's to
+answer: they are listed, never refused.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlmodel import Session
 from registry.config import Config
 from registry.entry import EntryError
 from registry.quality import CATALOGUE, Category, Severity
-from registry.quality.incremental import check_patients
+from registry.quality.incremental import check_loaded, check_patients, load_patients
 from registry.reviews import FINDING_KEY, add_review
 
 #: What a confirmation's reason is stored as: the review's comment says it was confirmed, not verified.
@@ -47,6 +49,16 @@ class Unconfirmed(EntryError):
 
 
 @dataclass(frozen=True)
+class Before:
+    """A patient's rows as they were before a change (none for a new patient). Their findings are worked out only
+    when the change leaves findings, and only for those findings' rules: a finding is added only if its rule finds
+    something after the change (a save's check runs the whole catalogue once, not twice)."""
+
+    patient_ids: tuple[int, ...]
+    tables: dict[str, pd.DataFrame]
+
+
+@dataclass(frozen=True)
 class EntryChecks:
     """How a save is checked: the configuration and day of the rules, and the reason errors are confirmed with."""
 
@@ -58,13 +70,21 @@ class EntryChecks:
         """The patients' findings as the session's transaction sees them."""
         return check_patients(session.connection(), patient_ids, self.config, self.today)
 
-    def before(self, session: Session, patient_id: int | None) -> pd.DataFrame:
-        """The patient's findings before the change (none for a new patient)."""
-        return self.findings(session, [] if patient_id is None else [patient_id])
+    def before(self, session: Session, patient_id: int | None) -> Before:
+        """The patient's rows before the change, as the session's transaction sees them."""
+        ids = () if patient_id is None else (patient_id,)
+        return Before(ids, load_patients(session.connection(), ids))
 
-    def added(self, session: Session, patient_ids: Collection[int], before: pd.DataFrame) -> pd.DataFrame:
-        """The patients' findings now that are not among ``before`` (the same rule, record, field and value)."""
+    def added(self, session: Session, patient_ids: Collection[int], before: pd.DataFrame | Before) -> pd.DataFrame:
+        """The patients' findings now that are not among those before (the same rule, record, field and value).
+
+        ``before`` is the findings before, or the rows before (:meth:`before`): their findings are then
+        worked out for the rules that find something now, the only ones whose findings could be known."""
         now = self.findings(session, patient_ids)
+        if isinstance(before, Before):
+            if now.empty:
+                return now
+            before = check_loaded(before.tables, before.patient_ids, self.config, self.today, set(now["rule"]))
         known = pd.MultiIndex.from_frame(before[FINDING_KEY].fillna(""))
         return now[~pd.MultiIndex.from_frame(now[FINDING_KEY].fillna("")).isin(known)].reset_index(drop=True)
 
@@ -74,7 +94,7 @@ class EntryChecks:
         return added[(added["severity"] == Severity.ERROR.value) & ~added["rule"].map(is_missing_record)]
 
     def after(
-        self, session: Session, patient_id: int, before: pd.DataFrame, *, record: tuple[str, str], actor: str
+        self, session: Session, patient_id: int, before: Before, *, record: tuple[str, str], actor: str
     ) -> pd.DataFrame:
         """The findings the flushed change adds; :class:`Unconfirmed` if errors are among them and not confirmed,
         else the confirmed errors are stored as reviews (in the caller's audited session)."""

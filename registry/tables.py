@@ -138,15 +138,20 @@ def _column(values: np.ndarray, dtype: str) -> np.ndarray | pd.api.extensions.Ex
     return pd.arrays.IntegerArray(filled.astype(np.int64), missing)
 
 
-def read_table(connection: sa.Connection, table: sa.Table, query: sa.Select | None = None) -> pd.DataFrame:
-    """The live records of ``table`` (:func:`live`, or ``query``, a filter of it whose parameters are whole numbers),
-    read with the driver's own cursor and typed a whole column at a time: no row objects, no per-value conversion in
-    Python, no type inference."""
+def statement(dialect: sa.Dialect, query: sa.Select) -> str:
+    """``query`` as the SQL text :func:`read_table` runs (its parameters, whole numbers, written in)."""
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def read_table(connection: sa.Connection, table: sa.Table, query: sa.Select | str | None = None) -> pd.DataFrame:
+    """The live records of ``table`` (:func:`live`, or ``query``, a filter of it whose parameters are whole numbers,
+    or its :func:`statement`), read with the driver's own cursor and typed a whole column at a time: no row objects,
+    no per-value conversion in Python, no type inference."""
     columns = data_columns(table)
     query = live(table) if query is None else query
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})))
+        cursor.execute(query if isinstance(query, str) else statement(connection.dialect, query))
         rows = cursor.fetchall()
     finally:
         cursor.close()

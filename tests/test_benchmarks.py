@@ -84,6 +84,8 @@ def test_entry_checks_benchmark_runs_on_a_small_registry(tmp_path):
     _run("entry_checks", "--patients", "40", "--new", "8", "--output", str(out))
     text = out.read_text()
     assert "copied to 40 clean patients" in text
+    for change in ("a change that leaves the patient clean", "a change that adds a warning (smoking emptied, PAT-015)"):
+        assert re.search(rf"\| a save's checks, {re.escape(change)}: median of 20 patients .* \| \d+ ms \|", text)
     assert "| import of 8 new patients (every sheet), without the checks |" in text
     assert re.search(
         r"\| the same import with the checks \(`--strict`\) \| [\d.]+ s \([+-]\d+ %, 0 findings\) \|", text

@@ -7,12 +7,16 @@ import pandas as pd
 import sqlalchemy as sa
 from conftest import add_demo_site
 
+from registry import synth
+from registry.audit import audited_session
 from registry.config import Config
 from registry.entry import set_deleted
+from registry.entry_checks import EntryChecks
 from registry.ingest import import_path
-from registry.models import LabResult, Patient
+from registry.models import LabResult, Patient, Site
 from registry.quality import run_checks
 from registry.quality.cross import DUPLICATE_PATIENT_KEY, RECORD_KEY
+from registry.quality.engine import rule_findings
 from registry.quality.incremental import check_patients, load_patients
 from registry.tables import load_tables
 
@@ -93,3 +97,81 @@ def test_deleted_patients_and_records_are_left_out_as_a_whole_run_leaves_them_ou
 def test_the_probable_duplicate_key_is_indexed():
     """A save's check finds the patients sharing the key by it (a patient table scan without it)."""
     assert DUPLICATE_PATIENT_KEY in [[column.name for column in index.columns] for index in Patient.__table__.indexes]
+
+
+def test_the_findings_of_some_rules_are_the_whole_runs_findings_of_those_rules(migrated):
+    _dirty(migrated)
+    tables = load_tables(migrated)
+    labs = tables["lab_result"].assign(value=tables["lab_result"]["value"].astype(object))
+    labs.loc[labs.index[0], "value"] = "high"  # a mistyped cell: its type finding drops its other findings
+    tables["lab_result"] = labs
+    whole = run_checks(tables, Config(), TODAY).findings
+    fired = sorted(set(whole["rule"]))
+    assert {"LAB-001", "PAT-018"} <= set(fired) and len(fired) > 30
+    for rules in [*({rule} for rule in fired), set(fired[::3]), {"LAB-002", "LAB-013"}, {"ABT-011", "SIT-002"}]:
+        expected = whole[whole["rule"].isin(rules)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rule_findings(tables, Config(), TODAY, rules), expected)
+
+
+#: Changes a save makes to a patient: one adding a warning, one a date that many rules hold against others.
+SAVES = [{"smoking": None}, {"birth_date": date(1899, 12, 30)}, {"birth_date": date(1990, 1, 1), "smoking": "never"}]
+
+
+def test_a_saves_added_findings_from_the_rows_before_are_those_of_a_whole_check_before(migrated):
+    ids = _dirty(migrated)
+    checks = EntryChecks(Config(), TODAY)
+    added = 0
+    for patient_id in sorted(ids.values())[::8]:
+        for change in SAVES:
+            with audited_session(migrated, actor="test") as session:
+                rows_before, findings_before = (
+                    checks.before(session, patient_id),
+                    checks.findings(session, [patient_id]),
+                )
+                patient = session.get(Patient, patient_id)
+                for name, value in change.items():
+                    setattr(patient, name, value)
+                session.flush()
+                found = checks.added(session, [patient_id], rows_before).to_dict("records")
+                assert found == checks.added(session, [patient_id], findings_before).to_dict("records")
+                added += len(found)
+                session.rollback()
+    assert added > 10, added
+
+
+def _defective_synthetic(engine: sa.Engine, folder: Path) -> dict[str, int]:
+    """A synthetic registry of 200 patients (two sites) with defects seeded in a few: a probable duplicate, a
+    spreadsheet's default birth date, a lab dated in the future."""
+    made = synth.synthesize(folder, 200, seed=3, sites=2)
+    with audited_session(engine, actor="test") as session:
+        session.add_all([Site(code=code, name=f"Synthetic site {code}") for code in made.sites])
+        session.commit()
+    assert import_path(engine, folder, actor="test").written
+    with audited_session(engine, actor="test", reason="seeded defects") as session:
+        patients = session.scalars(sa.select(Patient).order_by(Patient.id)).all()
+        first, *others = patients
+        twin = next(p for p in others if p.site_id == first.site_id)
+        twin.sex, twin.birth_date, twin.dm_diagnosis_date = first.sex, first.birth_date, first.dm_diagnosis_date
+        patients[5].birth_date = date(1899, 12, 30)
+        lab = session.scalars(sa.select(LabResult).where(LabResult.patient_id == patients[9].id)).first()
+        lab.sample_date = date(2030, 1, 1)
+        session.commit()
+    with engine.connect() as connection:
+        return dict(connection.execute(sa.select(Patient.study_id, Patient.id)).all())
+
+
+def test_a_synthetic_registrys_patients_alone_get_exactly_the_whole_runs_findings(migrated, tmp_path):
+    ids = _defective_synthetic(migrated, tmp_path / "sheets")
+    whole = run_checks(load_tables(migrated), Config(), TODAY).findings
+    assert {"PAT-018", "TIM-008", "TIM-004"} <= set(whole["rule"])
+    flagged = sorted(set(whole["study_id"].dropna()))
+    sample = sorted(
+        set(flagged[:: max(len(flagged) // 12, 1)]) | set(whole.loc[whole["rule"] == "PAT-018", "study_id"])
+    )
+    with migrated.connect() as connection:
+        for study_id in [*sample, *sorted(ids)[::50]]:
+            found = check_patients(connection, [ids[study_id]], Config(), TODAY).to_dict("records")
+            assert found == _whole_run_for(whole, [study_id]), study_id
+        some = sorted(ids)[::7]
+        found = check_patients(connection, [ids[s] for s in some], Config(), TODAY).to_dict("records")
+        assert found == _whole_run_for(whole, some)

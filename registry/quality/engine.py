@@ -7,7 +7,7 @@ checked and the records failing, so a rule that found nothing still shows it ran
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
@@ -19,7 +19,7 @@ from pandas.api.types import infer_dtype
 
 from registry.config import Config
 from registry.quality.catalogue import CATALOGUE, CODE_LIST, PREFIX, REQUIRED, RULES, TYPE, Severity
-from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, OWNER, RECORD_KEY, Registry
+from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, NOTHING, OWNER, RECORD_KEY, Registry
 from registry.quality.schemas import SCHEMAS
 from registry.tables import DATA_TABLES, DATE, as_dtype, data_columns, dtype_of
 
@@ -44,11 +44,11 @@ class CheckRun:
 
 
 def _rule_of(table: str, check: str) -> str:
-    """The catalogue rule a pandera check stands for: built-in checks map to the generic rules."""
+    """The catalogue rule a schema check stands for: built-in checks map to the generic rules."""
     prefix = PREFIX[table]
     if check == "not_nullable":
         return f"{prefix}-{REQUIRED}"
-    if check.startswith("isin("):
+    if check == "isin":
         return f"{prefix}-{CODE_LIST}"
     return check  # a named check: its name is the rule id
 
@@ -68,7 +68,7 @@ def _is_a(dtype: str) -> Callable[[object], bool]:
     return lambda v: isinstance(v, str)
 
 
-def _conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """``frame`` with each column in its dtype, and the type findings (rule -001) of the cells that were not.
 
     A cell of the wrong type is reported once, here, and read as empty by every other
@@ -88,96 +88,144 @@ def _conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     readable = frame if not bad and list(frame.columns) == list(columns) else pd.DataFrame(columns, index=frame.index)
     bad = [b for b in bad if len(b)]
     if not bad:
-        return readable, pd.DataFrame(columns=[*FINDING_COLUMNS, "rule"])
+        return readable, []
     cells = pd.concat(bad, ignore_index=True)
     owner = OWNER.get(table, "patient_id")
     patients = frame.set_index(frame[RECORD_KEY[table]].to_numpy())[owner] if owner else None
-    return readable, pd.DataFrame(
-        {
-            "rule": f"{PREFIX[table]}-{TYPE}",
-            "table": table,
-            "record": cells["record"],
-            "patient_id": cells["record"].map(patients) if patients is not None else None,
-            "field": cells["column"],
-            "value": cells["value"],
-        }
-    )
+    return readable, [
+        pd.DataFrame(
+            {
+                "rule": f"{PREFIX[table]}-{TYPE}",
+                "table": table,
+                "record": cells["record"],
+                "patient_id": cells["record"].map(patients) if patients is not None else None,
+                "field": cells["column"],
+                "value": cells["value"],
+            }
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class _Validator:
+    """A table's schema as the engine runs it: its column checks by column, and its row checks."""
+
+    columns: tuple[tuple[str, bool, tuple[pa.Check, ...]], ...]  # name, nullable, checks
+    rows: tuple[pa.Check, ...]
+    finds: frozenset[str]  # the rules its checks find records by
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.columns]
 
 
 @cache
-def _validator(table: str) -> tuple[pa.DataFrameSchema, tuple[pa.Check, ...]]:
-    """The table's schema split in two: its column checks, run by pandera, and its row checks, run by the engine.
+def _validator(table: str) -> _Validator:
+    """The table's schema, for the engine to run its checks itself, on a frame :func:`_conform` has typed.
 
-    Both are the schema's own checks, run on a frame :func:`_conform` has typed, and
-    find the same records; the split is for speed on a large registry:
+    They are the schema's own checks (pandera's check functions, with pandera's rules for
+    empty values) and find the same records; what pandera's ``validate`` would add is
+    settled already or not needed, and costs time:
 
-    - pandera checks a text column's type one cell at a time (an ``isinstance`` per
-      cell in Python). :func:`_conform` has already settled it (every text cell is a
-      string or empty, the others reported by rule -001 and emptied), so text columns
-      run without that type check; the others keep theirs, a comparison of dtypes.
-    - pandera turns the failing rows of a dataframe-level check into one failure case
-      per cell by transposing them (Python work per failing row: minutes for a few
-      hundred thousand). The engine needs only which rows failed, so it calls those
-      checks itself (:func:`_row_findings`).
+    - the column types: :func:`_conform` has put every column in its dtype (a cell that
+      was not of it is reported by rule -001 and emptied);
+    - pandera turns the failing rows of a dataframe-level check into one failure case per
+      cell by transposing them (Python work per failing row: minutes for a few hundred
+      thousand), where the engine needs only which rows failed;
+    - on the few rows of one patient (a save's check) pandera's fixed cost per column and
+      check (about 2 ms a table) was most of the schema's time.
     """
     schema = SCHEMAS[table].to_schema()
-    text = [name for name, column in schema.columns.items() if str(column.dtype) == "str"]
-    columns = schema.update_columns({name: {"dtype": None} for name in text})  # a copy
-    columns.checks = []
-    return columns, tuple(schema.checks)
+    schema.register_default_backends(pd.DataFrame)  # what validate does first: the built-in checks' pandas code
+    checks = [*schema.checks, *(check for column in schema.columns.values() for check in column.checks)]
+    for check in checks:
+        if check.element_wise or check.groupby is not None or check.n_failure_cases is not None:
+            raise RuntimeError(f"data-quality check {check.name} of {table}: the engine runs vectorised checks only")
+    columns = tuple((name, column.nullable, tuple(column.checks)) for name, column in schema.columns.items())
+    required = [] if all(column.nullable for column in schema.columns.values()) else ["not_nullable"]
+    finds = frozenset(_rule_of(table, name) for name in [*required, *(check.name for check in checks)])
+    return _Validator(columns, tuple(schema.checks), finds)
 
 
-def _row_findings(table: str, keyed: pd.DataFrame, check: pa.Check, empty: pd.Series) -> pd.DataFrame:
-    """The records failing a dataframe-level check: the check's rule, about the rule's field.
-
-    pandera's own rule, a row passes if the check says so or it is all ``empty``, with the
-    empty rows found once per table: pandera's ``check(keyed)`` looks for them in every
-    cell again for each check (seconds per table on a large registry).
-    """
-    output = check._check_fn(keyed, **check._check_kwargs)  # what pandera's backend calls
-    if not isinstance(output, pd.Series) or not output.index.equals(keyed.index):
+def _failing(table: str, check: pa.Check, checked: pd.DataFrame | pd.Series) -> np.ndarray:
+    """Where ``check`` fails on ``checked``: as pandera's backend calls it, one result per row required."""
+    output = check._check_fn(checked, **check._check_kwargs)
+    if not isinstance(output, pd.Series) or not output.index.equals(checked.index):
         raise RuntimeError(f"data-quality check {check.name} did not give one result per {table} row")
-    rows = keyed[~(output.astype(bool) | empty).to_numpy()]
-    field, owner = CATALOGUE[check.name].fields[0], OWNER.get(table, "patient_id")
+    return ~output.to_numpy(dtype=bool)  # an empty result is an error (a check's bug), never read as a pass
+
+
+def _cases(table: str, keyed: pd.DataFrame, rule: str, field: str, rows: np.ndarray) -> pd.DataFrame:
+    """The records at ``rows`` (a mask of ``keyed``) as findings of ``rule`` about ``field``."""
+    failed, owner = keyed[rows], OWNER.get(table, "patient_id")
     return pd.DataFrame(
         {
-            "rule": check.name,
+            "rule": rule,
             "table": table,
-            "record": rows.index,
-            "patient_id": rows[owner].to_numpy() if owner else None,
+            "record": failed.index,
+            "patient_id": failed[owner].to_numpy() if owner else None,
             "field": field,
-            "value": rows[field].to_numpy(dtype=object),
+            "value": failed[field].to_numpy(dtype=object),
         }
     )
 
 
-def _schema_findings(table: str, frame: pd.DataFrame) -> list[pd.DataFrame]:
+#: The rules a run is of: every rule (None), or these.
+Rules = frozenset[str] | None
+
+
+def _runs(rule: str, rules: Rules) -> bool:
+    return rules is None or rule in rules
+
+
+def _column_failures(
+    table: str, keyed: pd.DataFrame, validator: _Validator, missing: np.ndarray, rules: Rules
+) -> list[tuple[str, str, np.ndarray]]:
+    """Each column check's failing rows, as rule, column, mask (``missing``: the empty cells, a column each);
+    pandera's rules: an empty value fails only the column's being required, and the checks about emptiness
+    (``ignore_na=False``), which see every value."""
+    failures = []
+    required = _rule_of(table, "not_nullable")
+    for n, (name, nullable, checks) in enumerate(validator.columns):
+        empty = missing[:, n]
+        if not nullable and _runs(required, rules) and empty.any():
+            failures.append((required, name, empty))
+        for check in checks:
+            if not _runs(_rule_of(table, check.name), rules):
+                continue
+            values = keyed[name]
+            if check.ignore_na and empty.any():
+                failed = np.zeros(len(values), dtype=bool)
+                failed[~empty] = _failing(table, check, values[~empty])
+            else:
+                failed = _failing(table, check, values)
+            if failed.any():
+                failures.append((_rule_of(table, check.name), name, failed))
+    return failures
+
+
+def _schema_findings(table: str, frame: pd.DataFrame, rules: Rules) -> list[pd.DataFrame]:
+    """The records failing the table's schema checks of ``rules`` (none of no records: a patient without such
+    records).
+
+    A row passes a dataframe-level check if the check says so or it is all empty (pandera's
+    rule), the empty rows found once per table: pandera's own call looks for them in every
+    cell again for each check (seconds per table on a large registry).
+    """
+    validator = _validator(table)
+    if frame.empty or (rules is not None and not validator.finds & rules):
+        return []
     keyed = frame.set_index(frame[RECORD_KEY[table]].to_numpy(), drop=False)
-    columns, row_checks = _validator(table)
-    empty = keyed.isna().all(axis="columns")
-    parts = [_row_findings(table, keyed, check, empty) for check in row_checks]
-    try:
-        columns.validate(keyed, lazy=True)
-    except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-    else:
-        return parts
-    unexpected = cases["index"].isna() | (cases["schema_context"] != "Column")
-    if unexpected.any():  # a check that could not run, or a frame not shaped as the table: a bug, never a finding
-        raise RuntimeError(f"data-quality schema of {table} failed to run: {cases[unexpected].to_dict('records')}")
-    records, checks = cases["index"], cases["check"].astype(str)
-    owner = OWNER.get(table, "patient_id")
-    column_cases = pd.DataFrame(
-        {
-            "rule": checks.map({check: _rule_of(table, check) for check in checks.unique()}).to_numpy(),
-            "table": table,
-            "record": records.to_numpy(),
-            "patient_id": records.map(keyed[owner]).to_numpy() if owner else None,
-            "field": cases["column"].to_numpy(),
-            "value": cases["failure_case"].to_numpy(),
-        }
-    )
-    return [*parts, column_cases]
+    missing = keyed.isna().to_numpy()
+    failures = _column_failures(table, keyed, validator, missing[:, keyed.columns.get_indexer(validator.names)], rules)
+    row_checks = [check for check in validator.rows if _runs(check.name, rules)]
+    if row_checks:
+        empty = missing.all(axis=1)
+        for check in row_checks:
+            failed = _failing(table, check, keyed) & ~empty
+            if failed.any():
+                failures.append((check.name, CATALOGUE[check.name].fields[0], failed))
+    return [_cases(table, keyed, rule, field, rows) for rule, field, rows in failures]
 
 
 def _text(value: object) -> str | None:
@@ -207,45 +255,80 @@ def _once_per_mistyped_cell(findings: pd.DataFrame) -> pd.DataFrame:
 
 def run_checks(tables: dict[str, pd.DataFrame], config: Config, today: date) -> CheckRun:
     """Every rule of the catalogue on ``tables`` (as :func:`registry.tables.load_tables` gives them)."""
+    findings, registry = _findings(tables, config, today, None)
+    checked = {name: len(frame) for name, frame in registry.tables.items()} | {"date": len(registry.dates)}
+    return CheckRun(findings, summarise(checked, findings))
+
+
+def rule_findings(
+    tables: dict[str, pd.DataFrame], config: Config, today: date, rules: Collection[str] | None = None
+) -> pd.DataFrame:
+    """:func:`run_checks`' findings without its summary; with ``rules``, exactly the rows of them of these rules.
+
+    The other rules are not run; the type findings (-001), which the typing of each table
+    makes anyway, are, so that a mistyped cell's other findings are dropped as in a whole run."""
+    return _findings(tables, config, today, None if rules is None else frozenset(rules))[0]
+
+
+def _findings(
+    tables: dict[str, pd.DataFrame], config: Config, today: date, rules: Rules
+) -> tuple[pd.DataFrame, Registry]:
+    """The findings of ``rules`` on ``tables``, in the order of the catalogue, and the registry they were found in."""
     parts, readable = [], {}
     for table in SCHEMAS:
         readable[table], type_findings = _conform(table, tables[table])
-        parts += [type_findings, *_schema_findings(table, readable[table])]
-    tables = readable
-    registry = Registry(tables, config, today)
-    parts += [function(registry).assign(rule=rule_id) for rule_id, function in CROSS_RULES.items()]
+        parts += [*type_findings, *_schema_findings(table, readable[table], rules)]
+    registry = Registry(readable, config, today)
+    for rule_id, function in CROSS_RULES.items():
+        part = function(registry) if _runs(rule_id, rules) else NOTHING
+        if len(part):
+            parts.append(part.assign(rule=rule_id))
     found = [p[[*FINDING_COLUMNS, "rule"]].astype(object) for p in parts if len(p)]
-    findings = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=[*FINDING_COLUMNS, "rule"])
-    findings = _once_per_mistyped_cell(findings)
-    study_ids = tables["patient"].set_index("id")["study_id"]
-    unknown = set(findings["rule"]) - set(CATALOGUE)
+    if not found:  # a clean patient's check: the steps below on no rows were a tenth of its time
+        return _none_found(readable["patient"].empty).copy(), registry
+    findings = _once_per_mistyped_cell(pd.concat(found, ignore_index=True))
+    if rules is not None:
+        findings = findings[findings["rule"].isin(rules)]
+    return _as_findings(findings, readable["patient"].set_index("id")["study_id"]), registry
+
+
+@cache
+def _none_found(no_patients: bool) -> pd.DataFrame:
+    """No findings, as :func:`_as_findings` gives them (never changed: copied). pandas types the empty study_id
+    column by what it is looked up in: the patients' study_ids (text), or none."""
+    patients = pd.Series(dtype=object) if no_patients else pd.Series(["-"], index=pd.array([1], dtype="Int64"))
+    return _as_findings(pd.DataFrame(columns=[*FINDING_COLUMNS, "rule"]), patients)
+
+
+def _as_findings(found: pd.DataFrame, study_ids: pd.Series) -> pd.DataFrame:
+    """The rules' failing records (``FINDING_COLUMNS`` and rule) as findings (:data:`COLUMNS`), in the catalogue's
+    order: each rule's severity, category and message, the patient's study_id, values as text."""
+    unknown = set(found["rule"]) - set(CATALOGUE)
     if unknown:  # a check whose name is no rule of the catalogue: a bug, never a finding
         raise RuntimeError(f"data-quality checks reported rules that are not in the catalogue: {sorted(unknown)}")
-    rules = findings["rule"]
+    rules = found["rule"]
     findings = pd.DataFrame(
         {
-            "rule": findings["rule"],
+            "rule": found["rule"],
             "severity": rules.map({rule.id: rule.severity.value for rule in RULES}),
             "category": rules.map({rule.id: rule.category.value for rule in RULES}),
-            "table": findings["table"],
-            "record": findings["record"].map(_text),
-            "study_id": findings["patient_id"].map(study_ids).map(_text),
-            "field": findings["field"],
-            "value": findings["value"].map(_text),
+            "table": found["table"],
+            "record": found["record"].map(_text),
+            "study_id": found["patient_id"].map(study_ids).map(_text),
+            "field": found["field"],
+            "value": found["value"].map(_text),
             "message": rules.map({rule.id: rule.message for rule in RULES}),
         },
         columns=COLUMNS,
     )
     order = {rule.id: n for n, rule in enumerate(RULES)}
-    findings = (
+    return (
         findings.assign(_order=findings["rule"].map(order))
         .sort_values(["_order", "table", "study_id", "record", "field"], na_position="first", kind="stable")
         .drop(columns="_order")
         .drop_duplicates()
         .reset_index(drop=True)
     )
-    checked = {name: len(frame) for name, frame in tables.items()} | {"date": len(registry.dates)}
-    return CheckRun(findings, summarise(checked, findings))
 
 
 def summarise(checked_by_table: dict[str, int], findings: pd.DataFrame) -> pd.DataFrame:
