@@ -25,9 +25,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
+from sqlmodel import Session
 
 from benchmarks.check_registry import TODAY, synthetic_tables
 from benchmarks.common import DOCS, fresh_registry, insert, machine, write_section
@@ -36,8 +40,8 @@ from registry.audit import audited_session
 from registry.config import Config
 from registry.entry_checks import EntryChecks
 from registry.ingest import import_path
-from registry.models import Patient
-from registry.quality.incremental import check_patients
+from registry.models import LabResult, Patient
+from registry.quality.incremental import check_patients, rules_reading
 
 SAVES = 20  # patients whose save is timed
 TWO_RUNS = "two whole `check_patients` of the patient, before and after (the first definition)"
@@ -50,11 +54,57 @@ def _patients(tables: dict[str, pd.DataFrame], first: int, last: int) -> dict[st
             for name, frame in tables.items()}  # fmt: skip
 
 
-#: The saves timed: what the change sets the patient's smoking history to (from what it is), and what it adds.
-CHANGES = {
-    "a change that leaves the patient clean": (lambda smoking: "former" if smoking == "never" else "never", []),
-    "a change that adds a warning (smoking emptied, PAT-015)": (lambda smoking: None, ["PAT-015"]),
-}
+def _smoking(patient_id: int, to: Callable[[str | None], str | None]) -> Change:
+    def change(session: Session) -> None:
+        patient = session.get(Patient, patient_id)
+        patient.smoking = to(patient.smoking)
+
+    return change
+
+
+def _ild_a_day_later(patient_id: int) -> Change:
+    def change(session: Session) -> None:
+        patient = session.get(Patient, patient_id)
+        patient.ild_diagnosis_date += timedelta(days=1)
+
+    return change
+
+
+def _first_lab(session: Session, patient_id: int) -> LabResult:
+    return session.scalars(
+        sa.select(LabResult).where(LabResult.patient_id == patient_id).order_by(LabResult.id)
+    ).first()
+
+
+def _lab_value(patient_id: int) -> Change:
+    def change(session: Session) -> None:
+        _first_lab(session, patient_id).value *= 1.01
+
+    return change
+
+
+def _new_lab(patient_id: int) -> Change:
+    def change(session: Session) -> None:
+        lab = _first_lab(session, patient_id)
+        later = lab.sample_date + timedelta(days=3)
+        session.add(LabResult(patient_id=patient_id, analyte=lab.analyte, sample_date=later, value=2 * lab.value,
+                              unit=lab.unit))  # fmt: skip
+
+    return change
+
+
+Change = Callable[[Session], None]
+#: The saves timed: what each changes in a patient (by id), and the rules of what it adds.
+CHANGES: dict[str, tuple[Callable[[int], Change], list[str]]] = {
+    "a change that leaves the patient clean (smoking history)": (
+        lambda p: _smoking(p, lambda smoking: "former" if smoking == "never" else "never"), []),
+    "a change that adds a warning (smoking emptied, PAT-015)": (
+        lambda p: _smoking(p, lambda smoking: None), ["PAT-015"]),
+    f"the ILD diagnosis a day later (a date {len(rules_reading({'patient': {'ild_diagnosis_date'}}))} rules read)": (
+        _ild_a_day_later, []),
+    "a lab value changed": (_lab_value, []),
+    "a lab added": (_new_lab, []),
+}  # fmt: skip
 
 
 def _save_check_ms(registry: Path, patients: int) -> dict[str, list[float]]:
@@ -68,18 +118,17 @@ def _save_check_ms(registry: Path, patients: int) -> dict[str, list[float]]:
             for _ in ("before", "after"):
                 check_patients(connection, [patient_id], config, TODAY)
             times[TWO_RUNS].append(1000 * (time.perf_counter() - started))
-        for name, (smoking, adds) in CHANGES.items():
+        for name, (change, adds) in CHANGES.items():
             with audited_session(engine, actor="benchmark", reason="benchmark (rolled back)") as session:
                 started = time.perf_counter()
                 before = checks.before(session, patient_id)
                 spent = time.perf_counter() - started
-                patient = session.get(Patient, patient_id)
-                patient.smoking = smoking(patient.smoking)
+                change(patient_id)(session)
                 session.flush()
                 started = time.perf_counter()
                 added = checks.added(session, [patient_id], before)
                 times[name].append(1000 * (spent + time.perf_counter() - started))
-                assert list(added["rule"]) == adds, added.to_dict("records")
+                assert list(added["rule"]) == adds, (name, added.to_dict("records"))
                 session.rollback()
     engine.dispose()
     return times

@@ -1,9 +1,9 @@
 """The rule catalogue at the moment of entry: what a save adds, before it commits.
 
-A save is checked for its patient (:func:`registry.quality.incremental.check_patients`)
-before and after the change, inside its transaction; what it adds is what the
-after-run finds that the before-run did not (the before-run is of the rules the
-after-run finds something by, on the patient's rows read before the change). A
+A save is checked for its patient before and after the change, inside its transaction
+(:func:`registry.quality.incremental.check_change`): what it adds is what the rules
+reading what it changed find after it and did not before (the before-run is of the
+rules the after-run finds something by, on the patient's rows read before it). A
 warning saves. An error refuses the save (:class:`Unconfirmed`) unless the person
 confirms it with a reason: then it is saved, and kept with the reason as a review of
 the finding, by the person who confirmed it (audited, like every change). A
@@ -24,7 +24,7 @@ from sqlmodel import Session
 from registry.config import Config
 from registry.entry import EntryError
 from registry.quality import CATALOGUE, Category, Severity
-from registry.quality.incremental import check_loaded, check_patients, load_patients
+from registry.quality.incremental import check_change, check_patients, load_patients
 from registry.reviews import FINDING_KEY, add_review
 
 #: What a confirmation's reason is stored as: the review's comment says it was confirmed, not verified.
@@ -51,10 +51,9 @@ class Unconfirmed(EntryError):
 @dataclass(frozen=True)
 class Before:
     """A patient's rows as they were before a change (none for a new patient). Their findings are worked out only
-    when the change leaves findings, and only for those findings' rules: a finding is added only if its rule finds
-    something after the change (a save's check runs the whole catalogue once, not twice)."""
+    for the rules that find something after the change, of those reading what it changed: a finding is added
+    only by such a rule (a save's check runs the catalogue once, for what the save changed, not twice)."""
 
-    patient_ids: tuple[int, ...]
     tables: dict[str, pd.DataFrame]
 
 
@@ -72,19 +71,17 @@ class EntryChecks:
 
     def before(self, session: Session, patient_id: int | None) -> Before:
         """The patient's rows before the change, as the session's transaction sees them."""
-        ids = () if patient_id is None else (patient_id,)
-        return Before(ids, load_patients(session.connection(), ids))
+        return Before(load_patients(session.connection(), () if patient_id is None else (patient_id,)))
 
     def added(self, session: Session, patient_ids: Collection[int], before: pd.DataFrame | Before) -> pd.DataFrame:
         """The patients' findings now that are not among those before (the same rule, record, field and value).
 
-        ``before`` is the findings before, or the rows before (:meth:`before`): their findings are then
-        worked out for the rules that find something now, the only ones whose findings could be known."""
-        now = self.findings(session, patient_ids)
+        ``before`` is the findings before, or the rows before (:meth:`before`): then only the rules reading
+        what changed run (:func:`registry.quality.incremental.check_change`)."""
         if isinstance(before, Before):
-            if now.empty:
-                return now
-            before = check_loaded(before.tables, before.patient_ids, self.config, self.today, set(now["rule"]))
+            now, before = check_change(before.tables, patient_ids, session.connection(), self.config, self.today)
+        else:
+            now = self.findings(session, patient_ids)
         known = pd.MultiIndex.from_frame(before[FINDING_KEY].fillna(""))
         return now[~pd.MultiIndex.from_frame(now[FINDING_KEY].fillna("")).isin(known)].reset_index(drop=True)
 

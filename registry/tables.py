@@ -11,7 +11,8 @@ and deleted records, with every record of a deleted patient, are never loaded.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -138,20 +139,35 @@ def _column(values: np.ndarray, dtype: str) -> np.ndarray | pd.api.extensions.Ex
     return pd.arrays.IntegerArray(filled.astype(np.int64), missing)
 
 
-def statement(dialect: sa.Dialect, query: sa.Select) -> str:
-    """``query`` as the SQL text :func:`read_table` runs (its parameters, whole numbers, written in)."""
-    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+@dataclass(frozen=True)
+class Prepared:
+    """A read compiled once and run with new values of its parameters (whole numbers), in the driver's own style:
+    compiling a statement costs more than running it on a few rows."""
+
+    compiled: sa.engine.Compiled
+
+    def arguments(self, values: Mapping[str, int]) -> tuple | dict:
+        bound = self.compiled.construct_params(dict(values))
+        return tuple(bound[name] for name in self.compiled.positiontup) if self.compiled.positional else bound
 
 
-def read_table(connection: sa.Connection, table: sa.Table, query: sa.Select | str | None = None) -> pd.DataFrame:
+def read_table(
+    connection: sa.Connection,
+    table: sa.Table,
+    query: sa.Select | Prepared | None = None,
+    values: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
     """The live records of ``table`` (:func:`live`, or ``query``, a filter of it whose parameters are whole numbers,
-    or its :func:`statement`), read with the driver's own cursor and typed a whole column at a time: no row objects,
-    no per-value conversion in Python, no type inference."""
+    written into its SQL, or a :class:`Prepared` one with its ``values``), read with the driver's own cursor and
+    typed a whole column at a time: no row objects, no per-value conversion in Python, no type inference."""
     columns = data_columns(table)
     query = live(table) if query is None else query
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(query if isinstance(query, str) else statement(connection.dialect, query))
+        if isinstance(query, Prepared):
+            cursor.execute(query.compiled.string, query.arguments(values or {}))
+        else:
+            cursor.execute(str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})))
         rows = cursor.fetchall()
     finally:
         cursor.close()

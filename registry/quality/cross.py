@@ -8,7 +8,7 @@ in long form) and returns the failing records as rows of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -38,6 +38,38 @@ DATED = {
     "adverse_event": ["onset_date", "resolution_date"],
     "follow_up": ["last_contact_date", "death_date", "lung_transplant_date"],
 }
+
+#: Columns read, by table.
+Reads = Mapping[str, Collection[str]]
+
+
+def reading(*parts: Reads) -> dict[str, frozenset[str]]:
+    """The columns read by all of ``parts``."""
+    merged: dict[str, set[str]] = {}
+    for part in parts:
+        for table, names in part.items():
+            merged.setdefault(table, set()).update(names)
+    return {table: frozenset(names) for table, names in merged.items()}
+
+
+def columns(table: str, *fields: str) -> Reads:
+    """A record's key and patient, as :func:`found` reads them, and ``fields`` of it."""
+    owner = OWNER.get(table, "patient_id")
+    return {table: {RECORD_KEY[table], *([owner] if owner else []), *fields}}
+
+
+#: What :attr:`Registry.index` reads (:func:`registry.definitions.index_treatment`).
+INDEX = {"treatment": ("patient_id", "drug", "start_date")}
+#: What :attr:`Registry.dates` reads.
+DATES = reading(*(columns(table, *fields) for table, fields in DATED.items()))
+#: What :attr:`Registry.dates_and_births` reads.
+DATES_AND_BIRTHS = reading(DATES, columns("patient", "birth_date"))
+#: What :func:`_index_courses` reads.
+INDEX_COURSES = reading(INDEX, columns("treatment", "drug", "start_date"))
+#: What :func:`_events_with_courses` reads of the courses.
+COURSES = {"treatment": ("patient_id", "drug", "start_date", "end_date")}
+#: What :func:`registry.definitions.positive` reads.
+POSITIVE = ("antibody", "grade", "value", "cutoff")
 
 
 @dataclass
@@ -122,11 +154,15 @@ def patients_without(registry: Registry, having: pd.Index | pd.Series, field: st
 
 CrossRule = Callable[[Registry], pd.DataFrame]
 CROSS_RULES: dict[str, CrossRule] = {}
+#: The columns each cross rule reads, by table: a change to none of them cannot change its findings, so a save's
+#: check runs only the rules reading what the save changed. Declared beside each rule, and held to it by the tests
+#: (each rule run on its declared columns alone finds what it finds on the whole tables).
+READS: dict[str, Reads] = {}
 
 
-def cross(rule_id: str) -> Callable[[CrossRule], CrossRule]:
+def cross(rule_id: str, *reads: Reads) -> Callable[[CrossRule], CrossRule]:
     def register(function: CrossRule) -> CrossRule:
-        CROSS_RULES[rule_id] = function
+        CROSS_RULES[rule_id], READS[rule_id] = function, reading(*reads)
         return function
 
     return register
@@ -160,25 +196,27 @@ for _table, _prefix in PREFIX.items():
     if (reference := CATALOGUE.get(f"{_prefix}-{REFERENCE}")) is not None:
         _parent = "site" if _table == "patient" else "patient"
         CROSS_RULES[reference.id] = _reference_rule(_table, reference.fields[0], _parent)
+        READS[reference.id] = reading(columns(_table, reference.fields[0]), {_parent: ["id"]})
     duplicate = CATALOGUE[f"{_prefix}-{DUPLICATE_KEY}"]
     CROSS_RULES[duplicate.id] = _duplicate_rule(_table, duplicate.fields)
+    READS[duplicate.id] = reading(columns(_table, *duplicate.fields))
 
 
 # --- completeness, per patient ----------------------------------------------------------------
 
 
-@cross("ABT-010")
+@cross("ABT-010", columns("patient"), {"antibody_test": ["patient_id", "antibody"]})
 def _no_anti_mda5(registry: Registry) -> pd.DataFrame:
     tests = registry.tables["antibody_test"]
     return patients_without(registry, tests.loc[tests["antibody"] == Antibody.ANTI_MDA5, "patient_id"], "antibody")
 
 
-@cross("TRT-010")
+@cross("TRT-010", columns("patient"), INDEX)
 def _no_index_treatment(registry: Registry) -> pd.DataFrame:
     return patients_without(registry, registry.index.index, "drug")
 
 
-@cross("FUP-010")
+@cross("FUP-010", columns("patient"), {"follow_up": ["patient_id"]})
 def _no_follow_up(registry: Registry) -> pd.DataFrame:
     return patients_without(registry, registry.tables["follow_up"]["patient_id"], "vital_status")
 
@@ -191,12 +229,12 @@ def _without_baseline(registry: Registry, table: str, date_field: str) -> pd.Dat
     return patients_without(registry, untreated.append(pd.Index(rows.loc[near, "patient_id"])), date_field)
 
 
-@cross("PFT-010")
+@cross("PFT-010", columns("patient"), INDEX, {"pft": ["patient_id", "test_date"]})
 def _no_baseline_pft(registry: Registry) -> pd.DataFrame:
     return _without_baseline(registry, "pft", "test_date")
 
 
-@cross("HRC-010")
+@cross("HRC-010", columns("patient"), INDEX, {"hrct": ["patient_id", "scan_date"]})
 def _no_baseline_hrct(registry: Registry) -> pd.DataFrame:
     return _without_baseline(registry, "hrct", "scan_date")
 
@@ -214,7 +252,7 @@ def _patients(
     return found(rows, "patient", field)
 
 
-@cross("STU-001")
+@cross("STU-001", columns("patient"), {"antibody_test": ["patient_id", *POSITIVE]})
 def _anti_mda5_negative(registry: Registry) -> pd.DataFrame:
     tests = registry.tables["antibody_test"]
     mda5 = tests[tests["antibody"] == Antibody.ANTI_MDA5]
@@ -222,7 +260,7 @@ def _anti_mda5_negative(registry: Registry) -> pd.DataFrame:
     return _patients(registry, ever_positive.index[~ever_positive], "antibody")
 
 
-@cross("STU-003")
+@cross("STU-003", columns("patient", "ild_diagnosis_date"))
 def _outside_enrolment(registry: Registry) -> pd.DataFrame:
     patients = registry.tables["patient"]
     start, end = pd.Timestamp(registry.config.enrolment_start), pd.Timestamp(registry.config.enrolment_end)
@@ -231,19 +269,19 @@ def _outside_enrolment(registry: Registry) -> pd.DataFrame:
     return found(outside, "patient", "ild_diagnosis_date")
 
 
-@cross("STU-004")
+@cross("STU-004", columns("patient"), INDEX)
 def _both_study_drugs(registry: Registry) -> pd.DataFrame:
     both = registry.index[registry.index["both_study_drugs"] & ~registry.index["same_day_start"]]
     return _patients(registry, both.index, "drug", both["group"])
 
 
-@cross("STU-005")
+@cross("STU-005", columns("patient"), INDEX)
 def _same_day_start(registry: Registry) -> pd.DataFrame:
     same = registry.index[registry.index["same_day_start"]]
     return _patients(registry, same.index, "start_date", same["index_date"])
 
 
-@cross("STU-008")
+@cross("STU-008", INDEX, INDEX_COURSES)
 def _index_outside_enrolment(registry: Registry) -> pd.DataFrame:
     start, end = pd.Timestamp(registry.config.enrolment_start), pd.Timestamp(registry.config.enrolment_end)
     index = registry.index
@@ -251,7 +289,7 @@ def _index_outside_enrolment(registry: Registry) -> pd.DataFrame:
     return found(_index_courses(registry, outside.index), "treatment", "start_date")
 
 
-@cross("STU-007")
+@cross("STU-007", columns("antibody_test", *POSITIVE))
 def _second_myositis_antibody(registry: Registry) -> pd.DataFrame:
     tests = registry.tables["antibody_test"]
     other = tests[tests["antibody"].isin(OTHER_MYOSITIS_SPECIFIC) & positive(tests)]
@@ -261,7 +299,7 @@ def _second_myositis_antibody(registry: Registry) -> pd.DataFrame:
 # --- treatments and adverse events ------------------------------------------------------------
 
 
-@cross("TRT-014")
+@cross("TRT-014", columns("treatment", "drug", "start_date", "end_date"))
 def _overlapping_courses(registry: Registry) -> pd.DataFrame:
     courses = registry.tables["treatment"].sort_values(["patient_id", "drug", "start_date"])
     keys = [courses["patient_id"], courses["drug"]]
@@ -278,7 +316,7 @@ def _events_with_courses(registry: Registry) -> pd.DataFrame:
     )
 
 
-@cross("AEV-010")
+@cross("AEV-010", columns("adverse_event", "attributed_drug", "onset_date"), COURSES)
 def _onset_outside_course(registry: Registry) -> pd.DataFrame:
     pairs = _events_with_courses(registry)
     pairs = pairs[pairs["start_date"].notna()]
@@ -291,7 +329,7 @@ def _onset_outside_course(registry: Registry) -> pd.DataFrame:
     return found(events[events["id"].isin(inside.index[~inside])], "adverse_event", "onset_date")
 
 
-@cross("AEV-011")
+@cross("AEV-011", columns("adverse_event", "attributed_drug"), COURSES)
 def _drug_never_given(registry: Registry) -> pd.DataFrame:
     pairs = _events_with_courses(registry)
     never = pairs.loc[pairs["start_date"].isna(), "id"]
@@ -303,14 +341,14 @@ def _death_date(registry: Registry, patient_ids: pd.Series) -> pd.Series:
     return patient_ids.map(registry.follow_up["death_date"])
 
 
-@cross("AEV-012")
+@cross("AEV-012", columns("adverse_event", "onset_date"), {"follow_up": ["patient_id", "death_date"]})
 def _onset_after_death(registry: Registry) -> pd.DataFrame:
     events = registry.tables["adverse_event"]
     late = events[events["onset_date"] > _death_date(registry, events["patient_id"])]
     return found(late, "adverse_event", "onset_date")
 
 
-@cross("AEV-015")
+@cross("AEV-015", columns("adverse_event", "outcome"), {"follow_up": ["patient_id", "vital_status"]})
 def _fatal_but_alive(registry: Registry) -> pd.DataFrame:
     events = registry.tables["adverse_event"]
     status = events["patient_id"].map(registry.follow_up["vital_status"])
@@ -318,7 +356,7 @@ def _fatal_but_alive(registry: Registry) -> pd.DataFrame:
     return found(fatal, "adverse_event", "outcome")
 
 
-@cross("FUP-012")
+@cross("FUP-012", columns("follow_up", "death_date"), INDEX)
 def _death_before_index(registry: Registry) -> pd.DataFrame:
     fu = registry.tables["follow_up"]
     return found(fu[fu["death_date"] < fu["patient_id"].map(registry.index["index_date"])], "follow_up", "death_date")
@@ -327,7 +365,7 @@ def _death_before_index(registry: Registry) -> pd.DataFrame:
 # --- dates across tables ----------------------------------------------------------------------
 
 
-@cross("TIM-001")
+@cross("TIM-001", DATES, {"follow_up": ["patient_id", "death_date"]})
 def _after_death(registry: Registry) -> pd.DataFrame:
     dates = registry.dates
     own = (dates["table"] == "adverse_event") & (dates["field"] == "onset_date")  # AEV-012 reports these
@@ -335,7 +373,7 @@ def _after_death(registry: Registry) -> pd.DataFrame:
     return dates[~own & (dates["value"] > _death_date(registry, dates["patient_id"]))]
 
 
-@cross("TIM-002")
+@cross("TIM-002", DATES, {"follow_up": ["patient_id", "last_contact_date"]})
 def _after_last_contact(registry: Registry) -> pd.DataFrame:
     """The records dated after the last contact, and the last contact itself: either may be the wrong date."""
     dates = registry.dates
@@ -345,7 +383,7 @@ def _after_last_contact(registry: Registry) -> pd.DataFrame:
     return pd.concat([late, contacts[contacts["patient_id"].isin(late["patient_id"])]], ignore_index=True)
 
 
-@cross("TIM-003")
+@cross("TIM-003", DATES)
 def _after_cutoff(registry: Registry) -> pd.DataFrame:
     if registry.config.data_cutoff is None:
         return pd.DataFrame(columns=FINDING_COLUMNS)
@@ -354,7 +392,7 @@ def _after_cutoff(registry: Registry) -> pd.DataFrame:
     return dates[~followed & (dates["value"] > pd.Timestamp(registry.config.data_cutoff))]
 
 
-@cross("TIM-004")
+@cross("TIM-004", DATES_AND_BIRTHS)
 def _in_the_future(registry: Registry) -> pd.DataFrame:
     dates = registry.dates_and_births
     return dates[dates["value"] > pd.Timestamp(registry.today)]
@@ -368,7 +406,7 @@ def _index_courses(registry: Registry, patient_ids: pd.Index | pd.Series) -> pd.
     return first[(first["drug"] == first["group"]) & (first["start_date"] == first["index_date"])]
 
 
-@cross("TIM-005")
+@cross("TIM-005", columns("patient", "ild_diagnosis_date"), INDEX, INDEX_COURSES)
 def _drug_before_ild(registry: Registry) -> pd.DataFrame:
     """Both dates: the ILD diagnosis and the index course's start (a finding named only the diagnosis, which is
     as often the right date as the start)."""
@@ -396,13 +434,13 @@ def _of_patients(registry: Registry, dates: pd.DataFrame, field: str) -> pd.Seri
     return dates["patient_id"].map(registry.patient[field])
 
 
-@cross("TIM-006")
+@cross("TIM-006", DATES, columns("patient", "birth_date"))
 def _before_birth(registry: Registry) -> pd.DataFrame:
     dates = _dated_records(registry)
     return dates[dates["value"] < _of_patients(registry, dates, "birth_date")]
 
 
-@cross("TIM-007")
+@cross("TIM-007", DATES, columns("patient", "birth_date", "dm_diagnosis_date", "ild_diagnosis_date"))
 def _long_before_diagnosis(registry: Registry) -> pd.DataFrame:
     dates = _dated_records(registry)
     dates = dates[(dates["table"] != "follow_up") & (dates["value"] >= _of_patients(registry, dates, "birth_date"))]
@@ -410,7 +448,7 @@ def _long_before_diagnosis(registry: Registry) -> pd.DataFrame:
     return dates[dates["value"] < dates["patient_id"].map(first) - LONG_BEFORE_DIAGNOSIS_DAYS * DAY]
 
 
-@cross("TIM-008")
+@cross("TIM-008", DATES_AND_BIRTHS)
 def _spreadsheet_default_date(registry: Registry) -> pd.DataFrame:
     dates = registry.dates_and_births
     return dates[dates["value"].isin(SPREADSHEET_DEFAULT_DATES)]
@@ -423,7 +461,7 @@ def _spreadsheet_default_date(registry: Registry) -> pd.DataFrame:
 DUPLICATE_PATIENT_KEY = ["site_id", "sex", "birth_date", "dm_diagnosis_date"]
 
 
-@cross("PAT-018")
+@cross("PAT-018", columns("patient", "study_id", *DUPLICATE_PATIENT_KEY))
 def _duplicate_patients(registry: Registry) -> pd.DataFrame:
     patients = registry.tables["patient"]
     key = DUPLICATE_PATIENT_KEY
@@ -432,7 +470,7 @@ def _duplicate_patients(registry: Registry) -> pd.DataFrame:
     return found(twins, "patient", "study_id")
 
 
-@cross("LAB-015")
+@cross("LAB-015", columns("lab_result", "analyte", "sample_date", "value"))
 def _double_entry(registry: Registry) -> pd.DataFrame:
     labs = registry.tables["lab_result"].sort_values(["patient_id", "analyte", "sample_date"])
     group = labs.groupby(["patient_id", "analyte"])

@@ -68,7 +68,7 @@ def _is_a(dtype: str) -> Callable[[object], bool]:
     return lambda v: isinstance(v, str)
 
 
-def _conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+def conform(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """``frame`` with each column in its dtype, and the type findings (rule -001) of the cells that were not.
 
     A cell of the wrong type is reported once, here, and read as empty by every other
@@ -121,13 +121,13 @@ class _Validator:
 
 @cache
 def _validator(table: str) -> _Validator:
-    """The table's schema, for the engine to run its checks itself, on a frame :func:`_conform` has typed.
+    """The table's schema, for the engine to run its checks itself, on a frame :func:`conform` has typed.
 
     They are the schema's own checks (pandera's check functions, with pandera's rules for
     empty values) and find the same records; what pandera's ``validate`` would add is
     settled already or not needed, and costs time:
 
-    - the column types: :func:`_conform` has put every column in its dtype (a cell that
+    - the column types: :func:`conform` has put every column in its dtype (a cell that
       was not of it is reported by rule -001 and emptied);
     - pandera turns the failing rows of a dataframe-level check into one failure case per
       cell by transposing them (Python work per failing row: minutes for a few hundred
@@ -276,7 +276,7 @@ def _findings(
     """The findings of ``rules`` on ``tables``, in the order of the catalogue, and the registry they were found in."""
     parts, readable = [], {}
     for table in SCHEMAS:
-        readable[table], type_findings = _conform(table, tables[table])
+        readable[table], type_findings = conform(table, tables[table])
         parts += [*type_findings, *_schema_findings(table, readable[table], rules)]
     registry = Registry(readable, config, today)
     for rule_id, function in CROSS_RULES.items():
