@@ -20,7 +20,7 @@ from registry.models import Site
 from registry.quality import CATALOGUE, RULES, Severity, run_checks
 from registry.quality.catalogue import PREFIX
 from registry.quality.cross import CROSS_RULES, READS, Registry
-from registry.quality.engine import conform
+from registry.quality.engine import conform, failing, schema_reads
 from registry.quality.schemas import SCHEMAS
 from registry.tables import DATA_TABLES, data_columns, load_tables
 
@@ -364,6 +364,19 @@ def test_cross_rules_read_only_the_columns_they_declare(tables, rule, breaks, ex
     assert len(CROSS_RULES[rule](registry))  # the case's own rule fires
     for name, check in CROSS_RULES.items():
         assert as_rows(check(restricted(registry, READS[name]))) == as_rows(check(registry)), name
+
+
+@pytest.mark.parametrize("rule, breaks, expected", CASES, ids=[c[0] for c in CASES])
+def test_schema_row_checks_read_only_their_fields_codes_and_declared_columns(tables, rule, breaks, expected):
+    """A record-level check of a schema, on the columns its rule reads alone (``schema_reads``: the rule's fields,
+    the record's missing-data codes, ``READS_BEYOND_FIELDS``), fails the records it fails on the whole table (a
+    save runs only the rules reading a column it changed). Column checks read their own column by construction."""
+    breaks(tables)
+    for table, frame in conformed(tables).items():
+        reads = schema_reads(table)
+        for check in SCHEMAS[table].to_schema().checks:
+            alone = frame[sorted(reads[check.name])]
+            assert (failing(table, check, alone) == failing(table, check, frame)).all(), (table, check.name)
 
 
 TYPE_CASES = [c for c in CASES if c[0] in {f"{prefix}-001" for prefix in PREFIX.values()}]

@@ -402,6 +402,8 @@ def _index_courses(registry: Registry, patient_ids: pd.Index | pd.Series) -> pd.
     """The index course of each of ``patient_ids``: the first course of the patient's group, on the index date."""
     courses = registry.tables["treatment"]
     index = registry.index.loc[registry.index.index.intersection(pd.Index(patient_ids))]
+    if index.empty:  # no such patient (most often): a merge costs milliseconds even on no rows
+        return courses.iloc[:0]
     first = courses.merge(index[["group", "index_date"]], left_on="patient_id", right_index=True).rename_axis(None)
     return first[(first["drug"] == first["group"]) & (first["start_date"] == first["index_date"])]
 

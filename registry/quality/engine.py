@@ -7,6 +7,7 @@ checked and the records failing, so a rule that found nothing still shows it ran
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +21,7 @@ from pandas.api.types import infer_dtype
 from registry.config import Config
 from registry.quality.catalogue import CATALOGUE, CODE_LIST, PREFIX, REQUIRED, RULES, TYPE, Severity
 from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, NOTHING, OWNER, RECORD_KEY, Registry
-from registry.quality.schemas import SCHEMAS
+from registry.quality.schemas import READS_BEYOND_FIELDS, SCHEMAS
 from registry.tables import DATA_TABLES, DATE, as_dtype, data_columns, dtype_of
 
 COLUMNS = ["rule", "severity", "category", "table", "record", "study_id", "field", "value", "message"]
@@ -113,6 +114,7 @@ class _Validator:
     columns: tuple[tuple[str, bool, tuple[pa.Check, ...]], ...]  # name, nullable, checks
     rows: tuple[pa.Check, ...]
     finds: frozenset[str]  # the rules its checks find records by
+    reads: dict[str, frozenset[str]]  # the columns each rule's checks read (every column: a rule of each column)
 
     @property
     def names(self) -> list[str]:
@@ -144,10 +146,26 @@ def _validator(table: str) -> _Validator:
     columns = tuple((name, column.nullable, tuple(column.checks)) for name, column in schema.columns.items())
     required = [] if all(column.nullable for column in schema.columns.values()) else ["not_nullable"]
     finds = frozenset(_rule_of(table, name) for name in [*required, *(check.name for check in checks)])
-    return _Validator(columns, tuple(schema.checks), finds)
+    names = list(schema.columns)
+    every_column = {_rule_of(table, "not_nullable"), _rule_of(table, "isin")}  # a rule of each column
+    reads: dict[str, set[str]] = {rule: set(names) for rule in finds & every_column}
+    for name, column in schema.columns.items():
+        for check in column.checks:
+            reads.setdefault(_rule_of(table, check.name), set()).add(name)
+    codes = {"missing_codes"} & set(names)  # a field's code answers it (tables.answered)
+    for check in schema.checks:
+        fields = {n for pattern in CATALOGUE[check.name].fields for n in fnmatch.filter(names, pattern)}
+        reads[check.name] = fields | set(READS_BEYOND_FIELDS.get(check.name, ())) | codes
+    return _Validator(columns, tuple(schema.checks), finds, {rule: frozenset(r) for rule, r in reads.items()})
 
 
-def _failing(table: str, check: pa.Check, checked: pd.DataFrame | pd.Series) -> np.ndarray:
+def schema_reads(table: str) -> dict[str, frozenset[str]]:
+    """The columns each rule of ``table``'s schema reads (its type rule, -001, reads every column)."""
+    validator, names = _validator(table), frozenset(SCHEMAS[table].to_schema().columns)
+    return {f"{PREFIX[table]}-{TYPE}": names} | validator.reads
+
+
+def failing(table: str, check: pa.Check, checked: pd.DataFrame | pd.Series) -> np.ndarray:
     """Where ``check`` fails on ``checked``: as pandera's backend calls it, one result per row required."""
     output = check._check_fn(checked, **check._check_kwargs)
     if not isinstance(output, pd.Series) or not output.index.equals(checked.index):
@@ -196,9 +214,9 @@ def _column_failures(
             values = keyed[name]
             if check.ignore_na and empty.any():
                 failed = np.zeros(len(values), dtype=bool)
-                failed[~empty] = _failing(table, check, values[~empty])
+                failed[~empty] = failing(table, check, values[~empty])
             else:
-                failed = _failing(table, check, values)
+                failed = failing(table, check, values)
             if failed.any():
                 failures.append((_rule_of(table, check.name), name, failed))
     return failures
@@ -222,7 +240,7 @@ def _schema_findings(table: str, frame: pd.DataFrame, rules: Rules) -> list[pd.D
     if row_checks:
         empty = missing.all(axis=1)
         for check in row_checks:
-            failed = _failing(table, check, keyed) & ~empty
+            failed = failing(table, check, keyed) & ~empty
             if failed.any():
                 failures.append((check.name, CATALOGUE[check.name].fields[0], failed))
     return [_cases(table, keyed, rule, field, rows) for rule, field, rows in failures]

@@ -25,9 +25,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from registry.config import Config
-from registry.quality.catalogue import CATALOGUE, DUPLICATE_KEY, PREFIX, RULES
-from registry.quality.cross import CROSS_RULES, DUPLICATE_PATIENT_KEY, READS, RECORD_KEY
-from registry.quality.engine import CheckRun, rule_findings, run_checks, summarise
+from registry.quality.catalogue import CATALOGUE, DUPLICATE_KEY, PREFIX
+from registry.quality.cross import DUPLICATE_PATIENT_KEY, READS, RECORD_KEY
+from registry.quality.engine import CheckRun, rule_findings, run_checks, schema_reads, summarise
+from registry.quality.schemas import SCHEMAS
 from registry.tables import DATA_TABLES, Prepared, live, read_table
 
 #: The keys by which a patient's findings depend on other patients' rows.
@@ -118,7 +119,8 @@ def changed_columns(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFra
         new, key = after[name], RECORD_KEY[name]
         if old.equals(new):
             continue
-        old, new = old.sort_values(key, ignore_index=True), new.sort_values(key, ignore_index=True)
+        if not old[key].equals(new[key]):  # records added, removed, or read in another order
+            old, new = old.sort_values(key, ignore_index=True), new.sort_values(key, ignore_index=True)
         if list(old.columns) != list(new.columns) or not old[key].equals(new[key]):
             changed[name] = frozenset(old.columns) | frozenset(new.columns)
         elif differing := frozenset(column for column in new.columns if not old[column].equals(new[column])):
@@ -126,16 +128,13 @@ def changed_columns(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFra
     return changed
 
 
-#: The rules of each table's schema: they read its records, a record at a time.
-_SCHEMA_RULES = {
-    table: frozenset(rule.id for rule in RULES if rule.table == table and rule.id not in CROSS_RULES)
-    for table in PREFIX
-}
+#: The columns each rule of each table's schema reads (a record's own columns: the schemas judge a record alone).
+_SCHEMA_READS = {table: schema_reads(table) for table in SCHEMAS}
 
 
 def rules_reading(changed: dict[str, frozenset[str]]) -> frozenset[str]:
     """The rules reading any of the ``changed`` columns (:func:`changed_columns`)."""
-    schema = (rule for table in changed for rule in _SCHEMA_RULES[table])
+    schema = (rule for table, names in changed.items() for rule, reads in _SCHEMA_READS[table].items() if names & reads)
     cross = (rule for rule, reads in READS.items() if any(names & reads.get(t, set()) for t, names in changed.items()))
     return frozenset([*schema, *cross])
 

@@ -80,6 +80,17 @@ class SiteSchema(Schema):
     country: Series[str] = optional()
 
 
+#: What a row check reads beyond its rule's fields (:mod:`registry.quality.catalogue`, patterns matched against the
+#: table's columns) and its record's missing-data codes: a save runs only the checks reading a column it changed,
+#: and the tests hold each check to its fields and these.
+READS_BEYOND_FIELDS = {
+    "ABT-011": ("antibody",),
+    "FUP-011": ("vital_status",),
+    "LAB-013": ("unit",),
+    "LAB-014": ("unit",),
+}
+
+
 def _age_at_diagnosis(df: pd.DataFrame) -> pd.Series:
     diagnosis = df[["dm_diagnosis_date", "ild_diagnosis_date"]].min(axis=1)
     return (diagnosis - df["birth_date"]).dt.days / YEAR_DAYS
