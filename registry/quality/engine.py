@@ -20,7 +20,7 @@ from pandas.api.types import infer_dtype
 
 from registry.config import Config
 from registry.quality.catalogue import CATALOGUE, CODE_LIST, PREFIX, REQUIRED, RULES, TYPE, Severity
-from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, NOTHING, OWNER, RECORD_KEY, Registry
+from registry.quality.cross import CROSS_RULES, FINDING_COLUMNS, NOTHING, OWNER, READS, RECORD_KEY, Registry
 from registry.quality.schemas import READS_BEYOND_FIELDS, SCHEMAS
 from registry.tables import DATA_TABLES, DATE, as_dtype, data_columns, dtype_of
 
@@ -283,8 +283,9 @@ def rule_findings(
 ) -> pd.DataFrame:
     """:func:`run_checks`' findings without its summary; with ``rules``, exactly the rows of them of these rules.
 
-    The other rules are not run; the type findings (-001), which the typing of each table
-    makes anyway, are, so that a mistyped cell's other findings are dropped as in a whole run."""
+    The other rules are not run, nor the tables they alone read typed; the type findings
+    (-001) of the tables typed, which their typing makes anyway, are, so that a mistyped
+    cell's other findings are dropped as in a whole run."""
     return _findings(tables, config, today, None if rules is None else frozenset(rules))[0]
 
 
@@ -292,10 +293,11 @@ def _findings(
     tables: dict[str, pd.DataFrame], config: Config, today: date, rules: Rules
 ) -> tuple[pd.DataFrame, Registry]:
     """The findings of ``rules`` on ``tables``, in the order of the catalogue, and the registry they were found in."""
-    parts, readable = [], {}
+    parts, readable, read = [], dict(tables), _tables_read(rules)
     for table in SCHEMAS:
-        readable[table], type_findings = conform(table, tables[table])
-        parts += [*type_findings, *_schema_findings(table, readable[table], rules)]
+        if table in read:  # a table no rule of ``rules`` reads is left as it is: none of its findings are kept
+            readable[table], type_findings = conform(table, tables[table])
+            parts += [*type_findings, *_schema_findings(table, readable[table], rules)]
     registry = Registry(readable, config, today)
     for rule_id, function in CROSS_RULES.items():
         part = function(registry) if _runs(rule_id, rules) else NOTHING
@@ -308,6 +310,14 @@ def _findings(
     if rules is not None:
         findings = findings[findings["rule"].isin(rules)]
     return _as_findings(findings, readable["patient"].set_index("id")["study_id"]), registry
+
+
+def _tables_read(rules: Rules) -> set[str]:
+    """The tables ``rules`` read (each rule's findings are about a table it reads), and the patients, whose study
+    ids the findings name."""
+    if rules is None:
+        return set(SCHEMAS)
+    return {"patient"} | {t for rule in rules for t in (READS[rule] if rule in READS else [CATALOGUE[rule].table])}
 
 
 @cache
