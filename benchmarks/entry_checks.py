@@ -241,8 +241,8 @@ def main() -> None:
         "",
         "Where a save's time goes: a save runs only the rules reading a column whose values differ",
         "between the rows read before and after it (each cross rule declares the columns it reads,",
-        "`registry.quality.cross.READS`, and the tests hold each rule to its declaration; the schema",
-        "rules read their own table). A smoking history is read by "
+        "`registry.quality.cross.READS`, the schema rules their record's columns, `engine.schema_reads`;",
+        "the tests hold each rule to them). A smoking history is read by "
         f"{_read_by('patient', 'smoking')} rules (the patient schema's), the ILD diagnosis date by "
         f"{_read_by('patient', 'ild_diagnosis_date')}, a lab value by {_read_by('lab_result', 'value')}. "
         "What is left is reading the",
