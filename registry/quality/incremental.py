@@ -9,10 +9,10 @@ on those rows, so the findings for the patients are exactly a whole run's for th
 A site's run (:func:`check_sites`) is the same for the site's patients.
 
 What a change adds (:func:`check_change`) needs fewer rules still: a rule whose inputs
-the change left as they were finds what it found before, so adds nothing. The schema
-rules read their own table's records (one at a time), each cross rule the columns it
-declares (:data:`registry.quality.cross.READS`); the rules run are those reading a column
-whose values differ between the rows read before and after the change.
+the change left as they were finds what it found before, so adds nothing. A schema
+rule reads columns of one record at a time (:func:`registry.quality.engine.schema_reads`),
+a cross rule the columns it declares (:data:`registry.quality.cross.READS`); the rules run
+are those reading a column whose values differ between the rows read before and after it.
 """
 
 from __future__ import annotations
