@@ -3,7 +3,8 @@
 A flush hook writes one ``audit_log`` row per inserted, updated or deleted record,
 with the actor and reason carried by the session (``session.info``). A change
 without an actor is refused, so no code path can write unattributed data, and the
-log itself is append-only, as is every data cut (registry/cuts.py): refused here,
+log itself is append-only, as is every data cut (registry/cuts.py) and every query's thread
+(registry/queries.py, whose queries are never deleted): refused here,
 and by the database's triggers. A bulk ``session.execute(update(...))`` or
 ``delete(...)``, which would change rows past the flush hooks, is refused. Every
 entry carries its transaction's token and is hash-chained as the transaction commits
@@ -28,7 +29,17 @@ from sqlmodel import SQLModel, select
 
 from registry.audit_chain import batch_of
 from registry.codes import AuditAction
-from registry.models import TABLES, AuditEntryHash, AuditLog, AuditSeal, DataCut, Patient, scalar_default
+from registry.models import (
+    TABLES,
+    AuditEntryHash,
+    AuditLog,
+    AuditSeal,
+    DataCut,
+    DataQuery,
+    Patient,
+    QueryMessage,
+    scalar_default,
+)
 
 
 class AuditError(RuntimeError):
@@ -332,6 +343,11 @@ def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> N
             raise AuditError("The audit log is append-only: its rows cannot be changed or deleted")
         if isinstance(obj, DataCut):
             raise AuditError(f"Data cut {obj.name} is frozen: a cut cannot be changed or deleted (make a new one)")
+        if isinstance(obj, QueryMessage):
+            raise AuditError("A message of a query is kept as written: it cannot be changed or deleted")
+    for obj in session.deleted:
+        if isinstance(obj, DataQuery):
+            raise AuditError(f"Query {obj.id} cannot be deleted: close it")
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -354,6 +370,19 @@ def log_operation(connection: sa.Connection, action: AuditAction, actor: str, re
     connection.execute(sa.insert(AuditLog), [entry])
 
 
+def _patients_of(connection: sa.Connection, objs: Sequence[SQLModel]) -> dict[int, int | None]:
+    """The patient each record belongs to (by ``id()`` of the object), for the entry's study_id: its own
+    ``patient_id``, or for a query's message its query's."""
+    queries = {obj.query_id for obj in objs if isinstance(obj, QueryMessage)}
+    query_patients = dict(
+        connection.execute(sa.select(DataQuery.id, DataQuery.patient_id).where(DataQuery.id.in_(queries))).all()
+    ) if queries else {}  # fmt: skip
+    return {
+        id(obj): query_patients.get(obj.query_id) if isinstance(obj, QueryMessage) else getattr(obj, "patient_id", None)
+        for obj in objs
+    }
+
+
 @event.listens_for(Session, "after_flush")
 def _write_audit_rows(session: Session, _context: Any) -> None:
     entries: list[tuple[AuditAction, SQLModel, dict | None, dict | None]] = []
@@ -373,15 +402,16 @@ def _write_audit_rows(session: Session, _context: Any) -> None:
         raise AuditError("Refusing to change registry data without an actor: use registry.audit.audited_session")
 
     connection = session.connection()
-    patient_ids = {getattr(obj, "patient_id", None) for _, obj, _, _ in entries} - {None}
+    patient_of = _patients_of(connection, [obj for _, obj, _, _ in entries])
     study_ids = dict(
-        connection.execute(sa.select(Patient.id, Patient.study_id).where(Patient.id.in_(patient_ids))).all()
+        connection.execute(
+            sa.select(Patient.id, Patient.study_id).where(Patient.id.in_(set(patient_of.values()) - {None}))
+        ).all()
     )
     now, reason, batch = datetime.now(UTC), session.info.get("reason"), batch_of(connection)
     rows = [
         _entry(now, actor, reason, action, obj.__tablename__, _key(obj),
-               obj.study_id if isinstance(obj, Patient) else study_ids.get(getattr(obj, "patient_id", None)), old, new,
-               batch)
+               obj.study_id if isinstance(obj, Patient) else study_ids.get(patient_of[id(obj)]), old, new, batch)
         for action, obj, old, new in entries
     ]  # fmt: skip
     connection.execute(sa.insert(AuditLog), rows)

@@ -491,6 +491,24 @@ class Role(CodeList):
     ADMIN = "admin", "Administrator: accounts and sites"
 
 
+class QueryStatus(CodeList):
+    """Where a query about a patient's data stands (registry/queries.py): the site answers, a data manager closes."""
+
+    OPEN = "open", "Open: awaiting the site's answer"
+    ANSWERED = "answered", "Answered: awaiting a data manager"
+    CLOSED = "closed", "Closed by a data manager"
+
+
+class QueryAction(CodeList):
+    """What one message of a query's thread did."""
+
+    OPENED = "opened", "Opened the query with a question"
+    ANSWERED = "answered", "Answered"
+    CORRECTED = "corrected", "Corrected the field the query is about"
+    CLOSED = "closed", "Closed the query"
+    REOPENED = "reopened", "Re-opened the query"
+
+
 class SignInOutcome(CodeList):
     """What a sign-in event of the web application was (registry user events lists them)."""
 

@@ -165,8 +165,23 @@ def refuse_dropping_audit_chain(connection: sa.Connection) -> None:
         )
 
 
+def refuse_dropping_queries(connection: sa.Connection) -> None:
+    """:class:`DowngradeRefused` while the registry holds queries, which a downgrade below 0010 drops."""
+    count = connection.execute(sa.text("SELECT count(*) FROM data_query")).scalar_one()
+    if count:
+        raise DowngradeRefused(
+            f"Downgrade refused: the registry holds {count:,} quer{'y' if count == 1 else 'ies'} about its data, which "
+            "migrating below 0010 drops with their threads: back the database up first (`registry backup`), then "
+            "pass --force (the downgrade is logged)"
+        )
+
+
 #: What each revision's downgrade refuses to drop unless forced.
-_REFUSALS = {"0008": refuse_dropping_missing_codes, "0007": refuse_dropping_audit_chain}
+_REFUSALS = {
+    "0010": refuse_dropping_queries,
+    "0008": refuse_dropping_missing_codes,
+    "0007": refuse_dropping_audit_chain,
+}
 
 
 def _undone(engine: sa.Engine, revision: str) -> list[str]:
@@ -184,8 +199,9 @@ def _undone(engine: sa.Engine, revision: str) -> list[str]:
 
 
 def downgrade(engine: sa.Engine, revision: str, *, force: bool = False) -> None:
-    """Migrate back to ``revision``; unless ``force``, refused below 0008 while a record holds missing-data codes
-    (:class:`DowngradeRefused`) and below 0007 while the audit log holds entries (registry.audit.AuditError).
+    """Migrate back to ``revision``; unless ``force``, refused below 0010 while the registry holds queries and below
+    0008 while a record holds missing-data codes (:class:`DowngradeRefused`), and below 0007 while the audit log
+    holds entries (registry.audit.AuditError).
 
     The refusals are asked before the first step (each migration asks again, for the plain alembic command): a
     step already taken would stay taken on SQLite, whose driver runs DDL outside the transaction."""

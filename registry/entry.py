@@ -7,7 +7,8 @@ too, with every message tied to its field. Writes are audited (actor, reason), a
 versioned: a form saved from an older version than the one stored is refused with the
 changes made since, so no edit silently overwrites another. Deletion is soft (the
 record is kept, hidden from analyses and exports, and restorable), and a data manager
-can lock a patient's records against any change.
+can lock a patient's records against any change. A change of a field that a query is
+about is written into the query's thread, which it marks answered (registry/queries.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, SQLModel
 
-from registry import missing
+from registry import missing, queries
 from registry.audit import audited_session
 from registry.codes import ANALYTE_RANGES, PFT_RANGES, Analyte, lab_units, to_canonical_unit
 from registry.ingest import CellError, parse_cell, rule_violations, show
@@ -294,6 +295,7 @@ class Saved:
     changed: list[str]  # the fields that changed (every given field of a new record)
     conversion: str = ""  # a lab value converted to its canonical unit: as entered, as stored
     findings: list[dict[str, Any]] = field(default_factory=list)  # what the checks found that the save added
+    answered: list[int] = field(default_factory=list)  # the queries on changed fields the save marked answered
 
 
 #: Longest reason the audit trail stores (``AuditLog.reason``).
@@ -430,9 +432,13 @@ def save_record(
                 targets["patient_id"] = patient_id
             record = sheet.model(**targets)
             session.add(record)
+            answered = []
         else:
             for target, value in targets.items():
                 setattr(record, target, value)
+            corrected = {sheet.column(name).target: (stored.get(name, ""), shown(values[name])) for name in changed}
+            answered = queries.record_correction(session, table=sheet.table.name, record_key=str(key),
+                                                 changes=corrected, reason=why, actor=actor)  # fmt: skip
         found: list[dict[str, Any]] = []
 
         def before_commit() -> None:
@@ -443,7 +449,7 @@ def save_record(
                 found.extend(added.to_dict("records"))
 
         _commit(session, engine, sheet, key, version, before_commit)
-        return Saved(getattr(record, sheet.table.primary_key.columns[0].name), changed, conversion, found)
+        return Saved(getattr(record, sheet.table.primary_key.columns[0].name), changed, conversion, found, answered)
 
 
 def set_deleted(

@@ -7,7 +7,8 @@ rules the after-run finds something by, on the patient's rows read before it). A
 warning saves. An error refuses the save (:class:`Unconfirmed`) unless the person
 confirms it with a reason: then it is saved, and kept with the reason as a review of
 the finding, by the person who confirmed it (audited, like every change). A
-confirmed error stays an open error, for the data manager to follow up. A patient's
+confirmed error stays an open error, and opens a query answered by the reason
+(registry/queries.py), for the data manager to close or re-open. A patient's
 missing records (no antibody test, no treatment, no follow-up) are not the save's to
 answer: they are listed, never refused.
 """
@@ -25,6 +26,7 @@ from registry.config import Config
 from registry.entry import EntryError
 from registry.quality import CATALOGUE, Category, Severity
 from registry.quality.incremental import check_change, check_patients, load_patients
+from registry.queries import open_confirmed
 from registry.reviews import FINDING_KEY, add_review
 
 #: What a confirmation's reason is stored as: the review's comment says it was confirmed, not verified.
@@ -94,7 +96,8 @@ class EntryChecks:
         self, session: Session, patient_id: int, before: Before, *, record: tuple[str, str], actor: str
     ) -> pd.DataFrame:
         """The findings the flushed change adds; :class:`Unconfirmed` if errors are among them and not confirmed,
-        else the confirmed errors are stored as reviews (in the caller's audited session)."""
+        else the confirmed errors are stored as reviews, each with a query answered by the confirmation (in the
+        caller's audited session)."""
         added = self.added(session, [patient_id], before)
         errors = self.errors(added)
         if errors.empty:
@@ -105,5 +108,6 @@ class EntryChecks:
         session.info["reason"] = reason  # the reviews' audit entries carry the confirmation, the record's the save's
         for finding in errors.to_dict("records"):
             add_review(session, finding, patient_id=patient_id, comment=reason, actor=actor)
+            open_confirmed(session, finding, patient_id, self.confirmation, actor)
         session.flush()
         return added

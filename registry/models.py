@@ -38,6 +38,8 @@ from registry.codes import (
     HrctPattern,
     LungZone,
     PftNotDoneReason,
+    QueryAction,
+    QueryStatus,
     Range,
     Role,
     RpildDefinition,
@@ -714,6 +716,51 @@ class FindingReview(SQLModel, table=True):
     reviewed_at: datetime = column("When the value was verified (UTC)", sa_type=sa.DateTime(timezone=True))
 
 
+class DataQuery(SQLModel, table=True):
+    """A question about a patient's data, on the patient, one record or one field: REDCap's data resolution workflow,
+    OpenClinica's discrepancy note. Its thread (:class:`QueryMessage`) says who asked, answered and closed it.
+
+    Never deleted (the audit hooks and the database's triggers refuse it): a query no longer needed is closed.
+    """
+
+    __tablename__ = "data_query"
+
+    id: int | None = identifier()
+    patient_id: int = column("Patient the query is about", foreign_key="patient.id", ondelete="RESTRICT", index=True)
+    table_name: str | None = text(64, "Table of the record the query is about (empty: the patient as a whole)")
+    record_key: str | None = text(64, "Primary key of that record (empty: the patient as a whole)")
+    field: str | None = text(64, "Field the query is about (empty: the whole record)")
+    rule: str | None = text(16, "Rule of the catalogue whose finding the query was opened from (empty: none)")
+    value: str | None = text(200, "The field's value when the query was opened, as the checks show it")
+    status: QueryStatus = code(QueryStatus, "query_status", "open, answered or closed", index=True)
+    opened_by: str = text(100, "Who opened the query")
+    opened_at: datetime = column("When the query was opened (UTC)", sa_type=sa.DateTime(timezone=True))
+    version: int = bookkeeping("Change counter: a change made from an older status is refused", default=1,
+                               server_default="1")  # fmt: skip
+
+    @declared_attr
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}
+
+
+class QueryMessage(SQLModel, table=True):
+    """One message of a query's thread: the question, an answer, a correction of the field, a closing or re-opening.
+
+    Written once and never changed or deleted (the audit hooks and the database's triggers refuse it).
+    """
+
+    __tablename__ = "query_message"
+
+    id: int | None = identifier()
+    query_id: int = column("Query the message belongs to", foreign_key="data_query.id", ondelete="RESTRICT",
+                           index=True)  # fmt: skip
+    action: QueryAction = code(QueryAction, "query_action", "What the message did")
+    status: QueryStatus = code(QueryStatus, "query_message_status", "The query's status after the message")
+    body: str = text(2000, "The message as written (for a correction: the field's old and new value and why)")
+    written_by: str = text(100, "Who wrote the message")
+    written_at: datetime = column("When the message was written (UTC)", sa_type=sa.DateTime(timezone=True))
+
+
 class AuditLog(SQLModel, table=True):
     """Who changed which stored value, when, from what to what, and why."""
 
@@ -819,6 +866,8 @@ TABLES: tuple[type[SQLModel], ...] = (
     Account,
     AccountSite,
     FindingReview,
+    DataQuery,
+    QueryMessage,
     DataCut,
     WebSession,
     SignInEvent,
