@@ -525,7 +525,8 @@ def test_the_documented_postgresql_roles_let_the_application_only_append_to_the_
         with engines[1].connect() as connection:
             assert verify_chain(connection).entries == 1
         for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_seal", "DELETE FROM audit_entry_hash",
-                          "TRUNCATE data_cut",
+                          "TRUNCATE data_cut", "UPDATE query_message SET body = 'x'", "DELETE FROM data_query",
+                          "TRUNCATE query_message",
                           "DROP TRIGGER audit_log_refused ON audit_log", "ALTER TABLE audit_log DISABLE TRIGGER ALL",
                           "UPDATE alembic_version SET version_num = '0001'"):  # fmt: skip
             with engines[1].begin() as connection, pytest.raises(sa.exc.ProgrammingError) as refused:
