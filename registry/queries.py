@@ -40,6 +40,7 @@ from registry.models import (
     QueryMessage,
     Site,
     is_bookkeeping,
+    is_missing_codes,
 )
 
 if TYPE_CHECKING:
@@ -139,10 +140,9 @@ def _checked(session: Session, patient: Patient, about: About) -> About:
     if stored is None or owner != patient.id:
         raise QueryError(f"patient {patient.study_id} has no {about.table} record {record}")
     if about.field is not None:
-        column = model.__table__.c.get(about.field)
-        if column is None or is_bookkeeping(column) or column.primary_key or column.foreign_keys:
-            fields = [c.name for c in model.__table__.columns if not (is_bookkeeping(c) or c.primary_key
-                      or c.foreign_keys or c.name == "missing_codes")]  # fmt: skip
+        fields = [c.name for c in model.__table__.columns
+                  if not (is_bookkeeping(c) or c.primary_key or c.foreign_keys or is_missing_codes(c))]  # fmt: skip
+        if about.field not in fields:
             raise QueryError(f"{about.table} has no field {about.field!r}: choose one of {', '.join(fields)}")
     return About(about.table, record, about.field)
 

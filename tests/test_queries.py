@@ -94,6 +94,10 @@ def test_steps_out_of_order_and_bad_input_are_refused_with_nothing_written(dirty
          "patient has no field 'version': choose one of study_id, sex, birth_date, smoking, dm_diagnosis_date, "
          "ild_diagnosis_date, resp_symptom_onset_date, ild_worsening_date, rpild, rpild_definition, gottron, "
          "heliotrope_rash, mechanics_hands, skin_ulcers, fever, arthritis, muscle_weakness"),
+        (lambda: open_query(dirty, "DM-002", "?", actor="dm1", about=About("patient", None, "missing_codes")),
+         "patient has no field 'missing_codes': choose one of study_id, sex, birth_date, smoking, dm_diagnosis_date, "
+         "ild_diagnosis_date, resp_symptom_onset_date, ild_worsening_date, rpild, rpild_definition, gottron, "
+         "heliotrope_rash, mechanics_hands, skin_ulcers, fever, arthritis, muscle_weakness"),
         (lambda: open_query(dirty, "DM-002", "?", actor="dm1", about=About("lab_result", "1")),
          "patient DM-002 has no lab_result record 1"),
         (lambda: open_query(dirty, "DM-002", "?", actor="dm1", about=About(None, None, "smoking")),
