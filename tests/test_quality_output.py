@@ -58,6 +58,7 @@ def test_warnings_exit_1_only_when_strict(migrated, database_url, tmp_path):
         f"{len(RULES)} rules run: 0 error finding(s), 1 warning finding(s)",
         "   rule     category severity  checked  failing percent",
         "PAT-015 completeness  warning        4        1    25.0",
+        "Queries: 0 open (awaiting the site), 0 answered (awaiting a data manager), 0 closed",
     ]
     assert re.fullmatch(r"audit log intact: \d+ entries, head \d+ [0-9a-f]{64}", chain)
 
