@@ -1357,14 +1357,15 @@ def query_show(ctx: typer.Context, query_id: QueryId) -> None:
 
     Example: registry query show 3
     """
-    from registry.queries import list_queries, thread
+    from registry.queries import About, list_queries, thread
 
     engine = _engine(ctx)
     with _query_step():
         messages = thread(engine, query_id)
     (q,) = list_queries(engine).query(f"query == {query_id}").itertuples()
-    about = "the patient" if q.table is None else f"{q.table} {q.record}" + (f", field {q.field}" if q.field else "")
-    typer.echo(f"Query {q.query} on {about} of {q.study_id} (site {q.site}): {q.status}")
+    typer.echo(
+        f"Query {q.query} on {About(q.table, q.record, q.field).describe()} of {q.study_id} (site {q.site}): {q.status}"
+    )
     if q.rule:
         typer.echo(f"From finding {q.rule}" + (f", value {q.value}" if q.value is not None else ""))
     for message in messages:
@@ -1394,19 +1395,13 @@ def query_open(
     """
     from registry.queries import About, open_query
 
-    engine, about, finding = _engine(ctx), _about(table, record, field), None
+    engine, about, finding = _engine(ctx), About(table, record, field), None
     if rule is not None:
         finding = _finding_of(engine, study_id, rule, about, _config(config_file))
     with _query_step():
         opened = open_query(engine, study_id, message, actor=actor or getpass.getuser(),
                             about=about if finding is None else About(), finding=finding)  # fmt: skip
     typer.echo(f"Query {opened} opened")
-
-
-def _about(table: str | None, record: str | None, field: str | None) -> Any:
-    from registry.queries import About
-
-    return About(table, record, field)
 
 
 def _finding_of(engine: sa.Engine, study_id: str, rule: str, about: Any, config: Config) -> dict[str, Any]:

@@ -134,6 +134,8 @@ def downgrade_forced() -> bool:
     )
 
 
+#: What every refused downgrade asks for.
+BACK_UP_FIRST = "back the database up first (`registry backup`), then pass --force (the downgrade is logged)"
 #: The tables that keep missing-data codes (migration 0008).
 CODED_TABLES = ("patient", "antibody_test", "pft", "hrct", "treatment", "adverse_event", "follow_up")
 
@@ -147,8 +149,7 @@ def refuse_dropping_missing_codes(connection: sa.Connection) -> None:
     if coded:
         raise DowngradeRefused(
             f"Downgrade refused: {coded:,} record{'' if coded == 1 else 's'} hold missing-data codes, which migrating "
-            "below 0008 drops (the coded fields become blanks): back the database up first (`registry backup`), "
-            "then pass --force (the downgrade is logged)"
+            f"below 0008 drops (the coded fields become blanks): {BACK_UP_FIRST}"
         )
 
 
@@ -160,8 +161,7 @@ def refuse_dropping_audit_chain(connection: sa.Connection) -> None:
     if entries:
         raise AuditError(
             f"Downgrade refused: the audit log holds {entries:,} entr{'y' if entries == 1 else 'ies'}, and migrating "
-            "below 0007 drops its hash chain (on to base, the log itself): back the database up first "
-            "(`registry backup`), then pass --force (the downgrade is logged)"
+            f"below 0007 drops its hash chain (on to base, the log itself): {BACK_UP_FIRST}"
         )
 
 
@@ -171,8 +171,7 @@ def refuse_dropping_queries(connection: sa.Connection) -> None:
     if count:
         raise DowngradeRefused(
             f"Downgrade refused: the registry holds {count:,} quer{'y' if count == 1 else 'ies'} about its data, which "
-            "migrating below 0010 drops with their threads: back the database up first (`registry backup`), then "
-            "pass --force (the downgrade is logged)"
+            f"migrating below 0010 drops with their threads: {BACK_UP_FIRST}"
         )
 
 
