@@ -22,7 +22,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
-from registry.codes import Role, SignInOutcome
+from registry.codes import SITE_ROLES, Role, SignInOutcome
 from registry.models import Account, AccountSite, SignInEvent, Site, WebSession
 
 #: Shortest password accepted (NIST SP 800-63B asks for at least 8; a registry of health data asks for more).
@@ -96,7 +96,7 @@ def _sites(session: Session, codes: Sequence[str]) -> list[Site]:
 
 
 def create_account(session: Session, username: str, password: str, role: Role, sites: Sequence[str] = ()) -> Account:
-    """A new active account; a coordinator must serve at least one site, other roles none."""
+    """A new active account; a coordinator or investigator must serve at least one site, other roles none."""
     if len(username) > USERNAME_LENGTH:
         raise AccountError(f"a sign-in name has at most {USERNAME_LENGTH} characters")
     if not USERNAME_PATTERN.fullmatch(username):
@@ -115,10 +115,11 @@ def create_account(session: Session, username: str, password: str, role: Role, s
 
 
 def _check_sites(role: Role, sites: Sequence[str]) -> None:
-    if role is Role.COORDINATOR and not sites:
-        raise AccountError("a coordinator needs at least one site (--site CODE)")
-    if role is not Role.COORDINATOR and sites:
-        raise AccountError(f"only coordinators are tied to sites; the {role.value} role sees every site")
+    if role in SITE_ROLES and not sites:
+        raise AccountError(f"a{'n' * role.value.startswith('i')} {role.value} needs at least one site (--site CODE)")
+    if role not in SITE_ROLES and sites:
+        raise AccountError(f"only coordinators and investigators are tied to sites; the {role.value} role sees "
+                           "every site")  # fmt: skip
 
 
 def typed_name(username: str) -> str:
@@ -162,7 +163,7 @@ def set_password(session: Session, username: str, password: str, client: str | N
 
 
 def set_role(session: Session, username: str, role: Role, sites: Sequence[str] = (), client: str | None = None) -> None:
-    """Give the account ``role`` and exactly ``sites`` (a coordinator at least one, other roles none)."""
+    """Give the account ``role`` and exactly ``sites`` (a coordinator or investigator at least one, others none)."""
     account = find(session, username)
     _check_sites(role, sites)
     chosen = _sites(session, sites)

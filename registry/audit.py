@@ -4,11 +4,13 @@ A flush hook writes one ``audit_log`` row per inserted, updated or deleted recor
 with the actor and reason carried by the session (``session.info``). A change
 without an actor is refused, so no code path can write unattributed data, and the
 log itself is append-only, as is every data cut (registry/cuts.py) and every query's thread
-(registry/queries.py, whose queries are never deleted): refused here,
-and by the database's triggers. A bulk ``session.execute(update(...))`` or
-``delete(...)``, which would change rows past the flush hooks, is refused. Every
-entry carries its transaction's token and is hash-chained as the transaction commits
-(registry/audit_chain.py). Direct identifiers are logged as changed, never copied.
+(registry/queries.py, whose queries are never deleted) and every signature, which is
+only ever voided (registry/signoff.py): refused here, and by the database's triggers.
+A change to a verified or signed patient's data voids their sign-off in its own flush.
+A bulk ``session.execute(update(...))`` or ``delete(...)``, which would change rows
+past the flush hooks, is refused. Every entry carries its transaction's token and is
+hash-chained as the transaction commits (registry/audit_chain.py). Direct identifiers
+are logged as changed, never copied.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from registry.models import (
     DataCut,
     DataQuery,
     Patient,
+    PatientStatus,
     QueryMessage,
+    Signature,
     scalar_default,
 )
 
@@ -345,9 +349,36 @@ def _refuse_log_tampering(session: Session, _context: Any, _instances: Any) -> N
             raise AuditError(f"Data cut {obj.name} is frozen: a cut cannot be changed or deleted (make a new one)")
         if isinstance(obj, QueryMessage):
             raise AuditError("A message of a query is kept as written: it cannot be changed or deleted")
+        if isinstance(obj, Signature) and not _only_voided(obj):
+            raise AuditError("A signature is kept as made: it cannot be changed or deleted, only voided once")
     for obj in session.deleted:
         if isinstance(obj, DataQuery):
             raise AuditError(f"Query {obj.id} cannot be deleted: close it")
+        if isinstance(obj, PatientStatus):
+            raise AuditError("A patient's record status cannot be deleted: set it (registry status)")
+
+
+def _only_voided(signature: Signature) -> bool:
+    """Whether the change to ``signature`` is its voiding: a standing signature given its void fields, nothing else."""
+    state = sa.inspect(signature)
+    if signature in state.session.deleted:
+        return False
+    changed = {attr.key for attr in state.mapper.column_attrs if state.attrs[attr.key].history.has_changes()}
+    voided = state.attrs["voided_at"].history
+    return (
+        changed <= {"voided_at", "voided_by", "void_reason"}
+        and bool(voided.added)
+        and voided.added[0] is not None
+        and (voided.deleted or [None])[0] is None
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _void_sign_off_of_changed_data(session: Session, _context: Any, _instances: Any) -> None:
+    """A change to a verified or signed patient's data takes them back to complete and voids the signature."""
+    from registry.signoff import void_on_change  # the sign-off library writes through this module's sessions
+
+    void_on_change(session)
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -40,7 +40,7 @@ from registry.accounts import (
 )
 from registry.atomic import write_atomically
 from registry.audit import audit_history, audited_session
-from registry.codes import QueryStatus, Role
+from registry.codes import QueryStatus, RecordStatus, Role
 from registry.config import Config, ConfigError, load_config
 from registry.dictionary import data_dictionary, to_csv, to_markdown
 from registry.failures import SecondErrors, explained
@@ -106,6 +106,11 @@ query_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(query_app, name="query")
+status_app = typer.Typer(
+    help="Record status and sign-off: complete (the site), verified (a data manager), signed (an investigator).",
+    no_args_is_help=True,
+)
+app.add_typer(status_app, name="status")
 
 
 Actor = Annotated[
@@ -305,15 +310,39 @@ def site_add(
 
 @site_app.command("list")
 def site_list(ctx: typer.Context) -> None:
-    """List the registered sites.
+    """List the registered sites: code, name, country, and whether signing needs source data verification.
 
     Example: registry site list
     """
     with _engine(ctx).connect() as connection:
-        for code, name, country in connection.execute(
-            sa.select(Site.code, Site.name, Site.country).order_by(Site.code)
+        for code, name, country, verified in connection.execute(
+            sa.select(Site.code, Site.name, Site.country, Site.verification_required).order_by(Site.code)
         ):
-            typer.echo(f"{code}\t{name}\t{country or ''}")
+            typer.echo(f"{code}\t{name}\t{country or ''}" + ("\tsource verification required" if verified else ""))
+
+
+@site_app.command("verification")
+def site_verification(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="The site's code.")],
+    required: Annotated[
+        bool, typer.Option("--required/--not-required", help="Whether signing needs source data verification.")
+    ],
+    actor: Actor = "",
+) -> None:
+    """Say whether a data manager must verify a patient's source data (registry status verify) before an
+    investigator of the site signs.
+
+    Example: registry site verification NJ1 --required
+    """
+    from registry.signoff import set_verification
+
+    try:
+        set_verification(_engine(ctx), code, required, actor=actor or getpass.getuser())
+    except LookupError as error:
+        typer.echo(f"Not done: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Site {code}: source data verification {'required' if required else 'not required'} before signing")
 
 
 PasswordStdin = Annotated[
@@ -895,9 +924,11 @@ def check(
     typer.echo(summary_text(run, all_rules=all_rules))
     if cut is None:  # the queries are of the registry as it is now
         from registry.queries import coordinators, list_queries, summarise
+        from registry.signoff import count_by_status, list_states
 
         queries = list_queries(engine, sites=None if site is None else [site])
         typer.echo(_query_summary(summarise(queries, coordinators(engine))))
+        typer.echo(_status_summary(count_by_status(list_states(engine, sites=None if site is None else [site]))))
     typer.echo(chain)
     if json_out:
         write_atomically(json_out, _json(findings_document(run, config, now)).encode("utf-8"))
@@ -1219,12 +1250,16 @@ def cut_create(
     cutoff: Annotated[str, typer.Option("--date", help="The data cut-off, YYYY-MM-DD.")],
     name: Annotated[str, typer.Option("--name", help="Name of the cut (letters, digits, '.', '_', '-').")],
     reason: Annotated[str | None, typer.Option(help="Why the cut is made, for the audit trail.")] = None,
+    signed_only: Annotated[
+        bool, typer.Option("--signed-only", help="Freeze only the patients an investigator has signed.")
+    ] = False,
     actor: Actor = "",
     config_file: ConfigOption = Path("registry.toml"),
 ) -> None:
     """Freeze the analysable data as they are now, with cut-off DATE, as the read-only data cut NAME.
 
     Its data-quality status and data fingerprint are recorded under the configuration with DATE as data_cutoff.
+    With --signed-only, only signed patients are frozen, and the cut records how many it left out, by status.
 
     Example: registry cut create --date 2022-06-30 --name interim-2022 --reason "interim analysis"
     """
@@ -1235,7 +1270,8 @@ def cut_create(
         typer.echo(f"Not made: --date {cutoff!r} is not a date written YYYY-MM-DD (e.g. 2022-06-30)", err=True)
         raise typer.Exit(2)
     try:
-        made = create_cut(_engine(ctx), name, day, actor=actor or getpass.getuser(), reason=reason, config=config)
+        made = create_cut(_engine(ctx), name, day, actor=actor or getpass.getuser(), reason=reason, config=config,
+                          signed_only=signed_only)  # fmt: skip
     except CutError as error:
         typer.echo(f"Not made: {error}", err=True)
         raise typer.Exit(2) from None
@@ -1288,6 +1324,10 @@ def _print_cut(made: Cut) -> None:
     typer.echo(f"Fingerprint  {made.data_fingerprint or '(no patient could be analysed)'}")
     typer.echo(f"Data quality {made.dq_errors} error and {made.dq_warnings} warning finding(s) at creation")
     typer.echo("Rows         " + ", ".join(f"{table} {count}" for table, count in made.row_counts.items()))
+    if made.signed_only:
+        left = made.left_out or {}
+        typer.echo(f"Signed only  {sum(left.values())} patient(s) left out, not signed: "
+                   + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in left.items()))  # fmt: skip
 
 
 Message = Annotated[str, typer.Option("--message", "-m", help="The message, for the query's thread.")]
@@ -1295,13 +1335,15 @@ QueryId = Annotated[int, typer.Argument(help="The query's number (registry query
 
 
 @contextlib.contextmanager
-def _query_step(done: str = "") -> Iterator[None]:
-    """A query command: a refusal is reported (exit 1) and nothing is written; else ``done`` (if any) is printed."""
+def _workflow_step(done: str = "") -> Iterator[None]:
+    """A query or status command: a refusal is reported (exit 1) and nothing is written; else ``done`` (if any) is
+    printed."""
     from registry.queries import QueryError
+    from registry.signoff import SignOffError
 
     try:
         yield
-    except (QueryError, LookupError) as error:
+    except (QueryError, SignOffError, LookupError) as error:
         typer.echo(f"Not done: {error}", err=True)
         raise typer.Exit(1) from None
     if done:
@@ -1360,7 +1402,7 @@ def query_show(ctx: typer.Context, query_id: QueryId) -> None:
     from registry.queries import About, list_queries, thread
 
     engine = _engine(ctx)
-    with _query_step():
+    with _workflow_step():
         messages = thread(engine, query_id)
     (q,) = list_queries(engine).query(f"query == {query_id}").itertuples()
     typer.echo(
@@ -1398,7 +1440,7 @@ def query_open(
     engine, about, finding = _engine(ctx), About(table, record, field), None
     if rule is not None:
         finding = _finding_of(engine, study_id, rule, about, _config(config_file))
-    with _query_step():
+    with _workflow_step():
         opened = open_query(engine, study_id, message, actor=actor or getpass.getuser(),
                             about=about if finding is None else About(), finding=finding)  # fmt: skip
     typer.echo(f"Query {opened} opened")
@@ -1442,7 +1484,7 @@ def query_answer(ctx: typer.Context, query_id: QueryId, message: Message, actor:
     """
     from registry.queries import answer
 
-    with _query_step(f"Query {query_id} answered"):
+    with _workflow_step(f"Query {query_id} answered"):
         answer(_engine(ctx), query_id, message, actor=actor or getpass.getuser())
 
 
@@ -1454,7 +1496,7 @@ def query_close(ctx: typer.Context, query_id: QueryId, message: Message, actor: 
     """
     from registry.queries import close
 
-    with _query_step(f"Query {query_id} closed"):
+    with _workflow_step(f"Query {query_id} closed"):
         close(_engine(ctx), query_id, message, actor=actor or getpass.getuser())
 
 
@@ -1466,8 +1508,135 @@ def query_reopen(ctx: typer.Context, query_id: QueryId, message: Message, actor:
     """
     from registry.queries import reopen
 
-    with _query_step(f"Query {query_id} re-opened"):
+    with _workflow_step(f"Query {query_id} re-opened"):
         reopen(_engine(ctx), query_id, message, actor=actor or getpass.getuser())
+
+
+StudyId = Annotated[str, typer.Argument(help="The patient's study_id.")]
+
+
+def _status_summary(counts: dict[str, int]) -> str:
+    return "Record status: " + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
+
+
+@status_app.command("list")
+def status_list(
+    ctx: typer.Context,
+    site: Annotated[list[str] | None, typer.Option("--site", help="Only this site's patients (repeatable).")] = None,
+    status: Annotated[RecordStatus | None, typer.Option("--status", help="Only patients of this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The patients and the counts as one JSON document.")] = False,
+) -> None:
+    """List the patients with their record status (who set it, when; who signed), and count them by status.
+
+    Example: registry status list --site NJ1 --status complete
+    """
+    from registry.signoff import count_by_status, list_states
+
+    engine = _engine(ctx)
+    states = list_states(engine, sites=site or None, status=status)
+    counts = count_by_status(list_states(engine, sites=site or None))
+    if as_json:
+        rows = [{**row, "status": row["status"].value,
+                 **{k: row[k].isoformat(timespec="seconds") if row[k] else None for k in ("changed_at", "signed_at")}}
+                for row in states]  # fmt: skip
+        typer.echo(_json({"patients": rows, "by_status": counts}))
+        return
+    for row in states:
+        set_by = f"{row['changed_at']:%Y-%m-%d} {row['changed_by']}" if row["changed_at"] else "-"
+        signed = f"\tsigned {row['signed_at']:%Y-%m-%d %H:%M} UTC by {row['signer']}" if row["signer"] else ""
+        typer.echo(f"{row['study_id']}\t{row['site']}\t{row['status'].value}\t{set_by}{signed}")
+    typer.echo(_status_summary(counts))
+
+
+@status_app.command("show")
+def status_show(ctx: typer.Context, study_id: StudyId) -> None:
+    """Print a patient's record status and every signature of their data, standing or voided.
+
+    Example: registry status show DM-012
+    """
+    from registry.signoff import state_of
+
+    with _workflow_step():
+        state = state_of(_engine(ctx), study_id)
+    line = f"Patient {state.study_id} (site {state.site}): {state.status.value}"
+    if state.changed_at:
+        line += f", set {state.changed_at:%Y-%m-%d %H:%M} UTC by {state.changed_by}"
+    typer.echo(line)
+    if state.verification_required:
+        typer.echo(f"Site {state.site} requires source data verification before signing")
+    for signature in state.signatures:
+        typer.echo(f'Signed {signature.signed_at:%Y-%m-%d %H:%M} UTC by {signature.signer}: "{signature.meaning}"')
+        if signature.voided_at:
+            typer.echo(f"    voided {signature.voided_at:%Y-%m-%d %H:%M} UTC by {signature.voided_by}: "
+                       f"{signature.void_reason}")  # fmt: skip
+
+
+@status_app.command("complete")
+def status_complete(
+    ctx: typer.Context, study_id: StudyId, actor: Actor = "", config_file: ConfigOption = Path("registry.toml")
+) -> None:
+    """Mark a patient complete (the site): refused while a required form (antibody test, treatment, follow-up) is
+    missing, an error finding stands that no closed query answers, or a query awaits the site.
+
+    Example: registry status complete DM-012
+    """
+    from registry.signoff import mark_complete
+
+    config = _config(config_file)
+    with _workflow_step(f"Patient {study_id} marked complete"):
+        mark_complete(_engine(ctx), study_id, actor=actor or getpass.getuser(), config=config)
+
+
+@status_app.command("verify")
+def status_verify(ctx: typer.Context, study_id: StudyId, actor: Actor = "") -> None:
+    """Mark a complete patient's source data verified (data managers).
+
+    Example: registry status verify DM-012
+    """
+    from registry.signoff import mark_verified
+
+    with _workflow_step(f"Patient {study_id} marked verified"):
+        mark_verified(_engine(ctx), study_id, actor=actor or getpass.getuser())
+
+
+@status_app.command("sign")
+def status_sign(
+    ctx: typer.Context,
+    study_id: StudyId,
+    user: Annotated[str, typer.Option("--user", help="The investigator's account (user name).")],
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Sign a patient's data as an investigator of their site, re-entering the account's password (an electronic
+    signature: signer, time and meaning are kept; any later change to the data voids it).
+
+    Example: registry status sign DM-012 --user dr.li
+    """
+    from registry.signoff import MEANING, sign
+
+    typer.echo(f'Signing as {user}: "{MEANING.format(study_id=study_id)}"')
+    password = (
+        sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True)
+    )  # fmt: skip
+    with _workflow_step():
+        made = sign(_engine(ctx), study_id, username=user, password=password)
+    typer.echo(f"Patient {study_id} signed {made.signed_at:%Y-%m-%d %H:%M} UTC by {made.signer}")
+
+
+@status_app.command("reopen")
+def status_reopen(
+    ctx: typer.Context,
+    study_id: StudyId,
+    reason: Annotated[str, typer.Option("--reason", "-m", help="Why, for the audit trail.")],
+    actor: Actor = "",
+) -> None:
+    """Return a patient to in progress (more to enter or correct), voiding any signature.
+
+    Example: registry status reopen DM-012 -m "Follow-up visit of March to enter"
+    """
+    from registry.signoff import reopen
+
+    with _workflow_step(f"Patient {study_id} re-opened: in progress"):
+        reopen(_engine(ctx), study_id, actor=actor or getpass.getuser(), reason=reason)
 
 
 def run() -> None:

@@ -489,6 +489,20 @@ class Role(CodeList):
     DATA_MANAGER = "data_manager", "Data manager: all sites, resolves data-quality findings, locks records"
     ANALYST = "analyst", "Analyst: reads everything, downloads reports and results"
     ADMIN = "admin", "Administrator: accounts and sites"
+    INVESTIGATOR = "investigator", "Investigator: reads the patients of their own sites and signs them off"
+
+
+#: The roles tied to sites: an account of these sees (and acts on) the patients of its own sites only.
+SITE_ROLES = (Role.COORDINATOR, Role.INVESTIGATOR)
+
+
+class RecordStatus(CodeList):
+    """Where a patient's record stands on its way to analysis (registry/signoff.py): entered, verified, signed."""
+
+    IN_PROGRESS = "in_progress", "In progress: data entry under way"
+    COMPLETE = "complete", "Complete: every required form entered, no open error or query (coordinator)"
+    VERIFIED = "verified", "Verified: source data verified (data manager)"
+    SIGNED = "signed", "Signed: attested complete and accurate by an investigator (electronic signature)"
 
 
 class QueryStatus(CodeList):
@@ -519,6 +533,7 @@ class SignInOutcome(CodeList):
     PASSWORD_CHANGED = "password_changed", "Password changed (every session of the account ended)"
     ROLE_CHANGED = "role_changed", "Role or sites changed (every session of the account ended)"
     DISABLED = "disabled", "Account disabled (every session of the account ended)"
+    SIGNATURE_REFUSED = "signature_refused", "Electronic signature refused: wrong password, role or site"
 
 
 class AuditAction(CodeList):

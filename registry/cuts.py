@@ -27,10 +27,10 @@ import sqlalchemy as sa
 
 from registry.analysis.run import fingerprint
 from registry.audit import audited_session
-from registry.codes import AuditAction
+from registry.codes import AuditAction, RecordStatus
 from registry.cohort import build_cohort
 from registry.config import Config
-from registry.models import CUT_NAME_PATTERN, AuditLog, DataCut
+from registry.models import CUT_NAME_PATTERN, AuditLog, DataCut, PatientStatus
 from registry.quality import run_checks
 from registry.tables import DATA_TABLES, load_tables, typed
 
@@ -64,6 +64,8 @@ class Cut:
     data_fingerprint: str | None
     dq_errors: int
     dq_warnings: int
+    signed_only: bool = False
+    left_out: dict[str, int] | None = None  # signed-only: the live patients not frozen, by record status
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for the results document."""
@@ -134,21 +136,49 @@ def _duplicate(cut: Cut) -> CutError:
     )
 
 
-def _consistent_tables(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """:func:`load_tables` in one read transaction, so that no change committed meanwhile is half in the snapshot."""
+def _consistent_tables(engine: sa.Engine, signed_only: bool) -> tuple[dict[str, pd.DataFrame], dict[str, int] | None]:
+    """:func:`load_tables` in one read transaction, so that no change committed meanwhile is half in the snapshot;
+    with ``signed_only``, of the signed patients alone, and the others counted by record status."""
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
-            return load_tables(connection)
+            return _tables(connection, signed_only)
     with engine.connect() as connection:
         connection.exec_driver_sql("BEGIN")  # pysqlite would run each SELECT in a read snapshot of its own
         try:
-            return load_tables(connection)
+            return _tables(connection, signed_only)
         finally:
             connection.exec_driver_sql("ROLLBACK")
 
 
-def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason: str | None, config: Config) -> Cut:
+def _tables(connection: sa.Connection, signed_only: bool) -> tuple[dict[str, pd.DataFrame], dict[str, int] | None]:
+    tables = load_tables(connection)
+    if not signed_only:
+        return tables, None
+    statuses = dict(connection.execute(sa.select(PatientStatus.patient_id, PatientStatus.status)).all())
+    status = tables["patient"]["id"].map(lambda patient: RecordStatus(statuses.get(patient, RecordStatus.IN_PROGRESS)))
+    signed = set(tables["patient"]["id"][status == RecordStatus.SIGNED])
+    left_out = {s.value: int((status == s).sum()) for s in RecordStatus if s is not RecordStatus.SIGNED}
+    kept = {
+        name: frame[frame["id" if name == "patient" else "patient_id"].isin(signed)].reset_index(drop=True)
+        if name != "site" else frame
+        for name, frame in tables.items()
+    }  # fmt: skip
+    return kept, left_out
+
+
+def create_cut(
+    engine: sa.Engine,
+    name: str,
+    cutoff: date,
+    *,
+    actor: str,
+    reason: str | None,
+    config: Config,
+    signed_only: bool = False,
+) -> Cut:
     """Freeze the live data under ``name`` with cut-off ``cutoff``; audited as made by ``actor`` for ``reason``.
+    With ``signed_only``, only the signed patients' data (registry/signoff.py); the cut records how many patients
+    it left out, by record status.
 
     The data-quality status and the analysis fingerprint are those of the snapshot under
     ``config`` with ``cutoff`` as data_cutoff, as `registry report --cut` will find them.
@@ -159,7 +189,7 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
     created_at = datetime.now(UTC)
     if cutoff > created_at.date():
         raise CutError(f"The cut-off {cutoff} lies in the future (today is {created_at.date()} UTC)")
-    tables = _consistent_tables(engine)
+    tables, left_out = _consistent_tables(engine, signed_only)
     frozen = dataclasses.replace(config, data_cutoff=cutoff)
     checks = run_checks(tables, frozen, created_at.date())
     text = snapshot_text(tables)
@@ -175,6 +205,8 @@ def create_cut(engine: sa.Engine, name: str, cutoff: date, *, actor: str, reason
         data_fingerprint=_fingerprint(tables, frozen),
         dq_errors=checks.errors,
         dq_warnings=checks.warnings,
+        signed_only=signed_only,
+        left_out=left_out,
     )
     with audited_session(engine, actor, reason or f"data cut {name}") as session:
         session.add(made)
@@ -224,7 +256,8 @@ def load_cut(engine: sa.Engine, name: str, config: Config | None = None) -> tupl
             f"({cut.snapshot_sha256}); it cannot be used (restore the database from a backup)"
         )
     stored = {field: getattr(cut, field) for field in _AUDITED_FIELDS} | {"cutoff_date": cut.cutoff_date.isoformat()}
-    if changed := [field for field in _AUDITED_FIELDS if (created or {}).get(field) != stored[field]]:
+    logged = {**_BEFORE_SIGN_OFF, **(created or {})}
+    if changed := [field for field in _AUDITED_FIELDS if logged.get(field) != stored[field]]:
         raise CorruptedCut(
             f"Data cut {name} is corrupted: its {' and '.join(changed)} differ{'s' * (len(changed) == 1)} from the "
             "audit entry of its creation; "
@@ -247,7 +280,9 @@ def load_cut(engine: sa.Engine, name: str, config: Config | None = None) -> tupl
 
 
 #: What the audit entry of a cut's creation records of it, compared on every read.
-_AUDITED_FIELDS = ("snapshot_sha256", "data_fingerprint", "row_counts", "cutoff_date")
+_AUDITED_FIELDS = ("snapshot_sha256", "data_fingerprint", "row_counts", "cutoff_date", "signed_only", "left_out")
+#: What a cut made before record statuses existed (migration 0011) was: every live patient frozen.
+_BEFORE_SIGN_OFF = {"signed_only": False, "left_out": None}
 
 
 def _fingerprint(tables: dict[str, pd.DataFrame], config: Config) -> str | None:

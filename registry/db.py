@@ -175,8 +175,25 @@ def refuse_dropping_queries(connection: sa.Connection) -> None:
         )
 
 
+def refuse_dropping_sign_off(connection: sa.Connection) -> None:
+    """:class:`DowngradeRefused` while a patient has a record status or a signature, or an account is an
+    investigator's, which a downgrade below 0011 drops (the accounts become disabled analysts)."""
+    held = {
+        what: connection.execute(sa.text(f"SELECT count(*) FROM {query}")).scalar_one()
+        for what, query in (("record status(es)", "patient_status"), ("signature(s)", "signature"),
+                            ("investigator account(s)", "account WHERE role = 'investigator'"))
+    }  # fmt: skip
+    if any(held.values()):
+        found = ", ".join(f"{count} {what}" for what, count in held.items() if count)
+        raise DowngradeRefused(
+            f"Downgrade refused: the registry holds {found}, which migrating below 0011 drops (investigators become "
+            f"disabled analysts): {BACK_UP_FIRST}"
+        )
+
+
 #: What each revision's downgrade refuses to drop unless forced.
 _REFUSALS = {
+    "0011": refuse_dropping_sign_off,
     "0010": refuse_dropping_queries,
     "0008": refuse_dropping_missing_codes,
     "0007": refuse_dropping_audit_chain,

@@ -14,6 +14,8 @@ that adds errors (rolled back). A dry run with checks writes in a transaction an
 it back, so its findings are exactly those the import would add. A patient's missing
 records (no antibody test, treatment or follow-up yet) are reported as still to enter
 and never refuse: a coordinator may import the patients first and their records later.
+A patient verified or signed whose records the import adds or changes goes back to
+complete, their signature voided (registry/signoff.py), in the import's transaction.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from registry.codes import EARLIEST_DATE, LATEST_DATE
 from registry.missing import Missing
 from registry.models import Patient, Site, is_codable, scalar_default
 from registry.sheets import HELPER_SHEETS, SHEETS, SHEETS_BY_NAME, Sheet, SheetColumn, stored_rows
+from registry.signoff import void_for_patients
 from registry.violations import explain
 
 if TYPE_CHECKING:
@@ -757,6 +760,8 @@ def _write(
             if sheet.name == "patients":
                 patients = dict(session.execute(sa.select(Patient.study_id, Patient.id)).all())
         _refuse_closed_since_validation(session, touched)
+        void_for_patients(session, [patients[study_id] for study_id in touched if study_id in patients])
+        session.flush()
         added = None if checks is None else checks.added(session, patients, touched, before)
         if commit:
             session.commit()

@@ -41,6 +41,7 @@ from registry.codes import (
     QueryAction,
     QueryStatus,
     Range,
+    RecordStatus,
     Role,
     RpildDefinition,
     Sex,
@@ -177,7 +178,7 @@ def is_bookkeeping(column: sa.Column) -> bool:
     return bool(column.info.get("bookkeeping"))
 
 
-def bookkeeping(description: str, server_default: str | None = None, **kwargs: Any) -> Any:
+def bookkeeping(description: str, server_default: str | sa.ColumnElement[Any] | None = None, **kwargs: Any) -> Any:
     """A bookkeeping column (edit counter, deletion or lock time), documented like the others."""
     column_kwargs = {"comment": description, "info": {"bookkeeping": True}, "server_default": server_default}
     return Field(description=description, sa_column_kwargs=column_kwargs, **kwargs)
@@ -209,13 +210,18 @@ VERSION = "Edit counter: an edit made from an older version is refused (optimist
 DELETED = "When the record was deleted (UTC); deleted records are kept, hidden from analyses and restorable"
 
 
-class Entered:
-    """A clinical record entered by people: its ``version`` column counts edits, and an edit from an older version
-    is refused (SQLAlchemy's version counter); each such table also declares ``deleted_at`` for soft deletion."""
+class Versioned:
+    """A row whose ``version`` column counts its changes: a change made from an older version is refused
+    (SQLAlchemy's version counter)."""
 
     @declared_attr
     def __mapper_args__(cls) -> dict[str, Any]:
         return {"version_id_col": cls.__table__.c.version}
+
+
+class Entered(Versioned):
+    """A clinical record entered by people, versioned; each such table also declares ``deleted_at`` for soft
+    deletion."""
 
 
 #: What a study_id may hold: it appears in addresses, file names and reports, so letters, digits, ".", "_", "-"
@@ -242,6 +248,12 @@ class Site(SQLModel, table=True):
     )
     name: str = text(200, "Hospital or centre name", label="Site name")
     country: str | None = text(2, "ISO 3166-1 alpha-2 country code", label="Country")
+    verification_required: bool = bookkeeping(
+        "Whether a data manager must verify a patient's source data before an investigator signs (registry site "
+        "verification)",
+        default=False,
+        server_default=sa.false(),
+    )
 
 
 class Patient(Entered, SQLModel, table=True):
@@ -716,7 +728,7 @@ class FindingReview(SQLModel, table=True):
     reviewed_at: datetime = column("When the value was verified (UTC)", sa_type=sa.DateTime(timezone=True))
 
 
-class DataQuery(SQLModel, table=True):
+class DataQuery(Versioned, SQLModel, table=True):
     """A question about a patient's data, on the patient, one record or one field: REDCap's data resolution workflow,
     OpenClinica's discrepancy note. Its thread (:class:`QueryMessage`) says who asked, answered and closed it.
 
@@ -738,10 +750,6 @@ class DataQuery(SQLModel, table=True):
     version: int = bookkeeping("Change counter: a change made from an older status is refused", default=1,
                                server_default="1")  # fmt: skip
 
-    @declared_attr
-    def __mapper_args__(cls) -> dict[str, Any]:
-        return {"version_id_col": cls.__table__.c.version}
-
 
 class QueryMessage(SQLModel, table=True):
     """One message of a query's thread: the question, an answer, a correction of the field, a closing or re-opening.
@@ -759,6 +767,44 @@ class QueryMessage(SQLModel, table=True):
     body: str = text(2000, "The message as written (for a correction: the field's old and new value and why)")
     written_by: str = text(100, "Who wrote the message")
     written_at: datetime = column("When the message was written (UTC)", sa_type=sa.DateTime(timezone=True))
+
+
+class PatientStatus(Versioned, SQLModel, table=True):
+    """Where a patient's record stands: in progress, complete, verified or signed (registry/signoff.py).
+
+    A patient without a row is in progress. A change to the data of a verified or signed
+    patient returns them to complete (and voids the signature) in the change's own flush.
+    """
+
+    __tablename__ = "patient_status"
+
+    patient_id: int = patient_key("Patient whose record status this is", primary_key=True)
+    status: RecordStatus = code(RecordStatus, "record_status", "in_progress, complete, verified or signed",
+                                index=True)  # fmt: skip
+    changed_by: str = text(100, "Who set the status (or whose change of the data set it back)")
+    changed_at: datetime = column("When the status was set (UTC)", sa_type=sa.DateTime(timezone=True))
+    version: int = bookkeeping("Change counter: a status set from an older one is refused", default=1,
+                               server_default="1")  # fmt: skip
+
+
+class Signature(SQLModel, table=True):
+    """An investigator's electronic signature of a patient's data (21 CFR 11.50: signer, time, meaning).
+
+    Never changed or deleted but for its voiding, once (the audit hooks and the database's
+    triggers refuse anything else): a change to the patient's data voids it.
+    """
+
+    __tablename__ = "signature"
+
+    id: int | None = identifier()
+    patient_id: int = patient_key("Patient whose data were signed")
+    signer: str = text(64, "Account (user name) of the investigator who signed, after re-entering their password")
+    signed_at: datetime = column("When the signature was made (UTC)", sa_type=sa.DateTime(timezone=True))
+    meaning: str = text(500, "What the signature attests, as shown to the signer")
+    voided_at: datetime | None = column("When the signature was voided (UTC); empty while it stands",
+                                        sa_type=sa.DateTime(timezone=True))  # fmt: skip
+    voided_by: str | None = text(100, "Who voided it: the author of the change to the data, or of the re-opening")
+    void_reason: str | None = text(500, "Why it was voided (the change and its reason)")
 
 
 class AuditLog(SQLModel, table=True):
@@ -849,6 +895,11 @@ class DataCut(SQLModel, table=True):
     )
     dq_errors: int = column("Error-level data-quality findings in the snapshot at creation")
     dq_warnings: int = column("Warning-level data-quality findings in the snapshot at creation")
+    signed_only: bool = column("Whether only signed patients were frozen (registry cut create --signed-only)",
+                               default=False)  # fmt: skip
+    left_out: dict[str, int] | None = column(
+        "Patients left out of a signed-only cut, by record status (empty: none left out)", sa_type=sa.JSON()
+    )
 
 
 #: Every table, in the order a patient's records are entered; the audit log last.
@@ -868,6 +919,8 @@ TABLES: tuple[type[SQLModel], ...] = (
     FindingReview,
     DataQuery,
     QueryMessage,
+    PatientStatus,
+    Signature,
     DataCut,
     WebSession,
     SignInEvent,

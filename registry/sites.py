@@ -9,12 +9,16 @@ import sqlalchemy as sa
 
 from registry.audit import audited_session
 from registry.ingest import CellError, parse_cell
-from registry.models import Site
+from registry.models import Site, is_bookkeeping
 from registry.sheets import SheetColumn
 from registry.violations import explain
 
 #: The fields of a new site, read by the import's cell parser (lengths, required).
-SITE_FIELDS = [SheetColumn(c.name, c.name, c, not c.nullable) for c in Site.__table__.columns if c.name != "id"]
+SITE_FIELDS = [
+    SheetColumn(c.name, c.name, c, not c.nullable)
+    for c in Site.__table__.columns
+    if c.name != "id" and not is_bookkeeping(c)
+]
 
 
 class SiteError(ValueError):

@@ -72,7 +72,7 @@ def test_bad_requests_are_refused_and_nothing_is_written(migrated, database_url)
         (
             ["user", "add", "bob", "--role", "analyst", "--site", "NJ1"],
             PASSWORD,
-            "only coordinators are tied to sites; the analyst role sees every site",
+            "only coordinators and investigators are tied to sites; the analyst role sees every site",
         ),
         (
             ["user", "add", "bob", "--role", "coordinator", "--site", "XX9"],
@@ -147,7 +147,10 @@ def test_a_new_role_and_sites_are_set_and_end_the_sessions(migrated, database_ur
     assert (changed.exit_code, changed.output) == (0, "Role of alice is now coordinator\n")
     assert run("user", "role", "alice", "--role", "analyst").exit_code == 0
     refused = run("user", "role", "alice", "--role", "analyst", "--site", "NJ1")
-    assert refused.output == "Not done: only coordinators are tied to sites; the analyst role sees every site\n"
+    assert (
+        refused.output
+        == "Not done: only coordinators and investigators are tied to sites; the analyst role sees every site\n"
+    )
     listed = runner.invoke(app, ["--database", database_url, "user", "list"])
     assert listed.output == "alice\tanalyst\tactive\t\n"
     with migrated.connect() as connection:

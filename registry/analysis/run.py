@@ -102,6 +102,16 @@ def _analyses(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     return result
 
 
+def _not_signed(data_cut: dict[str, Any] | None, registered: int) -> dict[str, Any]:
+    """For a cut of signed patients only: the patients in the registry at the cut, and those it left out (not
+    signed), in all and by record status."""
+    if not data_cut or not data_cut.get("signed_only"):
+        return {}
+    left_out = data_cut.get("left_out") or {}
+    total = sum(left_out.values())
+    return {"not_signed": {"in_registry": registered + total, "total": total, "by_status": left_out}}
+
+
 def analyze(cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every configured analysis of ``cohort``, overall and in the RPILD subgroup.
 
@@ -121,6 +131,7 @@ def analyze(cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None =
             "excluded": cohort.exclusion_counts(),
             "analysed": table["group"].value_counts().sort_index().to_dict(),
             "rpild": rpild["group"].value_counts().sort_index().to_dict(),
+            **_not_signed(data_cut, cohort.registered),
         },
         "overall": _analyses(table, config),
         "rpild": _analyses(rpild, config),

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from fastapi import HTTPException, Request
 
-from registry.codes import Role
+from registry.codes import SITE_ROLES
 from registry.models import Account, AccountSite, Patient, SignInThrottle
 from registry.web.sessions import SESSION_COOKIE, as_utc
 
@@ -131,7 +131,7 @@ def check_csrf(request: Request, submitted: str | None) -> None:
 def visible_patients(account: Account) -> sa.Select:
     """The ids of the patients ``account`` may read, as a subquery-ready select."""
     query = sa.select(Patient.id)
-    if account.role is Role.COORDINATOR:
+    if account.role in SITE_ROLES:
         sites = sa.select(AccountSite.site_id).where(AccountSite.account_id == account.id)
         query = query.where(Patient.site_id.in_(sites))
     return query
