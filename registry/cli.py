@@ -1065,7 +1065,7 @@ def report(
                 if leftovers := recover(archive_dir):
                     logger.warning("removed what an unfinished run left: %s", ", ".join(leftovers))
             source = _source(_engine(ctx), config, cut, logger)
-            made = _build(source, allow_dq_errors)
+            made = _build(source, allow_dq_errors, _engine(ctx))
             written = _write_report(made, source.config, out, html_out, archive_dir)
     except ArchiveBusy as error:
         _fail(logger, str(error), ReportExit.BUSY)
@@ -1140,12 +1140,15 @@ def _fail(logger: logging.Logger | None, message: str, code: ReportExit) -> NoRe
     raise typer.Exit(code)
 
 
-def _build(source: DataSource, allow_dq_errors: bool) -> Report:
+def _build(source: DataSource, allow_dq_errors: bool, engine: sa.Engine) -> Report:
+    """The report of ``source``; of live data, with the queries and record statuses of ``engine``'s registry."""
     from registry.report.build import build_report
+    from registry.signoff import resolution_counts
 
     return build_report(
-        source.tables, source.config, today=source.today, allow_dq_errors=allow_dq_errors, data_cut=source.cut
-    )
+        source.tables, source.config, today=source.today, allow_dq_errors=allow_dq_errors, data_cut=source.cut,
+        resolution=resolution_counts(engine) if source.cut is None else None,
+    )  # fmt: skip
 
 
 def _write_report(
@@ -1194,7 +1197,7 @@ def demo(
     if result.errors:  # the bundled cohort is kept valid by the tests
         raise RuntimeError("\n".join(map(str, result.errors)))
     _print_summary(engine, url)
-    made = _build(_source(engine, Config(), None), allow_dq_errors=False)
+    made = _build(_source(engine, Config(), None), allow_dq_errors=False, engine=engine)
     typer.echo("")
     typer.echo(summary_text(made.checks))
     typer.echo("")

@@ -362,13 +362,15 @@ def count_by_status(states: Iterable[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def signed_patients(connection: sa.Connection) -> set[int]:
-    """The ids of the patients signed now."""
-    return set(
-        connection.execute(
-            sa.select(PatientStatus.patient_id).where(PatientStatus.status == RecordStatus.SIGNED)
-        ).scalars()
-    )
+def resolution_counts(engine: sa.Engine) -> dict[str, dict[str, int]]:
+    """The registry's queries by status and its patients by record status, as the report's data-quality section
+    gives them."""
+    from registry.queries import list_queries, summarise
+
+    return {
+        "queries": summarise(list_queries(engine), {})["by_status"],
+        "record_status": count_by_status(list_states(engine)),
+    }
 
 
 def set_verification(engine: sa.Engine, site: str, required: bool, *, actor: str) -> None:

@@ -362,3 +362,39 @@ def test_the_status_commands(registry_db, database_url, tmp_path):
     with registry_db.connect() as connection:
         assert connection.execute(sa.select(Site.verification_required).where(Site.code == "DEMO")).scalar() is True
         assert connection.execute(sa.select(Account.role).where(Account.username == "ivy")).scalar() == "investigator"
+
+
+def test_the_report_counts_the_queries_and_record_statuses_of_the_live_registry(registry_db, database_url, tmp_path):
+    from pypdf import PdfReader
+
+    open_query(registry_db, "EX-002", "Smoking?", actor="dana", about=About("patient", None, "smoking"))
+    _signed(registry_db)
+    made = _cli(database_url, "report", "--archive", str(tmp_path / "archive"))
+    assert made.exit_code == 0, made.output
+    results = json.loads((tmp_path / "archive" / "latest.json").read_text())
+    assert results["data_resolution"] == {
+        "queries": {"open": 1, "answered": 0, "closed": 0},
+        "record_status": {"in_progress": 4, "complete": 0, "verified": 0, "signed": 1},
+    }
+    text = " ".join(
+        " ".join(page.extract_text().split()) for page in PdfReader(tmp_path / "archive" / "latest.pdf").pages
+    )
+    assert (
+        "Data resolution: 1 open query (awaiting the site), 0 answered (awaiting a data manager), 0 closed. Record "
+        "status: 4 in progress, 0 complete, 0 verified, 1 signed (registry query list, registry status list)."
+    ) in text
+    _signed(registry_db, "EX-003")  # a tacrolimus patient beside EX-001's tofacitinib: two groups to compare
+    create_cut(registry_db, "signed", date(2024, 1, 1), actor="dana", reason=None, config=Config(), signed_only=True)
+    from_cut = _cli(database_url, "report", "--cut", "signed", "--archive", str(tmp_path / "cut"))
+    assert from_cut.exit_code == 0, from_cut.output
+    results = json.loads((tmp_path / "cut" / "latest.json").read_text())
+    assert "data_resolution" not in results  # a cut keeps no queries: its report stays the same however they change
+    assert results["flow"]["not_signed"] == {
+        "in_registry": 5,
+        "total": 3,
+        "by_status": {"in_progress": 3, "complete": 0, "verified": 0},
+    }
+    text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(tmp_path / "cut" / "latest.pdf").pages)
+    assert "Patients in the registry at the cut n = 5" in text
+    assert "Not signed, left out of the cut n = 3 in progress: 3 complete: 0 verified: 0" in text
+    assert "Signed patients in the cut n = 2" in text

@@ -52,9 +52,11 @@ def build_report(
     today: date,
     allow_dq_errors: bool = False,
     data_cut: dict[str, Any] | None = None,
+    resolution: dict[str, dict[str, int]] | None = None,
 ) -> Report:
     """Check, analyse and render ``tables`` (as :func:`registry.tables.load_tables` gives them, or a data cut,
-    which ``data_cut`` then describes)."""
+    which ``data_cut`` then describes); ``resolution`` (live data only: a cut keeps no queries) counts the
+    registry's queries and record statuses (:func:`registry.signoff.resolution_counts`)."""
     checks = run_checks(tables, config, today)
     if checks.errors and not allow_dq_errors:
         raise ReportRefused(checks)
@@ -62,6 +64,8 @@ def build_report(
     if cohort.table.empty:
         raise NothingToAnalyse(f"no patient can be analysed: {cohort.why_empty()}")
     results = analyze(cohort, config, data_cut=data_cut)
+    if resolution is not None:
+        results["data_resolution"] = resolution
     svg = figures(results)
     context = report_context(
         results,

@@ -25,6 +25,7 @@ from registry.quality import run_checks
 from registry.quality.incremental import check_sites
 from registry.report.build import NothingToAnalyse, ReportRefused, build_report
 from registry.reviews import open_findings, reopen, verify
+from registry.signoff import resolution_counts
 from registry.tables import load_tables
 from registry.web.pages import (
     LOCKERS,
@@ -118,7 +119,12 @@ async def report_pdf(request: Request, me: Signed) -> Response:
     config = request.app.state.config
     try:
         made = await run_in_threadpool(
-            lambda: build_report(load_tables(engine_of(request)), config, today=date.today())
+            lambda: build_report(
+                load_tables(engine_of(request)),
+                config,
+                today=date.today(),
+                resolution=resolution_counts(engine_of(request)),
+            )
         )
     except ReportRefused as refused:
         request.app.state.latest_checks = LatestChecks(refused.checks, datetime.now(UTC), me.username)
