@@ -5,7 +5,10 @@ uvicorn server, as ``benchmarks/web_load.py`` runs it) as their own account, cor
 their own patients' smoking history and adding laboratory results to them; the other
 half are imports (:func:`registry.ingest.import_path`) of small CSV workbooks, each
 adding a new patient of its own and updating one of its own existing ones, again and
-again. Writers never share a patient, so every action must succeed. Afterwards every
+again. Every seeded patient has a query open: a web writer's correction of the smoking
+history answers the query on that field (a message in its thread), and each import is
+followed by its writer answering the query on the patient it updated, so queries are
+answered while everything else is written. Writers never share a patient, so every action must succeed. Afterwards every
 table must hold exactly what the successful actions imply and the audit trail exactly
 one entry per change. All data is synthetic. The load lasts REGISTRY_TEST_LOAD_SECONDS
 (default 15); a watchdog turns a hang into a failure.
@@ -33,7 +36,8 @@ from registry.audit import audited_session
 from registry.audit_chain import verify_chain
 from registry.codes import Role
 from registry.ingest import Counts, import_path
-from registry.models import TABLES, AuditLog, FollowUp, LabResult, Patient, Site
+from registry.models import TABLES, AuditLog, DataQuery, FollowUp, LabResult, Patient, QueryMessage, Site
+from registry.queries import About, answer, open_query
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "example"
 SECONDS = float(os.environ.get("REGISTRY_TEST_LOAD_SECONDS", "15"))
@@ -72,9 +76,11 @@ class Importer:
     number: int
     folder: Path
     smoking: dict[str, str]  # own existing patient -> smoking history as stored
+    queries: dict[str, int]  # own existing patient -> the query open on them
     imports: int = 0
     updates: list[tuple[str, str, str]] = field(default_factory=list)  # (study_id, actor, smoking), in order
     new_patients: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)  # the patient whose query each answer went to
     labs: list[tuple[str, date, float]] = field(default_factory=list)  # (study_id, sample_date, value)
     failures: list[str] = field(default_factory=list)
 
@@ -106,7 +112,9 @@ class Importer:
         if not result.written or result.problems or result.counts != expected:
             raise AssertionError(f"import {k}: written {result.written}, counts {result.counts}, "
                                  f"problems {[str(p) for p in result.problems]}")  # fmt: skip
+        answer(engine, self.queries[existing], f"import {k}: smoking history checked", actor=self.actor)
         self.imports += 1
+        self.answered.append(existing)
         self.smoking[existing] = smoking
         self.updates.append((existing, self.actor, smoking))
         self.new_patients.append(new)
@@ -122,8 +130,9 @@ class Importer:
             self.failures.append(traceback.format_exc())
 
 
-def _seed(engine: sa.Engine, folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Site DEMO, each writer's own patients (one import), one coordinator account per web writer."""
+def _seed(engine: sa.Engine, folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, int]]:
+    """Site DEMO, each writer's own patients (one import), one coordinator account per web writer, and a query open on
+    each patient (a web writer's on the smoking history, an importer's on the patient): study_id -> query."""
     with audited_session(engine, actor="test") as session:
         session.add(Site(code="DEMO", name="Load test site (synthetic data)"))
         session.commit()
@@ -137,7 +146,11 @@ def _seed(engine: sa.Engine, folder: Path) -> tuple[dict[str, list[str]], dict[s
         for name in web:
             create_account(session, name, PASSWORD, Role.COORDINATOR, ["DEMO"])
         session.commit()
-    return web, imported
+    queries = {s: open_query(engine, s, "Smoking history?", actor="dm", about=About("patient", None, "smoking"))
+               for own in web.values() for s in own}  # fmt: skip
+    queries |= {s: open_query(engine, s, "Please check this patient", actor="dm")
+                for own in imported.values() for s in own}  # fmt: skip
+    return web, imported, queries
 
 
 def _stuck(url: str) -> str:
@@ -199,10 +212,15 @@ class Expected:
         labs = [(study_id, date.fromisoformat(form["sample_date"]), float(form["value"]))
                 for _, kind, study_id, form in posted if kind == "lab_save"]  # fmt: skip
         log = Counter(("patient", "update", name) for _, name, _ in edits)
+        # A correction writes into its field's query thread; the first answer of a query changes its status.
+        log += Counter(("query_message", "insert", name) for _, name, _ in edits)
+        log += Counter(("data_query", "update", name) for _, name in {(s, name) for s, name, _ in edits})
         log += Counter(("lab_result", "insert", name) for name, kind, _, _ in posted if kind == "lab_save")
         for i in importers:
             log += {("patient", "update", i.actor): i.imports, ("patient", "insert", i.actor): i.imports,
-                    ("lab_result", "insert", i.actor): 2 * i.imports, ("follow_up", "insert", i.actor): i.imports}  # fmt: skip
+                    ("lab_result", "insert", i.actor): 2 * i.imports, ("follow_up", "insert", i.actor): i.imports,
+                    ("query_message", "insert", i.actor): len(i.answered),
+                    ("data_query", "update", i.actor): len(set(i.answered))}  # fmt: skip
         return cls(
             updates=edits + [u for i in importers for u in i.updates],
             labs=labs + [lab for i in importers for lab in i.labs],
@@ -215,12 +233,12 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
     with db.new_postgres_database(postgres_server, "load") as url:
         engine = db.make_engine(url)
         db.upgrade(engine)
-        web_own, import_own = _seed(engine, tmp_path / "seed")
+        web_own, import_own, queries = _seed(engine, tmp_path / "seed")
         rows_before = _rows_per_table(engine)
         with engine.connect() as connection:
             versions_before = dict(connection.execute(sa.select(Patient.study_id, Patient.version)).all())
             last_audit = connection.execute(sa.select(sa.func.max(AuditLog.id))).scalar_one()
-        importers = [Importer(n, tmp_path / f"importer{n:02d}", dict.fromkeys(own, "never"))
+        importers = [Importer(n, tmp_path / f"importer{n:02d}", dict.fromkeys(own, "never"), {s: queries[s] for s in own})
                      for n, own in enumerate(import_own.values(), start=1)]  # fmt: skip
         with running_server(url, tmp_path / "server.log") as server:
             people = [Client(server.base, name, own, list(versions_before), seed=n)
@@ -246,6 +264,7 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
             # Rows: every table holds what the seed and the successful actions imply, each natural key once.
             added = {"patient": len(expected.new_patients), "lab_result": len(expected.labs),
                      "follow_up": len(expected.new_patients), "audit_log": expected.log.total(),
+                     "query_message": sum(n for (table, _, _), n in expected.log.items() if table == "query_message"),
                      # each client signed in once, from one address (whose throttle counter stays, at 0 failures)
                      "web_session": len(people), "sign_in_event": len(people), "sign_in_throttle": 1}  # fmt: skip
             seals = connection.execute(sa.select(sa.func.count(sa.distinct(AuditLog.batch)))
@@ -260,6 +279,17 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
             assert labs == Counter(expected.labs)
             follow_up = _counts(connection, sa.select(Patient.study_id).join(FollowUp))
             assert follow_up == Counter((s,) for s in expected.new_patients)
+            # Queries: each thread holds its question and one message per correction of its field or answer to it.
+            threads = dict(connection.execute(sa.select(Patient.study_id, sa.func.count(QueryMessage.id))
+                                              .join(DataQuery, DataQuery.patient_id == Patient.id)
+                                              .join(QueryMessage, QueryMessage.query_id == DataQuery.id)
+                                              .group_by(Patient.study_id)).all())  # fmt: skip
+            answers = Counter(s for s, _, _ in expected.updates)  # each correction or import answered its query
+            assert threads == {s: 1 + answers[s] for s in queries}
+            statuses = dict(connection.execute(sa.select(Patient.study_id, DataQuery.status).select_from(DataQuery)
+                                               .join(Patient)).all())  # fmt: skip
+            assert {s: status.value for s, status in statuses.items()} == {
+                s: "answered" if answers[s] else "open" for s in queries}  # fmt: skip
             # Corrections: each stored, the last one's value kept, the edit counter up by one each.
             stored = dict(connection.execute(sa.select(Patient.study_id, Patient.smoking)).all())
             last = {study_id: smoking for study_id, _, smoking in expected.updates}
@@ -272,7 +302,11 @@ def test_twenty_concurrent_writers_lose_nothing_and_double_nothing(postgres_serv
                                                    AuditLog.study_id, AuditLog.new_values)
                                          .where(AuditLog.id > last_audit).order_by(AuditLog.id)).all()  # fmt: skip
             assert Counter((e.table_name, e.action.value, e.actor) for e in entries) == expected.log
-            logged = [(e.study_id, e.actor, e.new_values["smoking"]) for e in entries if e.action.value == "update"]
+            logged = [
+                (e.study_id, e.actor, e.new_values["smoking"])
+                for e in entries
+                if (e.table_name, e.action.value) == ("patient", "update")
+            ]
             for study_id in per_patient:
                 assert [u for u in logged if u[0] == study_id] == [u for u in expected.updates if u[0] == study_id]
             # The writers sealed their entries one at a time: the chain holds every entry, unbroken.
