@@ -526,7 +526,8 @@ def test_the_documented_postgresql_roles_let_the_application_only_append_to_the_
             assert verify_chain(connection).entries == 1
         for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_seal", "DELETE FROM audit_entry_hash",
                           "TRUNCATE data_cut", "UPDATE query_message SET body = 'x'", "DELETE FROM data_query",
-                          "TRUNCATE query_message",
+                          "TRUNCATE query_message", "DELETE FROM signature", "UPDATE signature SET signer = 'x'",
+                          "DELETE FROM patient_status", "TRUNCATE signature",
                           "DROP TRIGGER audit_log_refused ON audit_log", "ALTER TABLE audit_log DISABLE TRIGGER ALL",
                           "UPDATE alembic_version SET version_num = '0001'"):  # fmt: skip
             with engines[1].begin() as connection, pytest.raises(sa.exc.ProgrammingError) as refused:
@@ -534,6 +535,10 @@ def test_the_documented_postgresql_roles_let_the_application_only_append_to_the_
             assert re.match(
                 r"(permission denied for table|must be owner of (table|relation)) ", str(refused.value.orig)
             )
+        with engines[1].begin() as connection:  # what sign-off needs: set a status, void a signature
+            connection.exec_driver_sql("UPDATE patient_status SET status = 'complete' WHERE false")
+            connection.exec_driver_sql("UPDATE signature SET voided_at = now(), voided_by = 'x', void_reason = 'y' "
+                                       "WHERE false")  # fmt: skip
         with engines[1].connect() as connection:
             assert verify_chain(connection).intact
     finally:
