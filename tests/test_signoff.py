@@ -398,3 +398,50 @@ def test_the_report_counts_the_queries_and_record_statuses_of_the_live_registry(
     assert "Patients in the registry at the cut n = 5" in text
     assert "Not signed, left out of the cut n = 3 in progress: 3 complete: 0 verified: 0" in text
     assert "Signed patients in the cut n = 2" in text
+
+
+def _rows(engine: sa.Engine, tables: list[str]) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {t: connection.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables}
+
+
+def test_the_migration_upgrades_a_registry_holding_todays_data_and_downgrades(migrated):
+    """A registry as this version's predecessor (0010) holds it: the demo cohort, a query, accounts, and a cut made
+    before cuts recorded whether they were signed-only; 0011 comes and goes without touching any of it."""
+    from conftest import add_demo_site
+
+    add_demo_site(migrated)
+    assert import_path(migrated, Path(__file__).resolve().parents[1] / "fixtures" / "demo", actor="test").written
+    open_query(migrated, "DM-002", "Smoking?", actor="dm1", about=About("patient", None, "smoking"))
+    with audited_session(migrated, actor="admin") as session:
+        accounts.create_account(session, "cora", WEB_PASSWORD, Role.COORDINATOR, ["DEMO"])
+        session.commit()
+    create_cut(migrated, "interim", date(2022, 6, 30), actor="dm1", reason=None, config=Config())
+    kept = [name for name in sa.inspect(migrated).get_table_names() if name not in ("patient_status", "signature")]
+    before = _rows(migrated, kept)
+    db.downgrade(migrated, "0010")  # nothing of 0011's is held: not refused
+    assert _rows(migrated, kept) == before
+    with migrated.begin() as connection:  # a cut as the registry before 0011 made it: its row and its audit entry
+        columns = [c["name"] for c in sa.inspect(connection).get_columns("data_cut") if c["name"] not in ("id", "name")]
+        connection.execute(sa.text(f"INSERT INTO data_cut (name, {', '.join(columns)}) SELECT 'before-0011', "
+                                   f"{', '.join(columns)} FROM data_cut WHERE name = 'interim'"))  # fmt: skip
+        new_id = connection.execute(sa.text("SELECT id FROM data_cut WHERE name = 'before-0011'")).scalar_one()
+        log = AuditLog.__table__
+        entry = connection.execute(sa.select(log).where(log.c.table_name == "data_cut")).mappings().one()
+        logged = dict(entry["new_values"])
+        assert (logged.pop("signed_only"), logged.pop("left_out")) == (False, None)
+        connection.execute(sa.insert(log).values(
+            changed_at=entry["changed_at"], actor="dm1", reason=None, action="insert", table_name="data_cut",
+            record_key=str(new_id), study_id=None, old_values=None, new_values=logged | {"name": "before-0011"},
+        ))  # fmt: skip
+    db.upgrade(migrated)
+    assert _rows(migrated, kept) == {t: n + (t == "data_cut") + (t == "audit_log") for t, n in before.items()}
+    tables, old = load_cut(migrated, "before-0011", Config())
+    assert (old.signed_only, old.left_out, len(tables["patient"])) == (False, None, 61)
+    assert load_cut(migrated, "interim", Config())[1].row_counts == old.row_counts
+    with migrated.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM site WHERE verification_required")).scalar() == 0
+    assert state_of(migrated, "DM-002").status is RecordStatus.IN_PROGRESS
+    with audited_session(migrated, actor="admin") as session:  # the widened role list takes an investigator
+        accounts.create_account(session, "ivy", INVESTIGATOR_PASSWORD, Role.INVESTIGATOR, ["DEMO"])
+        session.commit()
