@@ -41,6 +41,20 @@ class Cohort:
         counts = self.exclusion_counts()
         return "every patient was excluded: " + ", ".join(f"{reason} {n}" for reason, n in counts.items())
 
+    def why_not_analysable(self) -> str | None:
+        """Why the analyses cannot run, as a sentence (no patient, or only one of the two groups they compare); None
+        when they can. A cut of signed patients early in a study may hold one group only."""
+        if self.table.empty:
+            return f"no patient can be analysed: {self.why_empty()}"
+        groups = self.table["group"].value_counts().sort_index()
+        if len(groups) < 2:
+            found = ", ".join(f"{group} {n}" for group, n in groups.items())
+            return (
+                f"nothing can be compared: every analysed patient is in one group ({found}), and the analyses "
+                "compare tofacitinib with tacrolimus"
+            )
+        return None
+
 
 def _anti_mda5(antibody: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     """Positivity and the line-blot grade of the anti-MDA5 test nearest the index date."""

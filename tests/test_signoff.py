@@ -445,3 +445,17 @@ def test_the_migration_upgrades_a_registry_holding_todays_data_and_downgrades(mi
     with audited_session(migrated, actor="admin") as session:  # the widened role list takes an investigator
         accounts.create_account(session, "ivy", INVESTIGATOR_PASSWORD, Role.INVESTIGATOR, ["DEMO"])
         session.commit()
+
+
+def test_a_signed_only_cut_of_one_group_is_refused_plainly_by_report_and_analyze(registry_db, database_url, tmp_path):
+    _signed(registry_db)  # EX-001 alone: tofacitinib
+    create_cut(registry_db, "early", date(2024, 1, 1), actor="dana", reason=None, config=Config(), signed_only=True)
+    why = ("othing can be compared: every analysed patient is in one group (tofacitinib 1), and the analyses compare "
+           "tofacitinib with tacrolimus\n")  # fmt: skip
+    reported = runner.invoke(app, ["--database", database_url, "report", "--cut", "early", "--out",
+                                   str(tmp_path / "r.pdf")])  # fmt: skip
+    assert (reported.exit_code, reported.stderr.splitlines()[-1] + "\n") == (1, "n" + why)
+    analysed = runner.invoke(app, ["--database", database_url, "analyze", "--cut", "early", "--json",
+                                   str(tmp_path / "r.json")])  # fmt: skip
+    assert (analysed.exit_code, analysed.stderr.splitlines()[-1] + "\n") == (1, "N" + why)
+    assert not (tmp_path / "r.pdf").exists() and not (tmp_path / "r.json").exists()

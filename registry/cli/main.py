@@ -975,8 +975,8 @@ def _analyze_to(source: DataSource, json_out: Path) -> None:
     from registry.cohort import build_cohort
 
     cohort = build_cohort(source.tables, source.config)
-    if cohort.table.empty:
-        typer.echo(f"No patient can be analysed: {cohort.why_empty()}", err=True)
+    if (why := cohort.why_not_analysable()) is not None:
+        typer.echo(why[0].upper() + why[1:], err=True)
         raise typer.Exit(1)
     results = analyze_cohort(cohort, source.config, data_cut=source.cut)
     write_atomically(json_out, _json(results).encode("utf-8"))

@@ -29,7 +29,7 @@ class ReportRefused(RuntimeError):
 
 
 class NothingToAnalyse(RuntimeError):
-    """No patient passes the cohort's criteria."""
+    """No patient passes the cohort's criteria, or they are all in one group."""
 
 
 @dataclass
@@ -61,8 +61,8 @@ def build_report(
     if checks.errors and not allow_dq_errors:
         raise ReportRefused(checks)
     cohort = build_cohort(tables, config)
-    if cohort.table.empty:
-        raise NothingToAnalyse(f"no patient can be analysed: {cohort.why_empty()}")
+    if (why := cohort.why_not_analysable()) is not None:
+        raise NothingToAnalyse(why)
     results = analyze(cohort, config, data_cut=data_cut)
     if resolution is not None:
         results["data_resolution"] = resolution
