@@ -59,6 +59,7 @@ def test_warnings_exit_1_only_when_strict(migrated, database_url, tmp_path):
         "   rule     category severity  checked  failing percent",
         "PAT-015 completeness  warning        4        1    25.0",
         "Queries: 0 open (awaiting the site), 0 answered (awaiting a data manager), 0 closed",
+        "Record status: 4 in progress, 0 complete, 0 verified, 0 signed",
     ]
     assert re.fullmatch(r"audit log intact: \d+ entries, head \d+ [0-9a-f]{64}", chain)
 

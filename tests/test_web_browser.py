@@ -550,3 +550,100 @@ def test_a_coordinator_sees_each_implausible_value_beside_its_field_and_confirms
     assert {k: logged.new_values[k] for k in ("rule", "field", "value", "reviewed_by")} == {
         "rule": "PFT-011", "field": "fvc_l", "value": "900", "reviewed_by": "cora"
     }  # fmt: skip
+
+
+def test_a_query_from_a_finding_is_answered_by_a_correction_closed_and_a_signature_voided_by_an_edit(
+    server, browser, web_registry
+):
+    """The data resolution workflow and sign-off in the browser: a data manager opens a query from a finding of the
+    checks, the site's coordinator corrects the field (which answers it), the data manager closes it; another site's
+    coordinator never sees it; an investigator signs (a wrong password first), and an edit voids the signature."""
+    from registry.accounts import create_account
+    from registry.audit import audited_session
+    from registry.codes import Role
+
+    with audited_session(web_registry, actor="test") as session:
+        create_account(session, "ivy", PASSWORD, Role.INVESTIGATOR, ["DEMO"])
+        create_account(session, "olga", PASSWORD, Role.COORDINATOR, ["OTHER"])
+        session.commit()
+    dana = new_page(browser)
+    sign_in(dana, server, "dana", "/patients/EX-002/labs/new")
+    fill(dana, {"analyte": "ferritin", "sample_date": "2019-02-20", "value": "50000", "unit": "ng/mL"})
+    assert save(dana) == 303
+    dana.goto(f"{server}/checks")
+    dana.click("text=Run the checks now")
+    finding = dana.locator("#findings ~ table tbody tr", has_text="LAB-014").filter(has_text="EX-002")
+    assert finding.locator("textarea[name=question]").input_value().startswith("LAB-014: ")
+    shot(dana, "50-open-a-query-from-a-finding")
+    finding.get_by_role("button", name="Open query").click()
+    assert dana.text_content("[role=status]") == "Query 1 opened."
+    assert finding.locator("td.query").inner_text() == "query 1 open"  # its number instead of the button
+    assert finding.get_by_role("button", name="Open query").count() == 0
+
+    cora = new_page(browser)
+    sign_in(cora, server, "cora", "/patients/EX-002")
+    query = cora.locator("#query-1 td").all_inner_texts()
+    assert query[2:4] == ["LAB-014", "open"] and query[1].endswith(", field value")
+    lab = cora.locator("#labs tbody tr", has_text="50000")
+    assert lab.locator(".query-marker").inner_text() == "query 1 open"
+    shot(cora, "51-the-coordinator-sees-the-query")
+    lab.locator("text=Edit").click()
+    fill(cora, {"value": "500", "reason": "laboratory report reads 500 ng/mL"})
+    assert save(cora) == 303
+    assert cora.text_content("[role=status]") == "Saved: value. Answers query 1."
+    assert cora.locator("#query-1 td.query-status").inner_text() == "answered"
+    assert (
+        cora.locator("#queries", has_text="value changed from 50000 to 500: laboratory report reads 500 ng/mL").count()
+        == 1
+    )
+    assert cora.locator("#labs .query-marker").inner_text() == "query 1 answered"
+    shot(cora, "52-a-correction-answers-the-query")
+
+    dana.goto(f"{server}/patients/EX-002")
+    step = dana.locator("form[action='/queries/1/close']")
+    step.locator("textarea").fill("Corrected at source: accepted.")
+    step.get_by_role("button", name="Close query 1").click()
+    assert dana.text_content("[role=status]") == "Query 1 closed."
+    assert dana.locator("#query-1 td.query-status").inner_text() == "closed"
+    assert dana.locator("#labs .query-marker").count() == 0
+    shot(dana, "53-the-data-manager-closes-the-query")
+
+    olga = new_page(browser)
+    sign_in(olga, server, "olga", "/queries")
+    assert olga.locator("#query-list").count() == 0 and olga.locator("main", has_text="No queries.").count() == 1
+    olga.goto(f"{server}/patients/EX-002")
+    assert olga.text_content("h1") == "Not found"
+    shot(olga, "54-another-sites-coordinator-sees-nothing")
+
+    cora.goto(f"{server}/patients/EX-001")
+    cora.get_by_role("button", name="Mark complete").click()
+    assert cora.text_content("[role=status]") == "Marked complete."
+    assert cora.text_content("#record-status") == "complete"
+    ivy = new_page(browser)
+    sign_in(ivy, server, "ivy", "/patients/EX-001")
+    assert ivy.text_content("#meaning") == "I attest that the data of patient EX-001 are complete and accurate"
+    assert ivy.get_attribute("#sign-password", "type") == "password"
+    ivy.fill("#sign-password", "not my password")
+    ivy.get_by_role("button", name="Sign", exact=True).click()
+    assert ivy.text_content("[role=status]") == "Not done: the user name or password is not right: nothing was signed."
+    assert ivy.text_content("#record-status") == "complete" and ivy.locator("#signature").count() == 0
+    shot(ivy, "55-a-wrong-password-signs-nothing")
+    ivy.fill("#sign-password", PASSWORD)
+    ivy.get_by_role("button", name="Sign", exact=True).click()
+    assert ivy.text_content("[role=status]") == (
+        "Signed: I attest that the data of patient EX-001 are complete and accurate."
+    )
+    assert ivy.text_content("#record-status") == "signed"
+    assert ivy.text_content("#signature").startswith("Signed by ivy on ")
+    shot(ivy, "56-signed")
+
+    cora.goto(f"{server}/patients/EX-001")
+    assert cora.text_content("#record-status") == "signed"
+    cora.click("text=Edit patient")
+    smoking = "former" if cora.input_value("#smoking") != "former" else "never"
+    fill(cora, {"smoking": smoking, "reason": "the patient corrected it"})
+    assert save(cora) == 303
+    assert cora.text_content("#record-status") == "complete"
+    assert cora.locator("#signature").count() == 0
+    assert rows(cora, "#voided-signatures")[0][4:] == ["cora", "data changed: the patient corrected it"]
+    shot(cora, "57-an-edit-voids-the-signature")

@@ -21,11 +21,10 @@ from registry.codes import Role
 from registry.models import Account, Site
 from registry.sites import SITE_FIELDS, SiteError, register_site
 from registry.web.pages import Signed, client_address, engine_of, page, require
-from registry.web.security import check_csrf
+from registry.web.security import CsrfToken, check_csrf
 
 router = APIRouter()
 ADMINS = (Role.ADMIN,)
-CSRF = Annotated[str | None, Form(alias="csrf_token")]
 #: Sign-in events on the page (registry user events lists more).
 EVENTS_SHOWN = 50
 #: What an administrator may not do to their own account (and so lock out the last administrator).
@@ -87,7 +86,7 @@ def change_account(
     password: Annotated[str, Form()] = "",
     role: Annotated[str, Form()] = "",
     site: Annotated[list[str] | None, Form()] = None,
-    csrf: CSRF = None,
+    csrf: CsrfToken = None,
 ) -> Response:
     check_csrf(request, csrf)
     require(me, ADMINS)

@@ -31,10 +31,10 @@ from registry.config import Config
 from registry.entry import shown, shown_field
 from registry.models import Account
 from registry.resources import resource_dir
-from registry.web import admin, errors, patients, records, results, sessions
+from registry.web import admin, errors, patients, records, results, sessions, workflow
 from registry.web.headers import Guard
 from registry.web.pages import Signed, client_address, local_path, page
-from registry.web.security import VISITOR_COOKIE, check_csrf, claim_sign_in, sign_in_succeeded
+from registry.web.security import VISITOR_COOKIE, CsrfToken, check_csrf, claim_sign_in, sign_in_succeeded
 from registry.web.sessions import SESSION_COOKIE, SessionLimits
 
 #: A one-shot message lives at most this long in its cookie.
@@ -99,7 +99,7 @@ def create_app(
         request: Request,
         username: Annotated[str, Form()],
         password: Annotated[str, Form()],
-        csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
+        csrf: CsrfToken = None,
         next: Annotated[str, Form()] = "/patients",
         typed: Annotated[str, Form()] = "",  # what a form held when its session ended (registry.web.errors)
     ) -> Response:
@@ -136,7 +136,7 @@ def create_app(
         return response
 
     @app.post("/logout")
-    def logout(request: Request, csrf: Annotated[str | None, Form(alias="csrf_token")] = None) -> Response:
+    def logout(request: Request, csrf: CsrfToken = None) -> Response:
         check_csrf(request, csrf)
         with engine.begin() as connection:
             token = request.cookies.get(SESSION_COOKIE, "")
@@ -160,7 +160,8 @@ def create_app(
     def home(_: Signed) -> Response:
         return RedirectResponse("/patients", status_code=303)
 
-    app.include_router(records.router)  # first: /patients/new is a page, not a patient
+    app.include_router(workflow.router)  # before records: /patients/{study_id}/queries is no action of theirs
+    app.include_router(records.router)  # before patients: /patients/new is a page, not a patient
     app.include_router(patients.router)
     app.include_router(results.router)
     app.include_router(admin.router)

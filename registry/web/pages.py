@@ -18,7 +18,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
-from registry.codes import Role
+from registry.codes import SITE_ROLES, Role
 from registry.models import Account, AccountSite, Patient, SignInEvent, Site
 from registry.quality import CheckRun
 from registry.reviews import load_reviews, with_reviews
@@ -186,11 +186,22 @@ def find_patient(engine: sa.Engine, me: Account, study_id: str) -> FoundPatient:
 
 
 def entry_sites(connection: sa.Connection, me: Account) -> list[str]:
-    """The site codes ``me`` may enter patients for: a coordinator's own, every site for a data manager."""
-    query = sa.select(Site.code).order_by(Site.code)
-    if me.role is Role.COORDINATOR:
-        query = query.where(Site.id.in_(sa.select(AccountSite.site_id).where(AccountSite.account_id == me.id)))
-    return list(connection.execute(query).scalars())
+    """The site codes ``me`` may work on: a coordinator's (or investigator's) own, every site for the other roles."""
+    own = account_sites(connection, me)
+    return own if own is not None else list(connection.execute(sa.select(Site.code).order_by(Site.code)).scalars())
+
+
+def account_sites(connection: sa.Connection, me: Account) -> list[str] | None:
+    """The site codes a site-tied account (a coordinator, an investigator) serves; None for the roles that read every
+    site (the scope the query and sign-off functions take)."""
+    if me.role not in SITE_ROLES:
+        return None
+    return list(
+        connection.execute(
+            sa.select(Site.code).join(AccountSite, AccountSite.site_id == Site.id)
+            .where(AccountSite.account_id == me.id).order_by(Site.code)
+        ).scalars()
+    )  # fmt: skip
 
 
 @dataclass

@@ -19,6 +19,8 @@ from registry.models import AntibodyTest, FollowUp, Patient, Site, Treatment
 from registry.quality.incremental import check_patients
 from registry.reviews import load_reviews, open_findings, with_reviews
 from registry.sheets import SHEETS_BY_NAME
+from registry.signoff import MEANING
+from registry.web import workflow
 from registry.web.pages import (
     RECORD_SHEETS,
     SHEET_OF_TABLE,
@@ -126,6 +128,7 @@ def patient_list(
             .where(Patient.study_id.in_(shown))
             .order_by(Patient.study_id)
         ).mappings().all()  # fmt: skip
+        statuses = workflow.status_column(connection, list(shown))
         sites = connection.execute(
             sa.select(Site.code).join(Patient, Patient.site_id == Site.id)
             .where(Patient.id.in_(visible_patients(me))).distinct().order_by(Site.code)
@@ -133,7 +136,7 @@ def patient_list(
     return page(
         request, "patients.html", me=me, rows=rows, pages=pages, sites=sites, filters=filters,
         missing_filters=MISSING, study_drugs=[drug.value for drug in STUDY_DRUGS], counts=counts,
-        checks=latest_checks(request),
+        checks=latest_checks(request), statuses=statuses,
     )  # fmt: skip
 
 
@@ -194,9 +197,14 @@ def patient_page(request: Request, me: Signed, study_id: str) -> HTMLResponse:
             records[name] = [dict(row) for row in rows]
         now = check_patients(connection, [found.id], request.app.state.config, date.today())
     findings = with_reviews(now, load_reviews(engine_of(request))).to_dict("records")
+    asked = workflow.patient_queries(engine_of(request), found.study_id)
     return page(
         request, "patient.html", me=me, patient=found, records=records, sheets=SHEETS_BY_NAME, kinds=RECORD_SHEETS,
         features=CLINICAL_FEATURES, timeline=timeline(found.record, records), index_date=_index_date(records),
         findings=findings, sheet_of_table=SHEET_OF_TABLE,
         history=audit_history(engine_of(request), study_id),
+        queries=asked.rows, unclosed=asked.unclosed, query_targets=workflow.query_targets(records),
+        query_tables=workflow.QUERY_TABLES, query_fields=workflow.QUERY_FIELDS,
+        can_answer=me.role in workflow.ANSWERERS, state=workflow.record_status(engine_of(request), found.study_id),
+        meaning=MEANING.format(study_id=found.study_id),
     )  # fmt: skip

@@ -326,7 +326,8 @@ def _save(
     study_id = patient.study_id if patient else form["study_id"].strip()  # as parsed and stored
     if saved.changed:
         converted = f" Result {saved.conversion}." if saved.conversion else ""
-        request.session["flash"] = f"Saved: {', '.join(saved.changed)}.{converted}" + _found(saved.findings)
+        answered = f" Answers query {', '.join(map(str, saved.answered))}." if saved.answered else ""
+        request.session["flash"] = f"Saved: {', '.join(saved.changed)}.{converted}{answered}" + _found(saved.findings)
     else:
         request.session["flash"] = "Nothing changed."
     anchor = "" if sheet.name == "patients" else f"#{sheet.name}"

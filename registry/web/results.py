@@ -43,7 +43,8 @@ from registry.web.pages import (
     require,
 )
 from registry.web.records import LARGEST_KEY
-from registry.web.security import check_csrf
+from registry.web.security import CsrfToken, check_csrf
+from registry.web.workflow import unclosed_for
 
 router = APIRouter()
 
@@ -87,14 +88,12 @@ def _checks_page(
     return page(
         request, "checks.html", status_code, me=me, checks=checks, message=message, rule=rule, pages=pages,
         rules=failing.to_dict("records"), findings=findings.iloc[pages.first - 1 : pages.last].to_dict("records"),
-        open_count=open_count, sheet_of_table=SHEET_OF_TABLE, sites=sites,
+        open_count=open_count, sheet_of_table=SHEET_OF_TABLE, sites=sites, unclosed=unclosed_for(request, me),
     )  # fmt: skip
 
 
 @router.post("/checks")
-async def run_checks_now(
-    request: Request, me: Signed, csrf: Annotated[str | None, Form(alias="csrf_token")] = None
-) -> Response:
+async def run_checks_now(request: Request, me: Signed, csrf: CsrfToken = None) -> Response:
     check_csrf(request, csrf)
     require(me, CHECKERS)
     sites, config = _own_sites(request, me), request.app.state.config
@@ -147,7 +146,7 @@ def verify_finding(
     value: Annotated[str, Form()] = "",
     comment: Annotated[str, Form()] = "",
     back: Annotated[str, Form()] = "/checks",
-    csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
+    csrf: CsrfToken = None,
 ) -> Response:
     """A data manager verifies a warning of the latest run, as it was shown to them."""
     check_csrf(request, csrf)
@@ -175,7 +174,7 @@ def reopen_finding(
     review_id: Annotated[int, Path(ge=1, le=LARGEST_KEY)],
     reason: Annotated[str, Form()] = "",
     back: Annotated[str, Form()] = "/checks",
-    csrf: Annotated[str | None, Form(alias="csrf_token")] = None,
+    csrf: CsrfToken = None,
 ) -> Response:
     check_csrf(request, csrf)
     require(me, LOCKERS)

@@ -19,9 +19,10 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import HTTPException, Request
+from fastapi import Form, HTTPException, Request
 
 from registry.codes import SITE_ROLES
 from registry.models import Account, AccountSite, Patient, SignInThrottle
@@ -121,6 +122,10 @@ def csrf_token(request: Request) -> str:
     """The CSRF token of the session (or visitor): an HMAC of its cookie's token with the server's key."""
     key = request.app.state.secret_key.encode()
     return hmac.new(key, b"csrf:" + _bound_to(request).encode(), hashlib.sha256).hexdigest()
+
+
+#: A form's CSRF token field, as every POST of the application takes it.
+CsrfToken = Annotated[str | None, Form(alias="csrf_token")]
 
 
 def check_csrf(request: Request, submitted: str | None) -> None:
