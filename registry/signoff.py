@@ -243,7 +243,7 @@ def sign(
         ).first() is not None  # fmt: skip
         refusal = (
             "the user name or password is not right" if not matches or not account.active
-            else f"{username} is not an investigator: only an investigator signs" if account.role != Role.INVESTIGATOR
+            else f"{username} is not an investigator (only an investigator signs)" if account.role != Role.INVESTIGATOR
             else f"no patient {study_id} among the sites {username} serves" if not served
             else None
         )  # fmt: skip

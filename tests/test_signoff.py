@@ -88,7 +88,12 @@ def test_a_wrong_password_role_or_site_signs_nothing_and_is_logged(registry_db):
     for username, password, study_id, message in [
         ("ivy", "not the password at all", "EX-001", "the user name or password is not right: nothing was signed"),
         ("nobody", INVESTIGATOR_PASSWORD, "EX-001", "the user name or password is not right: nothing was signed"),
-        ("cora", WEB_PASSWORD, "EX-001", "cora is not an investigator: only an investigator signs: nothing was signed"),
+        (
+            "cora",
+            WEB_PASSWORD,
+            "EX-001",
+            "cora is not an investigator (only an investigator signs): nothing was signed",
+        ),
         ("ivy", INVESTIGATOR_PASSWORD, "EX-901", "no patient EX-901 among the sites ivy serves: nothing was signed"),
         ("otto", INVESTIGATOR_PASSWORD, "EX-001", "no patient EX-001 among the sites otto serves: nothing was signed"),
     ]:
