@@ -15,6 +15,8 @@ from typing import Any
 
 from registry.codes import DRUGS, Drug
 
+#: The Kaplan-Meier interval types (R's survfit conf.type) the analyses compute.
+KM_CONF_TYPES = ("log", "log-log", "plain")
 DEFAULT_STEROID_SPARING = tuple(drug.value for drug, info in DRUGS.items() if info.steroid_sparing)
 
 
@@ -33,6 +35,7 @@ class Config:
     fisher_exact_limit: int = 1_000_000  # Table 1's Fisher test is exact up to this many tables to enumerate
     fisher_resamples: int = 100_000  # beyond it, a Monte Carlo estimate from this many random tables (fixed seed)
     analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
+    km_conf_type: str = "log-log"  # the Kaplan-Meier 95% interval: "log" (R's default), "log-log" or "plain"
     registry_name: str = "MDA5-ILD registry"  # the report's title and running header
 
 
@@ -57,6 +60,10 @@ def _check(name: str, value: Any, default: Any) -> Any:
             if unknown:
                 raise ConfigError(f"steroid_sparing_drugs: unknown drug(s) {', '.join(unknown)}")
         return tuple(value)
+    if name == "km_conf_type":
+        if value not in KM_CONF_TYPES:
+            raise ConfigError(f"km_conf_type: {value!r} is not one of {', '.join(map(repr, KM_CONF_TYPES))}")
+        return value
     if isinstance(default, str):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{name}: {value!r} is not a name")

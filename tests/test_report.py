@@ -112,14 +112,15 @@ def test_mortality_numbers_equal_the_results(demo):
             first = entry["groups"][0]
             for g in entry["groups"]:
                 km = g["km_mortality"]
-                row = (
-                    f"{g['group']} {g['deaths']}/{g['known']} {format_percent(g['percent'])} "
-                    f"{format_proportion(km['value'])} ({format_proportion(km['lower'])}–{format_proportion(km['upper'])})"
-                )
+                limits = ("(not estimable)" if km["lower"] is None or km["upper"] is None
+                          else f"({format_proportion(km['lower'])}–{format_proportion(km['upper'])})")  # fmt: skip
+                row = f"{g['group']} {g['deaths']}/{g['known']} {format_percent(g['percent'])} {format_proportion(km['value'])} {limits}"
                 assert row + (f" {format_p(entry['p'])}" if g is first else "") in text, row
     # the published figures (STUDY.md)
     for published in ("tofacitinib 10/26 38.5%", "tacrolimus 22/35 62.9%", "tofacitinib 11/25 44.0%", "0.028", "0.031"):
         assert published in text
+    # every RPILD patient on tacrolimus died within 6 months: KM mortality 100 %, whose log-log interval R gives as NA
+    assert "tacrolimus 22/22 100.0% 100.0% (not estimable)" in text
 
 
 def test_survival_section_holds_log_rank_tests_medians_and_numbers_at_risk(demo):
@@ -133,7 +134,11 @@ def test_survival_section_holds_log_rank_tests_medians_and_numbers_at_risk(demo)
             assert f"{group} (n = {data['curve']['n']}, deaths {data['curve']['events']})" in text
             numbers = [str(data["at_risk"][day]) for day in ("0", "150", "300")]
             assert "\n".join(numbers) in text  # the at-risk row under the axis, read from the figure
-    assert "Median survival, tacrolimus: 120 days (42–345)" in text
+    flowing = " ".join(text.split())  # the caption wraps where the page's width says
+    assert "Median survival, tacrolimus: 120 days (42–345)" in flowing  # R: survfit(..., conf.type = "log-log")
+    assert "Median survival, tofacitinib: not reached (95% lower limit 134 days)" in flowing  # R: NA (134, NA)
+    assert "Median survival, tacrolimus: 38.5 days (16–108)" in flowing  # RPILD; R: the midpoint where S lies at 0.5
+    assert 'log-log interval, R\'s survfit(Surv(time, event) ~ group, conf.type = "log-log")' in flowing
 
 
 def test_cox_numbers_equal_the_results(demo):

@@ -22,7 +22,7 @@ class GroupMortality:
     deaths: int
     known: int  # patients with known status at the landmark (the denominator)
     percent: float | None  # None when no patient's status is known
-    km_mortality: Estimate  # 1 - S(landmark), with its 95% CI
+    km_mortality: Estimate  # 1 - S(landmark), with its 95% CI (limits None where the interval does not exist)
 
 
 @dataclass(frozen=True)
@@ -34,21 +34,28 @@ class LandmarkMortality:
     test: str = "log-rank, follow-up truncated at the landmark"
 
 
-def mortality(table: pd.DataFrame, landmarks: dict[str, int], group: str = "group") -> list[LandmarkMortality]:
-    """Mortality by ``group`` at each landmark (name -> days) of the analysis table."""
+def _complement(limit: float | None) -> float | None:
+    return None if limit is None else 1 - limit
+
+
+def mortality(
+    table: pd.DataFrame, landmarks: dict[str, int], group: str = "group", conf_type: str = "log-log"
+) -> list[LandmarkMortality]:
+    """Mortality by ``group`` at each landmark (name -> days) of the analysis table, the Kaplan-Meier estimate with
+    its interval of ``conf_type`` (not estimable, None, where it does not exist: at 0 % for log-log, at 100 %)."""
     results = []
     for name, days in landmarks.items():
         groups = []
         for label, rows in table.groupby(group, sort=True):
             deaths, known = int(rows[f"dead_by_{days}"].sum()), int(rows[f"status_known_{days}"].sum())
-            survival = survival_at(fit_km(rows["time_days"], rows["event"]), days)
+            survival = survival_at(fit_km(rows["time_days"], rows["event"], conf_type), days)
             groups.append(
                 GroupMortality(
                     group=str(label),
                     deaths=deaths,
                     known=known,
                     percent=100 * deaths / known if known else None,
-                    km_mortality=Estimate(1 - survival.value, 1 - survival.upper, 1 - survival.lower),
+                    km_mortality=Estimate(1 - survival.value, _complement(survival.upper), _complement(survival.lower)),
                 )
             )
         p = log_rank(table["time_days"], table["event"], table[group], days).p

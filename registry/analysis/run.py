@@ -20,7 +20,7 @@ from registry.analysis.baseline import baseline_table
 from registry.analysis.cox import CoxError, fit_cox
 from registry.analysis.mortality import mortality
 from registry.analysis.safety import safety
-from registry.analysis.survival import CI_TYPE, at_risk, km_curve, log_rank
+from registry.analysis.survival import at_risk, km_curve, log_rank, r_call
 from registry.cohort import Cohort
 from registry.config import Config
 
@@ -57,7 +57,7 @@ def _survival(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     times = list(range(0, horizon + 1, AT_RISK_EVERY))
     groups = {
         name: {
-            "curve": km_curve(rows["time_days"], rows["event"], name),
+            "curve": km_curve(rows["time_days"], rows["event"], name, config.km_conf_type),
             "at_risk": dict(zip(times, at_risk(rows["time_days"], times), strict=True)),
         }
         for name, rows in table.groupby("group", sort=True)
@@ -65,7 +65,7 @@ def _survival(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     tests = {"full follow-up": log_rank(table["time_days"], table["event"], table["group"])}
     for name, days in config.landmarks.items():
         tests[name] = log_rank(table["time_days"], table["event"], table["group"], days)
-    return {"ci_type": CI_TYPE, "groups": groups, "log_rank": tests}
+    return {"ci_type": config.km_conf_type, "r_call": r_call(config.km_conf_type), "groups": groups, "log_rank": tests}
 
 
 def _cox(table: pd.DataFrame, config: Config) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def _analyses(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     run = config.analyses
     result: dict[str, Any] = {"patients": table["group"].value_counts().sort_index().to_dict()}
     if "mortality" in run:
-        result["mortality"] = mortality(table, config.landmarks)
+        result["mortality"] = mortality(table, config.landmarks, conf_type=config.km_conf_type)
     if "survival" in run:
         result["survival"] = _survival(table, config)
     if "cox" in run:

@@ -1,29 +1,70 @@
-"""Kaplan-Meier curves, numbers at risk and log-rank tests (lifelines), as plain data.
+"""Kaplan-Meier curves, numbers at risk and log-rank tests, as plain data.
 
-Conventions follow R's survival package so results can be checked against it:
-the confidence interval is "log-log" (lifelines' exponential Greenwood formula is
-R's ``conf.type = "log-log"``), and the number at risk at time t counts patients
-whose follow-up time is >= t (lifelines' own at-risk table differs).
+The Kaplan-Meier estimate is computed here as R's survival package computes it
+(``survfit(Surv(time, event) ~ 1, conf.type = ...)``), vectorised: at each distinct time
+of follow-up (deaths and censorings) the number at risk (follow-up time >= t), the
+deaths, S(t), the standard error of the cumulative hazard (Greenwood), and the 95%
+interval of the chosen type (``log``, R's default; ``log-log``; ``plain``), undefined
+(None, R's NA) where that type does not exist: at S = 0 for every type, and at S = 1 for
+``log-log``. The median and its limits are read off as R's ``quantile.survfit`` reads them
+(where the curve sits at 0.5 over an interval, its midpoint). tests/r/km_reference.R holds
+R's own numbers for these; lifelines' fitter is the test oracle for S(t). The log-rank
+tests are lifelines'.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test, multivariate_logrank_test
 
-CI_TYPE = "log-log"
+from registry.config import KM_CONF_TYPES
+
+#: The two-sided 95% normal quantile, qnorm(0.975).
+Z_95 = 1.959963984540054
+#: R's quantile.survfit tolerance, sqrt(.Machine$double.eps): a curve within it of 0.5 is at 0.5.
+MEDIAN_TOLERANCE = math.sqrt(np.finfo(float).eps)
+
+
+def r_call(conf_type: str) -> str:
+    """The R call that reproduces the curves and intervals of ``conf_type``."""
+    return f'survfit(Surv(time, event) ~ group, conf.type = "{conf_type}")'
 
 
 @dataclass(frozen=True)
 class Estimate:
     value: float
-    lower: float
-    upper: float
+    lower: float | None  # None: the interval does not exist there (R's NA)
+    upper: float | None
+
+
+@dataclass(frozen=True)
+class Median:
+    """The median survival time and its 95% limits; None where the curve (or the band's edge) never reaches 0.5,
+    R's NA: the median of a curve that stays above 0.5 is not reached, yet its lower limit may be."""
+
+    value: float | None
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True)
+class KaplanMeier:
+    """``survfit``'s table: each distinct follow-up time with its numbers at risk and of deaths, S(t), the
+    standard error of the cumulative hazard and the 95% interval (NaN where R gives NA)."""
+
+    time: np.ndarray
+    n_risk: np.ndarray
+    n_event: np.ndarray
+    surv: np.ndarray
+    std_err: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    conf_type: str
 
 
 @dataclass(frozen=True)
@@ -33,10 +74,10 @@ class Curve:
     label: str
     time: list[float]
     survival: list[float]
-    lower: list[float]
+    lower: list[float]  # NaN (null in JSON) where the band does not exist
     upper: list[float]
     censored_times: list[float]
-    median: Estimate | None  # None where the curve never reaches 0.5; an open upper limit is infinite
+    median: Median | None  # None where neither the curve nor the band's lower edge reaches 0.5
     n: int
     events: int
 
@@ -49,41 +90,107 @@ class LogRank:
     truncated_at: int | None  # days; None for full follow-up
 
 
-def fit_km(time: pd.Series, event: pd.Series, label: str = "all") -> KaplanMeierFitter:
-    return KaplanMeierFitter(alpha=0.05).fit(time, event, label=label)
+def interval(surv: np.ndarray, std_err: np.ndarray, conf_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% interval of S with the cumulative hazard's standard error, as R's ``survfit_confint`` (upper limits
+    kept within 1); NaN where it does not exist."""
+    if conf_type not in KM_CONF_TYPES:
+        raise ValueError(f"unknown confidence interval type {conf_type!r}: choose one of {', '.join(KM_CONF_TYPES)}")
+    surv, std_err = np.asarray(surv, dtype=float), np.asarray(std_err, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if conf_type == "plain":
+            half = std_err * surv * Z_95
+            return np.maximum(surv - half, 0.0), np.minimum(surv + half, 1.0)
+        if conf_type == "log":
+            log_s = np.log(np.where(surv == 0, np.nan, surv))
+            return np.exp(log_s - Z_95 * std_err), np.minimum(np.exp(log_s + Z_95 * std_err), 1.0)
+        xx = np.where((surv == 0) | (surv == 1), np.nan, surv)
+        half = Z_95 * std_err / np.log(xx)
+        centre = np.log(-np.log(xx))
+        return np.exp(-np.exp(centre - half)), np.exp(-np.exp(centre + half))
 
 
-def survival_at(kmf: KaplanMeierFitter, t: float) -> Estimate:
-    """S(t) with its 95% CI: the step function's value at the last time <= t."""
-    table = kmf.survival_function_.join(kmf.confidence_interval_)
-    row = table[table.index <= t].iloc[-1]
-    return Estimate(float(row.iloc[0]), float(row.iloc[1]), float(row.iloc[2]))
+def fit_km(time: pd.Series, event: pd.Series, conf_type: str = "log-log") -> KaplanMeier:
+    """Kaplan-Meier of follow-up ``time`` and ``event`` (1 death, 0 censored), with its interval of ``conf_type``."""
+    times = np.asarray(time, dtype=float)
+    events = np.asarray(event, dtype=int)
+    distinct, inverse = np.unique(times, return_inverse=True)
+    leaving = np.bincount(inverse, minlength=len(distinct))
+    deaths = np.bincount(inverse, weights=events, minlength=len(distinct)).astype(int)
+    n_risk = len(times) - np.concatenate(([0], np.cumsum(leaving)[:-1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surv = np.cumprod(1 - deaths / n_risk)
+        greenwood = np.cumsum(np.where(deaths > 0, deaths / (n_risk * (n_risk - deaths)), 0.0))
+    std_err = np.sqrt(greenwood)
+    lower, upper = interval(surv, std_err, conf_type)
+    return KaplanMeier(distinct, n_risk, deaths, surv, std_err, lower, upper, conf_type)
 
 
-def _median(kmf: KaplanMeierFitter) -> Estimate | None:
-    value = float(kmf.median_survival_time_)
-    if not np.isfinite(value):
+def _value(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def survival_at(km: KaplanMeier, t: float) -> Estimate:
+    """S(t) with its 95% interval: the step function's value at the last time <= t (before the first: S = 1), as
+    R's ``summary(fit, times = t, extend = TRUE)``."""
+    at = np.searchsorted(km.time, t, side="right") - 1
+    if at < 0:
+        lower, upper = interval(np.array([1.0]), np.array([0.0]), km.conf_type)
+        return Estimate(1.0, _value(lower[0]), _value(upper[0]))
+    return Estimate(float(km.surv[at]), _value(km.lower[at]), _value(km.upper[at]))
+
+
+def _first_at_least(values: np.ndarray, p: float) -> int | None:
+    """R's ``approx(values, seq_along(values), p, method = "constant", f = 1)``: the position of the smallest of
+    ``values`` at or above ``p`` (NaN left out); None where none is (above the largest, or below the smallest)."""
+    valid = np.flatnonzero(~np.isnan(values))
+    if not len(valid) or p > values[valid].max() or p < values[valid].min():
         return None
-    band = kmf.confidence_interval_
-    lower_curve, upper_curve = band.iloc[:, 0], band.iloc[:, 1]
-    # As R's quantile.survfit: the limits are where each edge of the band first reaches 0.5;
-    # the lower edge gets there first. An upper edge that never does leaves the limit open.
-    lower = lower_curve[lower_curve <= 0.5].index.min()
-    upper = upper_curve[upper_curve <= 0.5].index.min()
-    return Estimate(value, float(lower), float(upper) if pd.notna(upper) else float("inf"))
+    above = valid[values[valid] >= p]
+    return int(above[np.argmin(values[above])])
 
 
-def km_curve(time: pd.Series, event: pd.Series, label: str) -> Curve:
-    kmf = fit_km(time, event, label)
-    band = kmf.confidence_interval_
+def _quantile_time(time: np.ndarray, curve: np.ndarray, p: float = 0.5) -> float | None:
+    """The time where ``1 - curve`` reaches ``p``, as R's ``findq`` (quantile.survfit): the midpoint where the
+    curve sits within the tolerance of ``1 - p`` over an interval (or from its last point to the end of follow-up);
+    None (R's NA) where it never reaches it."""
+    x = np.concatenate(([0.0], time))
+    y = np.concatenate(([0.0], 1 - curve))
+    if np.all(np.isnan(y)) or np.nanmax(y) < p:
+        return None
+    last_time = x[-1]
+    seen = pd.Series(y).duplicated().to_numpy()  # as R's duplicated: a repeated NaN is a duplicate too
+    x, y = x[~seen], y[~seen]
+    first, second = _first_at_least(y + MEDIAN_TOLERANCE, p), _first_at_least(y - MEDIAN_TOLERANCE, p)
+    if not np.isnan(y[-1]) and abs(p - y[-1]) < MEDIAN_TOLERANCE:
+        return None if first is None else (x[first] + last_time) / 2
+    if first is None or second is None:
+        return None
+    return (x[first] + x[second]) / 2
+
+
+def median_survival(km: KaplanMeier) -> Median | None:
+    """The median survival time and its 95% limits (where the band's edges reach 0.5), as R's
+    ``quantile(fit, 0.5)``; None where neither the curve nor the band's lower edge reaches 0.5."""
+    found = Median(*(_quantile_time(km.time, curve) for curve in (km.surv, km.lower, km.upper)))
+    return None if found.value is None and found.lower is None else found
+
+
+def km_curve(time: pd.Series, event: pd.Series, label: str, conf_type: str = "log-log") -> Curve:
+    """The curve from day 0 (S = 1, where R's ``summary(fit, times = 0)`` gives its interval) to the last time."""
+    km = fit_km(time, event, conf_type)
+    times, surv, lower, upper = km.time, km.surv, km.lower, km.upper
+    if not len(times) or times[0] > 0:
+        start_lower, start_upper = interval(np.array([1.0]), np.array([0.0]), conf_type)
+        times, surv = np.concatenate(([0.0], times)), np.concatenate(([1.0], surv))
+        lower, upper = np.concatenate((start_lower, lower)), np.concatenate((start_upper, upper))
     return Curve(
         label=label,
-        time=[float(t) for t in kmf.survival_function_.index],
-        survival=[float(s) for s in kmf.survival_function_.iloc[:, 0]],
-        lower=[float(v) for v in band.iloc[:, 0]],
-        upper=[float(v) for v in band.iloc[:, 1]],
+        time=times.tolist(),
+        survival=surv.tolist(),
+        lower=lower.tolist(),
+        upper=upper.tolist(),
         censored_times=sorted(float(t) for t in time[event == 0]),
-        median=_median(kmf),
+        median=median_survival(km),
         n=len(time),
         events=int(event.sum()),
     )

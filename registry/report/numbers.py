@@ -28,3 +28,8 @@ def format_percent(value: float | None, decimals: int = 1) -> str:
 def format_proportion(value: float | None) -> str:
     """A probability (0-1) as a percentage with one decimal."""
     return NONE if value is None else f"{100 * value:.1f}%"
+
+
+def format_days(value: float | None) -> str:
+    """A time in days: whole, or with the half a median at the midpoint of an interval has (R's quantile rule)."""
+    return NONE if value is None else f"{value:.1f}" if value % 1 else f"{value:.0f}"
