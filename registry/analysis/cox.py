@@ -24,6 +24,11 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from scipy import stats
 
+#: lifelines' Newton-Raphson run to convergence: its defaults stop while the step still moves the estimate by up to
+#: 1e-4 relative (the Newton decrement below 1e-7), a step short of R's coxph; to 1e-16, the coefficients, hazard
+#: ratios, limits and p-values equal R's to 1e-6 (tests/test_cox_reference.py). The relative change of the log
+#: likelihood is not a criterion (r_precision 0): it stops too early in the same way.
+CONVERGENCE = {"precision": 1e-16, "r_precision": 0.0}
 #: Fewer events per estimated coefficient than this and the model is flagged as overfitted.
 MIN_EVENTS_PER_VARIABLE = 10
 
@@ -179,7 +184,7 @@ def _fit_lifelines(complete: pd.DataFrame, duration: str, event: str, covariates
     fitter = CoxPHFitter()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        fitter.fit(complete, duration_col=duration, event_col=event)
+        fitter.fit(complete, duration_col=duration, event_col=event, fit_options=CONVERGENCE)
     return fitter
 
 
