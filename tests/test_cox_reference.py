@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from registry.analysis.cox import fit_cox
+from registry.analysis.cox import CoxError, fit_cox
 
 R = Path(__file__).resolve().parent / "r"
 CASES = pd.read_csv(R / "cox_cases.csv")
@@ -49,3 +49,16 @@ def test_r_gives_the_stored_numbers_again(tmp_path):
     subprocess.run(["Rscript", str(tmp_path / "cox_reference.R")], check=True, capture_output=True)
     for name in ("cox_cases.csv", "cox_terms.csv", "cox_zph.csv"):
         assert (tmp_path / name).read_text() == (R / name).read_text(), name
+
+
+def test_a_likelihood_that_keeps_rising_still_gets_firths_estimate_not_a_singular_matrix():
+    """Run to convergence, a monotone likelihood drives the coefficient on (37 and a NaN se where lifelines' default
+    stopped at 17 and warned): the estimate does not exist, and Firth's is shown, as before."""
+    from registry.analysis.cox import FIRTH
+
+    table = pd.DataFrame({"time": [39, 365, 56, 365, 39], "event": [1, 0, 1, 0, 1], "grade": [3, 1, 3, 2, 3]})
+    result = fit_cox(table, "time", "event", ["grade"])
+    assert result.method == FIRTH and result.zph == []
+    assert result.notes[-1].startswith("the model did not converge (")
+    with pytest.raises(CoxError, match=r"^the model did not converge \("):
+        fit_cox(table, "time", "event", ["grade"], firth=False)

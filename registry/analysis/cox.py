@@ -181,10 +181,19 @@ def cox_zph(
 
 
 def _fit_lifelines(complete: pd.DataFrame, duration: str, event: str, covariates: Sequence[str]) -> CoxPHFitter:
-    fitter = CoxPHFitter()
+    """lifelines' fit, then its Newton-Raphson carried on from there to convergence (:data:`CONVERGENCE`).
+
+    The first fit keeps lifelines' own warnings of a likelihood that keeps rising (refused, so that Firth's estimate
+    is shown); the second only polishes an estimate that exists, and a standard error that is not finite there is
+    refused the same way."""
+    first = CoxPHFitter()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        fitter.fit(complete, duration_col=duration, event_col=event, fit_options=CONVERGENCE)
+        first.fit(complete, duration_col=duration, event_col=event)
+        fitter = CoxPHFitter().fit(complete, duration_col=duration, event_col=event,
+                                   initial_point=first.params_.to_numpy(), fit_options=CONVERGENCE)  # fmt: skip
+    if not np.isfinite(fitter.standard_errors_.to_numpy()).all():
+        raise ConvergenceError("the information matrix is singular at the estimate: a coefficient may be infinite")
     return fitter
 
 
