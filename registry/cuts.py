@@ -30,6 +30,7 @@ from registry.audit import audited_session
 from registry.codes import AuditAction, RecordStatus
 from registry.cohort import build_cohort
 from registry.config import Config
+from registry.db import as_utc
 from registry.models import CUT_NAME_PATTERN, AuditLog, DataCut, PatientStatus
 from registry.quality import run_checks
 from registry.tables import DATA_TABLES, load_tables, typed
@@ -85,8 +86,7 @@ _METADATA = [DataCut.__table__.c[field.name] for field in dataclasses.fields(Cut
 
 def _cut(row: sa.Row | DataCut) -> Cut:
     values = {field.name: getattr(row, field.name) for field in dataclasses.fields(Cut)}
-    created = values["created_at"]  # SQLite returns it without its zone; it was stored in UTC
-    values["created_at"] = created if created.tzinfo else created.replace(tzinfo=UTC)
+    values["created_at"] = as_utc(values["created_at"])
     return Cut(**values)
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from registry.audit import audited_session
 from registry.codes import QueryAction, QueryStatus, Role
+from registry.db import as_utc
 from registry.models import (
     TABLES,
     Account,
@@ -333,7 +334,7 @@ def list_queries(
     frame = pd.DataFrame(rows, columns=COLUMNS[:-1])
     now = now or datetime.now(UTC)
     for name in ("opened_at", "last_at"):  # SQLite gives back naive UTC
-        frame[name] = [at if at.tzinfo else at.replace(tzinfo=UTC) for at in frame[name]]
+        frame[name] = [as_utc(at) for at in frame[name]]
     frame["status"] = [QueryStatus(s).value for s in frame["status"]]
     frame["last_action"] = [QueryAction(a).value for a in frame["last_action"]]
     frame["age_days"] = [(now - at).days for at in frame["opened_at"]]

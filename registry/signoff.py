@@ -35,6 +35,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from registry import accounts
 from registry.audit import audited_session
 from registry.codes import QueryStatus, RecordStatus, Role, SignInOutcome
+from registry.db import as_utc
 from registry.models import (
     Account,
     AccountSite,
@@ -104,11 +105,6 @@ class RecordState:
         return self.status in needed
 
 
-def _utc(at: datetime | None) -> datetime | None:
-    """SQLite gives times back without their zone; they were stored in UTC."""
-    return at if at is None or at.tzinfo else at.replace(tzinfo=UTC)
-
-
 def _patient(session: Session, study_id: str, sites: Collection[str] | None, *, lock: bool = False) -> Patient:
     """The patient (of ``sites``; None: any), locked against saves until the transaction ends with ``lock``."""
     query = sa.select(Patient).join(Site, Site.id == Patient.site_id).where(Patient.study_id == study_id)
@@ -132,11 +128,11 @@ def _state(session: Session, patient: Patient) -> RecordState:
     signed = session.execute(
         sa.select(Signature).where(Signature.patient_id == patient.id).order_by(Signature.id.desc())
     ).scalars()
-    signatures = [SignatureShown(s.signer, _utc(s.signed_at), s.meaning, _utc(s.voided_at), s.voided_by,
+    signatures = [SignatureShown(s.signer, as_utc(s.signed_at), s.meaning, as_utc(s.voided_at), s.voided_by,
                                  s.void_reason) for s in signed]  # fmt: skip
     return RecordState(
         patient.study_id, site.code, status.status if status else RecordStatus.IN_PROGRESS,
-        status.changed_by if status else None, _utc(status.changed_at) if status else None,
+        status.changed_by if status else None, as_utc(status.changed_at) if status else None,
         site.verification_required, signatures,
     )  # fmt: skip
 
@@ -266,7 +262,7 @@ def sign(
                          meaning=MEANING.format(study_id=study_id))  # fmt: skip
         session.add(made)
         _commit(session, study_id)
-        return SignatureShown(made.signer, _utc(made.signed_at), made.meaning, None, None, None)
+        return SignatureShown(made.signer, as_utc(made.signed_at), made.meaning, None, None, None)
 
 
 def _void(session: Session, patient_ids: Iterable[int], actor: str, why: str) -> None:
@@ -350,7 +346,7 @@ def list_states(
         rows = [dict(row) for row in connection.execute(select).mappings()]
     for row in rows:
         row["status"] = RecordStatus(row["status"] or RecordStatus.IN_PROGRESS)
-        row["changed_at"], row["signed_at"] = _utc(row["changed_at"]), _utc(row["signed_at"])
+        row["changed_at"], row["signed_at"] = as_utc(row["changed_at"]), as_utc(row["signed_at"])
     return [row for row in rows if status is None or row["status"] is status]
 
 

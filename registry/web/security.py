@@ -25,8 +25,9 @@ import sqlalchemy as sa
 from fastapi import Form, HTTPException, Request
 
 from registry.codes import SITE_ROLES
+from registry.db import as_utc
 from registry.models import Account, AccountSite, Patient, SignInThrottle
-from registry.web.sessions import SESSION_COOKIE, as_utc
+from registry.web.sessions import SESSION_COOKIE
 
 VISITOR_COOKIE = "registry_visitor"
 

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 
 from registry.accounts import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from registry.codes import SignInOutcome
+from registry.db import as_utc
 from registry.models import Account, WebSession
 
 SESSION_COOKIE = "registry_session"
@@ -35,11 +36,6 @@ class SessionLimits:
 def token_id(token: str) -> str:
     """What the database keeps of a session token: its SHA-256, so a copy of the table signs no one in."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def as_utc(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC time."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives back naive UTC times
 
 
 def start(engine: sa.Engine, account_id: int, resumed_form: str | None = None) -> str:
