@@ -165,8 +165,8 @@ def blockers(session: Session, patient: Patient, config: Config, today: date | N
     return found
 
 
-def _set(session: Session, patient: Patient, status: RecordStatus, actor: str) -> RecordStatus:
-    """Give the (locked) patient ``status`` if it may follow the current one; the status before."""
+def _set(session: Session, patient: Patient, status: RecordStatus, actor: str) -> None:
+    """Give the (locked) patient ``status`` if it may follow the current one."""
     stored = session.get(PatientStatus, patient.id, with_for_update=True)
     before = stored.status if stored else RecordStatus.IN_PROGRESS
     if before not in ALLOWED_FROM[status]:
@@ -178,7 +178,6 @@ def _set(session: Session, patient: Patient, status: RecordStatus, actor: str) -
         session.add(PatientStatus(patient_id=patient.id, status=status, changed_by=actor, changed_at=now))
     else:
         stored.status, stored.changed_by, stored.changed_at = status, actor, now
-    return before
 
 
 def _commit(session: Session, study_id: str) -> None:

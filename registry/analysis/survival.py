@@ -129,12 +129,17 @@ def _value(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def _before_first_time(conf_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of S = 1 with standard error 0, before any follow-up time (R's ``summary(fit, times = 0)``)."""
+    return interval(np.array([1.0]), np.array([0.0]), conf_type)
+
+
 def survival_at(km: KaplanMeier, t: float) -> Estimate:
     """S(t) with its 95% interval: the step function's value at the last time <= t (before the first: S = 1), as
     R's ``summary(fit, times = t, extend = TRUE)``."""
     at = np.searchsorted(km.time, t, side="right") - 1
     if at < 0:
-        lower, upper = interval(np.array([1.0]), np.array([0.0]), km.conf_type)
+        lower, upper = _before_first_time(km.conf_type)
         return Estimate(1.0, _value(lower[0]), _value(upper[0]))
     return Estimate(float(km.surv[at]), _value(km.lower[at]), _value(km.upper[at]))
 
@@ -180,7 +185,7 @@ def km_curve(time: pd.Series, event: pd.Series, label: str, conf_type: str = "lo
     km = fit_km(time, event, conf_type)
     times, surv, lower, upper = km.time, km.surv, km.lower, km.upper
     if not len(times) or times[0] > 0:
-        start_lower, start_upper = interval(np.array([1.0]), np.array([0.0]), conf_type)
+        start_lower, start_upper = _before_first_time(conf_type)
         times, surv = np.concatenate(([0.0], times)), np.concatenate(([1.0], surv))
         lower, upper = np.concatenate((start_lower, lower)), np.concatenate((start_upper, upper))
     return Curve(
