@@ -106,11 +106,13 @@ class About:
         return f"{self.table} {self.record}" + (f", field {self.field}" if self.field else "")
 
 
-def _patient(session: Session, study_id: str, sites: Collection[str] | None) -> Patient:
+def scoped_patient(session: Session, study_id: str, sites: Collection[str] | None, *, lock: bool = False) -> Patient:
+    """The patient ``study_id`` of ``sites`` (None: any), locked against saves until the transaction ends with
+    ``lock``; LookupError for a patient of another site, as for one that does not exist."""
     query = sa.select(Patient).join(Site, Site.id == Patient.site_id).where(Patient.study_id == study_id)
     if sites is not None:
         query = query.where(Site.code.in_(sites))
-    patient = session.execute(query).scalar()
+    patient = session.execute(query.with_for_update(of=Patient) if lock else query).scalar()
     if patient is None:
         raise LookupError(f"no patient {study_id}")
     return patient
@@ -203,7 +205,7 @@ def open_query(
     if finding is not None:
         about, study_id = About(finding["table"], finding["record"], finding["field"] or None), finding["study_id"]
     with audited_session(engine, actor=actor, reason="query opened") as session:
-        patient = _patient(session, study_id, sites)
+        patient = scoped_patient(session, study_id, sites)
         about = _checked(session, patient, about)
         rule, value = (finding["rule"], finding["value"]) if finding is not None else (None, None)
         query = _new_query(session, patient, about, question, actor=actor, rule=rule, value=value)

@@ -47,6 +47,7 @@ from registry.models import (
     Site,
     is_bookkeeping,
 )
+from registry.queries import list_queries, scoped_patient, summarise
 
 if TYPE_CHECKING:
     from registry.config import Config
@@ -106,12 +107,9 @@ class RecordState:
 
 
 def _patient(session: Session, study_id: str, sites: Collection[str] | None, *, lock: bool = False) -> Patient:
-    """The patient (of ``sites``; None: any), locked against saves until the transaction ends with ``lock``."""
-    query = sa.select(Patient).join(Site, Site.id == Patient.site_id).where(Patient.study_id == study_id)
-    if sites is not None:
-        query = query.where(Site.code.in_(sites))
-    patient = session.execute(query.with_for_update(of=Patient) if lock else query).scalar()
-    if patient is None or patient.deleted_at is not None:
+    """:func:`registry.queries.scoped_patient`, if not deleted (a deleted patient has no record status)."""
+    patient = scoped_patient(session, study_id, sites, lock=lock)
+    if patient.deleted_at is not None:
         raise LookupError(f"no patient {study_id}")
     return patient
 
@@ -360,8 +358,6 @@ def count_by_status(states: Iterable[dict[str, Any]]) -> dict[str, int]:
 def resolution_counts(engine: sa.Engine) -> dict[str, dict[str, int]]:
     """The registry's queries by status and its patients by record status, as the report's data-quality section
     gives them."""
-    from registry.queries import list_queries, summarise
-
     return {
         "queries": summarise(list_queries(engine), {})["by_status"],
         "record_status": count_by_status(list_states(engine)),
