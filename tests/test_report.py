@@ -177,7 +177,8 @@ def test_methods_state_the_configuration_and_the_limitations(demo):
     assert "adjusted for age, male, ever_smoker, anti_mda5_grade, steroid_sparing" in text
     assert "6 months (183 days) and 1 year (365 days)" in text
     assert "confounding by indication" in text
-    assert "lifelines" in text and "weasyprint" in text
+    assert "numpy" in text and "scipy" in text and "weasyprint" in text and "lifelines" not in text
+    assert 'as R\'s coxph(ties = "efron")' in text
 
 
 def test_figure_pages_are_not_blank(demo, tmp_path):

@@ -26,7 +26,7 @@ from registry.report.numbers import format_days, format_p, format_percent, forma
 from registry.resources import resource_dir
 
 #: The libraries whose versions the methods section names.
-SOFTWARE = ("pandas", "scipy", "lifelines", "firthmodels", "pandera", "sqlalchemy", "matplotlib", "weasyprint")
+SOFTWARE = ("numpy", "pandas", "scipy", "firthmodels", "pandera", "sqlalchemy", "matplotlib", "weasyprint")
 SUBSETS = {"overall": "All analysed patients", "rpild": "Rapidly progressive ILD (RPILD)"}
 #: How many failing rules the data-quality summary lists.
 TOP_RULES = 10
