@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,6 @@ USERNAME_LENGTH = Account.__table__.c.username.type.length
 #: Sign-in names: lower-case ASCII letters, digits, '.', '_', '-' (no markup, no look-alike or invisible characters).
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 USERNAME_RULE = "lower-case letters a-z, digits, '.', '_' and '-', starting with a letter or digit"
-#: A web session unused this long ends (OWASP ASVS 3.3.2: 30 minutes or less for sensitive data); registry serve
-#: --idle-minutes changes it.
-IDLE_TIMEOUT = timedelta(minutes=30)
-#: A web session ends this long after sign-in however busy (one working day); registry serve --session-hours.
-ABSOLUTE_TIMEOUT = timedelta(hours=8)
 COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
 
 

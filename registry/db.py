@@ -9,8 +9,6 @@ need it (start-up time).
 
 from __future__ import annotations
 
-import math
-import os
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -23,25 +21,18 @@ import sqlalchemy as sa
 
 from registry import audit  # noqa: F401  (registers the audit trail on every session)
 from registry.resources import resource_dir
+from registry.settings import (  # noqa: F401  (the database's settings, read here by their users)
+    BUSY_TIMEOUT_VARIABLE,
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_URL,
+    URL_VARIABLE,
+    busy_timeout,
+    database_url,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-
-URL_VARIABLE = "REGISTRY_DATABASE_URL"
-DEFAULT_URL = "sqlite:///registry.db"
-#: How long a write waits for another writer's lock (SQLite's busy timeout, PostgreSQL's lock_timeout), in seconds.
-BUSY_TIMEOUT_VARIABLE = "REGISTRY_BUSY_TIMEOUT"
-DEFAULT_BUSY_TIMEOUT = 10.0
-
-
-def database_url(explicit: str | None = None) -> str:
-    """The URL to use, normalised so ``postgresql://`` means the psycopg 3 driver."""
-    url = explicit or os.environ.get(URL_VARIABLE) or DEFAULT_URL
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
 
 @overload
 def as_utc(moment: datetime) -> datetime: ...
@@ -50,20 +41,6 @@ def as_utc(moment: None) -> None: ...
 def as_utc(moment: datetime | None) -> datetime | None:
     """``moment`` as an aware UTC time: SQLite gives stored UTC times back without their zone."""
     return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def busy_timeout() -> float:
-    """Seconds a write waits for another writer before it fails: REGISTRY_BUSY_TIMEOUT, else 10."""
-    text = os.environ.get(BUSY_TIMEOUT_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_BUSY_TIMEOUT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise ValueError(f"{BUSY_TIMEOUT_VARIABLE}={text!r} is not a positive number of seconds (e.g. 10 or 0.5)")
-    return seconds
 
 
 def _sqlite_pragmas(busy_ms: int):  # noqa: ANN202 (an event listener)

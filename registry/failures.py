@@ -10,11 +10,10 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+import sys
 
-import sqlalchemy as sa
-
-from registry import db
 from registry.atomic import WRITE_ERRORS
+from registry.settings import busy_timeout
 
 #: SQLite's primary result codes (the low byte of the extended code) and PostgreSQL's SQLSTATEs, by failure.
 _SQLITE = {sqlite3.SQLITE_FULL: "full", sqlite3.SQLITE_IOERR: "full", sqlite3.SQLITE_READONLY: "read-only",
@@ -27,17 +26,20 @@ def explained(error: BaseException, url: str) -> str | None:
     if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
         where = f"{error.filename}: " if error.filename else ""
         return f"Nothing written: {where}{error.strerror} ({errno.errorcode[error.errno]})"
-    if not isinstance(error, sa.exc.DBAPIError):
+    sa = sys.modules.get("sqlalchemy")  # not loaded: the command met no database error
+    if sa is None or not isinstance(error, sa.exc.DBAPIError):
         return None
+    from registry.db import redacted
+
     failure, detail = _database_failure(error.orig)
-    shown = db.redacted(url)
+    shown = redacted(url)
     if failure == "full":
         return f"Nothing written: the database {shown} could not be written ({detail}): is its disk full?"
     if failure == "read-only":
         return f"Nothing written: the database {shown} is read-only ({detail})"
     if failure == "locked":
         return (
-            f"Nothing written: the database {shown} is locked by another writer (waited {db.busy_timeout():g} s: "
+            f"Nothing written: the database {shown} is locked by another writer (waited {busy_timeout():g} s: "
             f"{detail}); try again when it has finished"
         )
     return None

@@ -39,6 +39,21 @@ def test_console_script_prints_version_and_passes_exit_codes_on(command):
     assert usage.returncode == 2 and "No such command 'no-such-command'" in usage.stderr
 
 
+#: What a command loads only when it needs it (start-up time: the database layer alone takes about 0.4 s).
+HEAVY = ("sqlalchemy", "sqlmodel", "pandas", "numpy", "scipy", "pandera", "matplotlib", "weasyprint", "registry.db")
+
+
+@pytest.mark.parametrize("args", [["--version"], ["rules", "--help"], ["db", "upgrade", "--help"]])
+def test_the_command_line_starts_without_the_database_or_analysis_libraries(args):
+    """`registry --version` and every command's help load the commands, none of the libraries they use."""
+    probe = ("import sys; from registry.cli import app; from typer.main import get_command\n"
+             f"try: get_command(app).main({args!r}, prog_name='registry')\n"
+             "except SystemExit: pass\n"
+             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_help_lists_the_commands():
     result = run("--help")
     assert result.exit_code == 0

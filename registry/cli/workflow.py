@@ -8,14 +8,16 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 import typer
 
 from registry.cli.main import Actor, ConfigOption, PasswordStdin, _config, _engine, _json, app
 from registry.codes import QueryStatus, RecordStatus
 from registry.config import Config
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 query_app = typer.Typer(
     help="Queries about patients' data: a data manager asks, the site answers, the data manager closes.",
@@ -147,6 +149,8 @@ def query_open(
 
 def _finding_of(engine: sa.Engine, study_id: str, rule: str, about: Any, config: Config) -> dict[str, Any]:
     """The one current finding of ``rule`` about the patient (and ``about``'s table, record, field where given)."""
+    import sqlalchemy as sa
+
     from registry.models import Patient
     from registry.quality import CATALOGUE
     from registry.quality.incremental import check_patients

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from fastapi import Request
 from fastapi.responses import Response
 
-from registry.accounts import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from registry.codes import SignInOutcome
 from registry.db import as_utc
 from registry.models import Account, WebSession
+from registry.settings import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 
 SESSION_COOKIE = "registry_session"
 #: ``last_seen_at`` is written at most once a minute, not on every request.
