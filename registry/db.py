@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
+
 @overload
 def as_utc(moment: datetime) -> datetime: ...
 @overload

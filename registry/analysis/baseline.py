@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from scipy.special import gammaln
+
+from registry.analysis.significance import expected_counts, mann_whitney_u, pearson_chi_square, welch_t_test
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,10 @@ def fisher_exact_2xk(table: np.ndarray) -> float:
     keep = (last >= 0) & (last <= columns[-1])
     log_p = _log_p(np.vstack([rows[:, keep], last[keep]]), columns, first_row)
     observed = _log_p(table[0][:, None], columns, first_row)[0]
-    return float(min(1.0, np.exp(log_p[log_p <= observed + 1e-7]).sum()))  # R's relative tolerance
+    # as R: the probabilities scaled by their largest and divided by their sum (1, but for rounding), so
+    # that a table as likely as any gives p = 1 exactly; "no more likely" within R's relative tolerance, 1e-7
+    scaled = np.exp(log_p - log_p.max())
+    return float(min(1.0, scaled[log_p <= observed + 1e-7].sum() / scaled.sum()))
 
 
 def fisher_monte_carlo(table: np.ndarray, resamples: int, seed: int = MONTE_CARLO_SEED) -> float:
@@ -165,9 +169,9 @@ def _continuous(variable: Variable, parts: dict[str, pd.Series]) -> list[Row]:
     p = test = smd = None
     if len(a) > 1 and len(b) > 1:
         if variable.normal:
-            p, test = float(stats.ttest_ind(a, b, equal_var=False).pvalue), "Welch's t-test"
+            p, test = welch_t_test(a, b), "Welch's t-test"
         else:
-            p, test = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue), "Mann-Whitney U"
+            p, test = mann_whitney_u(a, b), "Mann-Whitney U"
         smd = _smd_continuous(a, b)
     return [Row(variable.column, variable.label, None, cells, p, test, smd)]
 
@@ -184,11 +188,11 @@ def _categorical(
     p = test = smd = None
     usable = counts[:, counts.sum(axis=0) > 0]
     if usable.shape[1] >= 2 and (usable.sum(axis=1) > 0).all():
-        expected = stats.contingency.expected_freq(usable)
+        expected = expected_counts(usable)
         if (expected < 5).any():
             p, test = fisher_test(usable, fisher_exact_limit, fisher_resamples)
         else:
-            p = float(stats.chi2_contingency(usable, correction=False).pvalue)
+            p = pearson_chi_square(usable)
             test = "Pearson's chi-square"
         a, b = present.values()
         smd = _smd_categorical(a, b, levels)

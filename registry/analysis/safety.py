@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact
 
+from registry.analysis.baseline import fisher_exact_2xk
 from registry.codes import AdverseEventTerm
 
 OUTCOMES = {
@@ -44,6 +45,6 @@ def safety(table: pd.DataFrame, group: str = "group") -> list[SafetyRow]:
         ]
         p = None
         if len(counts) == 2 and any(c.patients for c in counts):
-            p = float(fisher_exact([[c.patients, c.total - c.patients] for c in counts]).pvalue)
+            p = fisher_exact_2xk(np.array([[c.patients, c.total - c.patients] for c in counts]))
         rows.append(SafetyRow(outcome, label, counts, p))
     return rows
