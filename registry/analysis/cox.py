@@ -111,19 +111,22 @@ def _fit_firth(complete: pd.DataFrame, duration: str, event: str, covariates: Se
 
 
 @dataclass(frozen=True)
-class _RiskSets:
-    """What Efron's partial likelihood needs of the follow-up, worked out once for every evaluation at a beta."""
+class _Design:
+    """What Efron's partial likelihood needs of the covariates and the follow-up, worked out once for every
+    evaluation at a beta: the patients latest first (a prefix is the risk set of its last time), the deaths by
+    time, and the covariates' outer products of each in that order."""
 
-    order: np.ndarray  # the patients, latest time first: a prefix is the risk set of its last time
-    last_at_risk: np.ndarray  # per death time: the last of ``order`` at risk (time >= t)
-    dead: np.ndarray  # the deaths, by time
+    x: np.ndarray  # the patients' covariates, latest time first
+    outer: np.ndarray  # x_i x_i' of each, in that order
+    last_at_risk: np.ndarray  # per death time: the last patient at risk (time >= t)
+    x_dead: np.ndarray  # the deaths' covariates, by time
+    outer_dead: np.ndarray
     which: np.ndarray  # each death's death time (non-decreasing)
-    first: np.ndarray  # per death time: its first death in ``dead``
-    ties: np.ndarray  # per death time: the deaths at it
+    first: np.ndarray  # per death time: its first death
     fraction: np.ndarray  # per death: Efron's k / d, k = 0 .. d - 1 (the tied deaths leave the risk set in turn)
 
 
-def _risk_sets(time: np.ndarray, event: np.ndarray) -> _RiskSets:
+def _design(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> _Design:
     order = np.argsort(-time, kind="stable")
     death_times = np.unique(time[event])
     at_risk = len(time) - np.searchsorted(np.sort(time), death_times, side="left")
@@ -132,8 +135,9 @@ def _risk_sets(time: np.ndarray, event: np.ndarray) -> _RiskSets:
     which = np.searchsorted(death_times, time[dead])
     ties = np.bincount(which, minlength=len(death_times))
     first = np.concatenate(([0], np.cumsum(ties)[:-1]))
+    outer = x[:, :, None] * x[:, None, :]
     fraction = (np.arange(len(dead)) - first[which]) / ties[which]
-    return _RiskSets(order, at_risk - 1, dead, which, first, ties, fraction)
+    return _Design(x[order], outer[order], at_risk - 1, x[dead], outer[dead], which, first, fraction)
 
 
 @dataclass(frozen=True)
@@ -148,27 +152,28 @@ class _Efron:
     information_by_time: np.ndarray
 
 
-def _efron(x: np.ndarray, sets: _RiskSets, beta: np.ndarray) -> _Efron:
-    """Vectorised over death times: the risk-set sums are read off cumulative sums over ``sets.order``, the tied
-    deaths' sums off sums over each death time's block of ``sets.dead``, so the cost grows with n, not n x times."""
-    eta = x @ beta
-    risk = np.exp(eta)
-    outer = x[:, :, None] * x[:, None, :]
-    o, last, dead, which, first = sets.order, sets.last_at_risk, sets.dead, sets.which, sets.first
-    s0 = np.cumsum(risk[o])[last]
-    s1 = np.cumsum(risk[o, None] * x[o], axis=0)[last]
-    s2 = np.cumsum(risk[o, None, None] * outer[o], axis=0)[last]
-    s0d = np.add.reduceat(risk[dead], first)
-    s1d = np.add.reduceat(risk[dead, None] * x[dead], first, axis=0)
-    s2d = np.add.reduceat(risk[dead, None, None] * outer[dead], first, axis=0)
-    f = sets.fraction
+def _efron(design: _Design, beta: np.ndarray) -> _Efron:
+    """Vectorised over death times: the risk-set sums are read off cumulative sums over the patients latest first,
+    the tied deaths' sums off sums over each death time's block of deaths, so the cost grows with n, not n x
+    times."""
+    d, last, which, first = design, design.last_at_risk, design.which, design.first
+    risk = np.exp(d.x @ beta)
+    eta_dead = d.x_dead @ beta
+    risk_dead = np.exp(eta_dead)
+    s0 = np.cumsum(risk)[last]
+    s1 = np.cumsum(risk[:, None] * d.x, axis=0)[last]
+    s2 = np.cumsum(risk[:, None, None] * d.outer, axis=0)[last]
+    s0d = np.add.reduceat(risk_dead, first)
+    s1d = np.add.reduceat(risk_dead[:, None] * d.x_dead, first, axis=0)
+    s2d = np.add.reduceat(risk_dead[:, None, None] * d.outer_dead, first, axis=0)
+    f = d.fraction
     denominator = s0[which] - f * s0d[which]
     mean = (s1[which] - f[:, None] * s1d[which]) / denominator[:, None]
     term = (s2[which] - f[:, None, None] * s2d[which]) / denominator[:, None, None]
     term -= mean[:, :, None] * mean[:, None, :]
     return _Efron(
-        loglik=float(eta[dead].sum() - np.log(denominator).sum()),
-        score=x[dead].sum(axis=0) - mean.sum(axis=0),
+        loglik=float(eta_dead.sum() - np.log(denominator).sum()),
+        score=d.x_dead.sum(axis=0) - mean.sum(axis=0),
         information=term.sum(axis=0),
         mean=mean,
         information_by_time=np.add.reduceat(term, first, axis=0),
@@ -190,10 +195,10 @@ STALLED_STEP = 1e-5
 MAX_ITERATIONS = 50
 
 
-def _newton_raphson(x: np.ndarray, sets: _RiskSets, names: Sequence[str]) -> tuple[np.ndarray, _Efron]:
+def _newton_raphson(design: _Design, names: Sequence[str]) -> tuple[np.ndarray, _Efron]:
     """The maximum of Efron's partial likelihood from beta = 0, halving a step that lowers it (as R's coxph)."""
-    beta = np.zeros(x.shape[1])
-    current = _efron(x, sets, beta)
+    beta = np.zeros(design.x.shape[1])
+    current = _efron(design, beta)
     for _ in range(MAX_ITERATIONS):
         try:
             step = np.linalg.solve(current.information, current.score)
@@ -201,11 +206,11 @@ def _newton_raphson(x: np.ndarray, sets: _RiskSets, names: Sequence[str]) -> tup
             raise _NoEstimate("the information matrix is singular: a coefficient may be infinite") from None
         if np.all(np.abs(step) <= STEP_TOLERANCE * (1 + np.abs(beta))):
             beta = beta + step
-            return beta, _efron(x, sets, beta)
+            return beta, _efron(design, beta)
         rounding = 1e-13 * abs(current.loglik)  # a fall smaller than this is the sums' rounding, not a worse beta
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for _halving in range(30):
-                candidate = _efron(x, sets, beta + step)
+                candidate = _efron(design, beta + step)
                 if np.isfinite(candidate.loglik) and candidate.loglik >= current.loglik - rounding:
                     break
                 step = step / 2
@@ -231,14 +236,14 @@ def cox_zph(
     Schoenfeld residuals weighted by g, against the information split by death time."""
     event = event.astype(bool)
     x = x - x.mean(axis=0)  # the residuals and the information do not change; exp(x beta) stays in range
-    sets = _risk_sets(time, event)
-    at = _efron(x, sets, beta)
+    design = _design(x, time, event)
+    at = _efron(design, beta)
     km = fit_km(time, event)
-    death_times = time[sets.dead][sets.first]
+    death_times = np.sort(time[event])[design.first]
     before = np.searchsorted(km.time, death_times, side="left") - 1  # KM(t-), left-continuous
     g_by_time = 1.0 - np.where(before >= 0, km.surv[np.maximum(before, 0)], 1.0)
-    g = g_by_time[sets.which]
-    residuals = x[sets.dead] - at.mean
+    g = g_by_time[design.which]
+    residuals = design.x_dead - at.mean
     centred, centred_by_time = g - g.mean(), (g_by_time - g.mean())[:, None, None]
     u = (centred[:, None] * residuals).sum(axis=0)
     i11 = at.information
@@ -260,8 +265,9 @@ def _fit_efron(complete: pd.DataFrame, duration: str, event: str, covariates: Se
     (as R does) so that exp(x beta) stays in range."""
     x = complete[list(covariates)].to_numpy(float)
     x = x - x.mean(axis=0)
-    sets = _risk_sets(complete[duration].to_numpy(float), complete[event].to_numpy(bool))
-    beta, at = _newton_raphson(x, sets, covariates)
+    beta, at = _newton_raphson(
+        _design(x, complete[duration].to_numpy(float), complete[event].to_numpy(bool)), covariates
+    )
     with np.errstate(invalid="ignore"):
         try:
             se = np.sqrt(np.diag(np.linalg.inv(at.information)))
