@@ -37,8 +37,8 @@ def fingerprint(table: pd.DataFrame) -> str:
 
 def _plain(value: Any) -> Any:
     """Dataclasses, dates and numpy numbers as JSON values; NaN and infinity as null."""
-    if dataclasses.is_dataclass(value):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if dataclasses.is_dataclass(value):  # field by field: dataclasses.asdict would copy every list first
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
