@@ -156,12 +156,16 @@ def read_table(
     table: sa.Table,
     query: sa.Select | Prepared | None = None,
     values: Mapping[str, int] | None = None,
+    only: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """The live records of ``table`` (:func:`live`, or ``query``, a filter of it whose parameters are whole numbers,
     written into its SQL, or a :class:`Prepared` one with its ``values``), read with the driver's own cursor and
-    typed a whole column at a time: no row objects, no per-value conversion in Python, no type inference."""
+    typed a whole column at a time: no row objects, no per-value conversion in Python, no type inference. With
+    ``only``, just these of its data columns (of :func:`live`'s query)."""
     columns = data_columns(table)
-    query = live(table) if query is None else query
+    if only is not None:
+        columns = [column for column in columns if column.name in only]
+    query = live(table).with_only_columns(*columns) if query is None else query
     cursor = connection.connection.cursor()
     try:
         if isinstance(query, Prepared):
@@ -177,16 +181,21 @@ def read_table(
     )
 
 
-def load_tables(bind: sa.Engine | sa.Connection) -> dict[str, pd.DataFrame]:
-    """Every data table's live records (:func:`live`), one query each, in the dtypes of :func:`dtype_of`.
+def load_tables(
+    bind: sa.Engine | sa.Connection, columns: Mapping[str, Collection[str]] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Every data table's live records (:func:`live`), one query each, in the dtypes of :func:`dtype_of`; with
+    ``columns``, only its tables, each with only its columns (what the cohort reads: registry.cohort.COLUMNS).
 
     Given a connection, the tables are read in its transaction: a data cut reads them in one
     snapshot of the database, so that they agree with each other (registry.cuts).
     """
     if isinstance(bind, sa.Engine):
         with bind.connect() as connection:
-            return load_tables(connection)
-    return {name: read_table(bind, table) for name, table in DATA_TABLES.items()}
+            return load_tables(connection, columns)
+    if columns is None:
+        return {name: read_table(bind, table) for name, table in DATA_TABLES.items()}
+    return {name: read_table(bind, DATA_TABLES[name], only=only) for name, only in columns.items()}
 
 
 def coded(frame: pd.DataFrame, field: str) -> pd.Series:

@@ -134,6 +134,28 @@ def test_imports_and_passes_every_error_rule(migrated, tmp_path):
     _import_and_check(migrated, tmp_path / "sheets", made)
 
 
+def test_the_cohort_of_the_columns_it_reads_equals_the_cohort_of_every_column(migrated, tmp_path):
+    """`registry analyze` loads only registry.cohort.COLUMNS: the analysis table, its exclusions and its coded
+    values are those of the whole tables (a column the cohort reads and COLUMNS forgot would fail here)."""
+    from registry.cohort import COLUMNS, build_cohort
+
+    made = synth.synthesize(tmp_path / "sheets", 300, seed=5, sites=2)
+    for sheet, column, code in (("patients", "smoking", "[unknown]"), ("pfts", "fvc_pct_pred", "[not_done]")):
+        path = tmp_path / "sheets" / f"{sheet}.csv"
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        rows.loc[:19, column] = code  # missing-data codes, which the cohort reads from missing_codes
+        rows.to_csv(path, index=False)
+    _register_sites(migrated, made.sites)
+    assert [str(p) for p in import_path(migrated, tmp_path / "sheets", actor="test").problems] == []
+    whole, pruned = (build_cohort(load_tables(migrated, columns), Config()) for columns in (None, COLUMNS))
+    assert len(pruned.table) > 200 and pruned.coded.to_numpy().any()
+    pd.testing.assert_frame_equal(pruned.table, whole.table)
+    pd.testing.assert_frame_equal(pruned.excluded, whole.excluded)
+    pd.testing.assert_frame_equal(pruned.coded, whole.coded)
+    assert set(load_tables(migrated, COLUMNS)) == set(COLUMNS)
+    assert list(load_tables(migrated, COLUMNS)["follow_up"].columns) == list(COLUMNS["follow_up"])
+
+
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_other_seeds_are_clean_too(tmp_path, seed):
     engine = db.make_engine(f"sqlite:///{tmp_path / 'registry.db'}")

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum, StrEnum
@@ -893,7 +893,9 @@ def analyze(
 
     Example: registry analyze --json results.json --config registry.toml
     """
-    _analyze_to(_source(_engine(ctx), _config(config_file), cut), json_out)
+    from registry.cohort import COLUMNS
+
+    _analyze_to(_source(_engine(ctx), _config(config_file), cut, columns=COLUMNS), json_out)
 
 
 def _config(config_file: Path) -> Config:
@@ -1136,13 +1138,18 @@ def _load_cut(
 
 
 def _source(
-    engine: sa.Engine, config: Config, cut_name: str | None, logger: logging.Logger | None = None
+    engine: sa.Engine,
+    config: Config,
+    cut_name: str | None,
+    logger: logging.Logger | None = None,
+    columns: Mapping[str, Collection[str]] | None = None,
 ) -> DataSource:
-    """The live data, or the data cut ``cut_name`` analysed at its own cut-off (which overrides the configuration's)."""
+    """The live data (of ``columns`` only, if given: registry.tables.load_tables), or the data cut ``cut_name``
+    analysed at its own cut-off (which overrides the configuration's)."""
     from registry.tables import load_tables
 
     if cut_name is None:
-        return DataSource(load_tables(engine), config, date.today(), None)
+        return DataSource(load_tables(engine, columns), config, date.today(), None)
     tables, cut = _load_cut(engine, cut_name, config, logger)
     if config.data_cutoff not in (None, cut.cutoff_date):
         typer.echo(
