@@ -1,6 +1,7 @@
 """The benchmark scripts keep working (their figures are measured, never asserted)."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,22 @@ def test_entry_checks_benchmark_runs_on_a_small_registry(tmp_path):
         text,
     )
     assert re.search(r"\| the import's check of its 8 patients, timed alone: median of 3 \| [\d.]+ s", text)
+
+
+def test_versus_r_benchmark_runs_on_the_demo_cohort(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    _run("versus_r", "--sizes", "61", "--repeats", "1", "--output", str(out))
+    section = out.read_text().split("<!-- begin versus_r -->\n", 1)[1].split("<!-- end versus_r -->", 1)[0]
+    assert "## `registry analyze` against the R script, and start-up (`benchmarks/versus_r.py`)" in section
+    row = re.search(r"^\| 61 \(61\) \(demo\) \| ([\d.]+) s \| (.*) \| (.*) \|$", section, re.MULTILINE)
+    assert row, section
+    if shutil.which("Rscript"):
+        assert re.fullmatch(r"[\d.]+ s", row.group(2)) and re.fullmatch(
+            r"[\d.]+ \(the registry (faster|slower)\)", row.group(3)
+        )
+    else:
+        assert (row.group(2), row.group(3)) == ("failed (Rscript is not installed)", "n/a")
+    for command in ("registry --version", "registry check", "registry analyze", "registry demo"):
+        assert re.search(
+            rf"^\| `{command}` \| [\d.]+ s \| <= [\d.]+ s \| (met|\*\*missed\*\*) \|$", section, re.MULTILINE
+        )

@@ -1,0 +1,245 @@
+"""`registry analyze` against the analyst's R script, side by side; and the start-up of the everyday commands.
+
+Run:
+
+    .venv/bin/python -m benchmarks.versus_r --sizes 61,2000,20000 --repeats 5
+
+The peer (issue 20) is an analyst's R script with the survival package doing what `registry analyze` does:
+benchmarks/analysis.R. For each size a registry is made (61: the demo cohort, as `registry demo` builds it; else
+`registry synth --patients N`, its sites registered and `registry import`ed, untimed) and its analysis table
+(registry.cohort.build_cohort) written to CSV for R, untimed. Then, in rounds so that both see the same machine,
+each round runs `registry analyze --json` on the database and `Rscript benchmarks/analysis.R` on the CSV, each a
+process of its own timed from start to exit (interpreter start-up, library loading and reading the data
+included). The figure is the median of the rounds; the ratio is registry / R (below 1: the registry is faster).
+Without Rscript on PATH the registry side alone is measured and the R column says so.
+
+Start-up (61 patients, the demo cohort): `registry --version`, `registry check`, `registry analyze` and `registry
+demo`, each the median of as many rounds, against the targets of issue 20. Figures go to docs/benchmarks.md
+(section ``versus_r``), measured and never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.common import DOCS, REPO, machine, write_section
+from benchmarks.scale import code_version, cpu_model, ram_gb, register_sites, registry_command, run, synthesise
+
+SCRIPT = REPO / "benchmarks" / "analysis.R"
+#: Targets of issue 20 at 61 patients (seconds, whole process), and the commands they are for.
+STARTUP_TARGETS = {"registry --version": 0.2, "registry check": 1.0, "registry analyze": 1.5, "registry demo": 3.0}
+
+
+@dataclass
+class Timings:
+    """The wall times of one command over the rounds (seconds), or why it could not be measured."""
+
+    seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def add(self, result) -> None:  # noqa: ANN001 (benchmarks.scale.Run)
+        if result.code != 0:
+            self.error = f"exit {result.code}: {result.error()}"
+        self.seconds.append(result.seconds)
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds and self.error is None else None
+
+    def cell(self) -> str:
+        if self.error:
+            return f"failed ({self.error})"
+        if not self.seconds:
+            return "not measured"
+        low, high = min(self.seconds), max(self.seconds)
+        spread = f" ({low:.2f}-{high:.2f})" if len(self.seconds) > 1 else ""
+        return f"{self.median:.2f} s{spread}"
+
+
+def r_version() -> str | None:
+    """R's and survival's versions, or None without Rscript."""
+    if shutil.which("Rscript") is None:
+        return None
+    done = subprocess.run(
+        ["Rscript", "-e", 'cat(R.version.string, "; survival", as.character(packageVersion("survival")))'],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def write_analysis_table(url: str, out: Path) -> int:
+    """The analysis table the registry analyses, as CSV for R (in a process of its own, untimed)."""
+    code = (
+        "import sys\nfrom registry import db\nfrom registry.cohort import build_cohort\n"
+        "from registry.config import Config\nfrom registry.tables import load_tables\n"
+        "table = build_cohort(load_tables(db.make_engine(sys.argv[1])), Config()).table\n"
+        "table.to_csv(sys.argv[2], index=False)\nprint(len(table))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, url, str(out)], capture_output=True, text=True, check=True,
+                          cwd=REPO)  # fmt: skip
+    return int(done.stdout.split()[-1])
+
+
+def demo_registry(scratch: Path, repeats: int) -> tuple[Path, dict[str, Timings]]:
+    """`registry demo`, timed ``repeats`` times (each into a fresh folder); the last one's registry is kept."""
+    demo = Timings()
+    for round_ in range(repeats):
+        folder = scratch / f"demo-{round_}"
+        demo.add(run(registry_command("demo", "--dir", str(folder)), scratch / f"demo-log-{round_}"))
+        if round_ < repeats - 1:
+            shutil.rmtree(folder, ignore_errors=True)
+    return scratch / f"demo-{repeats - 1}" / "registry.db", {"registry demo": demo}
+
+
+def startup(url: str, scratch: Path, repeats: int) -> dict[str, Timings]:
+    commands = {"registry --version": ["--version"], "registry check": ["check"],
+                "registry analyze": ["analyze", "--json", str(scratch / "startup.json")]}  # fmt: skip
+    timings = {name: Timings() for name in commands}
+    for round_ in range(repeats):
+        for name, args in commands.items():
+            timings[name].add(
+                run(registry_command(*args), scratch / f"startup-{round_}", {"REGISTRY_DATABASE_URL": url})
+            )
+    return timings
+
+
+@dataclass
+class Side:
+    patients: int
+    analysed: int = 0
+    registry: Timings = field(default_factory=Timings)
+    r: Timings = field(default_factory=Timings)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.registry.median is None or self.r.median is None:
+            return None
+        return self.registry.median / self.r.median
+
+
+def side_by_side(patients: int, url: str, scratch: Path, repeats: int, with_r: bool) -> Side:
+    side = Side(patients)
+    table = scratch / f"analysis-{patients}.csv"
+    side.analysed = write_analysis_table(url, table)
+    for round_ in range(repeats):
+        work = scratch / f"round-{patients}-{round_}"
+        side.registry.add(run(registry_command("analyze", "--json", str(work / "results.json")), work,
+                              {"REGISTRY_DATABASE_URL": url}))  # fmt: skip
+        if with_r:
+            side.r.add(run(["Rscript", str(SCRIPT), str(table), str(work / "results.rds")], work))
+    if not with_r:
+        side.r.error = "Rscript is not installed"
+    return side
+
+
+def synthetic_registry(patients: int, seed: int, scratch: Path) -> str:
+    made = synthesise(patients, seed, scratch)
+    if made.error:
+        raise RuntimeError(made.error)
+    url = f"sqlite:///{scratch / f'registry-{patients}.db'}"
+    register_sites(url, made.sites)
+    done = run(
+        registry_command("import", str(made.folder)), scratch / f"import-{patients}", {"REGISTRY_DATABASE_URL": url}
+    )
+    if done.code != 0:
+        raise RuntimeError(f"`registry import` failed: {done.error()}")
+    shutil.rmtree(made.folder, ignore_errors=True)
+    return url
+
+
+def _ratio(side: Side) -> str:
+    if side.ratio is None:
+        return "n/a"
+    verdict = "faster" if side.ratio < 1 else "slower"
+    return f"{side.ratio:.2f} (the registry {verdict})"
+
+
+def report(sides: list[Side], starts: dict[str, Timings], r: str | None, repeats: int, seed: int, code: str,
+           notes: list[str]) -> list[str]:  # fmt: skip
+    lines = [
+        "## `registry analyze` against the R script, and start-up (`benchmarks/versus_r.py`)",
+        "",
+        f"Machine: {machine()}; {cpu_model()}, {ram_gb()}; SQLite file database; "
+        f"{r or 'R not installed'}. Code: {code}. Median of {repeats} round(s) (min-max in brackets), each command "
+        "a process of its own, timed from start to exit.",
+        "",
+        "| patients (analysed) | `registry analyze` (database to JSON) | R script (CSV to .rds) | registry / R |",
+        "|---|---|---|---|",
+    ]
+    for side in sides:
+        label = f"{side.patients:,} ({side.analysed:,}){side.note}"
+        lines.append(f"| {label} | {side.registry.cell()} | {side.r.cell()} | {_ratio(side)} |")
+    lines += [
+        "",
+        "Start-up and the everyday commands at 61 patients (the demo cohort; targets of issue 20):",
+        "",
+        "| command | seconds | target | |",
+        "|---|---|---|---|",
+    ]
+    for name, target in STARTUP_TARGETS.items():
+        timing = starts.get(name, Timings())
+        median = timing.median
+        verdict = "not measured" if median is None else "met" if median <= target else "**missed**"
+        lines.append(f"| `{name}` | {timing.cell()} | <= {target:g} s | {verdict} |")
+    lines += [
+        "",
+        *[f"- {note}" for note in notes],
+        "",
+        *textwrap.wrap(
+            "What was measured: `registry analyze` reads the nine data tables from the SQLite registry, builds the "
+            "analysis table (registry.cohort) and runs every analysis of the default configuration (Table 1, "
+            "mortality, Kaplan-Meier, log-rank, 14 Cox models each with cox.zph, safety; overall and RPILD), and "
+            "writes the JSON results. The R script (benchmarks/analysis.R, R's survival package) does the same "
+            "analyses from the analysis table the registry built, written to CSV beforehand (untimed): it does "
+            "not read the database or build the cohort, so the comparison favours R. 61 patients is the demo "
+            "cohort; the other sizes `registry synth` registries. `registry demo` builds the demo registry from "
+            "scratch (migrations, import, checks, analyses, the PDF report). Figures are measured, never asserted.",
+            width=110,
+        ),
+        "",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="61,2000,20000", help="comma-separated patient counts (61: the demo)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per figure (the median is reported)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of `registry synth`")
+    parser.add_argument("--output", type=Path, default=DOCS)
+    args = parser.parse_args()
+    r = r_version()
+    code = code_version()
+    notes = [] if r else ["Rscript is not installed here: the R side was not measured."]
+    sides = []
+    with tempfile.TemporaryDirectory(prefix="registry-versus-r-") as tmp:
+        scratch = Path(tmp)
+        print("registry demo ...", file=sys.stderr, flush=True)
+        demo_db, starts = demo_registry(scratch, args.repeats)
+        demo_url = f"sqlite:///{demo_db}"
+        starts |= startup(demo_url, scratch, args.repeats)
+        for patients in (int(size) for size in args.sizes.split(",") if size.strip()):
+            print(f"{patients:,} patients ...", file=sys.stderr, flush=True)
+            url = demo_url if patients == 61 else synthetic_registry(patients, args.seed, scratch)
+            side = side_by_side(patients, url, scratch, args.repeats, r is not None)
+            side.note = " (demo)" if patients == 61 else ""
+            sides.append(side)
+    if (after := code_version()) != code:
+        notes.append(f"**The code changed during the run** (from {code} to {after}): figures mix versions.")
+    lines = report(sides, starts, r, args.repeats, args.seed, code, notes)
+    write_section("versus_r", lines, args.output)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
