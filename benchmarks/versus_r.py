@@ -5,13 +5,17 @@ Run:
     .venv/bin/python -m benchmarks.versus_r --sizes 61,2000,20000 --repeats 5
 
 The peer (issue 20) is an analyst's R script with the survival package doing what `registry analyze` does:
-benchmarks/analysis.R. For each size a registry is made (61: the demo cohort, as `registry demo` builds it; else
-`registry synth --patients N`, its sites registered and `registry import`ed, untimed) and its analysis table
-(registry.cohort.build_cohort) written to CSV for R, untimed. Then, in rounds so that both see the same machine,
-each round runs `registry analyze --json` on the database and `Rscript benchmarks/analysis.R` on the CSV, each a
-process of its own timed from start to exit (interpreter start-up, library loading and reading the data
-included). The figure is the median of the rounds; the ratio is registry / R (below 1: the registry is faster).
-Without Rscript on PATH the registry side alone is measured and the R column says so.
+benchmarks/analysis.R, in two forms. From the database, as `registry analyze` starts: it reads the registry's
+SQLite file (RSQLite) and builds the analysis table itself, as registry/cohort.py does; the equivalent work. From
+the analysis table: the table the registry built (registry.cohort.build_cohort), written to CSV beforehand
+(untimed); R's best case, with less work than the registry does. For each size a registry is made (61: the demo
+cohort, as `registry demo` builds it; else `registry synth --patients N`, its sites registered and `registry
+import`ed, untimed). Then, in rounds so that all see the same machine, each round runs `registry analyze --json`
+and the R script in both forms, each a process of its own timed from start to exit (interpreter start-up, library
+loading and reading the data included). The figure is the median of the rounds; the ratio is registry / R (below
+1: the registry is faster). R's analysed patients and adjusted hazard ratio (with its limits) must equal the
+registry's to 6 decimals, or the row says they differ. Without Rscript (or RSQLite) on this machine, R's side is
+not measured and its column says so.
 
 Start-up (61 patients, the demo cohort): `registry --version`, `registry check`, `registry analyze` and `registry
 demo`, each the median of as many rounds, against the targets of issue 20. Figures go to docs/benchmarks.md
@@ -21,6 +25,9 @@ demo`, each the median of as many rounds, against the targets of issue 20. Figur
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -65,14 +72,16 @@ class Timings:
 
 
 def r_version() -> str | None:
-    """R's and survival's versions, or None without Rscript."""
+    """R's, survival's and RSQLite's versions (RSQLite: "not installed" if so), or None without Rscript."""
     if shutil.which("Rscript") is None:
         return None
-    done = subprocess.run(
-        ["Rscript", "-e", 'cat(R.version.string, "; survival", as.character(packageVersion("survival")))'],
-        capture_output=True,
-        text=True,
+    script = (
+        'rsqlite <- if (requireNamespace("RSQLite", quietly = TRUE)) as.character(packageVersion("RSQLite")) '
+        'else "not installed"; '
+        'survival <- as.character(packageVersion("survival")); '
+        'cat(R.version.string, "; survival ", survival, "; RSQLite ", rsqlite, sep = "")'
     )
+    done = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -87,6 +96,34 @@ def write_analysis_table(url: str, out: Path) -> int:
     done = subprocess.run([sys.executable, "-c", code, url, str(out)], capture_output=True, text=True, check=True,
                           cwd=REPO)  # fmt: skip
     return int(done.stdout.split()[-1])
+
+
+def write_settings(out: Path) -> Path:
+    """The code lists and default settings the cohort is built with, for the R script's database form."""
+    from registry.codes import AdverseEventTerm, Analyte
+    from registry.config import Config
+
+    config = Config()
+    rows = [("baseline_window_days", config.baseline_window_days), ("enrolment_start", config.enrolment_start),
+            ("enrolment_end", config.enrolment_end),
+            ("steroid_sparing_window_days", config.steroid_sparing_window_days)]  # fmt: skip
+    rows += [("steroid_sparing_drug", drug) for drug in config.steroid_sparing_drugs]
+    rows += [("analyte", analyte.value) for analyte in Analyte]
+    rows += [("adverse_event_term", term.value) for term in AdverseEventTerm]
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("setting", "value"), *rows])
+    return out
+
+
+#: What the R script prints: the patients analysed and the adjusted hazard ratio of tofacitinib with its limits.
+R_SAYS = re.compile(r"(\d+) patients analysed, adjusted HR tofacitinib ([\d.]+) \(([\d.]+)-([\d.]+)\)")
+
+
+def registry_says(results: Path) -> tuple[str, ...]:
+    document = json.loads(results.read_text())
+    term = document["overall"]["cox"]["models"]["adjusted"]["terms"][0]
+    analysed = sum(document["flow"]["analysed"].values())
+    return (str(analysed), *(f"{term[key]:.6f}" for key in ("hr", "lower", "upper")))
 
 
 def demo_registry(scratch: Path, repeats: int) -> tuple[Path, dict[str, Timings]]:
@@ -117,28 +154,45 @@ class Side:
     patients: int
     analysed: int = 0
     registry: Timings = field(default_factory=Timings)
-    r: Timings = field(default_factory=Timings)
+    r_database: Timings = field(default_factory=Timings)
+    r_table: Timings = field(default_factory=Timings)
+    differences: list[str] = field(default_factory=list)  # where R's numbers are not the registry's
     note: str = ""
 
-    @property
-    def ratio(self) -> float | None:
-        if self.registry.median is None or self.r.median is None:
+    def ratio(self, r: Timings) -> float | None:
+        if self.registry.median is None or r.median is None:
             return None
-        return self.registry.median / self.r.median
+        return self.registry.median / r.median
 
 
-def side_by_side(patients: int, url: str, scratch: Path, repeats: int, with_r: bool) -> Side:
+def side_by_side(patients: int, url: str, scratch: Path, repeats: int, r: str | None) -> Side:
     side = Side(patients)
     table = scratch / f"analysis-{patients}.csv"
+    settings = write_settings(scratch / "settings.csv")
     side.analysed = write_analysis_table(url, table)
+    database = url.removeprefix("sqlite:///")
+    with_rsqlite = r is not None and "RSQLite not installed" not in r
     for round_ in range(repeats):
         work = scratch / f"round-{patients}-{round_}"
         side.registry.add(run(registry_command("analyze", "--json", str(work / "results.json")), work,
                               {"REGISTRY_DATABASE_URL": url}))  # fmt: skip
-        if with_r:
-            side.r.add(run(["Rscript", str(SCRIPT), str(table), str(work / "results.rds")], work))
-    if not with_r:
-        side.r.error = "Rscript is not installed"
+        ours = registry_says(work / "results.json") if side.registry.error is None else None
+        forms = [("table", str(table), [], side.r_table)]
+        if with_rsqlite:
+            forms.insert(0, ("database", database, [str(settings)], side.r_database))
+        for form, source, extra, timings in forms:
+            done = run(["Rscript", str(SCRIPT), form, source, str(work / f"{form}.rds"), *extra], work / form)
+            timings.add(done)
+            said = R_SAYS.search(done.output)
+            if done.code == 0 and ours and (said is None or said.groups() != ours) and round_ == 0:
+                theirs = said.group(0) if said else done.error()
+                side.differences.append(
+                    f"R from the {form}: {theirs}; the registry: {ours[0]} patients, HR {ours[1]} ({ours[2]}-{ours[3]})"
+                )
+    if r is None:
+        side.r_table.error = side.r_database.error = "Rscript is not installed"
+    elif not with_rsqlite:
+        side.r_database.error = "RSQLite is not installed"
     return side
 
 
@@ -157,11 +211,11 @@ def synthetic_registry(patients: int, seed: int, scratch: Path) -> str:
     return url
 
 
-def _ratio(side: Side) -> str:
-    if side.ratio is None:
+def _ratio(side: Side, r: Timings) -> str:
+    ratio = side.ratio(r)
+    if ratio is None:
         return "n/a"
-    verdict = "faster" if side.ratio < 1 else "slower"
-    return f"{side.ratio:.2f} (the registry {verdict})"
+    return f"{ratio:.2f} (the registry {'faster' if ratio < 1 else 'slower'})"
 
 
 def report(sides: list[Side], starts: dict[str, Timings], r: str | None, repeats: int, seed: int, code: str,
@@ -173,12 +227,19 @@ def report(sides: list[Side], starts: dict[str, Timings], r: str | None, repeats
         f"{r or 'R not installed'}. Code: {code}. Median of {repeats} round(s) (min-max in brackets), each command "
         "a process of its own, timed from start to exit.",
         "",
-        "| patients (analysed) | `registry analyze` (database to JSON) | R script (CSV to .rds) | registry / R |",
-        "|---|---|---|---|",
+        "| patients (analysed) | `registry analyze` (database to JSON) | R from the database | registry / R "
+        "| R from the analysis table (CSV) | registry / R | R's numbers |",
+        "|---|---|---|---|---|---|---|",
     ]
     for side in sides:
         label = f"{side.patients:,} ({side.analysed:,}){side.note}"
-        lines.append(f"| {label} | {side.registry.cell()} | {side.r.cell()} | {_ratio(side)} |")
+        same = "; ".join(side.differences) or (
+            "n/a" if side.r_table.median is None else "equal (patients, adjusted HR and limits to 6 decimals)"
+        )
+        lines.append(
+            f"| {label} | {side.registry.cell()} | {side.r_database.cell()} | {_ratio(side, side.r_database)} "
+            f"| {side.r_table.cell()} | {_ratio(side, side.r_table)} | {same} |"
+        )
     lines += [
         "",
         "Start-up and the everyday commands at 61 patients (the demo cohort; targets of issue 20):",
@@ -196,14 +257,15 @@ def report(sides: list[Side], starts: dict[str, Timings], r: str | None, repeats
         *[f"- {note}" for note in notes],
         "",
         *textwrap.wrap(
-            "What was measured: `registry analyze` reads the nine data tables from the SQLite registry, builds the "
+            "What was measured: `registry analyze` reads the data tables from the SQLite registry, builds the "
             "analysis table (registry.cohort) and runs every analysis of the default configuration (Table 1, "
             "mortality, Kaplan-Meier, log-rank, 14 Cox models each with cox.zph, safety; overall and RPILD), and "
-            "writes the JSON results. The R script (benchmarks/analysis.R, R's survival package) does the same "
-            "analyses from the analysis table the registry built, written to CSV beforehand (untimed): it does "
-            "not read the database or build the cohort, so the comparison favours R. 61 patients is the demo "
-            "cohort; the other sizes `registry synth` registries. `registry demo` builds the demo registry from "
-            "scratch (migrations, import, checks, analyses, the PDF report). Figures are measured, never asserted.",
+            "writes the JSON results. The R script (benchmarks/analysis.R, R's survival package) runs the same "
+            "analyses, from the database (RSQLite; it builds the analysis table as registry/cohort.py does: the "
+            "equivalent work) or from the analysis table the registry built, written to CSV beforehand (untimed: "
+            "R's best case, without the reading and the cohort). 61 patients is the demo cohort; the other sizes "
+            "`registry synth` registries. `registry demo` builds the demo registry from scratch (migrations, "
+            "import, checks, analyses, the PDF report). Figures are measured, never asserted.",
             width=110,
         ),
         "",
@@ -220,7 +282,7 @@ def main() -> None:
     args = parser.parse_args()
     r = r_version()
     code = code_version()
-    notes = [] if r else ["Rscript is not installed here: the R side was not measured."]
+    notes = [] if r else ["Rscript is not installed here: R's side was not measured."]
     sides = []
     with tempfile.TemporaryDirectory(prefix="registry-versus-r-") as tmp:
         scratch = Path(tmp)
@@ -231,7 +293,7 @@ def main() -> None:
         for patients in (int(size) for size in args.sizes.split(",") if size.strip()):
             print(f"{patients:,} patients ...", file=sys.stderr, flush=True)
             url = demo_url if patients == 61 else synthetic_registry(patients, args.seed, scratch)
-            side = side_by_side(patients, url, scratch, args.repeats, r is not None)
+            side = side_by_side(patients, url, scratch, args.repeats, r)
             side.note = " (demo)" if patients == 61 else ""
             sides.append(side)
     if (after := code_version()) != code:

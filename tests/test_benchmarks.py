@@ -104,14 +104,25 @@ def test_versus_r_benchmark_runs_on_the_demo_cohort(tmp_path):
     _run("versus_r", "--sizes", "61", "--repeats", "1", "--output", str(out))
     section = out.read_text().split("<!-- begin versus_r -->\n", 1)[1].split("<!-- end versus_r -->", 1)[0]
     assert "## `registry analyze` against the R script, and start-up (`benchmarks/versus_r.py`)" in section
-    row = re.search(r"^\| 61 \(61\) \(demo\) \| ([\d.]+) s \| (.*) \| (.*) \|$", section, re.MULTILINE)
+    row = re.search(r"^\| 61 \(61\) \(demo\) \| ([\d.]+) s \| (.*) \| (.*) \| (.*) \| (.*) \| (.*) \|$", section, re.M)
     assert row, section
+    database, database_ratio, table, table_ratio, numbers = row.groups()[1:]
+    measured = r"[\d.]+ \(the registry (faster|slower)\)"
     if shutil.which("Rscript"):
-        assert re.fullmatch(r"[\d.]+ s", row.group(2)) and re.fullmatch(
-            r"[\d.]+ \(the registry (faster|slower)\)", row.group(3)
+        assert re.fullmatch(r"[\d.]+ s", table) and re.fullmatch(measured, table_ratio)
+        assert numbers == "equal (patients, adjusted HR and limits to 6 decimals)"
+        assert re.fullmatch(measured, database_ratio) or (database, database_ratio) == (
+            "failed (RSQLite is not installed)",
+            "n/a",
         )
     else:
-        assert (row.group(2), row.group(3)) == ("failed (Rscript is not installed)", "n/a")
+        assert (database, database_ratio, table, table_ratio, numbers) == (
+            "failed (Rscript is not installed)",
+            "n/a",
+            "failed (Rscript is not installed)",
+            "n/a",
+            "n/a",
+        )
     for command in ("registry --version", "registry check", "registry analyze", "registry demo"):
         assert re.search(
             rf"^\| `{command}` \| [\d.]+ s \| <= [\d.]+ s \| (met|\*\*missed\*\*) \|$", section, re.MULTILINE
