@@ -127,3 +127,16 @@ def test_versus_r_benchmark_runs_on_the_demo_cohort(tmp_path):
         assert re.search(
             rf"^\| `{command}` \| [\d.]+ s \| <= [\d.]+ s \| (met|\*\*missed\*\*) \|$", section, re.MULTILINE
         )
+
+
+def test_before_after_benchmark_runs_against_a_commit(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    _run("before_after", "--before", "HEAD", "--patients", "61", "--repeats", "1", "--output", str(out))
+    section = out.read_text().split("<!-- begin before_after -->\n", 1)[1].split("<!-- end before_after -->", 1)[0]
+    assert "## Before and after a change, side by side (`benchmarks/before_after.py`)" in section
+    cell = r"[\d.]+ s, [\d,]+ MB"
+    for command in ("`registry --version`", "`registry check`, 61 patients", "`registry analyze`, 61 patients",
+                    "`registry report`, 61 patients", "`registry demo (61 patients, from scratch)`"):  # fmt: skip
+        assert re.search(rf"^\| {re.escape(command)} \| {cell} \| {cell} \| [\d.]+ \(.+\) \|$", section, re.M), command
+    listed = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, cwd=REPO).stdout
+    assert "registry-before-" not in listed  # the temporary worktree is gone
