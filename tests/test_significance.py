@@ -3,6 +3,9 @@ them on scipy.special's distributions, to spare the analyses the import of scipy
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -49,6 +52,20 @@ def test_mann_whitney_equals_scipy_exact_and_asymptotic(a, b):
     expected = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
     assert mann_whitney_u(a, b) == pytest.approx(expected, rel=TOLERANCE)
     assert mann_whitney_u(b, a) == pytest.approx(expected, rel=TOLERANCE)
+
+
+def test_mann_whitney_of_a_small_group_beside_thousands_is_exact():
+    small, large = RNG.normal(0.3, 1, 8), RNG.normal(0, 1, 5_000)
+    assert mann_whitney_u(small, large) == pytest.approx(stats.mannwhitneyu(small, large, method="exact").pvalue,
+                                                        rel=TOLERANCE)  # fmt: skip
+
+
+def test_the_analyses_import_scipy_stats_only_for_an_exact_mann_whitney():
+    probe = ("import sys, numpy as np; from registry.analysis import run, significance as s\n"
+             "s.mann_whitney_u(np.arange(20.0), np.arange(5.0, 30.0)); before = 'scipy.stats' in sys.modules\n"
+             "s.mann_whitney_u(np.arange(3.0), np.arange(2.5, 9.5)); print(before, 'scipy.stats' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
 
 
 def _tables() -> list[np.ndarray]:
