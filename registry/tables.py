@@ -164,6 +164,8 @@ def read_table(
     ``only``, just these of its data columns (of :func:`live`'s query)."""
     columns = data_columns(table)
     if only is not None:
+        if query is not None:
+            raise ValueError("only= narrows the table's own live query; a given query names its columns itself")
         columns = [column for column in columns if column.name in only]
     query = live(table).with_only_columns(*columns) if query is None else query
     cursor = connection.connection.cursor()

@@ -27,7 +27,7 @@ from registry.atomic import write_atomically
 from registry.codes import Role
 from registry.config import Config, ConfigError, load_config
 from registry.failures import SecondErrors, explained
-from registry.settings import ABSOLUTE_TIMEOUT, DEFAULT_URL, IDLE_TIMEOUT, URL_VARIABLE, database_url
+from registry.settings import ABSOLUTE_TIMEOUT, DEFAULT_URL, IDLE_TIMEOUT, URL_VARIABLE, busy_timeout, database_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,8 +115,6 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    from registry.settings import busy_timeout
-
     ctx.obj = database_url(database)
     try:
         busy_timeout()
