@@ -17,6 +17,8 @@ from registry.codes import DRUGS, Drug
 
 #: The Kaplan-Meier interval types (R's survfit conf.type) the analyses compute.
 KM_CONF_TYPES = ("log", "log-log", "plain")
+#: The parts of the sensitivity analyses (registry.analysis.sensitivity), by the names that switch them on.
+SENSITIVITY_ANALYSES = ("iptw", "overlap", "doubly_robust", "imputation", "competing_risks", "evalues")
 DEFAULT_STEROID_SPARING = tuple(drug.value for drug, info in DRUGS.items() if info.steroid_sparing)
 
 
@@ -37,6 +39,20 @@ class Config:
     analyses: tuple[str, ...] = ("baseline", "mortality", "survival", "cox", "safety")
     km_conf_type: str = "log-log"  # the Kaplan-Meier 95% interval: "log" (R's default), "log-log" or "plain"
     registry_name: str = "MDA5-ILD registry"  # the report's title and running header
+    # Sensitivity analyses (registry.analysis.sensitivity); each part switched on by its name here.
+    sensitivity_analyses: tuple[str, ...] = SENSITIVITY_ANALYSES
+    propensity_covariates: tuple[str, ...] = ("age", "male", "ever_smoker", "anti_mda5_grade", "rpild")
+    propensity_baseline: tuple[str, ...] = ()  # baseline values (labs, PFT) added to the propensity model
+    weight_truncation_percentile: int = (
+        0  # 0: no truncation; e.g. 99: weights above their group's 99th percentile capped
+    )
+    imputed_covariates: tuple[str, ...] = (
+        "pft_fvc_pct_pred",
+        "pft_dlco_pct_pred",
+    )  # added to the adjusted model, imputed
+    imputations: int = 20  # m, the number of imputed data sets
+    imputation_seed: int = 20221  # the same seed gives the same imputations
+    evalue_outcome: str = "common"  # "common": HR converted to RR for a common outcome; "rare": RR = HR
 
 
 class ConfigError(ValueError):
@@ -59,7 +75,22 @@ def _check(name: str, value: Any, default: Any) -> Any:
             unknown = sorted(set(value) - {d.value for d in Drug})
             if unknown:
                 raise ConfigError(f"steroid_sparing_drugs: unknown drug(s) {', '.join(unknown)}")
+        if name == "sensitivity_analyses":
+            unknown = sorted(set(value) - set(SENSITIVITY_ANALYSES))
+            if unknown:
+                known = ", ".join(SENSITIVITY_ANALYSES)
+                raise ConfigError(f"sensitivity_analyses: unknown part(s) {', '.join(unknown)}; known: {known}")
         return tuple(value)
+    if name == "evalue_outcome" and value not in ("common", "rare"):
+        raise ConfigError(f"evalue_outcome: {value!r} is not 'common' or 'rare'")
+    if name == "weight_truncation_percentile" and (
+        not isinstance(value, int) or isinstance(value, bool) or not (value == 0 or 50 <= value < 100)
+    ):
+        raise ConfigError(f"weight_truncation_percentile: {value!r} is not 0 (none) or a percentile from 50 to 99")
+    if name == "imputations" and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
+        raise ConfigError(f"imputations: {value!r} is not a whole number of at least 2")
+    if name == "imputation_seed" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ConfigError(f"imputation_seed: {value!r} is not a whole number")
     if name == "km_conf_type":
         if value not in KM_CONF_TYPES:
             raise ConfigError(f"km_conf_type: {value!r} is not one of {', '.join(map(repr, KM_CONF_TYPES))}")

@@ -90,6 +90,28 @@ def add_demo_site(engine: sa.Engine) -> None:
         session.commit()
 
 
+def build_demo_table(folder: Path):
+    """The demo cohort's analysis table, built from fixtures/demo in a SQLite registry in ``folder``."""
+    from registry.cohort import build_cohort
+    from registry.config import Config
+    from registry.ingest import import_path
+    from registry.tables import load_tables
+
+    engine = db.make_engine(f"sqlite:///{folder / 'demo.db'}")
+    db.upgrade(engine)
+    add_demo_site(engine)
+    import_path(engine, Path(__file__).resolve().parents[1] / "fixtures" / "demo", actor="test")
+    table = build_cohort(load_tables(engine), Config()).table
+    engine.dispose()
+    return table
+
+
+@pytest.fixture(scope="session")
+def demo_table(tmp_path_factory: pytest.TempPathFactory):
+    """The demo cohort's analysis table, built once per session (read-only)."""
+    return build_demo_table(tmp_path_factory.mktemp("demo-table"))
+
+
 def drop_append_only_triggers(engine: sa.Engine) -> None:
     """Drop the triggers that refuse changes to audit_log, audit_seal and data_cut, as a database owner set on
     tampering could:

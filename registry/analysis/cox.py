@@ -62,9 +62,11 @@ class CoxResult:
     notes: list[str] = field(default_factory=list)  # warnings a reader must see
     ties: str = "Efron"
     method: str = "partial likelihood"  # or FIRTH when the usual estimate does not exist
+    variance: str = "model-based"  # or ROBUST: weighted models, as R's coxph(..., robust = TRUE)
 
 
 FIRTH = "Firth-penalised partial likelihood"
+ROBUST = "robust (sandwich)"
 
 
 class CoxError(ValueError):
@@ -117,16 +119,20 @@ class _Design:
     time, and the covariates' outer products of each in that order."""
 
     x: np.ndarray  # the patients' covariates, latest time first
+    weight: np.ndarray  # their case weights, in that order (1 without weights)
     outer: np.ndarray  # x_i x_i' of each, in that order
     last_at_risk: np.ndarray  # per death time: the last patient at risk (time >= t)
     x_dead: np.ndarray  # the deaths' covariates, by time
+    weight_dead: np.ndarray  # their case weights
+    tied_weight: np.ndarray  # per death: the mean case weight of the deaths at its time (R's meanwt)
     outer_dead: np.ndarray
     which: np.ndarray  # each death's death time (non-decreasing)
     first: np.ndarray  # per death time: its first death
     fraction: np.ndarray  # per death: Efron's k / d, k = 0 .. d - 1 (the tied deaths leave the risk set in turn)
 
 
-def _design(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> _Design:
+def _design(x: np.ndarray, time: np.ndarray, event: np.ndarray, weight: np.ndarray | None = None) -> _Design:
+    weight = np.ones(len(time)) if weight is None else weight
     order = np.argsort(-time, kind="stable")
     death_times = np.unique(time[event])
     at_risk = len(time) - np.searchsorted(np.sort(time), death_times, side="left")
@@ -137,7 +143,11 @@ def _design(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> _Design:
     first = np.concatenate(([0], np.cumsum(ties)[:-1]))
     outer = x[:, :, None] * x[:, None, :]
     fraction = (np.arange(len(dead)) - first[which]) / ties[which]
-    return _Design(x[order], outer[order], at_risk - 1, x[dead], outer[dead], which, first, fraction)
+    tied_weight = (np.add.reduceat(weight[dead], first) / ties)[which] if len(dead) else np.zeros(0)
+    return _Design(
+        x[order], weight[order], outer[order], at_risk - 1, x[dead], weight[dead], tied_weight, outer[dead], which,
+        first, fraction,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -150,16 +160,18 @@ class _Efron:
     information: np.ndarray
     mean: np.ndarray
     information_by_time: np.ndarray
+    hazard: np.ndarray  # per death: its share of the baseline hazard's jump, the deaths' mean weight / its denominator
 
 
 def _efron(design: _Design, beta: np.ndarray) -> _Efron:
     """Vectorised over death times: the risk-set sums are read off cumulative sums over the patients latest first,
     the tied deaths' sums off sums over each death time's block of deaths, so the cost grows with n, not n x
-    times."""
+    times. Case weights enter as R's coxph weighs them: each patient's risk times its weight, each of d tied deaths'
+    terms times the mean weight of the d."""
     d, last, which, first = design, design.last_at_risk, design.which, design.first
-    risk = np.exp(d.x @ beta)
+    risk = d.weight * np.exp(d.x @ beta)
     eta_dead = d.x_dead @ beta
-    risk_dead = np.exp(eta_dead)
+    risk_dead = d.weight_dead * np.exp(eta_dead)
     s0 = np.cumsum(risk)[last]
     s1 = np.cumsum(risk[:, None] * d.x, axis=0)[last]
     s2 = np.cumsum(risk[:, None, None] * d.outer, axis=0)[last]
@@ -171,13 +183,43 @@ def _efron(design: _Design, beta: np.ndarray) -> _Efron:
     mean = (s1[which] - f[:, None] * s1d[which]) / denominator[:, None]
     term = (s2[which] - f[:, None, None] * s2d[which]) / denominator[:, None, None]
     term -= mean[:, :, None] * mean[:, None, :]
+    term *= d.tied_weight[:, None, None]
     return _Efron(
-        loglik=float(eta_dead.sum() - np.log(denominator).sum()),
-        score=d.x_dead.sum(axis=0) - mean.sum(axis=0),
+        loglik=float(d.weight_dead @ eta_dead - d.tied_weight @ np.log(denominator)),
+        score=d.weight_dead @ d.x_dead - d.tied_weight @ mean,
         information=term.sum(axis=0),
         mean=mean,
         information_by_time=np.add.reduceat(term, first, axis=0),
+        hazard=d.tied_weight / denominator,
     )
+
+
+def _robust_variance(
+    x: np.ndarray, time: np.ndarray, event: np.ndarray, weight: np.ndarray, beta: np.ndarray, at: _Efron
+) -> np.ndarray:
+    """The sandwich variance of R's ``coxph(..., weights = w, robust = TRUE)``: I^-1 (sum_i w_i^2 U_i U_i') I^-1, with
+    U_i patient i's score residual under Efron's ties (R's coxscore2: a death at a tied time takes 1/d of each
+    tied term and stays in its risk sets with weight 1 - k/d), each patient its own cluster."""
+    design = _design(x, time, event, weight)
+    death_times = np.unique(time[event])
+    first, fraction, h, mean = design.first, design.fraction, at.hazard, at.mean
+    ties = np.diff(np.append(first, len(fraction)))
+    cum_h = np.cumsum(np.add.reduceat(h, first))
+    cum_hm = np.cumsum(np.add.reduceat(h[:, None] * mean, first, axis=0), axis=0)
+    mean_by_time = np.add.reduceat(mean, first, axis=0) / ties[:, None]
+    own_h = np.add.reduceat(fraction * h, first)
+    own_hm = np.add.reduceat((fraction * h)[:, None] * mean, first, axis=0)
+    last = np.searchsorted(death_times, time, side="right") - 1  # each patient's last death time at risk
+    seen = last >= 0
+    at_last = np.maximum(last, 0)
+    score = np.exp(x @ beta)[:, None]
+    residual = np.where(seen[:, None], -score * (x * cum_h[at_last][:, None] - cum_hm[at_last]), 0.0)
+    died = event & seen
+    k = at_last[died]
+    residual[died] += x[died] - mean_by_time[k] + score[died] * (x[died] * own_h[k][:, None] - own_hm[k])
+    inverse = np.linalg.inv(at.information)
+    weighted = residual * weight[:, None]
+    return inverse @ (weighted.T @ weighted) @ inverse
 
 
 class _NoEstimate(Exception):
@@ -260,17 +302,23 @@ def cox_zph(
     return tests
 
 
-def _fit_efron(complete: pd.DataFrame, duration: str, event: str, covariates: Sequence[str]) -> list[Term]:
+def _fit_efron(
+    complete: pd.DataFrame, duration: str, event: str, covariates: Sequence[str], weights: str | None = None
+) -> list[Term]:
     """The partial-likelihood estimate and Wald statistics, as R's ``coxph(ties = "efron")``; covariates centred
-    (as R does) so that exp(x beta) stays in range."""
+    (as R does) so that exp(x beta) stays in range. With case ``weights``, the weighted estimate and the robust
+    (sandwich) standard errors, as ``coxph(..., weights = w, robust = TRUE)``."""
     x = complete[list(covariates)].to_numpy(float)
     x = x - x.mean(axis=0)
-    beta, at = _newton_raphson(
-        _design(x, complete[duration].to_numpy(float), complete[event].to_numpy(bool)), covariates
-    )
+    time, died = complete[duration].to_numpy(float), complete[event].to_numpy(bool)
+    weight = None if weights is None else complete[weights].to_numpy(float)
+    beta, at = _newton_raphson(_design(x, time, died, weight), covariates)
     with np.errstate(invalid="ignore"):
         try:
-            se = np.sqrt(np.diag(np.linalg.inv(at.information)))
+            if weight is None:
+                se = np.sqrt(np.diag(np.linalg.inv(at.information)))
+            else:
+                se = np.sqrt(np.diag(_robust_variance(x, time, died, weight, beta, at)))
         except np.linalg.LinAlgError:
             se = np.full(len(beta), np.nan)
     if not np.isfinite(se).all():
@@ -284,14 +332,22 @@ def _fit_efron(complete: pd.DataFrame, duration: str, event: str, covariates: Se
 
 
 def fit_cox(
-    table: pd.DataFrame, duration: str, event: str, covariates: Sequence[str], *, firth: bool = True
+    table: pd.DataFrame,
+    duration: str,
+    event: str,
+    covariates: Sequence[str],
+    *,
+    firth: bool = True,
+    weights: str | None = None,
 ) -> CoxResult:
     """A Cox model of ``covariates`` (numeric columns), complete cases, Efron ties.
 
     Where the usual estimate does not exist, ``firth`` decides between Firth's
-    penalised estimate (with a note saying why) and a ``CoxError``.
+    penalised estimate (with a note saying why) and a ``CoxError``. With a column of case
+    ``weights`` (inverse-probability weights, say): the weighted estimate with robust standard
+    errors and no proportional-hazards test; no Firth fallback (there is no weighted one here).
     """
-    data = table[[duration, event, *covariates]]
+    data = table[[duration, event, *covariates, *([weights] if weights else [])]]
     complete = data.dropna()
     dropped = len(data) - len(complete)
     events = int(complete[event].sum())
@@ -309,11 +365,11 @@ def fit_cox(
     problem = _separation(complete, event, covariates)
     if problem is None:
         try:
-            terms = _fit_efron(complete, duration, event, covariates)
+            terms = _fit_efron(complete, duration, event, covariates, weights)
         except _NoEstimate as error:
             problem = f"the model did not converge ({error})"
     if problem is not None:
-        if not firth:
+        if not firth or weights:
             raise CoxError(problem)
         notes.append(
             f"{problem}; shown instead: Firth's penalised estimate (Heinze & Schemper 2001; Breslow ties), "
@@ -324,6 +380,8 @@ def fit_cox(
         except CoxError as error:
             raise CoxError(f"{problem}; {error}") from None
         return CoxResult(terms, len(complete), events, dropped, epv, [], notes, ties="Breslow", method=FIRTH)
+    if weights:
+        return CoxResult(terms, len(complete), events, dropped, epv, [], notes, variance=ROBUST)
     zph = cox_zph(
         complete[list(covariates)].to_numpy(float),
         complete[duration].to_numpy(float),

@@ -34,7 +34,7 @@ class LandmarkMortality:
     test: str = "log-rank, follow-up truncated at the landmark"
 
 
-def _complement(limit: float | None) -> float | None:
+def complement(limit: float | None) -> float | None:
     return None if limit is None else 1 - limit
 
 
@@ -55,7 +55,7 @@ def mortality(
                     deaths=deaths,
                     known=known,
                     percent=100 * deaths / known if known else None,
-                    km_mortality=Estimate(1 - survival.value, _complement(survival.upper), _complement(survival.lower)),
+                    km_mortality=Estimate(1 - survival.value, complement(survival.upper), complement(survival.lower)),
                 )
             )
         p = log_rank(table["time_days"], table["event"], table[group], days).p

@@ -68,11 +68,19 @@ def _survival(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     return {"ci_type": config.km_conf_type, "r_call": r_call(config.km_conf_type), "groups": groups, "log_rank": tests}
 
 
-def _cox(table: pd.DataFrame, config: Config) -> dict[str, Any]:
+def cox_data(table: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """The analysis table with the exposure as 0/1 and follow-up ended at the last landmark (``cox_time``,
+    ``cox_event``): what every Cox model, weighted or imputed, is fitted to."""
     data = table.assign(**{EXPOSURE: (table["group"] == EXPOSURE).astype(int)})
     horizon = max(config.landmarks.values())
     data["cox_time"] = data["time_days"].clip(upper=horizon)
     data["cox_event"] = (data["event"].astype(bool) & (data["time_days"] <= horizon)).astype(int)
+    return data
+
+
+def _cox(table: pd.DataFrame, config: Config) -> dict[str, Any]:
+    data = cox_data(table, config)
+    horizon = max(config.landmarks.values())
 
     def fit(covariates: list[str]) -> Any:
         try:
@@ -145,4 +153,9 @@ def analyze(cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None =
         )
     if "safety" in config.analyses:
         document["safety"] = safety(table)
+    if config.sensitivity_analyses and "cox" in config.analyses and not table.empty:
+        from registry.analysis.sensitivity import sensitivity  # only where it runs: it loads the imputation library
+
+        models = document["overall"]["cox"]["models"]
+        document["sensitivity"] = sensitivity(cox_data(table, config), models, EXPOSURE, config)
     return _plain(document)

@@ -109,20 +109,47 @@ def interval(surv: np.ndarray, std_err: np.ndarray, conf_type: str) -> tuple[np.
         return np.exp(-np.exp(centre - half)), np.exp(-np.exp(centre + half))
 
 
-def fit_km(time: pd.Series, event: pd.Series, conf_type: str = "log-log") -> KaplanMeier:
-    """Kaplan-Meier of follow-up ``time`` and ``event`` (1 death, 0 censored), with its interval of ``conf_type``."""
+def fit_km(
+    time: pd.Series, event: pd.Series, conf_type: str = "log-log", weights: pd.Series | np.ndarray | None = None
+) -> KaplanMeier:
+    """Kaplan-Meier of follow-up ``time`` and ``event`` (1 death, 0 censored), with its interval of ``conf_type``.
+
+    With case ``weights`` (inverse-probability weights, say) the numbers at risk and of deaths are sums of weights
+    and the standard error is the infinitesimal jackknife's, as R's ``survfit(..., weights = w)`` (robust by default
+    for weights that are not whole numbers); without, Greenwood's."""
     times = np.asarray(time, dtype=float)
     events = np.asarray(event, dtype=int)
+    weight = np.ones(len(times)) if weights is None else np.asarray(weights, dtype=float)
     distinct, inverse = np.unique(times, return_inverse=True)
-    leaving = np.bincount(inverse, minlength=len(distinct))
-    deaths = np.bincount(inverse, weights=events, minlength=len(distinct)).astype(int)
-    n_risk = len(times) - np.concatenate(([0], np.cumsum(leaving)[:-1]))
+    leaving = np.bincount(inverse, weights=weight, minlength=len(distinct))
+    deaths = np.bincount(inverse, weights=weight * events, minlength=len(distinct))
+    n_risk = weight.sum() - np.concatenate(([0], np.cumsum(leaving)[:-1]))
+    if weights is None:
+        n_risk, deaths = np.rint(n_risk).astype(int), np.rint(deaths).astype(int)
     with np.errstate(divide="ignore", invalid="ignore"):
         surv = np.cumprod(1 - deaths / n_risk)
-        greenwood = np.cumsum(np.where(deaths > 0, deaths / (n_risk * (n_risk - deaths)), 0.0))
-    std_err = np.sqrt(greenwood)
+        if weights is None:
+            greenwood = np.cumsum(np.where(deaths > 0, deaths / (n_risk * (n_risk - deaths)), 0.0))
+            std_err = np.sqrt(greenwood)
+        else:
+            std_err = _jackknife_std_err(inverse, events, weight, n_risk, deaths)
     lower, upper = interval(surv, std_err, conf_type)
     return KaplanMeier(distinct, n_risk, deaths, surv, std_err, lower, upper, conf_type)
+
+
+def _jackknife_std_err(
+    inverse: np.ndarray, events: np.ndarray, weight: np.ndarray, n_risk: np.ndarray, deaths: np.ndarray
+) -> np.ndarray:
+    """The infinitesimal-jackknife standard error of -log S(t) at each distinct time: the square root of
+    sum_i (w_i dlog S(t) / dw_i)^2, where patient i's derivative is G(min(t, t_i)) - [i died at t_i <= t] /
+    (Y(t_i) - D(t_i)), G(t) = sum_{s <= t} D(s) / (Y(s) (Y(s) - D(s))); the sums over patients read off cumulative
+    sums by time, so the cost grows with n. NaN once S is 0."""
+    g = np.cumsum(np.where(deaths > 0, deaths / (n_risk * (n_risk - deaths)), 0.0))
+    own = g[inverse] - events / (n_risk - deaths)[inverse]  # the derivative of a patient whose time is passed
+    passed = np.bincount(inverse, weights=(weight * own) ** 2, minlength=len(n_risk))
+    squared = np.bincount(inverse, weights=weight**2, minlength=len(n_risk))
+    later = np.concatenate((np.cumsum(squared[::-1])[::-1][1:], [0.0]))  # sum of w^2 with t_i > t
+    return np.sqrt(np.cumsum(passed) + g**2 * later)
 
 
 def _value(x: float) -> float | None:
@@ -180,9 +207,16 @@ def median_survival(km: KaplanMeier) -> Median | None:
     return None if found.value is None and found.lower is None else found
 
 
-def km_curve(time: pd.Series, event: pd.Series, label: str, conf_type: str = "log-log") -> Curve:
-    """The curve from day 0 (S = 1, where R's ``summary(fit, times = 0)`` gives its interval) to the last time."""
-    km = fit_km(time, event, conf_type)
+def km_curve(
+    time: pd.Series,
+    event: pd.Series,
+    label: str,
+    conf_type: str = "log-log",
+    weights: np.ndarray | None = None,
+) -> Curve:
+    """The curve from day 0 (S = 1, where R's ``summary(fit, times = 0)`` gives its interval) to the last time;
+    weighted by case ``weights`` if given (see :func:`fit_km`)."""
+    km = fit_km(time, event, conf_type, weights)
     times, surv, lower, upper = km.time, km.surv, km.lower, km.upper
     if not len(times) or times[0] > 0:
         start_lower, start_upper = _before_first_time(conf_type)
