@@ -35,6 +35,10 @@ from registry.config import Config
 #: is flagged: a few patients carry the weighted estimate.
 MIN_ESS = 10
 MIN_ESS_SHARE = 0.5
+#: The rows of the hazard-ratio table, in the order the report gives them.
+METHODS = ("unadjusted", "adjusted", "adjusted_baseline", "imputed", "iptw", "overlap", "doubly_robust")
+#: Bins of the propensity-score distribution given for the overlap figure.
+PS_BINS = 40
 #: The weight column the weighted models read.
 WEIGHT = "_weight"
 
@@ -60,6 +64,18 @@ def _ess_notes(label: str, ess: dict[str, float], patients: dict[str, int]) -> l
         for group in ess
         if ess[group] < MIN_ESS or ess[group] < MIN_ESS_SHARE * patients[group]
     ]
+
+
+def _distribution(score: pd.Series, group: pd.Series) -> dict[str, Any]:
+    """The propensity scores of each group as counts in bins of width 1 / PS_BINS, with their range: what the
+    overlap figure draws (the scores themselves would grow the results with the cohort)."""
+    edges = np.linspace(0, 1, PS_BINS + 1)
+    by_group = {str(g): score[group == g].to_numpy() for g in sorted(group.unique())}
+    return {
+        "edges": edges.tolist(),
+        "counts": {g: np.histogram(v, edges)[0].tolist() for g, v in by_group.items()},
+        "range": {g: [float(v.min()), float(v.max())] for g, v in by_group.items()},
+    }
 
 
 def _by_group(data: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -133,7 +149,7 @@ def sensitivity(data: pd.DataFrame, models: dict[str, Any], exposure: str, confi
             analysed = ps_data.loc[score.index]
             result["propensity"] = {
                 "model": model,
-                "scores": {str(g): sorted(score[m.index].tolist()) for g, m in analysed.groupby("group", sort=True)},
+                "distribution": _distribution(score, analysed["group"]),
                 "smd_threshold": SMD_THRESHOLD,
             }
             result["weightings"] = {}
@@ -143,7 +159,7 @@ def sensitivity(data: pd.DataFrame, models: dict[str, Any], exposure: str, confi
                 if name in weightings:
                     result["weightings"][name] = made
                     result["notes"].extend(made["notes"])
-                    rows.append({"method": name, "label": made["label"].capitalize(), "model": made["cox"]})
+                    rows.append({"method": name, "label": made["label"], "model": made["cox"]})
                 if name == "iptw" and "doubly_robust" in run:
                     robust = _fit(analysed.assign(**{WEIGHT: weights}), [exposure, *config.covariates], weights=WEIGHT)
                     result["doubly_robust"] = robust
@@ -152,6 +168,7 @@ def sensitivity(data: pd.DataFrame, models: dict[str, Any], exposure: str, confi
                         "label": "Doubly robust (IPTW and adjusted)",
                         "model": robust,
                     })  # fmt: skip
+    rows.sort(key=lambda row: METHODS.index(row["method"]))
     result["hazard_ratios"] = [_row(row, exposure, config, "evalues" in run) for row in rows]
     if "evalues" in run:
         result["evalue_conversion"] = OUTCOMES[config.evalue_outcome]

@@ -27,8 +27,8 @@ from scipy.special import expit, ndtr
 
 #: The weightings, by the name the configuration and the results use.
 WEIGHTINGS = {
-    "iptw": "inverse probability of treatment, stabilised (ATE)",
-    "overlap": "overlap weights (ATO)",
+    "iptw": "IPTW (stabilised, ATE)",
+    "overlap": "Overlap weights (ATO)",
 }
 #: An absolute standardised mean difference above this is imbalance (Austin 2009's 0.1).
 SMD_THRESHOLD = 0.1
@@ -48,6 +48,7 @@ class PropensityTerm:
     name: str
     coef: float  # log odds ratio of starting the exposure drug
     se: float
+    odds_ratio: float
     p: float  # Wald, as glm's summary
 
 
@@ -97,7 +98,7 @@ def fit_propensity(table: pd.DataFrame, exposure: str, covariates: Sequence[str]
         )
     se = np.sqrt(np.diag(np.linalg.inv(x.T @ (x * (p * (1 - p))[:, None]))))
     terms = [
-        PropensityTerm(name, float(b), float(s), float(2 * ndtr(-abs(b / s))))
+        PropensityTerm(name, float(b), float(s), float(np.exp(b)), float(2 * ndtr(-abs(b / s))))
         for name, b, s in zip(["(Intercept)", *covariates], beta, se, strict=True)
     ]
     model = PropensityModel(
@@ -181,5 +182,5 @@ def balance(covariates: pd.DataFrame, treated: np.ndarray, weights: np.ndarray) 
                 return None
             return _variance(values[treated], w[treated], False) / _variance(values[~treated], w[~treated], False)
 
-        result.append(Balance(name, binary, smd(ones), smd(weights), ratio(ones), ratio(weights)))
+        result.append(Balance(name, binary, float(smd(ones)), float(smd(weights)), ratio(ones), ratio(weights)))
     return result

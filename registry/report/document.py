@@ -22,7 +22,15 @@ import registry
 from registry.config import Config
 from registry.quality import CheckRun
 from registry.report.figures import forest_figure, km_figure
-from registry.report.numbers import format_days, format_p, format_percent, format_proportion, format_ratio
+from registry.report.numbers import (
+    format_days,
+    format_estimate,
+    format_p,
+    format_percent,
+    format_proportion,
+    format_ratio,
+    format_smd,
+)
 from registry.resources import resource_dir
 
 #: The libraries whose versions the methods section names.
@@ -102,7 +110,13 @@ def _environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(_templates()), autoescape=True, undefined=jinja2.StrictUndefined
     )
     environment.filters.update(
-        p=format_p, ratio=format_ratio, percent=format_percent, proportion=format_proportion, days=format_days
+        p=format_p,
+        ratio=format_ratio,
+        percent=format_percent,
+        proportion=format_proportion,
+        days=format_days,
+        estimate=format_estimate,
+        smd=format_smd,
     )
     return environment
 
