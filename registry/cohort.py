@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from registry.codes import AdverseEventTerm, Analyte, AntibodyGrade
@@ -39,7 +40,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "attributed_drug",
         "led_to_discontinuation",
     ),
-    "follow_up": ("patient_id", "last_contact_date", "vital_status", "death_date"),
+    "follow_up": ("patient_id", "last_contact_date", "vital_status", "death_date", "lung_transplant_date"),
 }
 #: Ordinal anti-MDA5 grade used as the titre covariate (weak=1, moderate=2, strong=3).
 GRADE_ORDER = {AntibodyGrade.NEGATIVE: 0, AntibodyGrade.WEAK: 1, AntibodyGrade.MODERATE: 2, AntibodyGrade.STRONG: 3}
@@ -196,6 +197,16 @@ def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
     table["event"] = died.astype(int)
     table["end_date"] = fu["death_date"].where(died, censor_at)
     table["time_days"] = (table["end_date"] - table["index_date"]).dt.days
+    # The competing event (registry.analysis.competing): a lung transplantation from the index date to the end of
+    # follow-up, counted when it came before death (on the day of death, the death counts). The primary analysis
+    # above is unchanged: it follows patients to death or last contact, transplanted or not.
+    transplant = fu["lung_transplant_date"]
+    counted = transplant.between(table["index_date"], table["end_date"]) & ~(died & (transplant >= table["end_date"]))
+    table["transplant_date"] = transplant.where(counted)
+    table["cr_status"] = np.where(counted, 2, table["event"])
+    table["cr_time_days"] = np.where(counted, (transplant - table["index_date"]).dt.days, table["time_days"]).astype(
+        int
+    )
     for days in config.landmarks.values():
         dead_by = died & (table["time_days"] <= days)
         table[f"dead_by_{days}"] = dead_by

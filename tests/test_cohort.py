@@ -44,7 +44,7 @@ def cohort_of(migrated):
             raw("patients", PATIENT, patients),
             raw("antibody_tests", MDA5, antibodies),
             raw("treatments", TREAT, treatments),
-            raw("follow_up", FOLLOW, follow_up),
+            raw("follow_up", FOLLOW + ["lung_transplant_date"] * (len(follow_up[0]) == 5), follow_up),
             raw("labs", ["study_id", "analyte", "sample_date", "value", "unit"], labs),
         ]
         result = import_sheets(migrated, sheets, actor="t", reason="test")
@@ -86,6 +86,28 @@ def test_group_index_time_and_landmarks(cohort_of):
     assert t["anti_mda5_grade"].to_dict() == {"A": 3, "B": 1, "C": 2, "D": 3}
     assert round(t.loc["A", "age"], 4) == round((date(2019, 2, 1) - date(1970, 1, 1)).days / 365.25, 4)
     assert cohort.registered == 4 and cohort.excluded.empty
+
+
+def test_lung_transplantation_is_the_competing_event_and_leaves_the_primary_analysis_alone(cohort_of):
+    cohort = cohort_of(
+        [patient(p) for p in "ABCDE"],
+        [mda5(p) for p in "ABCDE"],
+        [[p, "tofacitinib", "2019-02-01", ""] for p in "ABCDE"],
+        [
+            ["A", "2019-06-01", "dead", "2019-06-01", "2019-03-03"],  # transplanted on day 30, died on day 120
+            ["B", "2019-12-01", "alive", "", "2019-05-02"],  # transplanted on day 90, alive
+            ["C", "2019-12-01", "alive", "", "2019-01-15"],  # transplanted before the index date: not counted
+            ["D", "2019-06-01", "dead", "2019-06-01", "2019-06-01"],  # on the day of death: the death counts
+            ["E", "2019-06-01", "alive", "", "2019-07-01"],  # after the last contact: not counted
+        ],
+        config=Config(data_cutoff=date(2019, 12, 1)),
+    )
+    t = cohort.table
+    assert t["cr_status"].to_dict() == {"A": 2, "B": 2, "C": 0, "D": 1, "E": 0}
+    assert t["cr_time_days"].to_dict() == {"A": 30, "B": 90, "C": 303, "D": 120, "E": 120}
+    assert t["transplant_date"].notna().to_dict() == {"A": True, "B": True, "C": False, "D": False, "E": False}
+    assert t["event"].to_dict() == {"A": 1, "B": 0, "C": 0, "D": 1, "E": 0}  # death at any time, as before
+    assert t["time_days"].to_dict() == {"A": 120, "B": 303, "C": 303, "D": 120, "E": 120}
 
 
 def test_data_cutoff_censors_later_deaths_and_follow_up(cohort_of):
