@@ -19,6 +19,19 @@ def example(migrated, database_url):
     return database_url
 
 
+@pytest.fixture
+def demo_registry(tmp_path):
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    demo = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+    for args in (
+        ["db", "upgrade"],
+        ["site", "add", "DEMO", "Demo", "--actor", "t"],
+        ["import", str(demo), "--actor", "t"],
+    ):
+        assert runner.invoke(app, ["--database", url, *args]).exit_code == 0
+    return url
+
+
 def _analyze(url, tmp_path, *extra):
     return runner.invoke(app, ["--database", url, "analyze", "--json", str(tmp_path / "r.json"), *extra])
 
@@ -41,6 +54,7 @@ def test_results_document(example, tmp_path):
         "rpild",
         "baseline",
         "safety",
+        "sensitivity",
     ]
     assert doc["configuration"]["landmarks"] == {"6 months": 183, "1 year": 365}
     assert doc["flow"] == {"registered": 4, "excluded": {}, "analysed": {"tacrolimus": 2, "tofacitinib": 2},
@@ -88,3 +102,28 @@ def test_univariable_models_for_each_covariate(example, tmp_path):
     univariable = doc["overall"]["cox"]["univariable"]
     assert list(univariable) == ["age", "male", "ever_smoker", "anti_mda5_grade", "steroid_sparing"]
     assert univariable["age"]["terms"][0]["name"] == "age"
+
+
+def test_imputations_are_written_for_re_pooling_and_an_occupied_directory_is_refused(demo_registry, tmp_path):
+    out = tmp_path / "imputed"
+    result = _analyze(demo_registry, tmp_path, "--imputations", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == f"20 imputed data sets written to {out}"
+    files = sorted(out.glob("imputation_*.csv"))
+    assert [f.name for f in files][:2] == ["imputation_01.csv", "imputation_02.csv"] and len(files) == 20
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["m"] == 20 and manifest["imputed"] == {"pft_fvc_pct_pred": 21, "pft_dlco_pct_pred": 21}
+    # pooling the written files again gives the results' pooled estimate
+    import numpy as np
+    import pandas as pd
+
+    from registry.analysis.imputation import fit_cox_imputed
+
+    pooled = json.loads((tmp_path / "r.json").read_text())["sensitivity"]["imputation"]["pooled"]
+    covariates = manifest["columns"][3:]
+    again = fit_cox_imputed([pd.read_csv(f) for f in files], "cox_time", "cox_event", covariates)
+    assert [t.coef for t in again.terms] == pytest.approx([t["coef"] for t in pooled["terms"]], rel=1e-12)
+    assert not np.isnan(again.terms[0].se)
+    refused = _analyze(demo_registry, tmp_path, "--imputations", str(out))
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"--imputations: {out} is not a new or empty directory; nothing was analysed"

@@ -119,7 +119,15 @@ def impute(
         for _ in range(iterations):
             for j in incomplete:
                 others = np.delete(current, j, axis=1)
-                current[missing[:, j], j] = _pmm(current[:, j], ~missing[:, j], np.column_stack([others, fixed]), rng)
+                try:
+                    current[missing[:, j], j] = _pmm(
+                        current[:, j], ~missing[:, j], np.column_stack([others, fixed]), rng
+                    )
+                except np.linalg.LinAlgError:
+                    raise ImputationError(
+                        f"{columns[j]}: its imputation model cannot be estimated ({(~missing[:, j]).sum()} observed "
+                        "values, collinear or constant predictors)"
+                    ) from None
         datasets.append(table.assign(**{name: current[:, j] for j, name in enumerate(columns)}))
     return datasets
 

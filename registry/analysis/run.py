@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import math
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -120,11 +121,14 @@ def _not_signed(data_cut: dict[str, Any] | None, registered: int) -> dict[str, A
     return {"not_signed": {"in_registry": registered + total, "total": total, "by_status": left_out}}
 
 
-def analyze(cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None = None) -> dict[str, Any]:
+def analyze(
+    cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None = None, imputations: Path | None = None
+) -> dict[str, Any]:
     """Every configured analysis of ``cohort``, overall and in the RPILD subgroup.
 
     ``data_cut`` describes the frozen data cut the cohort was built from (registry.cuts), if any: it travels
-    with the results so that they name the snapshot they can be reproduced from.
+    with the results so that they name the snapshot they can be reproduced from. ``imputations``: a directory to
+    write the multiple imputation's data sets to.
     """
     table = cohort.table
     rpild = table[table["rpild"].fillna(False).astype(bool)]
@@ -154,8 +158,10 @@ def analyze(cohort: Cohort, config: Config, *, data_cut: dict[str, Any] | None =
     if "safety" in config.analyses:
         document["safety"] = safety(table)
     if config.sensitivity_analyses and "cox" in config.analyses and not table.empty:
-        from registry.analysis.sensitivity import sensitivity  # only where it runs: it loads the imputation library
+        from registry.analysis.sensitivity import sensitivity  # imported where it runs: most commands never do
 
         models = document["overall"]["cox"]["models"]
-        document["sensitivity"] = sensitivity(cox_data(table, config), models, EXPOSURE, config)
+        document["sensitivity"] = sensitivity(
+            cox_data(table, config), models, EXPOSURE, config, imputations=imputations
+        )
     return _plain(document)

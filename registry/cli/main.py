@@ -886,14 +886,30 @@ def analyze(
     ),
     config_file: ConfigOption = Path("registry.toml"),
     cut: CutOption = None,
+    imputations: Annotated[
+        Path | None,
+        typer.Option(
+            "--imputations",
+            help="Also write the multiple imputation's data sets (imputation_NN.csv and manifest.json) to this new or "
+            "empty directory, to re-pool them elsewhere (R: mice::pool).",
+        ),
+    ] = None,
 ) -> None:
     """Build the cohort and run every configured analysis; write the results as JSON.
 
-    Example: registry analyze --json results.json --config registry.toml
+    Example: registry analyze --json results.json --config registry.toml --imputations imputed/
     """
     from registry.cohort import COLUMNS
 
-    _analyze_to(_source(_engine(ctx), _config(config_file), cut, columns=COLUMNS), json_out)
+    config = _config(config_file)
+    if imputations is not None:
+        if "imputation" not in config.sensitivity_analyses:
+            typer.echo("--imputations: the configuration's sensitivity_analyses leave out imputation", err=True)
+            raise typer.Exit(2)
+        if imputations.exists() and (not imputations.is_dir() or any(imputations.iterdir())):
+            typer.echo(f"--imputations: {imputations} is not a new or empty directory; nothing was analysed", err=True)
+            raise typer.Exit(2)
+    _analyze_to(_source(_engine(ctx), config, cut, columns=COLUMNS), json_out, imputations)
 
 
 def _config(config_file: Path) -> Config:
@@ -1005,7 +1021,7 @@ def rules(
         typer.echo(f"{rule.id}  {rule.severity:<7}  {rule.category:<26}  {rule.table:<13}  {rule.message}")
 
 
-def _analyze_to(source: DataSource, json_out: Path) -> None:
+def _analyze_to(source: DataSource, json_out: Path, imputations: Path | None = None) -> None:
     """Cohort, analyses, JSON file, and a few lines a person can check at a glance."""
     from registry.analysis.run import analyze as analyze_cohort
     from registry.cohort import build_cohort
@@ -1014,10 +1030,17 @@ def _analyze_to(source: DataSource, json_out: Path) -> None:
     if (why := cohort.why_not_analysable()) is not None:
         typer.echo(why[0].upper() + why[1:], err=True)
         raise typer.Exit(1)
-    results = analyze_cohort(cohort, source.config, data_cut=source.cut)
+    results = analyze_cohort(cohort, source.config, data_cut=source.cut, imputations=imputations)
     write_atomically(json_out, _json(results).encode("utf-8"))
     _print_results(results)
     typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
+    written = results.get("sensitivity", {}).get("imputation", {}).get("written")
+    if imputations is not None:
+        typer.echo(
+            f"{len(written)} imputed data sets written to {imputations}"
+            if written
+            else f"No imputed data sets written to {imputations}: nothing was imputed (see the results' sensitivity)"
+        )
 
 
 def _json(document: dict) -> str:
