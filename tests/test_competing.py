@@ -67,7 +67,7 @@ def _table(status, time):
 def test_the_section_says_when_no_competing_event_is_recorded_and_labels_crude_km_otherwise():
     none = cumulative_incidence(_table([1, 0, 1, 0], [10, 20, 30, 40]), {"1 year": 365}, "log-log")
     assert none == {"competing_event": "lung transplantation", "recorded": False, "events": 0,
-                    "note": "no lung transplantation is recorded among the analysed patients: the Kaplan-Meier "
+                    "note": "No lung transplantation is recorded among the analysed patients: the Kaplan-Meier "
                     "mortality is the cumulative incidence of death"}  # fmt: skip
     some = cumulative_incidence(_table([1, 2, 2, 1, 0, 1], [10, 20, 30, 40, 50, 60]), {"1 year": 365}, "log-log")
     tacrolimus = some["groups"]["tacrolimus"]["landmarks"][0]

@@ -120,7 +120,7 @@ def cumulative_incidence(table: pd.DataFrame, landmarks: dict[str, int], conf_ty
     result: dict[str, Any] = {"competing_event": COMPETING_EVENT, "recorded": transplanted > 0, "events": transplanted}
     if not transplanted:
         result["note"] = (
-            f"no {COMPETING_EVENT} is recorded among the analysed patients: the Kaplan-Meier mortality is the "
+            f"No {COMPETING_EVENT} is recorded among the analysed patients: the Kaplan-Meier mortality is the "
             "cumulative incidence of death"
         )
         return result

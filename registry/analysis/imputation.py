@@ -41,8 +41,8 @@ class ImputationError(ValueError):
 
 
 def nelson_aalen(time: pd.Series, event: pd.Series) -> np.ndarray:
-    """The Nelson-Aalen cumulative hazard at each patient's own time (ties counted together, as mice's
-    ``nelsonaalen``)."""
+    """The Nelson-Aalen cumulative hazard at each patient's own time, tied deaths counted together (d / n; mice's
+    ``nelsonaalen`` takes coxph's baseline hazard, which splits them Efron's way: a predictor either way)."""
     times = np.asarray(time, dtype=float)
     distinct, inverse = np.unique(times, return_inverse=True)
     leaving = np.bincount(inverse, minlength=len(distinct))
@@ -172,7 +172,7 @@ def pool(names: Sequence[str], coefs: np.ndarray, variances: np.ndarray, dfcom: 
     fmi = (riv + 2 / (df + 3)) / (1 + riv)
     se = np.sqrt(t)
     quantile = student_t.ppf(0.975, df)
-    p = 2 * student_t.sf(np.abs(qbar / se), df)
+    p = 2 * student_t.sf(np.abs(qbar / se), np.maximum(df, 0.001))  # as mice's summary.mipo
     return [
         PooledTerm(name, *(float(v) for v in row))
         for name, *row in zip(names, qbar, se, np.exp(qbar), np.exp(qbar - quantile * se), np.exp(qbar + quantile * se),
@@ -205,7 +205,7 @@ def fit_cox_imputed(
     variances = np.array([[term.se**2 for term in fit.terms] for fit in fits])
     n, events = fits[0].n, fits[0].events
     notes = [note for note in fits[0].notes if "events per variable" in note]
-    dfcom = events - len(covariates)
+    dfcom = max(events - len(covariates), 1)  # as mice's get.dfcom
     return PooledCox(pool(covariates, coefs, variances, dfcom), n, events, len(fits), dfcom, notes)
 
 
@@ -222,6 +222,7 @@ def write_imputations(
         path = directory / f"imputation_{number:02d}.csv"
         data[list(columns)].to_csv(path, index=True, index_label="study_id", float_format="%.17g")
         written.append(path)
+    formula = description.get("model_formula", "Surv(cox_time, cox_event) ~ ...")
     manifest = {
         **description,
         "files": [path.name for path in written],
@@ -229,7 +230,7 @@ def write_imputations(
         "pool_in_r": [
             "library(survival); library(mice)",
             'files <- sort(Sys.glob("imputation_*.csv"))',
-            "fits <- lapply(files, function(f) coxph(<formula>, data = read.csv(f), ties = 'efron'))",
+            f"fits <- lapply(files, function(f) coxph({formula}, data = read.csv(f), ties = 'efron'))",
             "summary(pool(as.mira(fits)), conf.int = TRUE, exponentiate = TRUE)",
         ],
     }

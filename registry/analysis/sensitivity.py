@@ -156,7 +156,7 @@ def _imputation(
         ),
     }
     if not missing:
-        part["note"] = "no value of the model's covariates is missing: nothing to impute"
+        part["note"] = "No value of the model's covariates is missing: nothing to impute"
         return part, rows
     try:
         datasets = impute(
@@ -174,7 +174,7 @@ def _imputation(
             datasets, out, columns=["cox_time", "cox_event", *covariates],
             description={"made_by": "registry analyze --imputations", "m": config.imputations,
                          "seed": config.imputation_seed, "imputed": missing,
-                         "model": f"coxph(Surv(cox_time, cox_event) ~ {' + '.join(covariates)}, ties = 'efron')"},
+                         "model_formula": f"Surv(cox_time, cox_event) ~ {' + '.join(covariates)}"},
         )  # fmt: skip
         part["written"] = [str(path) for path in written]
     label = f"Adjusted + {names}, multiple imputation (m = {config.imputations})"
