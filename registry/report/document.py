@@ -21,7 +21,14 @@ import weasyprint
 import registry
 from registry.config import Config
 from registry.quality import CheckRun
-from registry.report.figures import forest_figure, km_figure
+from registry.report.figures import (
+    cumulative_incidence_figure,
+    forest_figure,
+    km_figure,
+    love_figure,
+    propensity_figure,
+    weighted_km_figure,
+)
 from registry.report.numbers import (
     format_days,
     format_estimate,
@@ -51,6 +58,24 @@ def figures(results: dict[str, Any]) -> dict[str, str]:
         adjusted = analyses.get("cox", {}).get("models", {}).get("adjusted", {})
         if "terms" in adjusted:
             made[f"forest_{subset}.svg"] = forest_figure(adjusted["terms"], title)
+    made.update(_sensitivity_figures(results.get("sensitivity", {})))
+    return made
+
+
+def _sensitivity_figures(sensitivity: dict[str, Any]) -> dict[str, str]:
+    """The love plot, the overlap figure, the weighted Kaplan-Meier curves and the cumulative incidence."""
+    made = {}
+    propensity, weightings = sensitivity.get("propensity", {}), sensitivity.get("weightings") or {}
+    if weightings:
+        made["love.svg"] = love_figure(weightings, propensity["smd_threshold"])
+    if "distribution" in propensity:
+        made["propensity.svg"] = propensity_figure(propensity["distribution"])
+    for name, weighting in weightings.items():
+        made[f"weighted_km_{name}.svg"] = weighted_km_figure(weighting, weighting["label"])
+    competing = sensitivity.get("competing_risks", {})
+    if competing.get("recorded"):
+        curves = {group: entry["curve"] for group, entry in competing["groups"].items()}
+        made["cumulative_incidence.svg"] = cumulative_incidence_figure(curves, "All analysed patients")
     return made
 
 

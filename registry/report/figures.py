@@ -72,31 +72,47 @@ def tick_days(available: Sequence[int], horizon: float) -> list[int]:
     return days[::step]
 
 
+def _none_as_nan(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([math.nan if v is None else v for v in values], dtype=float)
+
+
+def _draw_curves(axes: Axes, curves: dict[str, dict[str, Any]], labels: dict[str, str]) -> None:
+    """Each group's Kaplan-Meier step curve with its 95% band and censoring marks, thinned to the axes' resolution
+    (limits set first)."""
+    per_point = data_per_point(axes)
+    for n, (name, curve) in enumerate(curves.items()):
+        colour, line, mark = _style(name, n)
+        time = np.asarray(curve["time"], dtype=float)
+        estimate = np.asarray(curve["survival"], dtype=float)
+        lower, upper = _none_as_nan(curve["lower"]), _none_as_nan(curve["upper"])
+        kept = thin_steps(time, [estimate, lower, upper], per_point[0])
+        axes.step(time[kept], estimate[kept], where="post", color=colour, linestyle=line, linewidth=1.6,
+                  label=labels[name])  # fmt: skip
+        axes.fill_between(time[kept], lower[kept], upper[kept], step="post", color=colour, alpha=0.13, linewidth=0)
+        censored = np.asarray(curve["censored_times"], dtype=float)
+        marks = thin_marks(censored, step_values(time, estimate, censored), per_point)
+        axes.add_patch(marks_patch(marks, mark, per_point, colour))
+
+
+def _horizon(times: Sequence[Sequence[float]]) -> float:
+    return max((max(t) for t in times if t), default=0.0)
+
+
 def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> str:
     """Kaplan-Meier curves per group with 95% bands, censoring marks, log-rank p and numbers at risk."""
     groups = survival["groups"]
-    horizon = max((max(g["curve"]["time"]) for g in groups.values() if g["curve"]["time"]), default=0.0)
+    horizon = _horizon([g["curve"]["time"] for g in groups.values()])
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 4.4))
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [4, 1.2], "hspace": 0.22})
         top.set_xlim(0, horizon * 1.02 if horizon else 1)
         top.set_ylim(0, 1.02)
-        per_point = data_per_point(top)
         ticks = tick_days([int(d) for d in next(iter(groups.values()))["at_risk"]], horizon) if groups else []
+        curves = {name: group["curve"] for name, group in groups.items()}
+        labels = {name: f"{name} (n = {c['n']}, deaths {c['events']})" for name, c in curves.items()}
+        _draw_curves(top, curves, labels)
         for n, (name, group) in enumerate(groups.items()):
-            colour, line, mark = _style(name, n)
-            curve = group["curve"]
-            time = np.asarray(curve["time"], dtype=float)
-            estimate = np.asarray(curve["survival"], dtype=float)
-            lower = np.array([math.nan if v is None else v for v in curve["lower"]], dtype=float)
-            upper = np.array([math.nan if v is None else v for v in curve["upper"]], dtype=float)
-            kept = thin_steps(time, [estimate, lower, upper], per_point[0])
-            top.step(time[kept], estimate[kept], where="post", color=colour, linestyle=line, linewidth=1.6,
-                     label=f"{name} (n = {curve['n']}, deaths {curve['events']})")  # fmt: skip
-            top.fill_between(time[kept], lower[kept], upper[kept], step="post", color=colour, alpha=0.13, linewidth=0)
-            censored = np.asarray(curve["censored_times"], dtype=float)
-            marks = thin_marks(censored, step_values(time, estimate, censored), per_point)
-            top.add_patch(marks_patch(marks, mark, per_point, colour))
+            colour = _style(name, n)[0]
             for x in ticks:
                 bottom.text(x, -n, str(group["at_risk"][str(x)]), ha="center", va="center", color=colour)
         top.set_ylabel("Survival probability")
@@ -111,6 +127,116 @@ def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> st
         bottom.set_xticks(ticks)
         bottom.set_xlabel("Days since the first study-drug dose")
         bottom.set_title("Number at risk", loc="left", fontsize=8, pad=4)
+        return _svg(figure)
+
+
+def weighted_km_figure(weighting: dict[str, Any], title: str) -> str:
+    """One weighting's weighted Kaplan-Meier curves with 95% bands; effective sample sizes in the legend (weighted
+    numbers at risk are not counts, so there is no at-risk table)."""
+    curves = weighting["curves"]
+    horizon = _horizon([c["time"] for c in curves.values()])
+    with mpl.rc_context(RC):
+        figure = Figure(figsize=(6.6, 3.6))
+        axes = figure.subplots()
+        axes.set_xlim(0, horizon * 1.02 if horizon else 1)
+        axes.set_ylim(0, 1.02)
+        ess = weighting["effective_sample_size"]
+        _draw_curves(axes, curves, {name: f"{name} (effective n = {ess[name]:.1f})" for name in curves})
+        axes.set_ylabel("Survival probability (weighted)")
+        axes.set_xlabel("Days since the first study-drug dose")
+        axes.set_title(title, loc="left", fontsize=10)
+        axes.legend(loc="upper right", frameon=False)
+        return _svg(figure)
+
+
+#: Marker and colour of each weighting in the love plot (unweighted: an open grey circle).
+BALANCE_MARKERS = [("s", "#1f4e79"), ("^", "#b8460b"), ("D", "#2e7d32")]
+
+
+def love_figure(weightings: dict[str, dict[str, Any]], threshold: float) -> str:
+    """A love plot as R's cobalt draws it: the absolute standardised mean difference of each covariate, unweighted
+    and under each weighting, with the balance threshold dashed."""
+    first = next(iter(weightings.values()))["balance"]
+    names = [b["covariate"] for b in first]
+    rows = np.arange(len(names))[::-1]
+    with mpl.rc_context(RC):
+        figure = Figure(figsize=(6.6, 0.32 * len(names) + 1.3))
+        axes = figure.subplots()
+        before = [abs(b["smd_before"]) for b in first]
+        axes.plot(before, rows, linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="#777777",
+                  markersize=7, label="Unweighted", clip_on=False)  # fmt: skip
+        largest = max([*before, threshold])
+        for weighting, (marker, colour) in zip(weightings.values(), BALANCE_MARKERS, strict=False):
+            after = [abs(b["smd_after"]) for b in weighting["balance"]]
+            largest = max(largest, *after)
+            axes.plot(after, rows, linestyle="none", marker=marker, color=colour, markersize=5.5,
+                      label=weighting["label"], clip_on=False)  # fmt: skip
+        axes.axvline(threshold, color="#888888", linestyle="--", linewidth=1)
+        axes.set_xlim(0, largest * 1.1)
+        axes.set_yticks(rows, names)
+        axes.set_ylim(-0.7, len(names) - 0.3)
+        axes.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+        axes.set_xlabel("Absolute standardised mean difference")
+        axes.set_title("Covariate balance", loc="left", fontsize=10)
+        axes.legend(loc="lower right", frameon=False, fontsize=8)
+        return _svg(figure)
+
+
+def propensity_shares(distribution: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Each group's share of patients per bin of the propensity score: the heights the overlap figure draws."""
+    return {group: np.asarray(c, dtype=float) / max(sum(c), 1) for group, c in distribution["counts"].items()}
+
+
+def propensity_figure(distribution: dict[str, Any]) -> str:
+    """Mirrored histograms of the propensity score: tofacitinib above the axis, the other group below, each as
+    shares of its own patients so that groups of different sizes compare (as cobalt's bal.plot(mirror = TRUE))."""
+    edges = np.asarray(distribution["edges"], dtype=float)
+    shares = propensity_shares(distribution)
+    with mpl.rc_context(RC):
+        figure = Figure(figsize=(6.6, 3.2))
+        axes = figure.subplots()
+        for n, (group, share) in enumerate(shares.items()):
+            sign = 1 if group == "tofacitinib" else -1
+            colour = _style(group, n)[0]
+            label = f"{group} ({'above' if sign > 0 else 'below'})"
+            axes.bar(edges[:-1], sign * share, width=np.diff(edges), align="edge", color=colour, alpha=0.75,
+                     edgecolor="white", linewidth=0.4, label=label)  # fmt: skip
+        axes.axhline(0, color="#333333", linewidth=0.8)
+        top = max((s.max() for s in shares.values()), default=0.1) * 1.1
+        axes.set_ylim(-top, top)
+        axes.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{abs(v):.0%}"))
+        axes.set_xlim(0, 1)
+        axes.set_xlabel("Propensity score (probability of tofacitinib)")
+        axes.set_ylabel("Share of group")
+        axes.set_title("Overlap of the propensity score", loc="left", fontsize=10)
+        axes.legend(loc="upper right", frameon=False, fontsize=8)
+        return _svg(figure)
+
+
+def cumulative_incidence_figure(groups: dict[str, dict[str, Any]], title: str) -> str:
+    """Per group the cumulative incidence of death (with its band) and, dotted, of the competing event."""
+    horizon = _horizon([g["time"] for g in groups.values()])
+    with mpl.rc_context(RC):
+        figure = Figure(figsize=(6.6, 3.6))
+        axes = figure.subplots()
+        axes.set_xlim(0, horizon * 1.02 if horizon else 1)
+        axes.set_ylim(0, 1.02)
+        width = data_per_point(axes)[0]
+        for n, (name, curve) in enumerate(groups.items()):
+            colour, line, _ = _style(name, n)
+            time = np.asarray(curve["time"], dtype=float)
+            death, competing = np.asarray(curve["death"], dtype=float), np.asarray(curve["competing"], dtype=float)
+            lower, upper = _none_as_nan(curve["death_lower"]), _none_as_nan(curve["death_upper"])
+            kept = thin_steps(time, [death, lower, upper, competing], width)
+            axes.step(time[kept], death[kept], where="post", color=colour, linestyle=line, linewidth=1.6,
+                      label=f"{name}: death")  # fmt: skip
+            axes.fill_between(time[kept], lower[kept], upper[kept], step="post", color=colour, alpha=0.13, linewidth=0)
+            axes.step(time[kept], competing[kept], where="post", color=colour, linestyle=":", linewidth=1.2,
+                      label=f"{name}: {curve['competing_label']}")  # fmt: skip
+        axes.set_ylabel("Cumulative incidence")
+        axes.set_xlabel("Days since the first study-drug dose")
+        axes.set_title(title, loc="left", fontsize=10)
+        axes.legend(loc="upper left", frameon=False, fontsize=8)
         return _svg(figure)
 
 
