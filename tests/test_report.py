@@ -263,7 +263,9 @@ def test_the_html_report_stands_alone(demo_url, tmp_path):
     ]
     html = (tmp_path / "r.html").read_text()
     assert "<link" not in html and "@page" in html
-    assert html.count('src="data:image/svg+xml;base64,') == 4  # KM and forest, overall and RPILD
+    # KM and forest, overall and RPILD; the love plot, the propensity overlap and weighted KM under IPTW and overlap
+    # weights (the demo records no transplantation, so no cumulative incidence figure)
+    assert html.count('src="data:image/svg+xml;base64,') == 8
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF-")
 
 
