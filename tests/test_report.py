@@ -73,6 +73,7 @@ SECTIONS = {
     "Mortality",
     "Kaplan–Meier survival",
     "Cox regression",
+    "Sensitivity analyses",
     "Safety",
     "Methods and limitations",
 }
@@ -155,6 +156,38 @@ def test_cox_numbers_equal_the_results(demo):
     assert "tofacitinib 0.438 (0.200–0.960) 0.039" in text  # STUDY.md
     assert "tofacitinib 0.248 (0.068–0.905) 0.035" in text
     assert "5.7 events per variable (< 10): estimates may be overfitted" in text.replace("\n", " ")
+
+
+def test_sensitivity_section_lays_out_the_results_and_rs_weighted_hazard_ratios(demo):
+    made, _, pages = demo
+    text = " ".join(section(pages, "Sensitivity analyses").split())
+    rows = made.results["sensitivity"]["hazard_ratios"]
+    assert [row["method"] for row in rows] == [
+        "unadjusted", "adjusted", "adjusted_baseline", "imputed", "iptw", "overlap", "doubly_robust"
+    ]  # fmt: skip
+    for row in rows:
+        hr = f"{format_ratio(row['hr'])} ({format_ratio(row['lower'])}–{format_ratio(row['upper'])}) {format_p(row['p'])}"
+        assert f"{row['n']} {row['events']} {hr}" in text, row["method"]
+    # R's coxph(Surv(t, e) ~ tofacitinib, weights = w, robust = TRUE) on the demo (tests/r/sensitivity_cox.csv)
+    assert "IPTW (stabilised, ATE) 61 34 0.541 (0.245–1.196) 0.129 2.43 (1.00)" in text
+    assert "Overlap weights (ATO) 61 34 0.592 (0.270–1.301) 0.192" in text
+    assert "Missing values: pft_fvc_pct_pred 21, pft_dlco_pct_pred 21 of 61 patients." in text
+    assert "No lung transplantation is recorded among the analysed patients" in text
+    for caption in (
+        "Absolute standardised mean differences before and after weighting",
+        "Distribution of the propensity score by group",
+        "Kaplan–Meier curves weighted by IPTW",
+    ):
+        assert caption in text, caption  # fmt: skip
+    methods = " ".join(section(pages, "Methods and limitations").split())
+    for statement in (
+        "Sensitivity analyses (all analysed patients",
+        "coxph(Surv(t, e) ~ group, weights = w, robust = TRUE)",
+        "E-values (VanderWeele & Ding 2017)",
+        "Multiple imputation: the adjusted model with",
+        "mice::pool",
+    ):
+        assert statement in methods, statement  # fmt: skip
 
 
 def test_baseline_and_safety_numbers_equal_the_results(demo):
