@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from registry.analysis.cox import CoxError, CoxResult, fit_cox
+from registry.analysis.cox import CoxError, CoxResult, Term, fit_cox
 
 #: Donors per missing value and the ridge of mice.impute.pmm's defaults.
 DONORS = 5
@@ -133,16 +133,9 @@ def impute(
 
 
 @dataclass(frozen=True)
-class PooledTerm:
-    """A coefficient pooled by Rubin's rules, with mice::pool's quantities."""
+class PooledTerm(Term):
+    """A coefficient pooled by Rubin's rules (limits and p from the t distribution), with mice::pool's quantities."""
 
-    name: str
-    coef: float
-    se: float
-    hr: float
-    lower: float
-    upper: float
-    p: float
     df: float  # Barnard-Rubin
     ubar: float  # mean within-imputation variance
     b: float  # between-imputation variance
