@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.markers import MarkerStyle
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path
+from matplotlib.transforms import ScaledTranslation
 
 from registry.report.numbers import format_p
 
@@ -86,12 +87,24 @@ def _draw_curves(axes: Axes, curves: dict[str, dict[str, Any]], labels: dict[str
         estimate = np.asarray(curve["survival"], dtype=float)
         lower, upper = _none_as_nan(curve["lower"]), _none_as_nan(curve["upper"])
         kept = thin_steps(time, [estimate, lower, upper], per_point[0])
-        axes.step(time[kept], estimate[kept], where="post", color=colour, linestyle=line, linewidth=1.6,
-                  label=labels[name])  # fmt: skip
-        axes.fill_between(time[kept], lower[kept], upper[kept], step="post", color=colour, alpha=0.13, linewidth=0)
+        _step_with_band(axes, time[kept], estimate[kept], (lower[kept], upper[kept]), (colour, line), labels[name])
         censored = np.asarray(curve["censored_times"], dtype=float)
         marks = thin_marks(censored, step_values(time, estimate, censored), per_point)
         axes.add_patch(marks_patch(marks, mark, per_point, colour))
+
+
+def _step_with_band(
+    axes: Axes,
+    time: np.ndarray,
+    estimate: np.ndarray,
+    band: tuple[np.ndarray, np.ndarray],
+    style: tuple[str, str],
+    label: str,
+) -> None:
+    """A step function (steps after each time) in ``style`` (colour, line style) with its 95% band shaded."""
+    colour, line = style
+    axes.step(time, estimate, where="post", color=colour, linestyle=line, linewidth=1.6, label=label)
+    axes.fill_between(time, *band, step="post", color=colour, alpha=0.13, linewidth=0)
 
 
 def _horizon(times: Sequence[Sequence[float]]) -> float:
@@ -151,34 +164,44 @@ def weighted_km_figure(weighting: dict[str, Any], title: str) -> str:
 
 #: Marker and colour of each weighting in the love plot (unweighted: an open grey circle).
 BALANCE_MARKERS = [("s", "#1f4e79"), ("^", "#b8460b"), ("D", "#2e7d32")]
+#: Space between the bottom of an axes and a legend set below it, in points: room for the tick labels and x label.
+BELOW_AXES = 34
+
+
+def _absolute(value: float | None) -> float:
+    return math.nan if value is None else abs(value)
 
 
 def love_figure(weightings: dict[str, dict[str, Any]], threshold: float) -> str:
-    """A love plot as R's cobalt draws it: the absolute standardised mean difference of each covariate, unweighted
-    and under each weighting, with the balance threshold dashed."""
+    """A love plot as R's cobalt draws it: the absolute standardised mean difference of each covariate (those of the
+    first weighting, in its order, first at the top), unweighted and under each weighting, the threshold dashed."""
     first = next(iter(weightings.values()))["balance"]
     names = [b["covariate"] for b in first]
     rows = np.arange(len(names))[::-1]
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 0.32 * len(names) + 1.3))
         axes = figure.subplots()
-        before = [abs(b["smd_before"]) for b in first]
+        before = np.array([_absolute(b["smd_before"]) for b in first])
         axes.plot(before, rows, linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="#777777",
                   markersize=7, label="Unweighted", clip_on=False)  # fmt: skip
-        largest = max([*before, threshold])
+        largest = np.nanmax([*before, threshold])
         for weighting, (marker, colour) in zip(weightings.values(), BALANCE_MARKERS, strict=False):
-            after = [abs(b["smd_after"]) for b in weighting["balance"]]
-            largest = max(largest, *after)
+            smd = {b["covariate"]: _absolute(b["smd_after"]) for b in weighting["balance"]}
+            after = np.array([smd.get(name, math.nan) for name in names])
+            largest = np.nanmax([largest, *after])
             axes.plot(after, rows, linestyle="none", marker=marker, color=colour, markersize=5.5,
                       label=weighting["label"], clip_on=False)  # fmt: skip
-        axes.axvline(threshold, color="#888888", linestyle="--", linewidth=1)
+        axes.axvline(threshold, color="#888888", linestyle="--", linewidth=1, label=f"Threshold ({threshold:g})")
         axes.set_xlim(0, largest * 1.1)
         axes.set_yticks(rows, names)
+        axes.tick_params(axis="y", length=0)
         axes.set_ylim(-0.7, len(names) - 0.3)
         axes.grid(axis="y", color="#e5e5e5", linewidth=0.6)
         axes.set_xlabel("Absolute standardised mean difference")
         axes.set_title("Covariate balance", loc="left", fontsize=10)
-        axes.legend(loc="lower right", frameon=False, fontsize=8)
+        below = axes.transAxes + ScaledTranslation(0, -BELOW_AXES / POINTS_PER_INCH, figure.dpi_scale_trans)
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncols=2, frameon=False,
+                    fontsize=8)  # fmt: skip
         return _svg(figure)
 
 
@@ -187,34 +210,45 @@ def propensity_shares(distribution: dict[str, Any]) -> dict[str, np.ndarray]:
     return {group: np.asarray(c, dtype=float) / max(sum(c), 1) for group, c in distribution["counts"].items()}
 
 
-def propensity_figure(distribution: dict[str, Any]) -> str:
-    """Mirrored histograms of the propensity score: tofacitinib above the axis, the other group below, each as
-    shares of its own patients so that groups of different sizes compare (as cobalt's bal.plot(mirror = TRUE))."""
+def propensity_figure(distribution: dict[str, Any], title: str = "Overlap of the propensity score") -> str:
+    """Mirrored histograms of the propensity score: tofacitinib above the axis (the first group if none is), the
+    others below, each as shares of its own patients so that groups of different sizes compare (as cobalt's
+    ``bal.plot(type = "histogram", mirror = TRUE)``). Each bar with patients has the id ``propensity-GROUP-BIN``."""
     edges = np.asarray(distribution["edges"], dtype=float)
     shares = propensity_shares(distribution)
+    above = "tofacitinib" if "tofacitinib" in shares else next(iter(shares), None)
+    order = sorted(shares, key=lambda group: group != above)  # the group above first, in the legend too
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 3.2))
         axes = figure.subplots()
-        for n, (group, share) in enumerate(shares.items()):
-            sign = 1 if group == "tofacitinib" else -1
-            colour = _style(group, n)[0]
-            label = f"{group} ({'above' if sign > 0 else 'below'})"
-            axes.bar(edges[:-1], sign * share, width=np.diff(edges), align="edge", color=colour, alpha=0.75,
-                     edgecolor="white", linewidth=0.4, label=label)  # fmt: skip
+        for group in order:
+            sign = 1 if group == above else -1
+            colour = _style(group, list(shares).index(group))[0]
+            drawn = np.flatnonzero(shares[group] > 0)
+            bars = axes.bar(edges[drawn], sign * shares[group][drawn], width=np.diff(edges)[drawn], align="edge",
+                            color=colour, alpha=0.75, edgecolor="white", linewidth=0.4,
+                            label=f"{group} ({'above' if sign > 0 else 'below'})")  # fmt: skip
+            for index, bar in zip(drawn, bars, strict=True):
+                bar.set_gid(f"propensity-{group}-{index}")
         axes.axhline(0, color="#333333", linewidth=0.8)
-        top = max((s.max() for s in shares.values()), default=0.1) * 1.1
+        top = max((s.max() for s in shares.values() if len(s)), default=0.0) * 1.1 or 0.1
         axes.set_ylim(-top, top)
         axes.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{abs(v):.0%}"))
         axes.set_xlim(0, 1)
         axes.set_xlabel("Propensity score (probability of tofacitinib)")
-        axes.set_ylabel("Share of group")
-        axes.set_title("Overlap of the propensity score", loc="left", fontsize=10)
+        axes.set_ylabel("Proportion of the group")
+        axes.set_title(title, loc="left", fontsize=10)
         axes.legend(loc="upper right", frameon=False, fontsize=8)
         return _svg(figure)
 
 
+#: The competing event's dotted line for each line style of death: dense or sparse dots keep groups apart in greyscale.
+COMPETING_DOTS = {"-": (0, (1, 1.5)), "--": (0, (1, 4)), "-.": (0, (4, 2, 1, 2)), ":": (0, (1, 7))}
+
+
 def cumulative_incidence_figure(groups: dict[str, dict[str, Any]], title: str) -> str:
-    """Per group the cumulative incidence of death (with its band) and, dotted, of the competing event."""
+    """Per group the cumulative incidence of death in the group's line style with its 95% band (where the group
+    gives one) and, thinner and dotted in the same colour, of the competing event; steps thinned as km_figure's."""
     horizon = _horizon([g["time"] for g in groups.values()])
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 3.6))
@@ -226,13 +260,14 @@ def cumulative_incidence_figure(groups: dict[str, dict[str, Any]], title: str) -
             colour, line, _ = _style(name, n)
             time = np.asarray(curve["time"], dtype=float)
             death, competing = np.asarray(curve["death"], dtype=float), np.asarray(curve["competing"], dtype=float)
-            lower, upper = _none_as_nan(curve["death_lower"]), _none_as_nan(curve["death_upper"])
+            missing = [None] * len(time)
+            lower = _none_as_nan(curve.get("death_lower") or missing)
+            upper = _none_as_nan(curve.get("death_upper") or missing)
             kept = thin_steps(time, [death, lower, upper, competing], width)
-            axes.step(time[kept], death[kept], where="post", color=colour, linestyle=line, linewidth=1.6,
-                      label=f"{name}: death")  # fmt: skip
-            axes.fill_between(time[kept], lower[kept], upper[kept], step="post", color=colour, alpha=0.13, linewidth=0)
-            axes.step(time[kept], competing[kept], where="post", color=colour, linestyle=":", linewidth=1.2,
-                      label=f"{name}: {curve['competing_label']}")  # fmt: skip
+            _step_with_band(axes, time[kept], death[kept], (lower[kept], upper[kept]), (colour, line),
+                            f"{name}: death")  # fmt: skip
+            axes.step(time[kept], competing[kept], where="post", color=colour, linestyle=COMPETING_DOTS[line],
+                      linewidth=1.2, label=f"{name}: {curve.get('competing_label', 'competing event')}")  # fmt: skip
         axes.set_ylabel("Cumulative incidence")
         axes.set_xlabel("Days since the first study-drug dose")
         axes.set_title(title, loc="left", fontsize=10)
