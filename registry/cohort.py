@@ -160,7 +160,17 @@ def _safety(events: pd.DataFrame, treatment: pd.DataFrame, index: pd.DataFrame) 
 
 
 def build_cohort(tables: dict[str, pd.DataFrame], config: Config) -> Cohort:
-    """The analysis table of ``tables`` (as :func:`registry.tables.load_tables` returns them) under ``config``."""
+    """The analysis table of ``tables`` (as :func:`registry.tables.load_tables` returns them) under ``config``.
+
+    ``time_days`` and ``event`` are the primary analysis: death at any time to the end of follow-up (``end_date``:
+    death, else last contact or the data cut-off), transplanted or not. The competing-risks columns beside them:
+    ``transplant_date``, a lung transplantation on or after the index date and on or before ``end_date`` (so on or
+    before the cut-off), else NaT (one before the index date, or after the last contact or the cut-off, is not
+    counted); ``cr_status``, the first event: 2 a transplantation strictly before death (or of a patient not known to
+    have died), 1 death (a transplantation on the day of death counts as death: the day cannot be split and death is
+    the outcome studied), 0 censored; ``cr_time_days``, days from the index date to that event (the transplantation
+    for status 2, else ``time_days``).
+    """
     patients = tables["patient"].set_index("id")
     index = index_treatment(tables["treatment"])
     mda5 = _anti_mda5(tables["antibody_test"], index)

@@ -110,6 +110,29 @@ def test_lung_transplantation_is_the_competing_event_and_leaves_the_primary_anal
     assert t["time_days"].to_dict() == {"A": 120, "B": 303, "C": 303, "D": 120, "E": 120}
 
 
+def test_a_transplantation_after_the_data_cutoff_is_not_counted(cohort_of):
+    cohort = cohort_of(
+        [patient(p) for p in "ABCD"],
+        [mda5(p) for p in "ABCD"],
+        [[p, "tacrolimus", "2019-02-01", ""] for p in "ABCD"],
+        [
+            ["A", "2020-06-01", "alive", "", "2020-01-15"],  # transplanted after the cut-off: censored at it
+            ["B", "2020-06-01", "dead", "2020-03-01", "2020-01-15"],  # both after the cut-off: censored at it
+            ["C", "2020-06-01", "dead", "2020-03-01", "2019-12-01"],  # on the cut-off (day 303), died after it
+            ["D", "2019-12-01", "dead", "2019-12-01", "2019-11-30"],  # the day before death, both by the cut-off
+        ],
+        config=Config(data_cutoff=date(2019, 12, 1)),
+    )
+    t = cohort.table
+    assert t["cr_status"].to_dict() == {"A": 0, "B": 0, "C": 2, "D": 2}
+    assert t["cr_time_days"].to_dict() == {"A": 303, "B": 303, "C": 303, "D": 302}
+    assert t["transplant_date"].dt.strftime("%Y-%m-%d").fillna("").to_dict() == {
+        "A": "", "B": "", "C": "2019-12-01", "D": "2019-11-30"
+    }  # fmt: skip
+    assert t["event"].to_dict() == {"A": 0, "B": 0, "C": 0, "D": 1}
+    assert t["time_days"].to_dict() == {"A": 303, "B": 303, "C": 303, "D": 303}
+
+
 def test_data_cutoff_censors_later_deaths_and_follow_up(cohort_of):
     cohort = cohort_of(
         [patient("A"), patient("B")],
