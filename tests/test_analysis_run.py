@@ -124,6 +124,8 @@ def test_imputations_are_written_for_re_pooling_and_an_occupied_directory_is_ref
     again = fit_cox_imputed([pd.read_csv(f) for f in files], "cox_time", "cox_event", covariates)
     assert [t.coef for t in again.terms] == pytest.approx([t["coef"] for t in pooled["terms"]], rel=1e-12)
     assert not np.isnan(again.terms[0].se)
+    scan = runner.invoke(app, ["--database", demo_registry, "privacy", "scan", str(out), str(tmp_path / "r.json")])
+    assert scan.exit_code == 0, scan.output  # no identifier leaves through the imputed data sets
     refused = _analyze(demo_registry, tmp_path, "--imputations", str(out))
     assert refused.exit_code == 2
     assert refused.output.strip() == f"--imputations: {out} is not a new or empty directory; nothing was analysed"
