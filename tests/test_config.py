@@ -27,6 +27,12 @@ def test_keys_override_defaults(tmp_path):
     assert config.covariates == Config().covariates
 
 
+def test_sensitivity_parts_can_be_switched_off_one_by_one(tmp_path):
+    (tmp_path / "registry.toml").write_text('sensitivity_analyses = ["overlap"]\nweight_truncation_percentile = 99\n')
+    config = load_config(tmp_path / "registry.toml")
+    assert config.sensitivity_analyses == ("overlap",) and config.weight_truncation_percentile == 99
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -38,6 +44,16 @@ def test_keys_override_defaults(tmp_path):
         ("covariates = 3", "covariates: 3 is not a list of names"),
         ('firth_on_separation = "yes"', "firth_on_separation: 'yes' is not true or false"),
         ("data_cutoff = ", "Invalid value"),
+        (
+            'sensitivity_analyses = ["iptw", "matching"]',
+            "sensitivity_analyses: unknown part(s) matching; known: iptw, overlap",
+        ),
+        (
+            "weight_truncation_percentile = 100",
+            "weight_truncation_percentile: 100 is not 0 (none) or a percentile from 50 to 99",
+        ),
+        ("imputations = 1", "imputations: 1 is not a whole number of at least 2"),
+        ('evalue_outcome = "often"', "evalue_outcome: 'often' is not 'common' or 'rare'"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_key_named(tmp_path, text, message):

@@ -173,3 +173,22 @@ def test_r_gives_the_stored_numbers_again(tmp_path):
     for part in ("cases", "propensity", "weights", "balance", "km", "cox"):
         name = f"sensitivity_{part}.csv"
         assert (tmp_path / name).read_text() == (R / name).read_text(), name
+
+
+def test_each_part_can_be_switched_off(demo_table):
+    config = Config(sensitivity_analyses=("overlap",))
+    data = cox_data(demo_table, config)
+    result = sensitivity(data, _cox(demo_table, config)["models"], EXPOSURE, config)
+    assert [row["method"] for row in result["hazard_ratios"]] == ["unadjusted", "adjusted", "overlap"]
+    assert list(result["weightings"]) == ["overlap"]
+    assert "imputation" not in result and "competing_risks" not in result and "evalue_conversion" not in result
+    assert all("evalue" not in row for row in result["hazard_ratios"])
+
+
+def test_truncated_weights_are_used_and_reported(demo_table):
+    config = Config(sensitivity_analyses=("iptw",), weight_truncation_percentile=95)
+    result = sensitivity(cox_data(demo_table, config), _cox(demo_table, config)["models"], EXPOSURE, config)
+    iptw = result["weightings"]["iptw"]
+    r = COX[(COX["case"] == "demo") & (COX["model"] == "iptw_truncated_95")]
+    assert iptw["truncated_at_percentile"] == 95
+    assert len(r) == 1 and iptw["cox"].terms[0].hr == pytest.approx(r["hr"].iloc[0], rel=TOLERANCE)
