@@ -86,13 +86,21 @@ def _by_group(data: pd.DataFrame) -> dict[str, np.ndarray]:
     return {str(group): np.flatnonzero(data["group"].to_numpy() == group) for group in sorted(data["group"].unique())}
 
 
-def _weighting(data: pd.DataFrame, score: pd.Series, weighting: str, exposure: str, config: Config) -> dict[str, Any]:
-    """One weighting's weights, balance, weighted Kaplan-Meier curves and landmark mortality (infinitesimal-jackknife
-    intervals), and weighted Cox model of the exposure (robust standard errors)."""
+def _weights(data: pd.DataFrame, score: pd.Series, weighting: str, exposure: str, config: Config) -> np.ndarray:
+    """The weights of ``weighting``, truncated as the configuration says."""
     treated = data[exposure].to_numpy(bool)
     weights = propensity_weights(score.to_numpy(), treated, weighting)
     if config.weight_truncation_percentile:
         weights = truncate_weights(weights, treated, config.weight_truncation_percentile)
+    return weights
+
+
+def _weighting(
+    data: pd.DataFrame, weights: np.ndarray, weighting: str, exposure: str, config: Config
+) -> dict[str, Any]:
+    """One weighting's balance, weighted Kaplan-Meier curves and landmark mortality (infinitesimal-jackknife
+    intervals), and weighted Cox model of the exposure (robust standard errors)."""
+    treated = data[exposure].to_numpy(bool)
     groups = _by_group(data)
     time, event = data["time_days"], data["event"]
     fits = {
@@ -124,7 +132,6 @@ def _weighting(data: pd.DataFrame, score: pd.Series, weighting: str, exposure: s
         "mortality": mortality,
         "cox": _fit(data.assign(**{WEIGHT: weights}), [exposure], weights=WEIGHT),
         "notes": _ess_notes(WEIGHTINGS[weighting], ess, {group: len(at) for group, at in groups.items()}),
-        "_weights": weights,
     }
 
 
@@ -225,21 +232,16 @@ def sensitivity(
                 "smd_threshold": SMD_THRESHOLD,
             }
             result["weightings"] = {}
-            for name in dict.fromkeys([*weightings, *(["iptw"] if "doubly_robust" in run else [])]):
-                made = _weighting(analysed, score, name, exposure, config)
-                weights = made.pop("_weights")
-                if name in weightings:
-                    result["weightings"][name] = made
-                    result["notes"].extend(made["notes"])
-                    rows.append({"method": name, "label": made["label"], "model": made["cox"]})
-                if name == "iptw" and "doubly_robust" in run:
-                    robust = _fit(analysed.assign(**{WEIGHT: weights}), [exposure, *config.covariates], weights=WEIGHT)
-                    result["doubly_robust"] = robust
-                    rows.append({
-                        "method": "doubly_robust",
-                        "label": "Doubly robust (IPTW and adjusted)",
-                        "model": robust,
-                    })  # fmt: skip
+            for name in weightings:
+                made = _weighting(analysed, _weights(analysed, score, name, exposure, config), name, exposure, config)
+                result["weightings"][name] = made
+                result["notes"].extend(made["notes"])
+                rows.append({"method": name, "label": made["label"], "model": made["cox"]})
+            if "doubly_robust" in run:
+                weighted = analysed.assign(**{WEIGHT: _weights(analysed, score, "iptw", exposure, config)})
+                robust = _fit(weighted, [exposure, *config.covariates], weights=WEIGHT)
+                result["doubly_robust"] = robust
+                rows.append({"method": "doubly_robust", "label": "Doubly robust (IPTW and adjusted)", "model": robust})
     rows.sort(key=lambda row: METHODS.index(row["method"]))
     result["hazard_ratios"] = [_row(row, exposure, config, "evalues" in run) for row in rows]
     if "evalues" in run:
