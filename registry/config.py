@@ -43,13 +43,10 @@ class Config:
     sensitivity_analyses: tuple[str, ...] = SENSITIVITY_ANALYSES
     propensity_covariates: tuple[str, ...] = ("age", "male", "ever_smoker", "anti_mda5_grade", "rpild")
     propensity_baseline: tuple[str, ...] = ()  # baseline values (labs, PFT) added to the propensity model
-    weight_truncation_percentile: int = (
-        0  # 0: no truncation; e.g. 99: weights above their group's 99th percentile capped
-    )
-    imputed_covariates: tuple[str, ...] = (
-        "pft_fvc_pct_pred",
-        "pft_dlco_pct_pred",
-    )  # added to the adjusted model, imputed
+    # 0: no truncation; e.g. 99: weights above their group's 99th percentile set to it
+    weight_truncation_percentile: int = 0
+    # baseline values added to the adjusted model, and imputed where missing
+    imputed_covariates: tuple[str, ...] = ("pft_fvc_pct_pred", "pft_dlco_pct_pred")
     imputations: int = 20  # m, the number of imputed data sets
     imputation_seed: int = 20221  # the same seed gives the same imputations
     evalue_outcome: str = "common"  # "common": HR converted to RR for a common outcome; "rare": RR = HR
@@ -57,6 +54,11 @@ class Config:
 
 class ConfigError(ValueError):
     """The configuration file names an unknown key or holds a value of the wrong kind."""
+
+
+def _whole(value: Any) -> bool:
+    """An integer, and not a boolean (TOML's true is Python's 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check(name: str, value: Any, default: Any) -> Any:
@@ -83,13 +85,11 @@ def _check(name: str, value: Any, default: Any) -> Any:
         return tuple(value)
     if name == "evalue_outcome" and value not in ("common", "rare"):
         raise ConfigError(f"evalue_outcome: {value!r} is not 'common' or 'rare'")
-    if name == "weight_truncation_percentile" and (
-        not isinstance(value, int) or isinstance(value, bool) or not (value == 0 or 50 <= value < 100)
-    ):
+    if name == "weight_truncation_percentile" and not (_whole(value) and (value == 0 or 50 <= value < 100)):
         raise ConfigError(f"weight_truncation_percentile: {value!r} is not 0 (none) or a percentile from 50 to 99")
-    if name == "imputations" and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
+    if name == "imputations" and not (_whole(value) and value >= 2):
         raise ConfigError(f"imputations: {value!r} is not a whole number of at least 2")
-    if name == "imputation_seed" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+    if name == "imputation_seed" and not (_whole(value) and value >= 0):
         raise ConfigError(f"imputation_seed: {value!r} is not a whole number")
     if name == "km_conf_type":
         if value not in KM_CONF_TYPES:
@@ -103,7 +103,7 @@ def _check(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{name}: {value!r} is not true or false")
         return value
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not (_whole(value) and value >= 0):
         raise ConfigError(f"{name}: {value!r} is not a whole number of days")
     return value
 
