@@ -1034,8 +1034,8 @@ def _analyze_to(source: DataSource, json_out: Path, imputations: Path | None = N
     write_atomically(json_out, _json(results).encode("utf-8"))
     _print_results(results)
     typer.echo(f"Results written to {json_out} (data fingerprint {results['data_fingerprint'][:12]})")
-    written = results.get("sensitivity", {}).get("imputation", {}).get("written")
     if imputations is not None:
+        written = results.get("sensitivity", {}).get("imputation", {}).get("written")
         typer.echo(
             f"{len(written)} imputed data sets written to {imputations}"
             if written

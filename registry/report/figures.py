@@ -107,8 +107,18 @@ def _step_with_band(
     axes.fill_between(time, *band, step="post", color=colour, alpha=0.13, linewidth=0)
 
 
+#: The time axis of every curve figure.
+DAYS_LABEL = "Days since the first study-drug dose"
+
+
 def _horizon(times: Sequence[Sequence[float]]) -> float:
     return max((max(t) for t in times if t), default=0.0)
+
+
+def _probability_over_time(axes: Axes, horizon: float) -> None:
+    """The limits of a curve of probabilities over follow-up: days from 0 to just past ``horizon``, 0 to 1."""
+    axes.set_xlim(0, horizon * 1.02 if horizon else 1)
+    axes.set_ylim(0, 1.02)
 
 
 def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> str:
@@ -118,8 +128,7 @@ def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> st
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 4.4))
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [4, 1.2], "hspace": 0.22})
-        top.set_xlim(0, horizon * 1.02 if horizon else 1)
-        top.set_ylim(0, 1.02)
+        _probability_over_time(top, horizon)
         ticks = tick_days([int(d) for d in next(iter(groups.values()))["at_risk"]], horizon) if groups else []
         curves = {name: group["curve"] for name, group in groups.items()}
         labels = {name: f"{name} (n = {c['n']}, deaths {c['events']})" for name, c in curves.items()}
@@ -138,7 +147,7 @@ def km_figure(survival: dict[str, Any], title: str, p_value: float | None) -> st
         bottom.tick_params(axis="y", length=0, pad=14)
         bottom.spines["left"].set_visible(False)
         bottom.set_xticks(ticks)
-        bottom.set_xlabel("Days since the first study-drug dose")
+        bottom.set_xlabel(DAYS_LABEL)
         bottom.set_title("Number at risk", loc="left", fontsize=8, pad=4)
         return _svg(figure)
 
@@ -151,12 +160,11 @@ def weighted_km_figure(weighting: dict[str, Any], title: str) -> str:
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 3.6))
         axes = figure.subplots()
-        axes.set_xlim(0, horizon * 1.02 if horizon else 1)
-        axes.set_ylim(0, 1.02)
+        _probability_over_time(axes, horizon)
         ess = weighting["effective_sample_size"]
         _draw_curves(axes, curves, {name: f"{name} (effective n = {ess[name]:.1f})" for name in curves})
         axes.set_ylabel("Survival probability (weighted)")
-        axes.set_xlabel("Days since the first study-drug dose")
+        axes.set_xlabel(DAYS_LABEL)
         axes.set_title(title, loc="left", fontsize=10)
         axes.legend(loc="upper right", frameon=False)
         return _svg(figure)
@@ -253,8 +261,7 @@ def cumulative_incidence_figure(groups: dict[str, dict[str, Any]], title: str) -
     with mpl.rc_context(RC):
         figure = Figure(figsize=(6.6, 3.6))
         axes = figure.subplots()
-        axes.set_xlim(0, horizon * 1.02 if horizon else 1)
-        axes.set_ylim(0, 1.02)
+        _probability_over_time(axes, horizon)
         width = data_per_point(axes)[0]
         for n, (name, curve) in enumerate(groups.items()):
             colour, line, _ = _style(name, n)
@@ -269,7 +276,7 @@ def cumulative_incidence_figure(groups: dict[str, dict[str, Any]], title: str) -
             axes.step(time[kept], competing[kept], where="post", color=colour, linestyle=COMPETING_DOTS[line],
                       linewidth=1.2, label=f"{name}: {curve.get('competing_label', 'competing event')}")  # fmt: skip
         axes.set_ylabel("Cumulative incidence")
-        axes.set_xlabel("Days since the first study-drug dose")
+        axes.set_xlabel(DAYS_LABEL)
         axes.set_title(title, loc="left", fontsize=10)
         axes.legend(loc="upper left", frameon=False, fontsize=8)
         return _svg(figure)
