@@ -90,6 +90,23 @@ def add_demo_site(engine: sa.Engine) -> None:
         session.commit()
 
 
+#: The R scripts and their stored output (tests/r): tests read the output; R itself is needed only to remake it.
+R_REFERENCES = Path(__file__).resolve().parent / "r"
+needs_r = pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed (the stored output is used)")
+
+
+def assert_r_gives_the_stored_output(
+    folder: Path, script: str, inputs: tuple[str, ...], outputs: tuple[str, ...]
+) -> None:
+    """Run tests/r/``script`` in ``folder`` (with its ``inputs`` copied beside it) and compare every file it writes
+    of ``outputs`` with the stored one, byte for byte."""
+    for name in (script, *inputs):
+        shutil.copy(R_REFERENCES / name, folder)
+    subprocess.run(["Rscript", str(folder / script)], check=True, capture_output=True)
+    for name in outputs:
+        assert (folder / name).read_text() == (R_REFERENCES / name).read_text(), name
+
+
 def build_demo_table(folder: Path):
     """The demo cohort's analysis table, built from fixtures/demo in a SQLite registry in ``folder``."""
     from registry.cohort import build_cohort

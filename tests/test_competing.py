@@ -8,13 +8,12 @@ error and 95% limits per group at every time and at landmarks, for each conf.typ
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_r_gives_the_stored_output, needs_r
 
 from registry.analysis.competing import R_DEFAULT_CONF_TYPE, aalen_johansen, cumulative_incidence
 from registry.analysis.survival import fit_km
@@ -176,9 +175,11 @@ def test_for_a_hundred_thousand_patients_the_states_add_up_to_one():
     assert fit.death + fit.competing + free == pytest.approx(np.ones(len(free)), abs=1e-12)
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed (the stored output is used)")
+@needs_r
 def test_r_gives_the_stored_numbers_again(tmp_path):
-    shutil.copy(R / "competing_reference.R", tmp_path)
-    subprocess.run(["Rscript", str(tmp_path / "competing_reference.R")], check=True, capture_output=True)
-    for name in ("competing_cases.csv", "competing_curves.csv", "competing_landmarks.csv"):
-        assert (tmp_path / name).read_text() == (R / name).read_text(), name
+    assert_r_gives_the_stored_output(
+        tmp_path,
+        "competing_reference.R",
+        (),
+        ("competing_cases.csv", "competing_curves.csv", "competing_landmarks.csv"),
+    )

@@ -8,12 +8,11 @@ the end; lifelines' CoxPHFitter, run to the end too, is the oracle beside R.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import assert_r_gives_the_stored_output, needs_r
 from lifelines import CoxPHFitter
 
 from registry.analysis.cox import CoxError, fit_cox
@@ -56,12 +55,9 @@ def test_the_fit_equals_lifelines_run_to_convergence(case):
         assert [term.coef, term.se, term.lower, term.upper, term.p] == pytest.approx(expected.to_list(), rel=1e-7)
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed (the stored output is used)")
+@needs_r
 def test_r_gives_the_stored_numbers_again(tmp_path):
-    shutil.copy(R / "cox_reference.R", tmp_path)
-    subprocess.run(["Rscript", str(tmp_path / "cox_reference.R")], check=True, capture_output=True)
-    for name in ("cox_cases.csv", "cox_terms.csv", "cox_zph.csv"):
-        assert (tmp_path / name).read_text() == (R / name).read_text(), name
+    assert_r_gives_the_stored_output(tmp_path, "cox_reference.R", (), ("cox_cases.csv", "cox_terms.csv", "cox_zph.csv"))
 
 
 def test_a_likelihood_that_keeps_rising_still_gets_firths_estimate_not_a_singular_matrix():

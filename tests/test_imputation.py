@@ -4,13 +4,12 @@ own guarantees (seeded, observed values kept, imputed values observed ones, clea
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_r_gives_the_stored_output, needs_r
 
 from registry.analysis.imputation import (
     ImputationError,
@@ -127,12 +126,11 @@ def test_written_imputations_can_be_read_back_and_are_not_overwritten(incomplete
     assert back.equals(pd.read_csv(paths[1], index_col="study_id"))
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed (the stored output is used)")
+@needs_r
 def test_r_gives_the_stored_numbers_again(tmp_path):
-    for name in ("imputation_reference.R", "imputation_datasets.csv"):
-        shutil.copy(R / name, tmp_path)
-    subprocess.run(["Rscript", str(tmp_path / "imputation_reference.R")], check=True, capture_output=True)
-    assert (tmp_path / "imputation_pooled.csv").read_text() == (R / "imputation_pooled.csv").read_text()
+    assert_r_gives_the_stored_output(
+        tmp_path, "imputation_reference.R", ("imputation_datasets.csv",), ("imputation_pooled.csv",)
+    )
 
 
 def test_the_stored_data_sets_are_what_the_imputation_makes_today():

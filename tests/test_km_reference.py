@@ -8,13 +8,12 @@ test runs the script again and finds the same numbers. lifelines' fitter is the 
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_r_gives_the_stored_output, needs_r
 from lifelines import KaplanMeierFitter
 
 from registry.analysis.mortality import mortality
@@ -122,14 +121,14 @@ def test_an_unknown_interval_type_is_refused():
         fit_km(pd.Series([1, 2]), pd.Series([1, 0]), "logit")
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed (the stored output is used)")
+@needs_r
 def test_r_gives_the_stored_numbers_again(tmp_path):
-    script = tmp_path / "km_reference.R"
-    shutil.copy(R / "km_reference.R", script)
-    shutil.copy(R / "demo_survival.csv", tmp_path)
-    subprocess.run(["Rscript", str(script)], check=True, capture_output=True)
-    for name in ("km_cases.csv", "km_curves.csv", "km_medians.csv", "km_landmarks.csv"):
-        assert (tmp_path / name).read_text() == (R / name).read_text(), name
+    assert_r_gives_the_stored_output(
+        tmp_path,
+        "km_reference.R",
+        ("demo_survival.csv",),
+        ("km_cases.csv", "km_curves.csv", "km_medians.csv", "km_landmarks.csv"),
+    )
 
 
 def test_the_demo_cohort_file_is_the_analysis_table(tmp_path):

@@ -8,12 +8,11 @@ lifelines' tests, which the analysis used before its own vectorised one, are the
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import assert_r_gives_the_stored_output, needs_r
 from lifelines.statistics import logrank_test, multivariate_logrank_test
 
 from registry.analysis.survival import log_rank, truncate
@@ -60,9 +59,8 @@ def test_statistic_df_and_p_equal_r_survdiff(case, grouping, truncated_at):
     assert math.isclose(ours.p, theirs.p_value, rel_tol=1e-9)
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed (the stored output is used)")
+@needs_r
 def test_r_gives_the_stored_numbers_again(tmp_path):
-    for name in ("logrank_reference.R", "cox_cases.csv", "demo_survival.csv"):
-        shutil.copy(R / name, tmp_path)
-    subprocess.run(["Rscript", str(tmp_path / "logrank_reference.R")], check=True, capture_output=True)
-    assert (tmp_path / "logrank.csv").read_text() == (R / "logrank.csv").read_text()
+    assert_r_gives_the_stored_output(
+        tmp_path, "logrank_reference.R", ("cox_cases.csv", "demo_survival.csv"), ("logrank.csv",)
+    )

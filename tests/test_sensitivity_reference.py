@@ -8,13 +8,12 @@ built from fixtures/demo so that the reference cannot drift from the demo.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_r_gives_the_stored_output, needs_r
 
 from registry.analysis.cox import ROBUST, fit_cox
 from registry.analysis.run import EXPOSURE, _cox, cox_data
@@ -165,14 +164,21 @@ def test_the_sensitivity_section_of_the_demo_gives_rs_hazard_ratios(demo_table):
             )
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed (the stored output is used)")
+@needs_r
 def test_r_gives_the_stored_numbers_again(tmp_path):
-    for name in ("sensitivity_reference.R", "sensitivity_demo.csv"):
-        shutil.copy(R / name, tmp_path)
-    subprocess.run(["Rscript", str(tmp_path / "sensitivity_reference.R")], check=True, capture_output=True)
-    for part in ("cases", "propensity", "weights", "balance", "km", "cox"):
-        name = f"sensitivity_{part}.csv"
-        assert (tmp_path / name).read_text() == (R / name).read_text(), name
+    assert_r_gives_the_stored_output(
+        tmp_path,
+        "sensitivity_reference.R",
+        ("sensitivity_demo.csv",),
+        (
+            "sensitivity_cases.csv",
+            "sensitivity_propensity.csv",
+            "sensitivity_weights.csv",
+            "sensitivity_balance.csv",
+            "sensitivity_km.csv",
+            "sensitivity_cox.csv",
+        ),
+    )
 
 
 def test_each_part_can_be_switched_off(demo_table):
