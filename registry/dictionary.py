@@ -39,10 +39,17 @@ _TYPE_NAMES: tuple[tuple[type, str], ...] = (
 )
 
 
+def type_name(column: sa.Column, names: tuple[tuple[type, str], ...], default: str) -> str:
+    """The name ``names`` (column type -> name, most specific first) give the column's type; ``default`` if none.
+
+    Each system names our types its own way: this dictionary, REDCap's validations, ODM's data types."""
+    return next((name for kind, name in names if isinstance(column.type, kind)), default)
+
+
 def _type_name(column: sa.Column) -> str:
     if isinstance(column.type, sa.String) and not isinstance(column.type, sa.Enum):
         return f"text (max {column.type.length})" if column.type.length else "text"
-    return next((name for kind, name in _TYPE_NAMES if isinstance(column.type, kind)), str(column.type).lower())
+    return type_name(column, _TYPE_NAMES, str(column.type).lower())
 
 
 def _range_text(plausible: Range | None) -> str:

@@ -45,6 +45,10 @@ from registry.models import Patient, PatientIdentifier
 PSEUDONYMISED_NOTICE = "PSEUDONYMISED.txt"
 #: The header of the full export's patients sheet starts so; its birth_date column may hold birth dates.
 _FULL_EXPORT_PATIENTS = ("study_id", "site", "sex", "birth_date")
+#: ... and so does a REDCap records export's (registry export --format redcap), after REDCap's two repeat columns.
+_REDCAP_RECORDS = ("study_id", "redcap_repeat_instrument", "redcap_repeat_instance", "site", "sex", "birth_date")
+#: ... and the Value of an ODM export's birth date items (registry export --format odm).
+_ODM_BIRTH_DATE = "IT.PATIENTS.BIRTH_DATE"
 
 #: How a table names a cell to a person, from its row number (1 = header), column index and header.
 CellName = Callable[[int, int, list[str]], str]
@@ -113,6 +117,10 @@ _PHONES = re.compile(
     + r"|\(\d{3}\)\s?\d{3}-\d{4}|\d{3}([.-])\d{3}\1\d{4}"  # North American: (212) 555-0123, 212-555-0123
     + r")"
     + _NOT_NUMBER_AFTER
+)
+#: A UUID (an export's resource id, urn:uuid:...): its all-digit groups are no phone number (0771-5614-9321).
+_UUID = re.compile(
+    r"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f-])"
 )
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _RESIDENT_ID = re.compile(r"(?<!\w)\d{6}\s?\d{8}\s?\d{3}[\dXx](?!\w)")
@@ -227,8 +235,10 @@ class Scanner:
         """(kind, value found) for every identifier in ``text`` (birth dates: ``birth_dates``, else every one)."""
         birth_dates = self.birth_dates if birth_dates is None else birth_dates
         yield from self.stored.find(text)
+        uuids = [m.span() for m in _UUID.finditer(text)] if "-" in text else []
         for match in _PHONES.finditer(text):
-            if 8 <= len(_digits(match[0])) <= 15:
+            inside_uuid = any(start <= match.start() and match.end() <= end for start, end in uuids)
+            if 8 <= len(_digits(match[0])) <= 15 and not inside_uuid:
                 yield PHONE, match[0].strip()
         for match in _EMAIL.finditer(text):
             yield EMAIL, match[0]
@@ -281,14 +291,43 @@ class Scanner:
             found = self._csv(file, result)
         elif suffix == ".json":
             found = self._json(file)
+        elif suffix in STATISTICAL_FILES:
+            found = self._statistical(file, result)
+        elif suffix == ".xml":
+            found = self._xml(file, result)
         else:
-            found = self._lines(_text(file), html_entities=suffix in (".html", ".htm", ".svg", ".xml"))
+            found = self._lines(_text(file), html_entities=suffix in (".html", ".htm", ".svg"))
         result.findings.extend(Finding(file, where, kind, mask(value)) for where, kind, value in found)
 
     def _lines(self, text: str, *, html_entities: bool = False, prefix: str = "") -> Iterator[tuple[str, str, str]]:
         for number, line in enumerate(text.splitlines(), start=1):
             for kind, value in self.in_text(html.unescape(line) if html_entities else line):
                 yield f"{prefix}line {number}", kind, value
+
+    def _xml(self, file: Path, result: ScanResult) -> Iterator[tuple[str, str, str]]:
+        """An XML file's text and attribute values, by line; in an ODM export the Value of a birth date item is the
+        full export's birth date, only counted (anywhere else, a birth date is found). A file that does not parse as
+        XML is scanned line by line."""
+        from lxml import etree
+
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+        try:
+            root = etree.fromstring(_text(file).encode("utf-8"), parser)
+        except etree.XMLSyntaxError:
+            yield from self._lines(_text(file), html_entities=True)
+            return
+        for element in root.iter():
+            named = isinstance(element.tag, str)  # else a comment or a processing instruction: its text is scanned
+            birth_item = named and element.tag.endswith("}ItemData") and element.get("ItemOID") == _ODM_BIRTH_DATE
+            texts = list(element.attrib.items()) if named else []
+            texts += [("", text) for text in (element.text, element.tail) if text]
+            for name, text in texts:
+                for kind, value in self.in_text(text):
+                    if kind == BIRTH_DATE and birth_item and name == "Value":
+                        label = f"{file} ItemData {_ODM_BIRTH_DATE}"
+                        result.allowed[label] = result.allowed.get(label, 0) + 1
+                        continue
+                    yield f"line {element.sourceline}", kind, value
 
     def _pdf(self, file: Path) -> Iterator[tuple[str, str, str]]:
         from pypdf import PdfReader
@@ -323,11 +362,10 @@ class Scanner:
         and a pseudonymised export's rows are checked against their own patient's birth date (see the class)."""
         header = [str(c) if c is not None else "" for c in (rows[0] if rows else [])]
         pseudonym_column = header.index("study_id") if _pseudonymised(file) and "study_id" in header else None
-        exempt = (
-            header.index("birth_date")
-            if sheet == "patients" and tuple(header[:4]) == _FULL_EXPORT_PATIENTS and pseudonym_column is None
-            else None
-        )
+        full_export = (sheet == "patients" and tuple(header[:4]) == _FULL_EXPORT_PATIENTS) or tuple(
+            header[:6]
+        ) == _REDCAP_RECORDS
+        exempt = header.index("birth_date") if full_export and pseudonym_column is None else None
         for r, row in enumerate(rows, start=1):
             births = None
             if pseudonym_column is not None and r > 1:
@@ -367,6 +405,21 @@ class Scanner:
         finally:
             book.close()
 
+    def _statistical(self, file: Path, result: ScanResult) -> Iterator[tuple[str, str, str]]:
+        """A Stata, SPSS, SAS transport, R or Parquet file, read by the library that writes it: its cells as a CSV
+        file's, then its variable, value and file labels. Named by the file's whole name, it is never taken for the
+        full export's patients sheet, whose birth_date column alone may hold birth dates."""
+        rows, labels = _statistical_table(file)
+
+        def where(r: int, c: int, header: list[str]) -> str:
+            name = header[c] if r > 1 and c < len(header) and header[c] else f"{c + 1}"
+            return f"row {r}, column {name}"
+
+        yield from self._table(file, file.name, rows, result, where)
+        for place, text in labels:
+            for kind, found in self.in_text(text):
+                yield place, kind, found
+
 
 def _squeezed(value: str) -> str:
     return "".join(value.split()).lower()
@@ -386,3 +439,72 @@ def _pseudonymised(file: Path) -> bool:
     """Whether ``file`` belongs to a pseudonymised export (its notice is in the folder, or beside the workbook)."""
     notice = file.with_name(f"{file.stem}.{PSEUDONYMISED_NOTICE}") if file.suffix == ".xlsx" else None
     return (file.parent / PSEUDONYMISED_NOTICE).exists() or (notice is not None and notice.exists())
+
+
+#: The statistical files the scan reads (registry export --format stata|spss|sas|rds|parquet writes them), by suffix.
+STATISTICAL_FILES = {".dta": "Stata", ".sav": "SPSS", ".zsav": "SPSS", ".xpt": "SAS transport", ".rds": "R",
+                     ".parquet": "Parquet"}  # fmt: skip
+
+
+def _statistical_table(file: Path) -> tuple[list[list[Any]], list[tuple[str, str]]]:
+    """A statistical file's header and rows (cells as :func:`_statistical_cell` gives them), and its labels as
+    (where, text); a file its library cannot read is a ValueError (unreadable, never skipped)."""
+    import pyarrow
+    import pyreadr
+    import pyreadstat
+
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return _parquet_table(file)
+        if suffix == ".rds":
+            frames = pyreadr.read_r(file)
+            return _frame_rows(next(iter(frames.values()))) if frames else [], []
+        read = {".dta": pyreadstat.read_dta, ".sav": pyreadstat.read_sav, ".zsav": pyreadstat.read_sav,
+                ".xpt": pyreadstat.read_xport}[suffix]  # fmt: skip
+        frame, meta = read(file)
+    except (pyreadstat.ReadstatError, pyreadstat.PyreadstatError, pyreadr.LibrdataError, pyreadr.PyreadrError,
+            pyarrow.ArrowException) as error:  # fmt: skip
+        raise ValueError(f"not a readable {STATISTICAL_FILES[suffix]} file ({error})") from error
+    labels = [("file label", meta.file_label or "")]
+    labels += [(f"label of column {name}", label) for name, label in meta.column_names_to_labels.items() if label]
+    labels += [(f"value labels of column {name}", label)
+               for name, values in (getattr(meta, "variable_value_labels", None) or {}).items()
+               for label in values.values()]  # fmt: skip
+    return _frame_rows(frame), labels
+
+
+def _frame_rows(frame: Any) -> list[list[Any]]:
+    """A pandas frame as header and rows; row names (an R data frame's) as a first column."""
+    import pandas as pd
+
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+    cells = frame.astype(object).where(frame.notna(), None)
+    return [[str(name) for name in frame.columns], *([_statistical_cell(v) for v in row] for row in cells.values)]
+
+
+def _parquet_table(file: Path) -> tuple[list[list[Any]], list[tuple[str, str]]]:
+    import pyarrow.parquet as parquet
+
+    table = parquet.read_table(file)
+    columns = [table.column(n).to_pylist() for n in range(table.num_columns)]
+    rows = [list(table.column_names), *([_statistical_cell(c[r]) for c in columns] for r in range(table.num_rows))]
+    labels = [("file metadata", value.decode(errors="replace")) for value in (table.schema.metadata or {}).values()]
+    labels += [(f"metadata of column {f.name}", value.decode(errors="replace"))
+               for f in table.schema for value in (f.metadata or {}).values()]  # fmt: skip
+    return rows, labels
+
+
+def _statistical_cell(value: Any) -> Any:
+    """A statistical file's cell for :meth:`Scanner.in_cell`: dates as dates, numbers as their text (a number there
+    is a measurement, never an Excel date serial, so it is read as a CSV file's would be), text as it is."""
+    if value is None or isinstance(value, bool | date):  # a datetime is a date
+        return value
+    if hasattr(value, "item") and not isinstance(value, str):  # a NumPy scalar
+        value = value.item()
+    if isinstance(value, int | float):
+        if value != value:  # NaN
+            return None
+        return str(int(value)) if float(value).is_integer() else repr(value)
+    return str(value)

@@ -8,6 +8,8 @@ and neither do direct identifiers (``patient_identifier`` has no sheet).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
@@ -111,14 +113,17 @@ SHEETS_BY_NAME = {sheet.name: sheet for sheet in SHEETS}
 HELPER_SHEETS = ("dictionary", "lists")
 
 
-def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str, Any]]:
+def stored_rows(
+    connection: sa.Connection, sheet: Sheet, patients: sa.Select | None = None
+) -> dict[tuple, dict[str, Any]]:
     """What the database holds for ``sheet``: natural key -> values under the sheet's
     column names (codes as plain strings), plus the record's database key as ``id`` and
     ``deleted``: whether the record, or the patient it belongs to, is deleted. A coded field holds its
     :class:`registry.missing.Missing`.
 
     One statement, each record joined to its patient and site, so that what other writers
-    commit meanwhile (a new patient with their records) is seen whole or not at all."""
+    commit meanwhile (a new patient with their records) is seen whole or not at all. ``patients``: a select of
+    patient ids, to read only their rows (one patient's page of the API, not the whole registry)."""
     table = sheet.table
     references = [c for c in sheet.columns if c.is_reference]
     query = sa.select(table, *(c.source.label(f"_{c.name}") for c in references))
@@ -126,6 +131,8 @@ def stored_rows(connection: sa.Connection, sheet: Sheet) -> dict[tuple, dict[str
         query = query.join(column.source.table, table.c[column.target] == column.source.table.c.id)
     if sheet.model is not Patient:
         query = query.add_columns(Patient.__table__.c.deleted_at.label("_patient_deleted_at"))
+    if patients is not None:
+        query = query.where((table.c.id if sheet.model is Patient else table.c.patient_id).in_(patients))
     stored = {}
     for record in connection.execute(query).mappings():
         values = {"id": record[table.primary_key.columns[0].name]}
@@ -149,3 +156,38 @@ def sheet_dictionary() -> list[Entry]:
                 entry = Entry(**{**entry.__dict__, "description": f"The {kind} this row belongs to"})
             entries.append(entry)
     return entries
+
+
+@contextlib.contextmanager
+def snapshot(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One read transaction, so that every sheet an export reads shows the same registry: a patient committed meanwhile
+    is in it whole (with all their records) or not at all (PostgreSQL: REPEATABLE READ)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection, connection.begin():
+            yield connection
+        return
+    with engine.connect() as connection:
+        connection.exec_driver_sql("BEGIN")  # pysqlite would run each SELECT in a read snapshot of its own
+        try:
+            yield connection
+        finally:
+            connection.exec_driver_sql("ROLLBACK")
+
+
+def live_rows(connection: sa.Connection, sheet: Sheet) -> list[dict[str, Any]]:
+    """The sheet's records that are not deleted (nor their patient), in natural-key order (a blank key part first)."""
+    stored = stored_rows(connection, sheet)
+    order = sorted(stored, key=lambda key: tuple("" if part is None else str(part) for part in key))
+    return [stored[key] for key in order if not stored[key]["deleted"]]
+
+
+def rows_by_patient(connection: sa.Connection) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """study_id -> sheet -> the patient's live records, for every live patient, in study_id order."""
+    patients: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for sheet in SHEETS:
+        for values in live_rows(connection, sheet):
+            if sheet.model is Patient:
+                patients[values["study_id"]] = {}
+            if values["study_id"] in patients:
+                patients[values["study_id"]].setdefault(sheet.name, []).append(values)
+    return dict(sorted(patients.items()))

@@ -404,7 +404,8 @@ class SheetData:
     notes: dict[str, str] = field(default_factory=dict)  # column -> header comment
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell: yes/no, whole floats without their point, ISO dates, runnable text escaped."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -424,7 +425,7 @@ def write_csv_folder(folder: Path, sheets: list[SheetData]) -> None:
         with (folder / f"{sheet.name}.csv").open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(sheet.header)
-            for cells in ([_csv_cell(v) for v in row] for row in sheet.rows):
+            for cells in ([csv_cell(v) for v in row] for row in sheet.rows):
                 if "\r" in "".join(cells):
                     handle.write(_csv_record_with_cr(cells))
                 else:

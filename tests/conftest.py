@@ -8,6 +8,7 @@ they fail: a green CI run must have exercised both databases.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -16,7 +17,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +72,23 @@ def migrated(engine: sa.Engine) -> sa.Engine:
     """An engine on a database migrated to the newest schema."""
     db.upgrade(engine)
     return engine
+
+
+@pytest.fixture
+def second_registry(migrated: sa.Engine, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A second empty registry (migrated, the DEMO site registered) on the same kind of database as ``migrated``:
+    the far side of a round trip."""
+    if migrated.dialect.name == "sqlite":
+        url = f"sqlite:///{tmp_path / 'second.db'}"
+        context = contextlib.nullcontext(url)
+    else:
+        context = db.new_postgres_database(request.getfixturevalue("postgres_server"), "second")
+    with context as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        add_demo_site(engine)
+        yield engine
+        engine.dispose()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -202,7 +219,7 @@ def stopped_clock(monkeypatch: pytest.MonkeyPatch) -> StoppedClock:
     return clock
 
 
-@contextmanager
+@contextlib.contextmanager
 def served(app) -> Iterator[str]:
     """``app`` served by uvicorn on a loopback port in a background thread; yields its base URL."""
     import uvicorn

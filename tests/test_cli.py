@@ -243,7 +243,7 @@ def test_import_twice_then_audit_history(site_registry, tmp_path):
     assert first.output.splitlines()[2].split() == ["patients", "4", "0", "0"]
     assert first.output.splitlines()[-1] == "Imported example."
     again = run("import", str(EXAMPLE), "--actor", "coordinator1", database=site_registry)
-    assert again.output.splitlines()[-1] == "Nothing changed: the registry already holds every row of this workbook."
+    assert again.output.splitlines()[-1] == "Nothing changed: the registry already holds every row of example."
 
     history = run("audit", "history", "EX-002", database=site_registry).output.splitlines()
     assert history[0].endswith("coordinator1  insert patient 2 (import of example)")

@@ -239,6 +239,8 @@ LOOK_ALIKES = [
     "1961-03-05, 2019-03-04, 05/03/1961",  # not a registered birth date
     "n at risk 61 58 40 35; fingerprint 19c857618956a561",
     "H23000370",  # another number
+    "fullUrl urn:uuid:3f2a1c9e-0771-5614-9321-5d6e7f8a9b0c",  # a FHIR export's resource ids: digits, not a phone
+    "12345678-0771-5614-9321-123456789012",
 ]
 
 

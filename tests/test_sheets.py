@@ -43,3 +43,19 @@ def test_stored_rows_sees_a_patient_committed_with_their_records_while_it_reads(
         ("SY-1", "crp", date(2020, 1, 2)): (12.5, False),
         ("SY-2", "crp", date(2020, 1, 2)): (12.5, False),
     }
+
+
+def test_stored_rows_of_some_patients_only(migrated):
+    """The API reads one patient's rows, not the whole registry's."""
+    add_demo_site(migrated)
+    for study_id in ("SY-001", "SY-002"):
+        _import_patient_with_a_lab(migrated, study_id)
+    from registry.models import Patient
+
+    one = sa.select(Patient.id).where(Patient.study_id == "SY-002")
+    with migrated.connect() as connection:
+        labs = stored_rows(connection, SHEETS_BY_NAME["labs"], one)
+        patients = stored_rows(connection, SHEETS_BY_NAME["patients"], one)
+        everyone = stored_rows(connection, SHEETS_BY_NAME["labs"])
+    assert [values["study_id"] for values in labs.values()] == ["SY-002"]
+    assert list(patients) == [("SY-002",)] and len(everyone) == 2

@@ -27,7 +27,14 @@ from registry.atomic import write_atomically
 from registry.codes import Role
 from registry.config import Config, ConfigError, load_config
 from registry.failures import SecondErrors, explained
-from registry.settings import ABSOLUTE_TIMEOUT, DEFAULT_URL, IDLE_TIMEOUT, URL_VARIABLE, busy_timeout, database_url
+from registry.settings import (
+    ABSOLUTE_TIMEOUT,
+    DEFAULT_URL,
+    IDLE_TIMEOUT,
+    URL_VARIABLE,
+    busy_timeout,
+    database_url,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -534,10 +541,34 @@ def template(
     typer.echo(f"Template written to {out}")
 
 
+class ImportFormat(StrEnum):
+    workbook = "workbook"
+    redcap = "redcap"
+    odm = "odm"
+
+
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="An .xlsx workbook or a folder of CSV files named after the sheets.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="An .xlsx workbook or a folder of CSV files named after the sheets; a CDISC ODM 1.3.2 file (.xml); "
+            "with --from redcap, a REDCap records export (CSV)."
+        ),
+    ],
+    from_: Annotated[
+        ImportFormat | None,
+        typer.Option("--from", help="What PATH is [default: odm for an .xml file, else workbook].", show_default=False),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="With --from redcap: a TOML file naming the project's instruments, fields and "
+            "codes that differ from ours (docs/interoperability.md).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate, check and report; write nothing (the writes are rolled back).")
     ] = False,
@@ -556,23 +587,31 @@ def import_(
     The data-quality rules then run for the patients the import touches, and the findings it adds are listed
     (records a patient still lacks, such as a follow-up, are listed as still to enter and never refused).
 
-    Example: registry import cases.xlsx --dry-run --errors errors.csv
+    Examples: registry import cases.xlsx --dry-run --errors errors.csv; registry import registry.odm.xml;
+    registry import --from redcap MDA5_DATA_2026-12-01.csv --mapping redcap-mapping.toml
     """
     from registry.entry_checks import EntryChecks
     from registry.ingest import import_path, write_problems
     from registry.workbook import WorkbookError
 
-    checks = EntryChecks(_config(config_file), date.today())
+    if from_ is None:
+        from_ = ImportFormat.odm if path.suffix.lower() == ".xml" else ImportFormat.workbook
+    if mapping is not None and from_ is not ImportFormat.redcap:
+        typer.echo("Nothing imported: --mapping goes with --from redcap", err=True)
+        raise typer.Exit(2)
+    options = {"actor": actor or getpass.getuser(), "reason": reason, "dry_run": dry_run, "strict": strict}
+    options["checks"] = EntryChecks(_config(config_file), date.today())
     try:
-        result = import_path(
-            _engine(ctx),
-            path,
-            actor=actor or getpass.getuser(),
-            reason=reason,
-            dry_run=dry_run,
-            checks=checks,
-            strict=strict,
-        )
+        if from_ is ImportFormat.redcap:
+            from registry.interchange.redcap import import_records, read_mapping
+
+            result = import_records(_engine(ctx), path, mapping=mapping and read_mapping(mapping), **options)
+        elif from_ is ImportFormat.odm:
+            from registry.interchange.odm import import_odm
+
+            result = import_odm(_engine(ctx), path, **options)
+        else:
+            result = import_path(_engine(ctx), path, **options)
     except WorkbookError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
@@ -594,9 +633,10 @@ def import_(
     for sheet, counts in result.counts.items():
         typer.echo(f"{sheet.ljust(width)}  {counts.inserted:>8}  {counts.updated:>7}  {counts.unchanged:>9}")
     if dry_run:
-        typer.echo("Dry run: the workbook is valid; nothing was written.")
+        what = {ImportFormat.redcap: "REDCap records export", ImportFormat.odm: "ODM file"}.get(from_, "workbook")
+        typer.echo(f"Dry run: the {what} is valid; nothing was written.")
     elif not result.changed:
-        typer.echo("Nothing changed: the registry already holds every row of this workbook.")
+        typer.echo(f"Nothing changed: the registry already holds every row of {path.name}.")
     else:
         typer.echo(f"Imported {path.name}.")
 
@@ -635,10 +675,37 @@ def _nothing_written(reason: object) -> NoReturn:
     raise typer.Exit(2)
 
 
+class ExportFormat(StrEnum):
+    workbook = "workbook"
+    redcap = "redcap"
+    odm = "odm"
+    fhir = "fhir"
+    stata = "stata"
+    spss = "spss"
+    sas = "sas"
+    rds = "rds"
+    parquet = "parquet"
+
+
 @app.command()
 def export(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Argument(help="An .xlsx file, or a folder for one CSV file per sheet.")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="An .xlsx file, or a folder for one CSV file per sheet; a .csv file for redcap, an .xml file for odm, "
+            "a .json file for fhir, a folder for stata, spss, sas, rds and parquet."
+        ),
+    ],
+    format_: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="workbook: the import format; redcap: a REDCap records export (raw values); odm: CDISC ODM 1.3.2 "
+            "(metadata, clinical data, audit trail); fhir: one FHIR R4 transaction Bundle; stata, spss, sas, rds, "
+            "parquet: the analysis dataset and every table for a statistical package.",
+        ),
+    ] = ExportFormat.workbook,
     pseudonymise: Annotated[
         bool,
         typer.Option("--pseudonymise", help="For collaborators: keyed pseudonyms, shifted dates, no free text."),
@@ -647,17 +714,25 @@ def export(
         Path | None, typer.Option("--key-file", help="The secret key of --pseudonymise (32+ bytes; no default).")
     ] = None,
     site: Annotated[str | None, typer.Option("--site", help="With --pseudonymise: only this site's patients.")] = None,
+    config_file: ConfigOption = Path("registry.toml"),
 ) -> None:
     """Export the registry in the import format (direct identifiers are never exported).
 
     The full export keeps study_ids and birth dates (export -> import is exact): it is for registry staff only.
     --pseudonymise writes what may be shared: see docs/operations.md, "Privacy".
 
-    Example: registry export registry.xlsx; registry export shared --pseudonymise --key-file registry.key --site NJ1
+    Examples: registry export registry.xlsx; registry export shared --pseudonymise --key-file registry.key --site NJ1;
+    registry export --format redcap records.csv; registry export --format odm registry.odm.xml;
+    registry export --format fhir registry.fhir.json; registry export --format stata stata/
     """
     from registry import export as export_module
     from registry.workbook import WorkbookError
 
+    if format_ is not ExportFormat.workbook:
+        if pseudonymise or key_file is not None or site is not None:
+            _nothing_written("--pseudonymise, --key-file and --site go with the workbook format")
+        _export_as(_engine(ctx), out, format_, config_file)
+        return
     if not pseudonymise:
         if key_file is not None or site is not None:
             _nothing_written("--key-file and --site go with --pseudonymise")
@@ -678,6 +753,37 @@ def export(
     dropped = ", ".join(made.dropped) or "none"
     typer.echo(f"Pseudonymised export of {made.patients} patients ({sum(made.rows.values())} rows) written to {out}")
     typer.echo(f"Columns left out: {dropped}; what was done: {made.notice}")
+
+
+def _export_as(engine: sa.Engine, out: Path, format_: ExportFormat, config_file: Path) -> None:
+    """``registry export --format F`` for every format but the workbook."""
+    from registry.workbook import WorkbookError
+
+    try:
+        if format_ is ExportFormat.redcap:
+            from registry.interchange.redcap import export_records
+
+            typer.echo(f"Exported {export_records(engine, out)} REDCap records rows to {out}")
+            return
+        if format_ is ExportFormat.odm:
+            from registry.interchange.odm import write_odm
+
+            counts, what = write_odm(engine, out), "ODM 1.3.2"
+        elif format_ is ExportFormat.fhir:
+            from registry.interchange.fhir import write_fhir
+
+            counts, what = write_fhir(engine, out), "FHIR R4 resources"
+        else:
+            from registry.interchange.statistical import StatisticalExportError, export_statistical
+
+            try:
+                counts = export_statistical(engine, out, format_.value, _config(config_file))
+            except StatisticalExportError as error:
+                _nothing_written(error)
+            what = f"{format_.value} files (rows)"
+    except WorkbookError as error:
+        _nothing_written(error)
+    typer.echo(f"Exported {what} to {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
 @privacy_app.command("scan")
