@@ -82,7 +82,10 @@ def find(session: Session, username: str) -> Account:
     return account
 
 
-def _sites(session: Session, codes: Sequence[str]) -> list[Site]:
+def sites_for_role(session: Session, role: Role, codes: Sequence[str]) -> list[Site]:
+    """The sites ``codes`` names, for an account (or token) of ``role``: a coordinator or investigator serves at least
+    one, the other roles none (they see every site); :class:`AccountError` otherwise, or for an unknown site."""
+    _check_sites(role, codes)
     found = {site.code: site for site in session.exec(select(Site).where(Site.code.in_(codes)))}
     unknown = [code for code in codes if code not in found]
     if unknown:
@@ -98,8 +101,7 @@ def create_account(session: Session, username: str, password: str, role: Role, s
         raise AccountError(f"{username!r} is not a usable sign-in name: {USERNAME_RULE}")
     if session.exec(select(Account).where(Account.username == username)).first() is not None:
         raise AccountError(f"an account named {username!r} exists already")
-    _check_sites(role, sites)
-    chosen = _sites(session, sites)
+    chosen = sites_for_role(session, role, sites)
     account = Account(username=username, password_hash=hash_password(password, username), role=role,
                       created_at=datetime.now(UTC))  # fmt: skip
     session.add(account)
@@ -160,8 +162,7 @@ def set_password(session: Session, username: str, password: str, client: str | N
 def set_role(session: Session, username: str, role: Role, sites: Sequence[str] = (), client: str | None = None) -> None:
     """Give the account ``role`` and exactly ``sites`` (a coordinator or investigator at least one, others none)."""
     account = find(session, username)
-    _check_sites(role, sites)
-    chosen = _sites(session, sites)
+    chosen = sites_for_role(session, role, sites)
     account.role = role
     for link in session.exec(select(AccountSite).where(AccountSite.account_id == account.id)):
         if link.site_id not in {site.id for site in chosen}:

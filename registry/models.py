@@ -807,6 +807,54 @@ class Signature(SQLModel, table=True):
     void_reason: str | None = text(500, "Why it was voided (the change and its reason)")
 
 
+class ApiToken(SQLModel, table=True):
+    """A personal token for the JSON API (``registry token create``): who holds it, with which role and sites.
+
+    The token itself is shown once and never stored: only its SHA-256 (a token is 256 random bits, so a hash is
+    enough). It expires, and can be revoked; tokens are never deleted. Changed through the audit trail.
+    """
+
+    __tablename__ = "api_token"
+
+    id: int | None = identifier()
+    name: str = text(64, "Who holds the token, or what for (unique): its name in the audit trail is token:NAME",
+                     unique=True)  # fmt: skip
+    token_hash: str = text(64, "SHA-256 (hex) of the token (the token itself is never stored)", unique=True,
+                           identifier=True)  # fmt: skip
+    role: Role = code(Role, "api_token_role", "What the token may do (as an account of that role)")
+    created_at: datetime = column("When the token was created (UTC)", sa_type=sa.DateTime(timezone=True))
+    created_by: str = text(100, "Who created it")
+    expires_at: datetime = column("The token is refused from this time on (UTC)", sa_type=sa.DateTime(timezone=True))
+    revoked_at: datetime | None = column("When it was revoked (UTC); empty while it stands",
+                                         sa_type=sa.DateTime(timezone=True))  # fmt: skip
+
+
+class ApiTokenSite(SQLModel, table=True):
+    """The sites a coordinator's or investigator's token serves (other roles see every site)."""
+
+    __tablename__ = "api_token_site"
+
+    token_id: int = column("Token", foreign_key="api_token.id", ondelete="RESTRICT", primary_key=True)
+    site_id: int = column("Site", foreign_key="site.id", ondelete="RESTRICT", primary_key=True)
+
+
+class ApiTokenUse(SQLModel, table=True):
+    """Every request made with a token, answered or refused (a security log, written directly: no patient data).
+
+    The rate limit counts these."""
+
+    __tablename__ = "api_token_use"
+    __table_args__ = (sa.Index("ix_api_token_use_token_id_at", "token_id", "at"),)
+
+    id: int | None = identifier()
+    token_id: int = column("Token used", foreign_key="api_token.id", ondelete="RESTRICT")
+    at: datetime = column("When (UTC)", sa_type=sa.DateTime(timezone=True))
+    method: str = text(8, "HTTP method")
+    path: str = text(200, "Path requested (the query string is not kept)")
+    status: int = column("HTTP status answered (0 while it is being answered)")
+    client_address: str | None = text(45, "Client address of the request")
+
+
 class AuditLog(SQLModel, table=True):
     """Who changed which stored value, when, from what to what, and why."""
 
@@ -925,6 +973,9 @@ TABLES: tuple[type[SQLModel], ...] = (
     WebSession,
     SignInEvent,
     SignInThrottle,
+    ApiToken,
+    ApiTokenSite,
+    ApiTokenUse,
     AuditSeal,
     AuditEntryHash,
     AuditLog,

@@ -21,6 +21,11 @@ DEFAULT_BUSY_TIMEOUT = 10.0
 IDLE_TIMEOUT = timedelta(minutes=30)
 #: A web session ends this long after sign-in however busy (one working day); registry serve --session-hours.
 ABSOLUTE_TIMEOUT = timedelta(hours=8)
+#: An API token lasts this many days unless created for fewer (registry token create --days), and never longer than
+#: the most.
+TOKEN_DAYS, TOKEN_MOST_DAYS = 90, 365
+#: Requests an API token may make in a window of seconds (registry serve --api-requests-per-minute changes it).
+API_REQUESTS, API_WINDOW_SECONDS = 120, 60  # a minute: registry serve counts per minute
 
 
 def database_url(explicit: str | None = None) -> str:

@@ -178,14 +178,15 @@ def test_demo_builds_a_fresh_registry(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Database  sqlite:///demo/registry.db" in done.stdout
     lines = done.stdout.splitlines()
-    counts = {line.split()[0]: line.split()[1:] for line in lines[4:28]}
+    counts = {line.split()[0]: line.split()[1:] for line in lines[4:31]}
     assert counts == {
         "site": ["1"], "patient": ["61", "0"], "patient_identifier": ["0"], "antibody_test": ["122", "0"],
         "lab_result": ["732", "0"], "pft": ["61", "0"], "hrct": ["61", "0"], "treatment": ["243", "0"],
         "adverse_event": ["45", "0"], "follow_up": ["61", "0"], "account": ["0"], "account_site": ["0"],
         "finding_review": ["0"], "data_query": ["0"], "query_message": ["0"],
         "patient_status": ["0"], "signature": ["0"], "data_cut": ["0"], "web_session": ["0"], "sign_in_event": ["0"],
-        "sign_in_throttle": ["0"], "audit_seal": ["2"], "audit_entry_hash": ["1387"],
+        "sign_in_throttle": ["0"], "api_token": ["0"], "api_token_site": ["0"], "api_token_use": ["0"],
+        "audit_seal": ["2"], "audit_entry_hash": ["1387"],
         "audit_log": ["1387"],
     }  # fmt: skip
     assert f"{len(RULES)} rules run: 0 error finding(s), 0 warning finding(s)" in lines

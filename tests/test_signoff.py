@@ -422,7 +422,8 @@ def test_the_migration_upgrades_a_registry_holding_todays_data_and_downgrades(mi
         accounts.create_account(session, "cora", WEB_PASSWORD, Role.COORDINATOR, ["DEMO"])
         session.commit()
     create_cut(migrated, "interim", date(2022, 6, 30), actor="dm1", reason=None, config=Config())
-    kept = [name for name in sa.inspect(migrated).get_table_names() if name not in ("patient_status", "signature")]
+    later = ("patient_status", "signature", "api_token", "api_token_site", "api_token_use")  # 0011's and 0012's
+    kept = [name for name in sa.inspect(migrated).get_table_names() if name not in later]
     before = _rows(migrated, kept)
     db.downgrade(migrated, "0010")  # nothing of 0011's is held: not refused
     assert _rows(migrated, kept) == before

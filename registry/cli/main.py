@@ -29,6 +29,7 @@ from registry.config import Config, ConfigError, load_config
 from registry.failures import SecondErrors, explained
 from registry.settings import (
     ABSOLUTE_TIMEOUT,
+    API_REQUESTS,
     DEFAULT_URL,
     IDLE_TIMEOUT,
     URL_VARIABLE,
@@ -510,20 +511,25 @@ def serve(
     session_hours: Annotated[
         int, typer.Option("--session-hours", min=1, help="A session ends this long after sign-in.")
     ] = ABSOLUTE_TIMEOUT // timedelta(hours=1),
+    api_requests: Annotated[
+        int, typer.Option("--api-requests-per-minute", min=1, help="What one API token may ask in a minute.")
+    ] = API_REQUESTS,
 ) -> None:
-    """Start the web application for data entry. Set REGISTRY_SECRET_KEY so open forms survive restarts.
+    """Start the web application for data entry, and the JSON API (/api/v1, personal tokens: registry token).
+    Set REGISTRY_SECRET_KEY so open forms survive restarts.
 
     Example: REGISTRY_SECRET_KEY=... registry serve --port 8000 --idle-minutes 30 --session-hours 8
     """
     import uvicorn
 
+    from registry.tokens import RateLimit
     from registry.web.app import create_app
     from registry.web.sessions import SessionLimits
 
     config = _config(config_file)
     limits = SessionLimits(idle=timedelta(minutes=idle_minutes), absolute=timedelta(hours=session_hours))
     web = create_app(_engine(ctx), secret_key=os.environ.get("REGISTRY_SECRET_KEY"), https=https, config=config,
-                     session_limits=limits)  # fmt: skip
+                     session_limits=limits, api_rate_limit=RateLimit(api_requests))  # fmt: skip
     uvicorn.run(web, host=host, port=port, log_level="info")
 
 

@@ -31,7 +31,8 @@ from registry.config import Config
 from registry.entry import shown, shown_field
 from registry.models import Account
 from registry.resources import resource_dir
-from registry.web import admin, errors, patients, records, results, sessions, workflow
+from registry.tokens import RateLimit
+from registry.web import admin, api, errors, patients, records, results, sessions, workflow
 from registry.web.headers import Guard
 from registry.web.pages import Signed, client_address, local_path, page
 from registry.web.security import VISITOR_COOKIE, CsrfToken, check_csrf, claim_sign_in, sign_in_succeeded
@@ -48,6 +49,7 @@ def create_app(
     https: bool = False,
     config: Config | None = None,
     session_limits: SessionLimits | None = None,
+    api_rate_limit: RateLimit | None = None,
 ) -> FastAPI:
     """The application over ``engine``. Without ``secret_key`` forms opened before a restart must be reloaded."""
     app = FastAPI(title="MDA5-ILD registry", docs_url=None, redoc_url=None, openapi_url=None)
@@ -165,5 +167,6 @@ def create_app(
     app.include_router(patients.router)
     app.include_router(results.router)
     app.include_router(admin.router)
+    api.install(app, api_rate_limit or RateLimit())
 
     return app

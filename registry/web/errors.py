@@ -1,4 +1,5 @@
-"""Every refusal and failure answers a page of the application that says what to do next, never raw JSON.
+"""Every refusal and failure answers a page of the application that says what to do next, never raw JSON (the JSON
+API's, under /api/, answer JSON: {"detail": ...}).
 
 A form sent after the session ended is not lost: the sign-in page carries what was typed
 (never the CSRF token or a password), and after signing in the form opens again with it,
@@ -14,7 +15,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -63,8 +64,10 @@ def error_page(request: Request, status_code: int, problems: list[str], me: Acco
     return answer
 
 
-def failed(request: Request) -> HTMLResponse:
-    """The page of an unexpected error (500): no traceback, no detail."""
+def failed(request: Request) -> Response:
+    """The page of an unexpected error (500): no traceback, no detail (for the API: JSON, as its other answers)."""
+    if _is_api(request):
+        return JSONResponse({"detail": "an unexpected error: nothing was written (the server log names where)"}, 500)
     return error_page(request, 500, [])
 
 
@@ -92,17 +95,25 @@ def _form_page_at(request: Request) -> bool:
     return request.scope.get("endpoint") in FORM_SAVES
 
 
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
 def install(app: FastAPI) -> None:
     """Answer refusals, invalid requests and an ended session with pages."""
 
     @app.exception_handler(HTTPException)
-    async def _refused(request: Request, error: HTTPException) -> HTMLResponse:
+    async def _refused(request: Request, error: HTTPException) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
         problems = _problems(error.detail, error.status_code)
         return error_page(request, error.status_code, problems, await _signed_in(request), error.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, error: RequestValidationError) -> HTMLResponse:
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
         problems = [f"{_name(e['loc'])}: {e['msg']}." for e in error.errors()]
+        if _is_api(request):
+            return JSONResponse({"detail": problems}, 422)
         return error_page(request, 422, problems, await _signed_in(request))
 
     @app.exception_handler(NotSignedIn)
