@@ -17,7 +17,8 @@ import typer
 from registry.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "operations.md"]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "operations.md", ROOT / "docs" / "interoperability.md",
+             ROOT / "docs" / "fhir.md", ROOT / "docs" / "statistical-export.md"]  # fmt: skip
 SHELL_OPERATORS = {"&&", "||", "|", ";", ">", ">>", "<", "2>", "&"}
 ROOT_COMMAND = typer.main.get_command(app)
 Command = type(ROOT_COMMAND).__mro__[1]  # typer's (vendored) click Command
@@ -141,3 +142,19 @@ def test_documented_command_exists(where, args):
 )
 def test_unknown_commands_and_options_are_caught(args, problems):
     assert unknown_parts(args) == problems
+
+
+def test_the_interoperability_table_names_every_field_as_the_exports_do():
+    """docs/interoperability.md's field table: every sheet column once, with the REDCap field and ODM item the
+    exports write (a new column, or a renamed one, fails here until the table says where it goes)."""
+    from registry.interchange import odm, redcap
+    from registry.sheets import SHEETS_BY_NAME
+
+    text = (ROOT / "docs" / "interoperability.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)\.(\w+)` \| `(\w+)` \| `([^`]+)` \|", text, flags=re.MULTILINE)
+    expected = [
+        (f.form, f.column.name, f.name,
+         "SubjectData/@SubjectKey" if f.column.name == "study_id" else odm.item_oid(SHEETS_BY_NAME[f.form], f.column))
+        for f in redcap.FIELDS
+    ]  # fmt: skip
+    assert rows == expected
