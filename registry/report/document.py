@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import weasyprint
 
 import registry
 from registry.config import Config
@@ -29,6 +28,7 @@ from registry.report.figures import (
     propensity_figure,
     weighted_km_figure,
 )
+from registry.report.native import load_weasyprint
 from registry.report.numbers import (
     format_days,
     format_estimate,
@@ -154,4 +154,4 @@ def render_html(context: dict[str, Any]) -> str:
 
 def render_pdf(html: str) -> bytes:
     """A4 PDF of the report HTML (weasyprint embeds the fonts it uses)."""
-    return weasyprint.HTML(string=html, base_url=str(_templates())).write_pdf()
+    return load_weasyprint().HTML(string=html, base_url=str(_templates())).write_pdf()
