@@ -35,6 +35,14 @@ def test_proportional_hazards_test_equals_r_cox_zph():
     assert zph["GLOBAL"].df == 7
 
 
+def test_without_the_proportional_hazards_test_the_fit_is_the_same():
+    """zph=False (the fits multiple imputation pools) leaves cox.zph out and changes nothing else."""
+    full = fit_cox(load_rossi(), "week", "arrest", ROSSI_TERMS)
+    bare = fit_cox(load_rossi(), "week", "arrest", ROSSI_TERMS, zph=False)
+    assert bare.zph == [] and len(full.zph) == len(ROSSI_TERMS) + 1
+    assert bare.terms == full.terms and (bare.n, bare.events, bare.notes) == (full.n, full.events, full.notes)
+
+
 def test_missing_covariates_are_dropped_and_counted():
     rossi = load_rossi().astype({"age": float})
     rossi.loc[:9, "age"] = np.nan

@@ -339,13 +339,15 @@ def fit_cox(
     *,
     firth: bool = True,
     weights: str | None = None,
+    zph: bool = True,
 ) -> CoxResult:
     """A Cox model of ``covariates`` (numeric columns), complete cases, Efron ties.
 
     Where the usual estimate does not exist, ``firth`` decides between Firth's
     penalised estimate (with a note saying why) and a ``CoxError``. With a column of case
     ``weights`` (inverse-probability weights, say): the weighted estimate with robust standard
-    errors and no proportional-hazards test; no Firth fallback (there is no weighted one here).
+    errors and no proportional-hazards test; no Firth fallback (there is no weighted one here). ``zph=False`` leaves
+    the proportional-hazards test (cox.zph) out where no one reads it (the fits that multiple imputation pools).
     """
     data = table[[duration, event, *covariates, *([weights] if weights else [])]]
     complete = data.dropna()
@@ -382,11 +384,13 @@ def fit_cox(
         return CoxResult(terms, len(complete), events, dropped, epv, [], notes, ties="Breslow", method=FIRTH)
     if weights:
         return CoxResult(terms, len(complete), events, dropped, epv, [], notes, variance=ROBUST)
-    zph = cox_zph(
+    if not zph:
+        return CoxResult(terms, len(complete), events, dropped, epv, [], notes)
+    tests = cox_zph(
         complete[list(covariates)].to_numpy(float),
         complete[duration].to_numpy(float),
         complete[event].to_numpy(),
         np.array([term.coef for term in terms]),
         covariates,
     )
-    return CoxResult(terms, len(complete), events, dropped, epv, zph, notes)
+    return CoxResult(terms, len(complete), events, dropped, epv, tests, notes)

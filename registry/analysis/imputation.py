@@ -52,8 +52,8 @@ def nelson_aalen(time: pd.Series, event: pd.Series) -> np.ndarray:
 
 
 def _pmm(y: np.ndarray, observed: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draws for the missing entries of ``y`` by predictive mean matching (mice.impute.pmm, matchtype 1)."""
-    x = np.column_stack([np.ones(len(y)), x])
+    """Draws for the missing entries of ``y`` by predictive mean matching (mice.impute.pmm, matchtype 1); ``x`` holds
+    the predictors, an intercept column first."""
     x_obs, y_obs = x[observed], y[observed]
     xtx = x_obs.T @ x_obs
     v = np.linalg.inv(xtx + np.diag(RIDGE * np.diag(xtx)))
@@ -109,6 +109,9 @@ def impute(
         nelson_aalen(table[time], table[event]),
     ])  # fmt: skip
     incomplete = [j for j in range(len(columns)) if missing[:, j].any()]
+    # one design per imputation, updated in place: an intercept, the imputed columns (1 .. k), the fixed predictors;
+    # column j's model takes every column but its own, in that order
+    predictors_of = {j: [c for c in range(1 + len(columns) + fixed.shape[1]) if c != 1 + j] for j in incomplete}
     datasets = []
     for imputation in range(m):
         rng = np.random.default_rng([seed, imputation])
@@ -116,19 +119,19 @@ def impute(
         for j in incomplete:
             observed = values[~missing[:, j], j]
             current[missing[:, j], j] = rng.choice(observed, missing[:, j].sum())
+        design = np.column_stack([np.ones(len(current)), current, fixed])
         for _ in range(iterations):
             for j in incomplete:
-                others = np.delete(current, j, axis=1)
                 try:
-                    current[missing[:, j], j] = _pmm(
-                        current[:, j], ~missing[:, j], np.column_stack([others, fixed]), rng
+                    design[missing[:, j], 1 + j] = _pmm(
+                        design[:, 1 + j], ~missing[:, j], design[:, predictors_of[j]], rng
                     )
                 except np.linalg.LinAlgError:
                     raise ImputationError(
                         f"{columns[j]}: its imputation model cannot be estimated ({(~missing[:, j]).sum()} observed "
                         "values, collinear or constant predictors)"
                     ) from None
-        datasets.append(table.assign(**{name: current[:, j] for j, name in enumerate(columns)}))
+        datasets.append(table.assign(**{name: design[:, 1 + j] for j, name in enumerate(columns)}))
     return datasets
 
 
@@ -190,7 +193,7 @@ def fit_cox_imputed(
     (its penalised coefficients are not what Rubin's rules pool)."""
     fits: list[CoxResult] = []
     for number, data in enumerate(datasets, start=1):
-        fit = fit_cox(data, duration, event, covariates, firth=False)
+        fit = fit_cox(data, duration, event, covariates, firth=False, zph=False)  # the pool has no use for cox.zph
         if fit.dropped_missing:
             raise CoxError(f"imputation {number} still has missing covariates")
         fits.append(fit)
