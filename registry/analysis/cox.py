@@ -168,13 +168,17 @@ def _efron(design: _Design, beta: np.ndarray) -> _Efron:
     the tied deaths' sums off sums over each death time's block of deaths, so the cost grows with n, not n x
     times. Case weights enter as R's coxph weighs them: each patient's risk times its weight, each of d tied deaths'
     terms times the mean weight of the d."""
-    d, last, which, first = design, design.last_at_risk, design.which, design.first
+    d, which, first = design, design.which, design.first
     risk = d.weight * np.exp(d.x @ beta)
     eta_dead = d.x_dead @ beta
     risk_dead = d.weight_dead * np.exp(eta_dead)
-    s0 = np.cumsum(risk)[last]
-    s1 = np.cumsum(risk[:, None] * d.x, axis=0)[last]
-    s2 = np.cumsum(risk[:, None, None] * d.outer, axis=0)[last]
+    # the risk set of each death time, latest first: the sums over the patients who join it (one block each) summed
+    # cumulatively over the death times, not over every patient (the patients outnumber the times many-fold)
+    ends = d.last_at_risk[::-1]
+    joining, at_risk = np.concatenate(([0], ends[:-1] + 1)), ends[-1] + 1  # fit_cox asks for a death at least
+    s0 = np.cumsum(np.add.reduceat(risk[:at_risk], joining))[::-1]
+    s1 = np.cumsum(np.add.reduceat(risk[:at_risk, None] * d.x[:at_risk], joining, axis=0), axis=0)[::-1]
+    s2 = np.cumsum(np.add.reduceat(risk[:at_risk, None, None] * d.outer[:at_risk], joining, axis=0), axis=0)[::-1]
     s0d = np.add.reduceat(risk_dead, first)
     s1d = np.add.reduceat(risk_dead[:, None] * d.x_dead, first, axis=0)
     s2d = np.add.reduceat(risk_dead[:, None, None] * d.outer_dead, first, axis=0)
