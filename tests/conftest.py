@@ -8,15 +8,17 @@ they fail: a green CI run must have exercised both databases.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -89,6 +91,17 @@ def second_registry(migrated: sa.Engine, request: pytest.FixtureRequest, tmp_pat
         add_demo_site(engine)
         yield engine
         engine.dispose()
+
+
+def modules_loaded_by(args: list[str], names: Sequence[str]) -> list[str]:
+    """Which of the modules ``names`` ``registry ARGS`` loads, run in a fresh interpreter (start-up time: a command
+    loads only what it uses); the command must succeed."""
+    probe = ("import sys; from registry.cli import app; from typer.main import get_command\n"
+             f"try: get_command(app).main({args!r}, prog_name='registry')\n"
+             "except SystemExit as done: assert not done.code, done.code\n"
+             f"print(sorted(m for m in {tuple(names)!r} if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return ast.literal_eval(done.stdout.splitlines()[-1])
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,14 +1,13 @@
 """`registry analyze`: every result in one JSON document, traceable to its data."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from registry.cli import app
+from tests.conftest import modules_loaded_by
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example"
@@ -142,10 +141,5 @@ NOT_FOR_ANALYZE = ("scipy.stats", "scipy.optimize", "lifelines", "matplotlib", "
 def test_analyze_loads_none_of_the_libraries_it_has_no_use_for(demo_registry, tmp_path):
     """Every analysis of the demo cohort, the sensitivity analyses and their imputations included."""
     args = ["--database", demo_registry, "analyze", "--json", str(tmp_path / "r.json")]
-    probe = ("import sys; from registry.cli import app; from typer.main import get_command\n"
-             f"try: get_command(app).main({args!r}, prog_name='registry')\n"
-             "except SystemExit as done: assert not done.code, done.code\n"
-             f"print(sorted(m for m in {NOT_FOR_ANALYZE!r} if m in sys.modules))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines()[-1] == "[]"
+    assert modules_loaded_by(args, NOT_FOR_ANALYZE) == []
     assert json.loads((tmp_path / "r.json").read_text())["sensitivity"]
