@@ -81,3 +81,22 @@ def test_weasyprint_failing_to_load_from_the_cache_is_loaded_the_standard_way():
     assert seen["pdf"] == "%PDF-"
     assert {"gcc", "ld"} & set(seen["started"])  # the standard lookup ran for the second load
     assert seen["restored"]
+
+
+def test_threads_loading_at_once_leave_the_standard_lookup_in_place():
+    """The web application renders reports in threads: the swapped lookup must not outlive the first load."""
+    probe = """
+import ctypes.util, threading
+standard = ctypes.util.find_library
+from registry.report import native
+start = threading.Barrier(4)
+def load():
+    start.wait()
+    native.load_weasyprint()
+threads = [threading.Thread(target=load) for _ in range(4)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(ctypes.util.find_library is standard)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True"]

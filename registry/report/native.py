@@ -19,11 +19,14 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from types import ModuleType
 
 #: The dynamic linker's cache, as ctypes.util reads it.
 LDCONFIG = "/sbin/ldconfig"
+#: One load at a time: the web application renders reports in threads, and the lookup is swapped process-wide.
+_LOADING = threading.Lock()
 
 
 def linker_cache() -> list[str]:
@@ -52,6 +55,13 @@ def load_weasyprint() -> ModuleType:
     LD_LIBRARY_PATH set, once weasyprint is loaded, or when the cache does not serve)."""
     if "weasyprint" in sys.modules or not sys.platform.startswith("linux") or os.environ.get("LD_LIBRARY_PATH"):
         return importlib.import_module("weasyprint")
+    with _LOADING:
+        if "weasyprint" in sys.modules:  # loaded by another thread meanwhile
+            return importlib.import_module("weasyprint")
+        return _load_with_cache_lookup()
+
+
+def _load_with_cache_lookup() -> ModuleType:
     sonames = linker_cache()
     if not sonames:
         return importlib.import_module("weasyprint")
