@@ -13,6 +13,7 @@ from test_ingest import snapshot
 from test_web import sign_in
 from typer.testing import CliRunner
 
+import registry
 from registry.audit import REDACTED, audited_session
 from registry.cli import app as cli
 from registry.codes import Role
@@ -219,6 +220,7 @@ def test_the_openapi_description_is_for_signed_in_users(api, web_registry):
     ]  # fmt: skip
     page = api.get("/api/v1/docs")
     assert page.status_code == 200 and "/api/v1/patients/{study_id}" in page.text and "Bearer" in page.text
+    assert f'<footer class="muted">mda5-registry {registry.__version__}</footer>' in page.text  # not the API's info
     fresh = TestClient(create_app(web_registry, secret_key="k"))
     token = _bearer(_token(web_registry, "reader", Role.ANALYST))
     assert fresh.get("/api/v1/openapi.json", headers=token).status_code == 200

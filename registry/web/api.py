@@ -288,7 +288,7 @@ def documentation(request: Request) -> HTMLResponse:
          "responses": sorted(op.get("responses", {}))}
         for path, methods in document["paths"].items() for method, op in methods.items()
     ]  # fmt: skip
-    return page(request, "api.html", me=signed_in(request), operations=operations, version=document["info"])
+    return page(request, "api.html", me=signed_in(request), operations=operations, info=document["info"])
 
 
 async def _refused_before_upload(request: Request) -> JSONResponse | None:
