@@ -84,3 +84,40 @@ def test_firth_estimate_equals_heinze_and_schemper():
     # at t = 2; the usual estimate is infinite, Firth's modified score has its root at exp(beta) = 3.
     table = pd.DataFrame({"t": [1.0, 2.0], "e": [1, 0], "x": [1, 0]})
     assert fit_cox(table, "t", "e", ["x"]).terms[0].hr == pytest.approx(3.0, abs=1e-6)
+
+
+def _information_death_by_death(x, time, event, weight, beta):
+    """Efron's information as the textbook writes it: a loop over the deaths, each risk set summed anew."""
+    information = np.zeros((x.shape[1], x.shape[1]))
+    for t in np.unique(time[event]):
+        dying = event & (time == t)
+        at_risk = time >= t
+        r = weight * np.exp(x @ beta)
+        d, mean_weight = dying.sum(), weight[dying].mean()
+        for k in range(d):
+            share = np.where(dying, k / d, 0.0)
+            w = r * np.where(at_risk, 1.0, 0.0) * (1 - share)
+            s0, s1, s2 = w.sum(), w @ x, (x * w[:, None]).T @ x
+            mean = s1 / s0
+            information += mean_weight * (s2 / s0 - np.outer(mean, mean))
+    return information
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_information_summed_patient_by_patient_equals_the_sum_over_deaths(weighted):
+    """_efron sums the information per patient (one matrix product); per death time (cox.zph's split) and death by
+    death (a plain loop) it must be the same, with tied deaths and case weights."""
+    from registry.analysis.cox import _design, _efron, _information_by_time
+
+    rng = np.random.default_rng(7)
+    n = 200
+    x = rng.normal(size=(n, 3))
+    time = rng.integers(1, 25, n).astype(float)  # many ties
+    event = rng.random(n) < 0.6
+    weight = rng.uniform(0.2, 3.0, n) if weighted else np.ones(n)
+    beta = np.array([0.3, -0.5, 0.1])
+    design = _design(x, time, event, weight if weighted else None)
+    at = _efron(design, beta)
+    expected = _information_death_by_death(x, time, event, weight, beta)
+    assert np.abs(at.information - expected).max() < 1e-12 * np.abs(expected).max()
+    assert np.abs(_information_by_time(design, beta, at).sum(axis=0) - expected).max() < 1e-12 * np.abs(expected).max()

@@ -115,17 +115,16 @@ def _fit_firth(complete: pd.DataFrame, duration: str, event: str, covariates: Se
 @dataclass(frozen=True)
 class _Design:
     """What Efron's partial likelihood needs of the covariates and the follow-up, worked out once for every
-    evaluation at a beta: the patients latest first (a prefix is the risk set of its last time), the deaths by
-    time, and the covariates' outer products of each in that order."""
+    evaluation at a beta: the patients latest first (a prefix is the risk set of its last time) and the deaths by
+    time."""
 
     x: np.ndarray  # the patients' covariates, latest time first
     weight: np.ndarray  # their case weights, in that order (1 without weights)
-    outer: np.ndarray  # x_i x_i' of each, in that order
     last_at_risk: np.ndarray  # per death time: the last patient at risk (time >= t)
+    times_at_risk: np.ndarray  # per patient, in that order: how many death times (the first ones) it is at risk at
     x_dead: np.ndarray  # the deaths' covariates, by time
     weight_dead: np.ndarray  # their case weights
     tied_weight: np.ndarray  # per death: the mean case weight of the deaths at its time (R's meanwt)
-    outer_dead: np.ndarray
     which: np.ndarray  # each death's death time (non-decreasing)
     first: np.ndarray  # per death time: its first death
     fraction: np.ndarray  # per death: Efron's k / d, k = 0 .. d - 1 (the tied deaths leave the risk set in turn)
@@ -141,61 +140,88 @@ def _design(x: np.ndarray, time: np.ndarray, event: np.ndarray, weight: np.ndarr
     which = np.searchsorted(death_times, time[dead])
     ties = np.bincount(which, minlength=len(death_times))
     first = np.concatenate(([0], np.cumsum(ties)[:-1]))
-    outer = x[:, :, None] * x[:, None, :]
     fraction = (np.arange(len(dead)) - first[which]) / ties[which]
     tied_weight = (np.add.reduceat(weight[dead], first) / ties)[which] if len(dead) else np.zeros(0)
+    # the death times at or before a patient's own time, whose risk sets it is in
+    times_at_risk = np.searchsorted(death_times, time[order], side="right")
     return _Design(
-        x[order], weight[order], outer[order], at_risk - 1, x[dead], weight[dead], tied_weight, outer[dead], which,
-        first, fraction,
+        x[order], weight[order], at_risk - 1, times_at_risk, x[dead], weight[dead], tied_weight, which, first,
+        fraction,
     )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class _Efron:
     """Efron's log partial likelihood at a beta, its score and information; per death the risk-weighted mean of
-    the covariates, per death time the information's share (for ``cox.zph``)."""
+    the covariates and its share of the baseline hazard."""
 
     loglik: float
     score: np.ndarray
     information: np.ndarray
     mean: np.ndarray
-    information_by_time: np.ndarray
     hazard: np.ndarray  # per death: its share of the baseline hazard's jump, the deaths' mean weight / its denominator
+    denominator: np.ndarray  # per death: Efron's risk-set sum, the tied deaths before it taken out by k / d
+
+
+def _risk_set_sums(d: _Design, risk: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per death time, the sum of ``risk`` x ``values`` (the patients latest first) over its risk set: the sums
+    over the patients who join it (one block each) summed cumulatively over the death times, not over every
+    patient (the patients outnumber the times many-fold)."""
+    ends = d.last_at_risk[::-1]
+    joining, at_risk = np.concatenate(([0], ends[:-1] + 1)), ends[-1] + 1  # fit_cox asks for a death at least
+    shape = (slice(None),) + (None,) * (values.ndim - 1)
+    return np.cumsum(np.add.reduceat(risk[:at_risk][shape] * values[:at_risk], joining, axis=0), axis=0)[::-1]
 
 
 def _efron(design: _Design, beta: np.ndarray) -> _Efron:
-    """Vectorised over death times: the risk-set sums are read off cumulative sums over the patients latest first,
-    the tied deaths' sums off sums over each death time's block of deaths, so the cost grows with n, not n x
-    times. Case weights enter as R's coxph weighs them: each patient's risk times its weight, each of d tied deaths'
-    terms times the mean weight of the d."""
+    """Vectorised over death times, so the cost grows with n, not n x times. Case weights enter as R's coxph weighs
+    them: each patient's risk times its weight, each of d tied deaths' terms times the mean weight of the d.
+
+    The information, sum over deaths of w (S2 - f S2d) / D - w m m' (S2 the risk set's sum of r x x', S2d the tied
+    deaths', m the mean), is summed patient by patient instead of death by death: each patient's r x x' enters
+    the S2 of every death time it is at risk at, with the sum of those deaths' w / D, so the S2 part is one
+    product X' diag(r c) X and no n x k x k array of outer products is made."""
     d, which, first = design, design.which, design.first
     risk = d.weight * np.exp(d.x @ beta)
     eta_dead = d.x_dead @ beta
     risk_dead = d.weight_dead * np.exp(eta_dead)
-    # the risk set of each death time, latest first: the sums over the patients who join it (one block each) summed
-    # cumulatively over the death times, not over every patient (the patients outnumber the times many-fold)
-    ends = d.last_at_risk[::-1]
-    joining, at_risk = np.concatenate(([0], ends[:-1] + 1)), ends[-1] + 1  # fit_cox asks for a death at least
-    s0 = np.cumsum(np.add.reduceat(risk[:at_risk], joining))[::-1]
-    s1 = np.cumsum(np.add.reduceat(risk[:at_risk, None] * d.x[:at_risk], joining, axis=0), axis=0)[::-1]
-    s2 = np.cumsum(np.add.reduceat(risk[:at_risk, None, None] * d.outer[:at_risk], joining, axis=0), axis=0)[::-1]
+    s0 = _risk_set_sums(d, risk, np.ones(len(risk)))
+    s1 = _risk_set_sums(d, risk, d.x)
     s0d = np.add.reduceat(risk_dead, first)
     s1d = np.add.reduceat(risk_dead[:, None] * d.x_dead, first, axis=0)
-    s2d = np.add.reduceat(risk_dead[:, None, None] * d.outer_dead, first, axis=0)
     f = d.fraction
     denominator = s0[which] - f * s0d[which]
     mean = (s1[which] - f[:, None] * s1d[which]) / denominator[:, None]
-    term = (s2[which] - f[:, None, None] * s2d[which]) / denominator[:, None, None]
-    term -= mean[:, :, None] * mean[:, None, :]
-    term *= d.tied_weight[:, None, None]
+    share = d.tied_weight / denominator
+    by_patient = risk * np.concatenate(([0.0], np.cumsum(np.add.reduceat(share, first))))[d.times_at_risk]
+    by_death = risk_dead * np.add.reduceat(f * share, first)[which]
+    information = (
+        (d.x * by_patient[:, None]).T @ d.x
+        - (d.x_dead * by_death[:, None]).T @ d.x_dead
+        - (mean * d.tied_weight[:, None]).T @ mean
+    )
     return _Efron(
         loglik=float(d.weight_dead @ eta_dead - d.tied_weight @ np.log(denominator)),
         score=d.weight_dead @ d.x_dead - d.tied_weight @ mean,
-        information=term.sum(axis=0),
+        information=(information + information.T) / 2,
         mean=mean,
-        information_by_time=np.add.reduceat(term, first, axis=0),
-        hazard=d.tied_weight / denominator,
+        hazard=share,
+        denominator=denominator,
     )
+
+
+def _information_by_time(design: _Design, beta: np.ndarray, at: _Efron) -> np.ndarray:
+    """Per death time, its share of the information at ``at`` (for ``cox.zph``): the risk sets' sums of r x x'
+    themselves, one k x k matrix per death time."""
+    d, which, first = design, design.which, design.first
+    risk = d.weight * np.exp(d.x @ beta)
+    risk_dead = d.weight_dead * np.exp(d.x_dead @ beta)
+    s2 = _risk_set_sums(d, risk, d.x[:, :, None] * d.x[:, None, :])
+    s2d = np.add.reduceat(risk_dead[:, None, None] * (d.x_dead[:, :, None] * d.x_dead[:, None, :]), first, axis=0)
+    term = (s2[which] - d.fraction[:, None, None] * s2d[which]) / at.denominator[:, None, None]
+    term -= at.mean[:, :, None] * at.mean[:, None, :]
+    term *= d.tied_weight[:, None, None]
+    return np.add.reduceat(term, first, axis=0)
 
 
 def _robust_variance(
@@ -293,8 +319,9 @@ def cox_zph(
     centred, centred_by_time = g - g.mean(), (g_by_time - g.mean())[:, None, None]
     u = (centred[:, None] * residuals).sum(axis=0)
     i11 = at.information
-    i12 = (centred_by_time * at.information_by_time).sum(axis=0)
-    i22 = (centred_by_time**2 * at.information_by_time).sum(axis=0)
+    by_time = _information_by_time(design, beta, at)
+    i12 = (centred_by_time * by_time).sum(axis=0)
+    i22 = (centred_by_time**2 * by_time).sum(axis=0)
     tests = []
     for j, name in enumerate(names):
         efficient = i22[j, j] - i12[:, j] @ np.linalg.solve(i11, i12[:, j])
