@@ -18,6 +18,7 @@ from registry.analysis.imputation import (
     impute,
     nelson_aalen,
     pool,
+    stable_argsort,
     write_imputations,
 )
 
@@ -141,3 +142,21 @@ def test_the_stored_data_sets_are_what_the_imputation_makes_today():
     from imputation_datasets import datasets
 
     pd.testing.assert_frame_equal(datasets().reset_index(drop=True), DATASETS, check_dtype=False, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([]),
+        np.array([3.0]),
+        np.random.default_rng(1).normal(size=1000),  # no ties
+        np.random.default_rng(2).integers(0, 7, 5000).astype(float),  # runs of ties everywhere
+        np.full(300, 2.5),  # one run
+        np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0, 0.0]),  # signed zeros are equal
+        np.repeat(np.random.default_rng(3).normal(size=50), 40)[::-1],
+    ],
+    ids=["empty", "one", "distinct", "tied", "all-equal", "signed-zeros", "repeated"],
+)
+def test_stable_argsort_is_numpys_stable_argsort(values):
+    """The donors' order (predictive mean matching) must not change with the faster sort: ties stay in position order."""
+    assert np.array_equal(stable_argsort(values), np.argsort(values, kind="stable"))

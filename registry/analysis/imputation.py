@@ -51,19 +51,36 @@ def nelson_aalen(time: pd.Series, event: pd.Series) -> np.ndarray:
     return np.cumsum(deaths / at_risk)[inverse]
 
 
-def _pmm(y: np.ndarray, observed: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draws for the missing entries of ``y`` by predictive mean matching (mice.impute.pmm, matchtype 1); ``x`` holds
-    the predictors, an intercept column first."""
-    x_obs, y_obs = x[observed], y[observed]
+def stable_argsort(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")``, equal values in the order they come, at the cost of the much faster
+    unstable sort: the unstable order is right but for the runs of equal values, which are put back in order of
+    position (none, as a rule, for predictions from continuous predictors)."""
+    order = np.argsort(values)
+    ordered = values[order]
+    tied = ordered[1:] == ordered[:-1]
+    if not tied.any():
+        return order
+    run = np.concatenate(([0], np.cumsum(~tied)))
+    return np.sort(run * len(values) + order) % len(values)
+
+
+def _pmm(
+    design: np.ndarray, target: int, predictors: list[int], observed: np.ndarray, missing: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:  # fmt: skip
+    """Draws for the ``missing`` rows of ``design``'s column ``target`` by predictive mean matching
+    (mice.impute.pmm, matchtype 1) from its ``observed`` rows; the columns ``predictors`` hold the predictors, an
+    intercept first."""
+    x_obs, y_obs = design[np.ix_(observed, predictors)], design[observed, target]
     xtx = x_obs.T @ x_obs
     v = np.linalg.inv(xtx + np.diag(RIDGE * np.diag(xtx)))
     coef = v @ x_obs.T @ y_obs
     residual = y_obs - x_obs @ coef
-    df = max(len(y_obs) - x.shape[1], 1)
+    df = max(len(y_obs) - len(predictors), 1)
     sigma = np.sqrt(residual @ residual / rng.chisquare(df))
     drawn = coef + np.linalg.cholesky((v + v.T) / 2) @ rng.standard_normal(len(coef)) * sigma
-    predicted_obs, predicted_mis = x_obs @ coef, x[~observed] @ drawn
-    order = np.argsort(predicted_obs, kind="stable")
+    predicted_obs, predicted_mis = x_obs @ coef, design[np.ix_(missing, predictors)] @ drawn
+    order = stable_argsort(predicted_obs)
     sorted_obs = predicted_obs[order]
     # the DONORS nearest predictions lie among the DONORS on either side of where the missing one would sort
     window = np.searchsorted(sorted_obs, predicted_mis)[:, None] + np.arange(-DONORS, DONORS)[None, :]
@@ -112,8 +129,11 @@ def impute(
     # one design per imputation, updated in place: an intercept, the imputed columns (1 .. k), the fixed predictors;
     # column j's model takes every column but its own, in that order
     predictors_of = {j: [c for c in range(1 + len(columns) + fixed.shape[1]) if c != 1 + j] for j in incomplete}
-    datasets = []
-    for imputation in range(m):
+    rows_missing = {j: np.flatnonzero(missing[:, j]) for j in incomplete}
+    rows_observed = {j: np.flatnonzero(~missing[:, j]) for j in incomplete}
+
+    def chain(imputation: int) -> np.ndarray:
+        """One imputation's chain, from its own random stream: the design with every missing value imputed."""
         rng = np.random.default_rng([seed, imputation])
         current = values.copy()
         for j in incomplete:
@@ -123,16 +143,18 @@ def impute(
         for _ in range(iterations):
             for j in incomplete:
                 try:
-                    design[missing[:, j], 1 + j] = _pmm(
-                        design[:, 1 + j], ~missing[:, j], design[:, predictors_of[j]], rng
+                    design[rows_missing[j], 1 + j] = _pmm(
+                        design, 1 + j, predictors_of[j], rows_observed[j], rows_missing[j], rng
                     )
                 except np.linalg.LinAlgError:
                     raise ImputationError(
                         f"{columns[j]}: its imputation model cannot be estimated ({(~missing[:, j]).sum()} observed "
                         "values, collinear or constant predictors)"
                     ) from None
-        datasets.append(table.assign(**{name: design[:, 1 + j] for j, name in enumerate(columns)}))
-    return datasets
+        return design
+
+    designs = [chain(imputation) for imputation in range(m)]
+    return [table.assign(**{name: design[:, 1 + j] for j, name in enumerate(columns)}) for design in designs]
 
 
 @dataclass(frozen=True)
