@@ -160,3 +160,35 @@ def test_the_stored_data_sets_are_what_the_imputation_makes_today():
 def test_stable_argsort_is_numpys_stable_argsort(values):
     """The donors' order (predictive mean matching) must not change with the faster sort: ties stay in position order."""
     assert np.array_equal(stable_argsort(values), np.argsort(values, kind="stable"))
+
+
+def test_imputations_and_pooled_fits_in_threads_are_those_made_one_after_another(monkeypatch):
+    """At 10,000 rows and more the chains and the pooled fits run in threads (registry.analysis.threads): the data
+    sets and the pooled numbers must be bit for bit those of running them in turn."""
+    import registry.analysis.threads as threads
+
+    if threads.cores() < 2:
+        pytest.skip("one core: nothing runs in threads")
+    rng = np.random.default_rng(11)
+    n = threads.MIN_ROWS
+    data = pd.DataFrame({"exposure": rng.integers(0, 2, n), "time": rng.integers(1, 365, n),
+                         "event": rng.integers(0, 2, n), "grade": rng.integers(1, 4, n).astype(float),
+                         "fvc": rng.normal(70, 15, n)})  # fmt: skip
+    for name in ("grade", "fvc"):
+        data.loc[rng.random(n) < 0.3, name] = np.nan
+    used = []
+    real = threads.ThreadPoolExecutor
+    monkeypatch.setattr(threads, "ThreadPoolExecutor", lambda **kw: used.append(kw) or real(**kw))
+
+    def run():
+        made = impute(data, ["grade", "fvc"], predictors=["exposure"], time="time", event="event", m=4, iterations=3)
+        return made, fit_cox_imputed(made, "time", "event", ["exposure", "grade", "fvc"])
+
+    side_by_side = run()
+    assert len(used) == 2  # the chains, then the fits
+    monkeypatch.setattr(threads, "MIN_ROWS", n + 1)
+    in_turn = run()
+    assert len(used) == 2
+    for a, b in zip(side_by_side[0], in_turn[0], strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert side_by_side[1] == in_turn[1]

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.special import stdtr, stdtrit  # Student's t as scipy.stats.t computes it, without its 0.4 s import
 
 from registry.analysis.cox import CoxError, CoxResult, Term, fit_cox
+from registry.analysis.threads import map_in_threads
 
 #: Donors per missing value and the ridge of mice.impute.pmm's defaults.
 DONORS = 5
@@ -153,7 +154,7 @@ def impute(
                     ) from None
         return design
 
-    designs = [chain(imputation) for imputation in range(m)]
+    designs = map_in_threads(chain, range(m), rows=len(table))
     return [table.assign(**{name: design[:, 1 + j] for j, name in enumerate(columns)}) for design in designs]
 
 
@@ -213,12 +214,14 @@ def fit_cox_imputed(
 ) -> PooledCox:
     """The Cox model of ``covariates`` in each imputed data set, pooled; refused where a fit needs Firth's estimate
     (its penalised coefficients are not what Rubin's rules pool)."""
-    fits: list[CoxResult] = []
-    for number, data in enumerate(datasets, start=1):
-        fit = fit_cox(data, duration, event, covariates, firth=False, zph=False)  # the pool has no use for cox.zph
-        if fit.dropped_missing:
+
+    def fit(data: pd.DataFrame) -> CoxResult:
+        return fit_cox(data, duration, event, covariates, firth=False, zph=False)  # the pool has no use for cox.zph
+
+    fits = map_in_threads(fit, datasets, rows=len(datasets[0]) if datasets else 0)
+    for number, result in enumerate(fits, start=1):
+        if result.dropped_missing:
             raise CoxError(f"imputation {number} still has missing covariates")
-        fits.append(fit)
     coefs = np.array([[term.coef for term in fit.terms] for fit in fits])
     variances = np.array([[term.se**2 for term in fit.terms] for fit in fits])
     n, events = fits[0].n, fits[0].events

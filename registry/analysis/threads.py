@@ -1,0 +1,40 @@
+"""Independent pieces of an analysis (the chains of a multiple imputation, the fits that are pooled) run side by
+side on the machine's cores.
+
+Threads, not processes: numpy's sorts, gathers and matrix products run outside the interpreter lock, and the web
+application renders reports in threads of its own, where forking is not safe. Each worker's matrix products run on
+one BLAS thread (threadpoolctl), or the BLAS library's own threads and ours would fight over the same cores (at
+100,000 patients the imputation took longer in two threads than in one until they stopped). The results are those
+of running the pieces one after another, in order: each piece has its own data and random stream.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+#: Below this many rows a piece takes a few milliseconds, and starting threads costs more than it saves.
+MIN_ROWS = 10_000
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or a scheduler may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def map_in_threads(function: Callable[[Item], Result], items: Iterable[Item], *, rows: int) -> list[Result]:
+    """``[function(item) for item in items]``, in threads (one per core) when the pieces are of ``rows`` rows or more;
+    an exception raised by a piece is raised here."""
+    items = list(items)
+    workers = min(len(items), cores())
+    if rows < MIN_ROWS or workers < 2:
+        return [function(item) for item in items]
+    from threadpoolctl import threadpool_limits  # imported where threads are used: small analyses never do
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(function, items))
