@@ -65,26 +65,26 @@ def stable_argsort(values: np.ndarray) -> np.ndarray:
     return np.sort(run * len(values) + order) % len(values)
 
 
-def _pmm(
-    design: np.ndarray, target: int, predictors: list[int], observed: np.ndarray, missing: np.ndarray,
-    rng: np.random.Generator,
-) -> np.ndarray:  # fmt: skip
-    """Draws for the ``missing`` rows of ``design``'s column ``target`` by predictive mean matching
-    (mice.impute.pmm, matchtype 1) from its ``observed`` rows; the columns ``predictors`` hold the predictors, an
+def _pmm(x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draws for the missing values of a covariate by predictive mean matching (mice.impute.pmm, matchtype 1) from its
+    observed values ``y_obs``; ``x_obs`` and ``x_mis`` hold the predictors of the observed and the missing rows, an
     intercept first."""
-    x_obs, y_obs = design[np.ix_(observed, predictors)], design[observed, target]
     xtx = x_obs.T @ x_obs
     v = np.linalg.inv(xtx + np.diag(RIDGE * np.diag(xtx)))
     coef = v @ x_obs.T @ y_obs
     residual = y_obs - x_obs @ coef
-    df = max(len(y_obs) - len(predictors), 1)
+    df = max(len(y_obs) - x_obs.shape[1], 1)
     sigma = np.sqrt(residual @ residual / rng.chisquare(df))
     drawn = coef + np.linalg.cholesky((v + v.T) / 2) @ rng.standard_normal(len(coef)) * sigma
-    predicted_obs, predicted_mis = x_obs @ coef, design[np.ix_(missing, predictors)] @ drawn
+    predicted_obs, predicted_mis = x_obs @ coef, x_mis @ drawn
     order = stable_argsort(predicted_obs)
     sorted_obs = predicted_obs[order]
-    # the DONORS nearest predictions lie among the DONORS on either side of where the missing one would sort
-    window = np.searchsorted(sorted_obs, predicted_mis)[:, None] + np.arange(-DONORS, DONORS)[None, :]
+    # the DONORS nearest predictions lie among the DONORS on either side of where the missing one would sort (found
+    # for the missing ones in their own sorted order: each search then starts near where the last one ended)
+    by_value = np.argsort(predicted_mis)
+    insert = np.empty(len(predicted_mis), dtype=np.intp)
+    insert[by_value] = np.searchsorted(sorted_obs, predicted_mis[by_value])
+    window = insert[:, None] + np.arange(-DONORS, DONORS)[None, :]
     window = np.clip(window, 0, len(sorted_obs) - 1)
     distance = np.abs(sorted_obs[window] - predicted_mis[:, None])
     distance[:, 1:][window[:, 1:] == window[:, :-1]] = np.inf  # a clipped window repeats its edge: count it once
@@ -105,9 +105,10 @@ def impute(
     seed: int = 20221,
     iterations: int = ITERATIONS,
 ) -> list[pd.DataFrame]:
-    """``m`` completed copies of ``table``: the missing values of ``columns`` imputed by chained equations with
-    predictive mean matching, from each other, the complete ``predictors`` (the exposure), ``event`` and the
-    Nelson-Aalen hazard at ``time``. The same seed gives the same data sets; observed values are never changed."""
+    """``m`` completed copies of the imputation model's columns of ``table`` (``predictors``, ``time``, ``event``,
+    ``columns``; its index kept): the missing values of ``columns`` imputed by chained equations with predictive
+    mean matching, from each other, the complete ``predictors`` (the exposure), ``event`` and the Nelson-Aalen hazard
+    at ``time``. The same seed gives the same data sets; observed values are never changed."""
     if m < 2:
         raise ImputationError(f"m = {m}: multiple imputation needs at least 2 imputations")
     for name in [*columns, *predictors, time, event]:
@@ -127,35 +128,61 @@ def impute(
         nelson_aalen(table[time], table[event]),
     ])  # fmt: skip
     incomplete = [j for j in range(len(columns)) if missing[:, j].any()]
-    # one design per imputation, updated in place: an intercept, the imputed columns (1 .. k), the fixed predictors;
-    # column j's model takes every column but its own, in that order
+    # the design: an intercept, the imputed columns (1 .. k), the fixed predictors; column j's model takes every
+    # column but its own, in that order. Each model's predictors of its observed and of its missing rows are gathered
+    # once per chain and kept up to date as the other columns are imputed (``updates``), not gathered at every step.
     predictors_of = {j: [c for c in range(1 + len(columns) + fixed.shape[1]) if c != 1 + j] for j in incomplete}
     rows_missing = {j: np.flatnonzero(missing[:, j]) for j in incomplete}
     rows_observed = {j: np.flatnonzero(~missing[:, j]) for j in incomplete}
+    y_observed = {j: values[rows_observed[j], j] for j in incomplete}
+    updates = {j: _updates(j, incomplete, missing, predictors_of, rows_observed, rows_missing) for j in incomplete}
 
     def chain(imputation: int) -> np.ndarray:
-        """One imputation's chain, from its own random stream: the design with every missing value imputed."""
+        """One imputation's chain, from its own random stream: the columns with every missing value imputed."""
         rng = np.random.default_rng([seed, imputation])
         current = values.copy()
         for j in incomplete:
             observed = values[~missing[:, j], j]
             current[missing[:, j], j] = rng.choice(observed, missing[:, j].sum())
         design = np.column_stack([np.ones(len(current)), current, fixed])
+        x_obs = {j: design[np.ix_(rows_observed[j], predictors_of[j])] for j in incomplete}
+        x_mis = {j: design[np.ix_(rows_missing[j], predictors_of[j])] for j in incomplete}
         for _ in range(iterations):
             for j in incomplete:
                 try:
-                    design[rows_missing[j], 1 + j] = _pmm(
-                        design, 1 + j, predictors_of[j], rows_observed[j], rows_missing[j], rng
-                    )
+                    drawn = _pmm(x_obs[j], y_observed[j], x_mis[j], rng)
                 except np.linalg.LinAlgError:
                     raise ImputationError(
                         f"{columns[j]}: its imputation model cannot be estimated ({(~missing[:, j]).sum()} observed "
                         "values, collinear or constant predictors)"
                     ) from None
-        return design
+                current[rows_missing[j], j] = drawn
+                for other, at, in_obs, from_obs, in_mis, from_mis in updates[j]:
+                    x_obs[other][in_obs, at] = drawn[from_obs]
+                    x_mis[other][in_mis, at] = drawn[from_mis]
+        return current
 
-    designs = map_in_threads(chain, range(m), rows=len(table))
-    return [table.assign(**{name: design[:, 1 + j] for j, name in enumerate(columns)}) for design in designs]
+    completed = map_in_threads(chain, range(m), rows=len(table))
+    model = table[list(dict.fromkeys([*predictors, time, event, *columns]))]  # the table's other columns stay out
+    return [model.assign(**{name: made[:, j] for j, name in enumerate(columns)}) for made in completed]
+
+
+def _updates(
+    j: int, incomplete: list[int], missing: np.ndarray, predictors_of: dict[int, list[int]],
+    rows_observed: dict[int, np.ndarray], rows_missing: dict[int, np.ndarray],
+) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Where column j's new draws go in the other models' predictors: per other model, j's position among its
+    predictors, and the rows of its observed and of its missing rows that j's draws fill, with which draw each."""
+    position = np.full(len(missing), -1)
+    position[rows_missing[j]] = np.arange(len(rows_missing[j]))
+    made = []
+    for other in incomplete:
+        if other != j:
+            in_obs = np.flatnonzero(missing[rows_observed[other], j])
+            in_mis = np.flatnonzero(missing[rows_missing[other], j])
+            made.append((other, predictors_of[other].index(1 + j), in_obs, position[rows_observed[other][in_obs]],
+                         in_mis, position[rows_missing[other][in_mis]]))  # fmt: skip
+    return made
 
 
 @dataclass(frozen=True)
