@@ -61,8 +61,13 @@ def stable_argsort(values: np.ndarray) -> np.ndarray:
     tied = ordered[1:] == ordered[:-1]
     if not tied.any():
         return order
-    run = np.concatenate(([0], np.cumsum(~tied)))
-    return np.sort(run * len(values) + order) % len(values)
+    in_run = np.zeros(len(values), dtype=bool)
+    in_run[:-1] |= tied
+    in_run[1:] |= tied
+    at = np.flatnonzero(in_run)  # the runs are blocks of these positions, in order: sorting (run, position) keys
+    run = np.cumsum(np.concatenate(([True], ~tied)))[at]  # puts each back in its own block
+    order[at] = np.sort(run * len(values) + order[at]) % len(values)
+    return order
 
 
 def _pmm(x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -71,7 +76,7 @@ def _pmm(x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.random
     intercept first."""
     xtx = x_obs.T @ x_obs
     v = np.linalg.inv(xtx + np.diag(RIDGE * np.diag(xtx)))
-    coef = v @ x_obs.T @ y_obs
+    coef = v @ (x_obs.T @ y_obs)
     residual = y_obs - x_obs @ coef
     df = max(len(y_obs) - x_obs.shape[1], 1)
     sigma = np.sqrt(residual @ residual / rng.chisquare(df))
