@@ -76,7 +76,7 @@ def _pmm(x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.random
     intercept first."""
     xtx = x_obs.T @ x_obs
     v = np.linalg.inv(xtx + np.diag(RIDGE * np.diag(xtx)))
-    coef = v @ (x_obs.T @ y_obs)
+    coef = v @ x_obs.T @ y_obs
     residual = y_obs - x_obs @ coef
     df = max(len(y_obs) - x_obs.shape[1], 1)
     sigma = np.sqrt(residual @ residual / rng.chisquare(df))
