@@ -143,3 +143,34 @@ def test_analyze_loads_none_of_the_libraries_it_has_no_use_for(demo_registry, tm
     args = ["--database", demo_registry, "analyze", "--json", str(tmp_path / "r.json")]
     assert modules_loaded_by(args, NOT_FOR_ANALYZE) == []
     assert json.loads((tmp_path / "r.json").read_text())["sensitivity"]
+
+
+def test_analyses_at_scale_run_side_by_side_and_give_the_numbers_of_running_them_in_turn(tmp_path, monkeypatch):
+    """From 10,000 patients the multiple imputation's chains and pooled fits run in threads
+    (registry.analysis.threads): every number of the results must be those of running them one after another."""
+    import pandas as pd
+
+    import registry.analysis.threads as threads
+    from registry.analysis.run import analyze
+    from registry.cohort import Cohort
+    from registry.config import Config
+    from tests.conftest import build_demo_table
+
+    if threads.cores() < 2:
+        pytest.skip("one core: nothing runs side by side")
+    demo = build_demo_table(tmp_path)
+    copies = -(-threads.MIN_ROWS // len(demo))
+    table = pd.concat([demo.set_axis([f"{i}-{k}" for i in demo.index], axis=0) for k in range(copies)])
+    cohort = Cohort(table, pd.DataFrame({"study_id": [], "reason": []}), len(table))
+    started = []
+    real = threads.ThreadPoolExecutor
+    monkeypatch.setattr(threads, "ThreadPoolExecutor", lambda **kw: started.append(kw) or real(**kw))
+    side_by_side = analyze(cohort, Config())
+    assert len(started) == 2  # the chains, the fits
+    monkeypatch.setattr(threads, "MIN_ROWS", len(table) + 1)
+    in_turn = analyze(cohort, Config())
+    assert len(started) == 2
+    for results in (side_by_side, in_turn):
+        results.pop("generated_at")
+    assert json.dumps(side_by_side) == json.dumps(in_turn)
+    assert side_by_side["sensitivity"]["imputation"]["pooled"]["terms"]

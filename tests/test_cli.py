@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -47,6 +48,27 @@ HEAVY = ("sqlalchemy", "sqlmodel", "pandas", "numpy", "scipy", "pandera", "matpl
 def test_the_command_line_starts_without_the_database_or_analysis_libraries(args):
     """`registry --version` and every command's help load the commands, none of the libraries they use."""
     assert modules_loaded_by(args, HEAVY) == []
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, 1), ("2", 2)], ids=["default", "set-by-the-user"])
+def test_the_console_command_runs_blas_on_one_thread_unless_told_otherwise(given, expected):
+    """registry.cli.run sets BLAS to one thread before numpy loads (the analyses run threads of their own); a thread
+    count the user sets stands. Read back by threadpoolctl (installed with scikit-learn, which firthmodels needs)."""
+    pytest.importorskip("threadpoolctl")
+    probe = (
+        "import sys; from registry.cli import run; sys.argv = ['registry', '--version']\n"
+        "try: run()\n"
+        "except SystemExit: pass\n"
+        "import numpy, threadpoolctl\n"
+        "print([pool['num_threads'] for pool in threadpoolctl.threadpool_info() if pool['user_api'] == 'blas'])"
+    )
+    environment = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                                    "OMP_NUM_THREADS")}  # fmt: skip
+    if given:
+        environment["OPENBLAS_NUM_THREADS"] = given
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=environment)
+    threads = json.loads(done.stdout.splitlines()[-1])
+    assert threads and set(threads) == {expected}
 
 
 def test_help_lists_the_commands():

@@ -2,10 +2,11 @@
 side on the machine's cores.
 
 Threads, not processes: numpy's sorts, gathers and matrix products run outside the interpreter lock, and the web
-application renders reports in threads of its own, where forking is not safe. Each worker's matrix products run on
-one BLAS thread (threadpoolctl), or the BLAS library's own threads and ours would fight over the same cores (at
-100,000 patients the imputation took longer in two threads than in one until they stopped). The results are those
-of running the pieces one after another, in order: each piece has its own data and random stream.
+application renders reports in threads of its own, where forking is not safe. The console command runs BLAS on one
+thread (registry.cli.run, before numpy loads): with OpenBLAS's threads beside ours the imputation at 100,000 patients
+took longer in two threads than in one, and a BLAS thread count switched while an analysis runs would make the last
+digits of whatever ran meanwhile depend on timing. The results are those of running the pieces one after another,
+in order: each piece has its own data and random stream.
 """
 
 from __future__ import annotations
@@ -34,7 +35,5 @@ def map_in_threads(function: Callable[[Item], Result], items: Iterable[Item], *,
     workers = min(len(items), cores())
     if rows < MIN_ROWS or workers < 2:
         return [function(item) for item in items]
-    from threadpoolctl import threadpool_limits  # imported where threads are used: small analyses never do
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(function, items))

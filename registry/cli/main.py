@@ -1507,6 +1507,11 @@ def _print_cut(made: Cut) -> None:
                    + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in left.items()))  # fmt: skip
 
 
+#: The BLAS libraries' thread counts (OpenBLAS, as numpy's wheels have it; MKL; OpenMP builds), set to 1 by
+#: :func:`run` unless already set.
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+
+
 def run() -> None:
     """The ``registry`` console command: :data:`app`, with the garbage collector set for a short-lived process.
 
@@ -1516,7 +1521,12 @@ def run() -> None:
     Freezing what is alive at the end spares the collections of the interpreter's exit
     (about 0.6 s); what is frozen is not collected, so the database connections are
     closed first, explicitly (by registry.db, if the command loaded it).
+
+    BLAS (numpy's matrix products) runs on one thread: an analysis at scale runs its pieces in threads of its own
+    (registry.analysis.threads), and BLAS's threads beside them only slowed them down.
     """
+    for variable in BLAS_THREADS:  # before numpy loads; a value set by the user stands
+        os.environ.setdefault(variable, "1")
     gc.set_threshold(10_000, 10, 10)
     try:
         app(prog_name="registry")
