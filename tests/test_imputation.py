@@ -192,3 +192,22 @@ def test_imputations_and_pooled_fits_in_threads_are_those_made_one_after_another
     for a, b in zip(side_by_side[0], in_turn[0], strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert side_by_side[1] == in_turn[1]
+
+
+@pytest.mark.parametrize("observed", [1, 2, 4, 5, 9, 10, 11, 50, 2000])
+@pytest.mark.parametrize("values", ["continuous", "few", "ties"])
+def test_nearest_donors_are_those_of_sorting_the_distances(observed, values):
+    """The donors found by walking out from each prediction's place are, for every missing value, those of a stable
+    sort of the distances to the ten cases around it (the matcher before, kept as the oracle): at the edges, with
+    ties on either side, at equal distance left and right, and with fewer than five observed cases."""
+    from registry.analysis.imputation import _nearest_donors_by_sorting, nearest_donors
+
+    rng = np.random.default_rng(observed)
+    draw = {"continuous": lambda n: rng.normal(size=n), "few": lambda n: rng.integers(0, 6, n).astype(float),
+            "ties": lambda n: rng.integers(0, 40, n) / 4.0}[values]  # fmt: skip
+    sorted_obs = np.sort(draw(observed))
+    predicted = np.concatenate([draw(3000), sorted_obs + 0.125, sorted_obs[:5] - 1e9, sorted_obs[-5:] + 1e9])
+    draws = rng.random(len(predicted))
+    insert = np.searchsorted(sorted_obs, predicted)
+    expected = _nearest_donors_by_sorting(sorted_obs, predicted, draws, insert)
+    assert np.array_equal(nearest_donors(sorted_obs, predicted, draws), expected)

@@ -83,20 +83,54 @@ def _pmm(x_obs: np.ndarray, y_obs: np.ndarray, x_mis: np.ndarray, rng: np.random
     drawn = coef + np.linalg.cholesky((v + v.T) / 2) @ rng.standard_normal(len(coef)) * sigma
     predicted_obs, predicted_mis = x_obs @ coef, x_mis @ drawn
     order = stable_argsort(predicted_obs)
-    sorted_obs = predicted_obs[order]
-    # the DONORS nearest predictions lie among the DONORS on either side of where the missing one would sort (found
-    # for the missing ones in their own sorted order: each search then starts near where the last one ended)
-    by_value = np.argsort(predicted_mis)
-    insert = np.empty(len(predicted_mis), dtype=np.intp)
-    insert[by_value] = np.searchsorted(sorted_obs, predicted_mis[by_value])
-    window = insert[:, None] + np.arange(-DONORS, DONORS)[None, :]
-    window = np.clip(window, 0, len(sorted_obs) - 1)
-    distance = np.abs(sorted_obs[window] - predicted_mis[:, None])
+    donors = nearest_donors(predicted_obs[order], predicted_mis, rng.random(len(predicted_mis)))
+    return y_obs[order[donors]]
+
+
+def nearest_donors(sorted_obs: np.ndarray, predicted: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """For each missing value's ``predicted`` mean, one of the :data:`DONORS` observed cases nearest to it (their
+    predictions ``sorted_obs``, ascending), the ``draws`` (uniform on [0, 1)) choosing which: the one at that rank,
+    the nearest first and, at equal distance, the one sorted first (mice's matcher).
+
+    The nearest lie on either side of where the prediction would sort, closer and closer cases being taken from the
+    left or the right in turn: five steps over every missing value at once. Where equal predictions lie to the left,
+    taking them in turn would give the later one first: those missing values get their donors by sorting the
+    distances to the ten cases around them (:func:`_nearest_donors_by_sorting`), which gives the same donors
+    everywhere, at several times the cost."""
+    n = len(sorted_obs)
+    by_value = np.argsort(predicted)  # searched in sorted order, each search starts near where the last one ended
+    insert = np.empty(len(predicted), dtype=np.intp)
+    insert[by_value] = np.searchsorted(sorted_obs, predicted[by_value])
+    lowest, highest = np.maximum(insert - DONORS, 0), np.minimum(insert + DONORS - 1, n - 1)
+    rank = (draws * np.minimum(DONORS, highest - lowest + 1)).astype(int)
+    left, right = insert - 1, insert.copy()
+    donors = np.empty(len(predicted), dtype=np.intp)
+    for step in range(DONORS):
+        has_left, has_right = left >= lowest, right <= highest
+        closer_left = predicted - sorted_obs[np.maximum(left, 0)] <= sorted_obs[np.minimum(right, n - 1)] - predicted
+        take_left = has_left & (~has_right | closer_left)
+        now = rank == step
+        donors[now] = np.where(take_left, left, right)[now]
+        left -= take_left
+        right += ~take_left
+    equal_next = np.concatenate(([0], np.cumsum(sorted_obs[1:] == sorted_obs[:-1])))  # equal pairs (p, p + 1) before p
+    tied = np.flatnonzero(equal_next[np.maximum(insert - 1, 0)] > equal_next[lowest])
+    if len(tied):
+        donors[tied] = _nearest_donors_by_sorting(sorted_obs, predicted[tied], draws[tied], insert[tied])
+    return donors
+
+
+def _nearest_donors_by_sorting(
+    sorted_obs: np.ndarray, predicted: np.ndarray, draws: np.ndarray, insert: np.ndarray
+) -> np.ndarray:
+    """:func:`nearest_donors` by a stable sort of the distances to the :data:`DONORS` cases on either side."""
+    window = np.clip(insert[:, None] + np.arange(-DONORS, DONORS)[None, :], 0, len(sorted_obs) - 1)
+    distance = np.abs(sorted_obs[window] - predicted[:, None])
     distance[:, 1:][window[:, 1:] == window[:, :-1]] = np.inf  # a clipped window repeats its edge: count it once
     nearest = np.argsort(distance, axis=1, kind="stable")[:, :DONORS]
     usable = np.minimum(DONORS, np.isfinite(distance).sum(axis=1))
-    pick = nearest[np.arange(len(predicted_mis)), (rng.random(len(predicted_mis)) * usable).astype(int)]
-    return y_obs[order[window[np.arange(len(predicted_mis)), pick]]]
+    rows = np.arange(len(predicted))
+    return window[rows, nearest[rows, (draws * usable).astype(int)]]
 
 
 def impute(
