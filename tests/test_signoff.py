@@ -465,3 +465,21 @@ def test_a_signed_only_cut_of_one_group_is_refused_plainly_by_report_and_analyze
                                    str(tmp_path / "r.json")])  # fmt: skip
     assert (analysed.exit_code, analysed.stderr.splitlines()[-1] + "\n") == (1, "N" + why)
     assert not (tmp_path / "r.pdf").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_the_counts_by_status_are_those_of_the_patients_listed(registry_db):
+    """count_by_status counts in the database what list_states lists patient by patient: live patients only, each in
+    its status (none recorded: in progress), of the sites asked for."""
+    from registry.signoff import count_by_status, list_states
+
+    mark_complete(registry_db, "EX-002", actor="cora", config=Config(), sites=["DEMO"])
+    _signed(registry_db)
+    with registry_db.connect() as connection:
+        gone = connection.execute(sa.text("SELECT id FROM patient WHERE study_id = 'EX-003'")).scalar_one()
+    set_deleted(registry_db, "patients", gone, deleted=True, actor="dana", reason="withdrew consent")
+    for sites in (None, ["DEMO"], ["OTHER"], ["DEMO", "OTHER"], []):
+        listed = {s.value: 0 for s in RecordStatus}
+        for row in list_states(registry_db, sites=sites):
+            listed[row["status"].value] += 1
+        assert count_by_status(registry_db, sites=sites) == listed, sites
+    assert count_by_status(registry_db) == {"in_progress": 2, "complete": 1, "verified": 0, "signed": 1}

@@ -1076,11 +1076,11 @@ def check(
     if cut is None:  # the queries are of the registry as it is now
         from registry.cli.workflow import query_summary, status_summary
         from registry.queries import coordinators, list_queries, summarise
-        from registry.signoff import count_by_status, list_states
+        from registry.signoff import count_by_status
 
         queries = list_queries(engine, sites=None if site is None else [site])
         typer.echo(query_summary(summarise(queries, coordinators(engine))))
-        typer.echo(status_summary(count_by_status(list_states(engine, sites=None if site is None else [site]))))
+        typer.echo(status_summary(count_by_status(engine, sites=None if site is None else [site])))
     typer.echo(chain)
     if json_out:
         write_atomically(json_out, _json(findings_document(run, config, now)).encode("utf-8"))

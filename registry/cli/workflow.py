@@ -237,7 +237,7 @@ def status_list(
 
     engine = _engine(ctx)
     states = list_states(engine, sites=site or None, status=status)
-    counts = count_by_status(list_states(engine, sites=site or None))
+    counts = count_by_status(engine, sites=site or None)
     if as_json:
         rows = [{**row, "status": row["status"].value,
                  **{k: row[k].isoformat(timespec="seconds") if row[k] else None for k in ("changed_at", "signed_at")}}
