@@ -93,6 +93,16 @@ def second_registry(migrated: sa.Engine, request: pytest.FixtureRequest, tmp_pat
         engine.dispose()
 
 
+@pytest.fixture
+def one_blas_thread():
+    """BLAS on one thread, as the console command runs it (registry.cli.run): only then do the analyses run their
+    pieces in threads (registry.analysis.threads); the test process loaded numpy with BLAS on every core."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def modules_loaded_by(args: list[str], names: Sequence[str]) -> list[str]:
     """Which of the modules ``names`` ``registry ARGS`` loads, run in a fresh interpreter (start-up time: a command
     loads only what it uses); the command must succeed."""

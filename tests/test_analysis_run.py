@@ -145,7 +145,9 @@ def test_analyze_loads_none_of_the_libraries_it_has_no_use_for(demo_registry, tm
     assert json.loads((tmp_path / "r.json").read_text())["sensitivity"]
 
 
-def test_analyses_at_scale_run_side_by_side_and_give_the_numbers_of_running_them_in_turn(tmp_path, monkeypatch):
+def test_analyses_at_scale_run_side_by_side_and_give_the_numbers_of_running_them_in_turn(
+    tmp_path, monkeypatch, one_blas_thread
+):
     """From 10,000 patients the multiple imputation's chains and pooled fits run in threads
     (registry.analysis.threads): every number of the results must be those of running them one after another."""
     import pandas as pd

@@ -162,7 +162,7 @@ def test_stable_argsort_is_numpys_stable_argsort(values):
     assert np.array_equal(stable_argsort(values), np.argsort(values, kind="stable"))
 
 
-def test_imputations_and_pooled_fits_in_threads_are_those_made_one_after_another(monkeypatch):
+def test_imputations_and_pooled_fits_in_threads_are_those_made_one_after_another(monkeypatch, one_blas_thread):
     """At 10,000 rows and more the chains and the pooled fits run in threads (registry.analysis.threads): the data
     sets and the pooled numbers must be bit for bit those of running them in turn."""
     import registry.analysis.threads as threads

@@ -1522,8 +1522,8 @@ def run() -> None:
     (about 0.6 s); what is frozen is not collected, so the database connections are
     closed first, explicitly (by registry.db, if the command loaded it).
 
-    BLAS (numpy's matrix products) runs on one thread: an analysis at scale runs its pieces in threads of its own
-    (registry.analysis.threads), and BLAS's threads beside them only slowed them down.
+    BLAS (numpy's matrix products) runs on one thread: an analysis at scale then runs its pieces in threads of its
+    own (registry.analysis.threads), which BLAS's threads beside them only slowed down.
     """
     for variable in BLAS_THREADS:  # before numpy loads; a value set by the user stands
         os.environ.setdefault(variable, "1")
