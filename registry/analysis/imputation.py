@@ -181,8 +181,7 @@ def impute(
         rng = np.random.default_rng([seed, imputation])
         current = values.copy()
         for j in incomplete:
-            observed = values[~missing[:, j], j]
-            current[missing[:, j], j] = rng.choice(observed, missing[:, j].sum())
+            current[rows_missing[j], j] = rng.choice(y_observed[j], len(rows_missing[j]))
         design = np.column_stack([np.ones(len(current)), current, fixed])
         x_obs = {j: design[np.ix_(rows_observed[j], predictors_of[j])] for j in incomplete}
         x_mis = {j: design[np.ix_(rows_missing[j], predictors_of[j])] for j in incomplete}
