@@ -161,6 +161,8 @@ class _Efron:
     mean: np.ndarray
     hazard: np.ndarray  # per death: its share of the baseline hazard's jump, the deaths' mean weight / its denominator
     denominator: np.ndarray  # per death: Efron's risk-set sum, the tied deaths before it taken out by k / d
+    risk: np.ndarray  # per patient (the design's order): case weight x exp(x beta)
+    risk_dead: np.ndarray  # the same per death
 
 
 def _risk_set_sums(d: _Design, risk: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -207,17 +209,17 @@ def _efron(design: _Design, beta: np.ndarray) -> _Efron:
         mean=mean,
         hazard=share,
         denominator=denominator,
+        risk=risk,
+        risk_dead=risk_dead,
     )
 
 
-def _information_by_time(design: _Design, beta: np.ndarray, at: _Efron) -> np.ndarray:
+def _information_by_time(design: _Design, at: _Efron) -> np.ndarray:
     """Per death time, its share of the information at ``at`` (for ``cox.zph``): the risk sets' sums of r x x'
     themselves, one k x k matrix per death time."""
     d, which, first = design, design.which, design.first
-    risk = d.weight * np.exp(d.x @ beta)
-    risk_dead = d.weight_dead * np.exp(d.x_dead @ beta)
-    s2 = _risk_set_sums(d, risk, d.x[:, :, None] * d.x[:, None, :])
-    s2d = np.add.reduceat(risk_dead[:, None, None] * (d.x_dead[:, :, None] * d.x_dead[:, None, :]), first, axis=0)
+    s2 = _risk_set_sums(d, at.risk, d.x[:, :, None] * d.x[:, None, :])
+    s2d = np.add.reduceat(at.risk_dead[:, None, None] * (d.x_dead[:, :, None] * d.x_dead[:, None, :]), first, axis=0)
     term = (s2[which] - d.fraction[:, None, None] * s2d[which]) / at.denominator[:, None, None]
     term -= at.mean[:, :, None] * at.mean[:, None, :]
     term *= d.tied_weight[:, None, None]
@@ -319,7 +321,7 @@ def cox_zph(
     centred, centred_by_time = g - g.mean(), (g_by_time - g.mean())[:, None, None]
     u = (centred[:, None] * residuals).sum(axis=0)
     i11 = at.information
-    by_time = _information_by_time(design, beta, at)
+    by_time = _information_by_time(design, at)
     i12 = (centred_by_time * by_time).sum(axis=0)
     i22 = (centred_by_time**2 * by_time).sum(axis=0)
     tests = []
