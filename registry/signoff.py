@@ -321,6 +321,18 @@ def void_on_change(session: Session) -> None:
     void_for_patients(session, changed - {None})
 
 
+def _of_live_patients(select: sa.Select, sites: Collection[str] | None) -> sa.Select:
+    """``select`` over the live patients (of ``sites``), each joined to its site and its record status (outer: a
+    patient without one is in progress)."""
+    select = (
+        select.select_from(Patient)
+        .join(Site, Site.id == Patient.site_id)
+        .outerjoin(PatientStatus, PatientStatus.patient_id == Patient.id)
+        .where(Patient.deleted_at.is_(None))
+    )
+    return select if sites is None else select.where(Site.code.in_(sites))
+
+
 def list_states(
     engine: sa.Engine, *, sites: Collection[str] | None = None, status: RecordStatus | None = None
 ) -> list[dict[str, Any]]:
@@ -329,16 +341,10 @@ def list_states(
     signed = sa.select(Signature.patient_id, Signature.signer, Signature.signed_at).where(
         Signature.voided_at.is_(None)
     ).subquery()  # fmt: skip
-    select = (
+    select = _of_live_patients(
         sa.select(Patient.study_id, Site.code.label("site"), PatientStatus.status, PatientStatus.changed_by,
-                  PatientStatus.changed_at, signed.c.signer, signed.c.signed_at)
-        .join(Site, Site.id == Patient.site_id)
-        .outerjoin(PatientStatus, PatientStatus.patient_id == Patient.id)
-        .outerjoin(signed, signed.c.patient_id == Patient.id)
-        .where(Patient.deleted_at.is_(None)).order_by(Patient.study_id)
-    )  # fmt: skip
-    if sites is not None:
-        select = select.where(Site.code.in_(sites))
+                  PatientStatus.changed_at, signed.c.signer, signed.c.signed_at), sites
+    ).outerjoin(signed, signed.c.patient_id == Patient.id).order_by(Patient.study_id)  # fmt: skip
     with engine.connect() as connection:
         rows = [dict(row) for row in connection.execute(select).mappings()]
     for row in rows:
@@ -350,16 +356,7 @@ def list_states(
 def count_by_status(engine: sa.Engine, *, sites: Collection[str] | None = None) -> dict[str, int]:
     """Live patients (of ``sites``) per record status, every status listed: one count per status in the database,
     not a row per patient (100,000 patients: 0.9 s -> a few hundredths)."""
-    select = (
-        sa.select(PatientStatus.status, sa.func.count())
-        .select_from(Patient)
-        .join(Site, Site.id == Patient.site_id)
-        .outerjoin(PatientStatus, PatientStatus.patient_id == Patient.id)
-        .where(Patient.deleted_at.is_(None))
-        .group_by(PatientStatus.status)
-    )
-    if sites is not None:
-        select = select.where(Site.code.in_(sites))
+    select = _of_live_patients(sa.select(PatientStatus.status, sa.func.count()), sites).group_by(PatientStatus.status)
     counts = {s.value: 0 for s in RecordStatus}
     with engine.connect() as connection:
         for status, n in connection.execute(select):
