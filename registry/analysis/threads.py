@@ -5,7 +5,7 @@ Threads, not processes: numpy's sorts, gathers and matrix products run outside t
 application renders reports in threads of its own, where forking is not safe. They are used only where BLAS runs on
 one thread, as the console command has it (registry.cli.run sets it before numpy loads): beside BLAS's own threads
 ours only fight them for the cores (100,000 patients: the imputation took 46 s in two threads with OpenBLAS on two,
-15 s in turn, 7 s in two threads with OpenBLAS on one). The thread count is read, never changed: changing it while
+10.6 s in turn, 7.4 s in two threads with OpenBLAS on one). The thread count is read, never changed: changing it while
 other work runs would make that work's last digits depend on timing. The results are those of running the pieces
 one after another, in order: each piece has its own data and random stream.
 """
